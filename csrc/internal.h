@@ -1,0 +1,121 @@
+/* What the verifier's files share: the state mapping, the peer index, the verifier itself. */
+#ifndef KBM_INTERNAL_H
+#define KBM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kbm.h"
+#include "mac.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the state file is little-endian and mapped in place: little-endian hosts only"
+#endif
+
+/* ---- state.c: the sequence table (docs/state-format.md) ---- */
+
+#define KBM_STATE_HEADER 64
+#define KBM_STATE_SLOT 32
+#define KBM_STATE_MAX_SLOTS (1u << 25)
+
+/* slot word: seq (0-15), has-seq (16), advance (32-47), key epoch (48-63) */
+#define KBM_W_HAS_SEQ (UINT64_C(1) << 16)
+#define KBM_W_SEQ(w) ((uint16_t)((w)&0xFFFF))
+#define KBM_W_ADVANCE(w) ((uint32_t)(((w) >> 32) & 0xFFFF))
+#define KBM_W_EPOCH(w) ((uint16_t)((w) >> 48))
+#define KBM_W_PACK(seq, adv, epoch)                                                            \
+    ((uint64_t)(seq) | KBM_W_HAS_SEQ | (uint64_t)(adv) << 32 | (uint64_t)(epoch) << 48)
+
+typedef struct {
+    int fd;          /* -1: anonymous memory */
+    uint8_t *base;   /* header then slots; KBM_STATE_MAX_SLOTS reserved, mapped once */
+    size_t reserved; /* bytes of address space mapped */
+    size_t count;    /* slots this process has indexed */
+    size_t file_size;
+    uint32_t *index; /* address -> slot + 1, open addressing; touched only by writers */
+    size_t index_mask;
+    uint64_t seed[2];
+} kbm_state;
+
+int kbm_state_open(kbm_state *s, const char *path, const uint64_t seed[2]);
+void kbm_state_close(kbm_state *s);
+/* The slot of address, appended (under the file's flock) if it has none. */
+int kbm_state_slot(kbm_state *s, const uint8_t addr[16], uint32_t *slot);
+/* Without creating: 1 and *slot if address has one, else 0. */
+int kbm_state_find(kbm_state *s, const uint8_t addr[16], uint32_t *slot);
+/* Like kbm_state_find, after indexing slots other processes appended; <0 on error. */
+int kbm_state_lookup(kbm_state *s, const uint8_t addr[16], uint32_t *slot);
+int kbm_state_flush(kbm_state *s);
+
+static inline _Atomic uint64_t *kbm_state_word(const kbm_state *s, uint32_t slot)
+{
+    return (_Atomic uint64_t *)(void *)(s->base + KBM_STATE_HEADER +
+                                        (size_t)slot * KBM_STATE_SLOT + 16);
+}
+
+/* ---- peers.c: the copy-on-write peer index ---- */
+
+/* RFC 4449 extras: Kcn midstates, the home keygen token, and a one-entry cache of the Kbm for
+   the last care-of address (read under a seqlock, so verifiers never wait). */
+struct kbm_kcn {
+    kbm_mac_key kcn;
+    uint8_t hkt[8];
+    uint8_t care_of_nonce[KBM_NONCE_MAX];
+    size_t care_of_nonce_len;
+    _Atomic uint32_t version;
+    _Atomic uint64_t cache[7]; /* care-of address (2 words), then the Kbm's midstates (5) */
+};
+
+struct kbm_peer {
+    uint8_t home[16];
+    kbm_mac_key key; /* draft: Kbm; RFC 4449: the de-registration Kbm, SHA1(hkt) */
+    struct kbm_kcn *kcn;
+    uint32_t slot;
+    uint16_t epoch;
+};
+
+struct kbm_bucket {
+    uint32_t tag; /* high half of the hash */
+    uint32_t idx; /* peer index + 1; 0 = empty */
+};
+
+struct kbm_index {
+    struct kbm_peer *peers;
+    size_t n, cap;
+    struct kbm_bucket *buckets;
+    size_t mask;
+};
+
+struct kbm_verifier {
+    _Atomic(struct kbm_index *) index;
+    _Atomic uint64_t readers[2];
+    _Atomic uint32_t gen;
+    pthread_mutex_t write_lock;
+    kbm_state state;
+    uint32_t rekey_limit;
+    uint64_t seed[2];
+};
+
+uint64_t kbm_hash16(const uint64_t seed[2], const uint8_t a[16]);
+const struct kbm_peer *kbm_index_find(const struct kbm_index *x, uint64_t h,
+                                      const uint8_t home[16]);
+void kbm_index_free(struct kbm_index *x, int free_kcn);
+/* The registration Kbm's midstates for care_of (cached per peer). */
+void kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out);
+
+/* Readers bracket every use of the index; writers wait for both reader counts to drain. */
+static inline uint32_t kbm_read_begin(kbm_verifier *v)
+{
+    uint32_t g = atomic_load(&v->gen) & 1;
+    atomic_fetch_add(&v->readers[g], 1);
+    return g;
+}
+
+static inline void kbm_read_end(kbm_verifier *v, uint32_t g)
+{
+    atomic_fetch_sub(&v->readers[g], 1);
+}
+
+#endif /* KBM_INTERNAL_H */

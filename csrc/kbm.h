@@ -1,0 +1,153 @@
+/* kbmfast: authorizing Mobile IPv6 Binding Updates with preconfigured Binding Management Keys
+   (draft-ietf-mip6-precfgKbm / RFC 4449 on RFC 6275). The one public header of the C core.
+
+   Conventions: every function that can fail returns 0 or a positive result on success and a
+   negative kbm_status on failure. Offsets are counted from the first byte of the IPv6 header.
+   The core allocates only when peers or state change, never while verifying. */
+#ifndef KBM_H
+#define KBM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KBM_SIZE 20
+#define KBM_AUTH_SIZE 12
+#define KBM_MH_MAX 2048
+
+/* ---- Status codes (negative returns) ---- */
+enum kbm_status {
+    KBM_OK = 0,
+    KBM_ENOMEM = -1,     /* out of memory */
+    KBM_EINVAL = -2,     /* bad argument (the Python layer checks first; this is a backstop) */
+    KBM_EIO = -3,        /* a system call on the state file failed; errno is kept */
+    KBM_ESTATE = -4,     /* the state file is not valid (Python's validation explains why) */
+    KBM_EFULL = -5,      /* the state file or peer table reached its size limit */
+    KBM_ENOENT = -6,     /* no such peer */
+    KBM_EOFFSET = -7,    /* offsets decrease or run past the buffer */
+};
+
+/* ---- Verdicts (API.md; the same numbers as kbmfast.Verdict) ---- */
+enum kbm_verdict {
+    KBM_ACCEPTED = 0,
+    KBM_MALFORMED = 1,
+    KBM_BAD_CHECKSUM = 2,
+    KBM_NOT_BINDING_UPDATE = 3,
+    KBM_NOT_CONFIGURED = 4,
+    KBM_MISSING_AUTHORIZATION = 5,
+    KBM_BAD_AUTHENTICATOR = 6,
+    KBM_SEQUENCE_OUT_OF_WINDOW = 7,
+    KBM_HOME_REGISTRATION = 8,
+    KBM_INVALID_CARE_OF = 9,
+    KBM_KEY_EXHAUSTED = 10,
+};
+
+/* ---- Parsing (parse.c) ---- */
+
+/* Parse error codes: the same numbers as kbmfast._types.E_*; Python holds the texts. */
+enum kbm_perr {
+    KBM_E_SHORT = 1, KBM_E_VERSION, KBM_E_PAYLOAD_LENGTH, KBM_E_EXT_TRUNCATED, KBM_E_EXT_ORDER,
+    KBM_E_NO_MH, KBM_E_OPT_TRUNCATED, KBM_E_OPT_DISCARD, KBM_E_HAO_LENGTH, KBM_E_HAO_REPEATED,
+    KBM_E_HAO_ADDRESS, KBM_E_ROUTING_TYPE, KBM_E_RH2_FORMAT, KBM_E_MH_LENGTH,
+    KBM_E_PAYLOAD_PROTO, KBM_E_HEADER_LEN, KBM_E_MOPT_TRUNCATED, KBM_E_MOPT_LENGTH,
+    KBM_E_MOPT_DUPLICATE, KBM_E_BAD_NOT_LAST,
+    KBM_UNKNOWN_MH = 100, /* not an error: an MH Type this implementation does not know */
+};
+
+/* Where the parts of a packet are; -1 where a part is absent. */
+typedef struct {
+    int32_t mh;       /* Mobility Header */
+    int32_t hao;      /* address in the Home Address option */
+    int32_t rh2;      /* address in the type 2 Routing header */
+    int32_t alt;      /* address in the Alternate Care-of Address option */
+    int32_t bad;      /* the 12 authenticator bytes */
+    int32_t nonce;    /* the Nonce Indices option's data */
+    uint8_t mh_type;
+} kbm_layout;
+
+/* One mobility option as found: type, data length and the offset of its type byte. */
+typedef struct {
+    uint16_t offset;
+    uint8_t type;
+    uint8_t len;
+} kbm_option;
+
+/* Walks the IPv6 header and extension headers to the Mobility Header.
+   Returns 0, or a kbm_perr with *where set to the offending byte. */
+int kbm_scan(const uint8_t *p, size_t n, kbm_layout *out, uint32_t *where);
+/* 1 when the Mobility Header checksum is right (HAO pseudo-source, final destination). */
+int kbm_checksum_ok(const uint8_t *p, size_t n, const kbm_layout *l);
+/* The checksum to transmit for mh (its own checksum field ignored). */
+uint16_t kbm_mh_checksum(const uint8_t src[16], const uint8_t dst[16], const uint8_t *mh,
+                         size_t len);
+/* Parses the Mobility Header found by kbm_scan. Returns 0, KBM_UNKNOWN_MH, or a kbm_perr.
+   opts may be NULL; otherwise it receives up to max options and *nopts their count. */
+int kbm_parse_mh(const uint8_t *p, size_t n, kbm_layout *l, kbm_option *opts, size_t max,
+                 size_t *nopts, uint32_t *where);
+/* 1 for a valid packet source: not :: and not multicast. */
+int kbm_is_unicast(const uint8_t a[16]);
+/* 1 for a routable unicast address: also not ::1 and not link-local fe80::/10. */
+int kbm_is_routable(const uint8_t a[16]);
+
+/* ---- Crypto (mac.c, sha1*.c) ---- */
+
+/* First(96, HMAC_SHA1(kbm, care_of | correspondent | mh minus its last 12 bytes)), the MH
+   checksum taken as zero. Requires 14 <= mh_len <= KBM_MH_MAX. */
+int kbm_authenticator(const uint8_t kbm[KBM_SIZE], const uint8_t care_of[16],
+                      const uint8_t correspondent[16], const uint8_t *mh, size_t mh_len,
+                      uint8_t out[KBM_AUTH_SIZE]);
+/* RFC 4449 / return routability: Kbm from Kcn and nonces of at most KBM_NONCE_MAX bytes. */
+int kbm_derive(const uint8_t *kcn, size_t kcn_len, const uint8_t *home_nonce, size_t hn_len,
+               const uint8_t *care_of_nonce, size_t cn_len, const uint8_t home[16],
+               const uint8_t care_of[16], int deregistration, uint8_t out[KBM_SIZE]);
+/* The SHA-1 kernel in use: "sha-ni" or "portable". */
+const char *kbm_kernel(void);
+
+/* ---- The verifier (verify.c, peers.c, state.c) ---- */
+
+typedef struct kbm_verifier kbm_verifier;
+
+#define KBM_KIND_KBM 1 /* draft: the configured Kbm */
+#define KBM_KIND_KCN 2 /* RFC 4449: Kcn and nonces; Kbm derived per care-of address */
+#define KBM_NONCE_MAX 64
+
+/* A peer as the caller describes it (key bytes are copied into midstates, then forgotten). */
+typedef struct {
+    uint8_t home[16];
+    int kind;
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *home_nonce;
+    size_t home_nonce_len;
+    const uint8_t *care_of_nonce;
+    size_t care_of_nonce_len;
+    uint16_t epoch;
+} kbm_peer_spec;
+
+/* What a verdict refers to, for building a Result: offsets of the addresses in the packet. */
+typedef struct {
+    int32_t home;       /* -1 when the verdict carries no details */
+    int32_t care_of;
+    uint16_t sequence;
+    uint16_t lifetime;  /* 4-second units */
+    uint16_t flags;
+    uint16_t last_sequence;
+} kbm_detail;
+
+/* state_path NULL: the sequence table lives in anonymous memory. The file must already have
+   been validated (kbmfast._stateformat); it is created if missing. */
+kbm_verifier *kbm_verifier_new(const char *state_path, uint32_t rekey_limit, int *status);
+/* Wipes every key and unmaps the state. */
+void kbm_verifier_free(kbm_verifier *v);
+/* Adds or replaces peers (one copy-on-write swap for the whole list; verifiers never block). */
+int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *peers, size_t n);
+int kbm_verifier_remove_peer(kbm_verifier *v, const uint8_t home[16]);
+/* Verifies packet i = buf[offsets[i] .. offsets[i+1]) for i < n, in order, writing verdicts
+   (and details when details != NULL). Returns 0, or KBM_EOFFSET with *where = bad index. */
+int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+               size_t n, uint8_t *verdicts, kbm_detail *details, size_t *where);
+/* 1 and *seq when home has an accepted sequence, 0 when not. */
+int kbm_verifier_last_sequence(kbm_verifier *v, const uint8_t home[16], uint16_t *seq);
+/* msync + fsync of the state file (no-op in memory). */
+int kbm_verifier_flush(kbm_verifier *v);
+
+#endif /* KBM_H */

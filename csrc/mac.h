@@ -1,0 +1,75 @@
+/* SHA-1 kernels and the HMAC-SHA1-96 Binding Authorization MAC (RFC 6275 §5.2.6, RFC 4449).
+   Internal header: no allocation, no global state beyond the cached kernel choice. */
+#ifndef KBM_MAC_H
+#define KBM_MAC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- SHA-1 compression ---- */
+
+/* Advances state by one 64-byte block. Dispatched: SHA-NI when the CPU has it, else portable C. */
+void kbm_sha1_compress(uint32_t state[5], const uint8_t block[64]);
+void kbm_sha1_compress_portable(uint32_t state[5], const uint8_t block[64]);
+/* Advances state by nblocks consecutive 64-byte blocks (dispatched). */
+void kbm_sha1_blocks(uint32_t state[5], const uint8_t *blocks, size_t nblocks);
+/* Two independent streams, each advanced by nblocks0 / nblocks1 consecutive 64-byte blocks;
+   interleaved on SHA-NI. Either count may be 0. */
+void kbm_sha1_compress2(uint32_t s0[5], const uint8_t *b0, size_t nblocks0,
+                        uint32_t s1[5], const uint8_t *b1, size_t nblocks1);
+/* Returns "sha-ni" or "portable": the kernel the dispatcher uses now. */
+const char *kbm_sha1_kernel(void);
+/* Testing only: on != 0 makes the dispatcher use portable C, 0 restores CPU detection.
+   Not thread-safe to flip while another thread hashes: results stay correct, but which kernel
+   that thread uses is then unspecified. */
+void kbm_sha1_force_portable(int on);
+
+#if defined(__x86_64__)
+/* SHA-NI kernels behind the dispatcher; call only when kbm_sha1_kernel() says "sha-ni". */
+void kbm_sha1_shani(uint32_t state[5], const uint8_t *blocks, size_t nblocks);
+void kbm_sha1_shani_x2(uint32_t s0[5], const uint8_t *b0, size_t nblocks0,
+                       uint32_t s1[5], const uint8_t *b1, size_t nblocks1);
+#endif
+
+/* ---- One-shot helpers ---- */
+
+void kbm_sha1(const uint8_t *msg, size_t len, uint8_t out[20]);
+/* Full HMAC-SHA1 with a key of any length (keys over 64 bytes are hashed first). */
+void kbm_hmac_sha1(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t len,
+                   uint8_t out[20]);
+
+/* ---- Binding Authorization Data ---- */
+
+/* HMAC-SHA1 key reduced to its two midstates: each verification then costs
+   only the compressions of the message itself. 40 bytes. */
+typedef struct {
+    uint32_t inner[5];
+    uint32_t outer[5];
+} kbm_mac_key;
+
+/* HMAC-SHA1 of msg (any length) with a key already reduced to midstates. */
+void kbm_hmac_sha1_mid(const kbm_mac_key *k, const uint8_t *msg, size_t len, uint8_t out[20]);
+
+/* Any key length. Wipes its temporaries; the result is key material (kbm_wipe it when done). */
+void kbm_mac_key_init(kbm_mac_key *k, const uint8_t *key, size_t key_len);
+
+/* out = First(96, HMAC_SHA1(Kbm, care_of | correspondent | mh[0 .. mh_len-12))), where mh is the
+   whole Mobility Header ending with the 12 authenticator bytes and its checksum (bytes 4-5) is
+   taken as zero. Requires 14 <= mh_len <= KBM_MH_MAX (not checked). */
+#define KBM_MH_MAX 2048
+void kbm_mac96(const kbm_mac_key *k, const uint8_t care_of[16], const uint8_t correspondent[16],
+               const uint8_t *mh, size_t mh_len, uint8_t out[12]);
+/* The same for two independent messages at once (interleaved SHA-NI when available). */
+void kbm_mac96_x2(const kbm_mac_key *k0, const uint8_t co0[16], const uint8_t cn0[16],
+                  const uint8_t *mh0, size_t len0, uint8_t out0[12],
+                  const kbm_mac_key *k1, const uint8_t co1[16], const uint8_t cn1[16],
+                  const uint8_t *mh1, size_t len1, uint8_t out1[12]);
+
+/* ---- Utilities ---- */
+
+/* Returns 1 if a == b, else 0, in time independent of the contents. */
+int kbm_ct_equal12(const uint8_t a[12], const uint8_t b[12]);
+/* Zeroes n bytes in a way the compiler cannot elide (OPENSSL_cleanse). */
+void kbm_wipe(void *p, size_t n);
+
+#endif /* KBM_MAC_H */

@@ -1,0 +1,359 @@
+/* The peer index: an immutable open-addressing table, replaced whole on every change.
+
+   Readers (verifiers) never take a lock: they announce themselves in one of two counters and
+   read the current index. A writer publishes a new index, then flips the counter generation
+   twice, each time waiting for the previous generation to drain; after that no reader can
+   still hold the old index, which is wiped and freed. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+static uint64_t fmix64(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= UINT64_C(0xff51afd7ed558ccd);
+    k ^= k >> 33;
+    k *= UINT64_C(0xc4ceb9fe1a85ec53);
+    return k ^ (k >> 33);
+}
+
+/* Keyed so that crafted home addresses cannot aim at one probe chain. */
+uint64_t kbm_hash16(const uint64_t seed[2], const uint8_t a[16])
+{
+    uint64_t x, y;
+    memcpy(&x, a, 8);
+    memcpy(&y, a + 8, 8);
+    return fmix64(fmix64(x ^ seed[0]) ^ y ^ seed[1]);
+}
+
+const struct kbm_peer *kbm_index_find(const struct kbm_index *x, uint64_t h,
+                                      const uint8_t home[16])
+{
+    uint32_t tag = (uint32_t)(h >> 32);
+    for (size_t j = h & x->mask;; j = (j + 1) & x->mask) {
+        const struct kbm_bucket *b = &x->buckets[j];
+        if (b->idx == 0)
+            return NULL;
+        if (b->tag == tag && memcmp(x->peers[b->idx - 1].home, home, 16) == 0)
+            return &x->peers[b->idx - 1];
+    }
+}
+
+static void kcn_free(struct kbm_kcn *c)
+{
+    if (c) {
+        kbm_wipe(c, sizeof *c);
+        free(c);
+    }
+}
+
+void kbm_index_free(struct kbm_index *x, int free_kcn)
+{
+    if (!x)
+        return;
+    if (x->peers) {
+        if (free_kcn)
+            for (size_t i = 0; i < x->n; i++)
+                kcn_free(x->peers[i].kcn);
+        kbm_wipe(x->peers, x->cap * sizeof *x->peers);
+        free(x->peers);
+    }
+    free(x->buckets);
+    free(x);
+}
+
+static struct kbm_index *index_alloc(size_t cap)
+{
+    struct kbm_index *x = calloc(1, sizeof *x);
+    if (!x)
+        return NULL;
+    size_t nb = 16;
+    while (nb < cap * 2)
+        nb *= 2;
+    x->cap = cap ? cap : 1;
+    x->peers = calloc(x->cap, sizeof *x->peers);
+    x->buckets = calloc(nb, sizeof *x->buckets);
+    x->mask = nb - 1;
+    if (!x->peers || !x->buckets) {
+        kbm_index_free(x, 0);
+        return NULL;
+    }
+    return x;
+}
+
+static void bucket_put(struct kbm_index *x, const uint64_t seed[2], size_t i)
+{
+    uint64_t h = kbm_hash16(seed, x->peers[i].home);
+    size_t j = h & x->mask;
+    while (x->buckets[j].idx)
+        j = (j + 1) & x->mask;
+    x->buckets[j].tag = (uint32_t)(h >> 32);
+    x->buckets[j].idx = (uint32_t)(i + 1);
+}
+
+/* Wait until no reader can hold an index published before this call. */
+static void synchronize(kbm_verifier *v)
+{
+    for (int round = 0; round < 2; round++) {
+        uint32_t g = atomic_load(&v->gen);
+        atomic_store(&v->gen, g + 1);
+        while (atomic_load(&v->readers[g & 1]) != 0)
+            sched_yield();
+    }
+}
+
+static void publish(kbm_verifier *v, struct kbm_index *fresh, struct kbm_kcn **retired,
+                    size_t nretired)
+{
+    struct kbm_index *old = atomic_exchange(&v->index, fresh);
+    synchronize(v);
+    kbm_index_free(old, 0);
+    for (size_t i = 0; i < nretired; i++)
+        kcn_free(retired[i]);
+}
+
+/* Midstates and RFC 4449 precomputation for one peer; the raw key is not kept. */
+static int peer_init(struct kbm_peer *p, const kbm_peer_spec *s)
+{
+    memcpy(p->home, s->home, 16);
+    p->epoch = s->epoch;
+    p->kcn = NULL;
+    if (s->kind == KBM_KIND_KBM) {
+        if (s->key_len != KBM_SIZE)
+            return KBM_EINVAL;
+        kbm_mac_key_init(&p->key, s->key, s->key_len);
+        return KBM_OK;
+    }
+    if (s->kind != KBM_KIND_KCN || s->key_len == 0 || s->home_nonce_len > KBM_NONCE_MAX ||
+        s->care_of_nonce_len > KBM_NONCE_MAX)
+        return KBM_EINVAL;
+    struct kbm_kcn *c = calloc(1, sizeof *c);
+    if (!c)
+        return KBM_ENOMEM;
+    uint8_t msg[16 + KBM_NONCE_MAX + 1], digest[20];
+    kbm_mac_key_init(&c->kcn, s->key, s->key_len);
+    memcpy(msg, s->home, 16);
+    memcpy(msg + 16, s->home_nonce, s->home_nonce_len);
+    msg[16 + s->home_nonce_len] = 0;
+    kbm_hmac_sha1_mid(&c->kcn, msg, 17 + s->home_nonce_len, digest);
+    memcpy(c->hkt, digest, 8);
+    kbm_sha1(c->hkt, 8, digest); /* de-registration: Kbm = SHA1(hkt) */
+    kbm_mac_key_init(&p->key, digest, KBM_SIZE);
+    memcpy(c->care_of_nonce, s->care_of_nonce, s->care_of_nonce_len);
+    c->care_of_nonce_len = s->care_of_nonce_len;
+    kbm_wipe(digest, sizeof digest);
+    p->kcn = c;
+    return KBM_OK;
+}
+
+void kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out)
+{
+    uint64_t coa[2], words[7];
+    memcpy(coa, care_of, 16);
+    /* version: even = stable, odd = being written. The empty cache holds ::, which is never
+       routable, so it never matches. */
+    uint32_t v0 = atomic_load_explicit(&c->version, memory_order_acquire);
+    if (!(v0 & 1)) {
+        for (int i = 0; i < 7; i++)
+            words[i] = atomic_load_explicit(&c->cache[i], memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&c->version, memory_order_relaxed) == v0 &&
+            words[0] == coa[0] && words[1] == coa[1]) {
+            memcpy(out, &words[2], sizeof *out);
+            kbm_wipe(words, sizeof words);
+            return;
+        }
+    }
+    /* Miss: Kbm = SHA1(hkt | First(64, HMAC_SHA1(Kcn, care_of | care-of nonce | 1))) */
+    uint8_t msg[16 + KBM_NONCE_MAX + 1], digest[20], tokens[16];
+    memcpy(msg, care_of, 16);
+    memcpy(msg + 16, c->care_of_nonce, c->care_of_nonce_len);
+    msg[16 + c->care_of_nonce_len] = 1;
+    kbm_hmac_sha1_mid(&c->kcn, msg, 17 + c->care_of_nonce_len, digest);
+    memcpy(tokens, c->hkt, 8);
+    memcpy(tokens + 8, digest, 8);
+    kbm_sha1(tokens, 16, digest);
+    kbm_mac_key_init(out, digest, KBM_SIZE);
+    kbm_wipe(digest, sizeof digest);
+    kbm_wipe(tokens, sizeof tokens);
+    /* Publish unless another writer is at it; a reader racing us just misses. */
+    uint32_t cur = atomic_load(&c->version);
+    if ((cur & 1) || !atomic_compare_exchange_strong(&c->version, &cur, cur + 1))
+        return;
+    atomic_thread_fence(memory_order_release); /* the odd version is seen before the data */
+    memcpy(words, coa, 16);
+    memcpy(&words[2], out, sizeof *out);
+    for (int i = 0; i < 7; i++)
+        atomic_store_explicit(&c->cache[i], words[i], memory_order_relaxed);
+    atomic_store_explicit(&c->version, cur + 2, memory_order_release);
+    kbm_wipe(words, sizeof words);
+}
+
+static int copy_index(const struct kbm_index *old, size_t extra, const uint64_t seed[2],
+                      struct kbm_index **out)
+{
+    size_t n = old ? old->n : 0;
+    struct kbm_index *x = index_alloc(n + extra);
+    if (!x)
+        return KBM_ENOMEM;
+    if (n)
+        memcpy(x->peers, old->peers, n * sizeof *x->peers);
+    x->n = n;
+    for (size_t i = 0; i < n; i++)
+        bucket_put(x, seed, i);
+    *out = x;
+    return KBM_OK;
+}
+
+int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n)
+{
+    int rc;
+    pthread_mutex_lock(&v->write_lock);
+    struct kbm_index *old = atomic_load(&v->index), *x = NULL;
+    struct kbm_kcn **retired = calloc(n ? n : 1, sizeof *retired);
+    size_t nretired = 0, done = 0;
+    if (!retired) {
+        rc = KBM_ENOMEM;
+        goto out;
+    }
+    rc = copy_index(old, n, v->seed, &x);
+    if (rc)
+        goto out;
+    for (; done < n; done++) {
+        struct kbm_peer p;
+        uint32_t slot;
+        rc = kbm_state_slot(&v->state, specs[done].home, &slot);
+        if (rc)
+            goto out;
+        rc = peer_init(&p, &specs[done]);
+        if (rc)
+            goto out;
+        p.slot = slot;
+        uint64_t h = kbm_hash16(v->seed, p.home);
+        struct kbm_peer *have = (struct kbm_peer *)kbm_index_find(x, h, p.home);
+        if (have) {
+            if (have->kcn) {
+                /* a peer replaced twice in one call had its first kcn never published */
+                int published = 0;
+                for (size_t i = 0; old && i < old->n; i++)
+                    published |= old->peers[i].kcn == have->kcn;
+                if (published)
+                    retired[nretired++] = have->kcn;
+                else
+                    kcn_free(have->kcn);
+            }
+            *have = p;
+        } else {
+            x->peers[x->n] = p;
+            bucket_put(x, v->seed, x->n);
+            x->n++;
+        }
+        kbm_wipe(&p, sizeof p);
+    }
+    publish(v, x, retired, nretired);
+    x = NULL;
+out:
+    if (x) {
+        /* failure: free what this call created, keep what the old index still owns */
+        for (size_t i = 0; i < x->n; i++) {
+            int shared = 0;
+            for (size_t j = 0; old && j < old->n && !shared; j++)
+                shared = old->peers[j].kcn == x->peers[i].kcn;
+            if (!shared)
+                kcn_free(x->peers[i].kcn);
+        }
+        kbm_index_free(x, 0);
+    }
+    free(retired);
+    pthread_mutex_unlock(&v->write_lock);
+    return rc;
+}
+
+int kbm_verifier_remove_peer(kbm_verifier *v, const uint8_t home[16])
+{
+    pthread_mutex_lock(&v->write_lock);
+    struct kbm_index *old = atomic_load(&v->index);
+    const struct kbm_peer *gone = old ? kbm_index_find(old, kbm_hash16(v->seed, home), home)
+                                      : NULL;
+    int rc = KBM_ENOENT;
+    if (gone) {
+        struct kbm_index *x = index_alloc(old->n);
+        rc = KBM_ENOMEM;
+        if (x) {
+            for (size_t i = 0; i < old->n; i++) {
+                if (&old->peers[i] == gone)
+                    continue;
+                x->peers[x->n] = old->peers[i];
+                bucket_put(x, v->seed, x->n);
+                x->n++;
+            }
+            struct kbm_kcn *retired = gone->kcn;
+            publish(v, x, &retired, retired ? 1 : 0);
+            rc = KBM_OK;
+        }
+    }
+    pthread_mutex_unlock(&v->write_lock);
+    return rc;
+}
+
+kbm_verifier *kbm_verifier_new(const char *state_path, uint32_t rekey_limit, int *status)
+{
+    kbm_verifier *v = calloc(1, sizeof *v);
+    *status = KBM_ENOMEM;
+    if (!v)
+        return NULL;
+    if (getrandom(v->seed, sizeof v->seed, 0) != (ssize_t)sizeof v->seed) {
+        *status = KBM_EIO;
+        free(v);
+        return NULL;
+    }
+    pthread_mutex_init(&v->write_lock, NULL);
+    v->rekey_limit = rekey_limit;
+    struct kbm_index *x = index_alloc(0);
+    int rc = x ? kbm_state_open(&v->state, state_path, v->seed) : KBM_ENOMEM;
+    if (rc) {
+        kbm_index_free(x, 0);
+        pthread_mutex_destroy(&v->write_lock);
+        free(v);
+        *status = rc;
+        return NULL;
+    }
+    atomic_store(&v->index, x);
+    *status = KBM_OK;
+    return v;
+}
+
+void kbm_verifier_free(kbm_verifier *v)
+{
+    if (!v)
+        return;
+    kbm_index_free(atomic_load(&v->index), 1);
+    kbm_state_close(&v->state);
+    pthread_mutex_destroy(&v->write_lock);
+    kbm_wipe(v->seed, sizeof v->seed);
+    free(v);
+}
+
+int kbm_verifier_last_sequence(kbm_verifier *v, const uint8_t home[16], uint16_t *seq)
+{
+    uint32_t slot;
+    pthread_mutex_lock(&v->write_lock);
+    int found = kbm_state_lookup(&v->state, home, &slot);
+    pthread_mutex_unlock(&v->write_lock);
+    if (found <= 0)
+        return found;
+    uint64_t w = atomic_load(kbm_state_word(&v->state, slot));
+    if (!(w & KBM_W_HAS_SEQ))
+        return 0;
+    *seq = KBM_W_SEQ(w);
+    return 1;
+}
+
+int kbm_verifier_flush(kbm_verifier *v)
+{
+    return kbm_state_flush(&v->state);
+}

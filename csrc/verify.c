@@ -1,0 +1,260 @@
+/* The batch pipeline: parse -> find the peer -> MAC -> compare -> compare-and-swap, in chunks.
+
+   Every step before the sequence check is a pure function of the packet and the peer, so a
+   chunk is parsed, looked up (prefetching buckets, peers and slots for the whole chunk) and
+   MACed two at a time first; then the sequence stage runs strictly in packet order, which
+   gives the in-order semantics of API.md. The checks and their order are those of
+   kbmfast/reference/verifier.py. */
+#include "internal.h"
+
+#include <string.h>
+
+#define CHUNK 32
+#define PENDING 0xFF
+#define FLAG_H 0x4000
+
+typedef struct {
+    const uint8_t *p;
+    size_t n;
+    const uint8_t *home, *care_of, *mac_co;
+    const struct kbm_peer *peer;
+    uint64_t hash;
+    size_t bucket;
+    kbm_mac_key key;
+    uint8_t mac[KBM_AUTH_SIZE];
+    kbm_layout l;
+    uint16_t seq, flags, lifetime;
+    uint8_t verdict;
+    uint8_t has_detail;
+} job;
+
+static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
+{
+    const uint8_t *p = j->p;
+    uint32_t where;
+    j->has_detail = 0;
+    j->peer = NULL;
+    j->verdict = KBM_MALFORMED;
+    if (kbm_scan(p, j->n, &j->l, &where))
+        return;
+    /* a CN drops a non-routable HAO and any type 2 Routing header (SPEC_DIGEST §5 step 0) */
+    if ((j->l.hao >= 0 && !kbm_is_routable(p + j->l.hao)) || j->l.rh2 >= 0)
+        return;
+    if (!kbm_checksum_ok(p, j->n, &j->l)) {
+        j->verdict = KBM_BAD_CHECKSUM;
+        return;
+    }
+    int rc = kbm_parse_mh(p, j->n, &j->l, NULL, 0, NULL, &where);
+    if (rc == KBM_UNKNOWN_MH || (rc == 0 && j->l.mh_type != 5)) {
+        j->verdict = KBM_NOT_BINDING_UPDATE;
+        return;
+    }
+    if (rc)
+        return;
+    const uint8_t *source = p + 8, *mh = p + j->l.mh;
+    j->home = j->l.hao >= 0 ? p + j->l.hao : source;
+    j->care_of = j->l.alt >= 0 ? p + j->l.alt : source;
+    if (!kbm_is_unicast(source) || !kbm_is_routable(j->home) || !kbm_is_routable(j->care_of))
+        return;
+    j->seq = (uint16_t)(mh[6] << 8 | mh[7]);
+    j->flags = (uint16_t)(mh[8] << 8 | mh[9]);
+    j->lifetime = (uint16_t)(mh[10] << 8 | mh[11]);
+    j->has_detail = 1;
+    if (j->l.bad < 0) {
+        j->verdict = KBM_MISSING_AUTHORIZATION;
+        return;
+    }
+    if ((j->flags & FLAG_H) && j->l.nonce >= 0) {
+        j->has_detail = 0;
+        return;
+    }
+    j->mac_co = j->lifetime == 0 ? j->home : j->care_of;
+    j->hash = kbm_hash16(v->seed, j->home);
+    j->bucket = j->hash & x->mask;
+    __builtin_prefetch(&x->buckets[j->bucket]);
+    j->verdict = PENDING;
+}
+
+/* First bucket whose tag matches (or the empty one ending the chain); prefetch its peer. */
+static void probe(job *j, const struct kbm_index *x)
+{
+    uint32_t tag = (uint32_t)(j->hash >> 32);
+    size_t b = j->bucket;
+    while (x->buckets[b].idx && x->buckets[b].tag != tag)
+        b = (b + 1) & x->mask;
+    j->bucket = b;
+    if (x->buckets[b].idx)
+        __builtin_prefetch(&x->peers[x->buckets[b].idx - 1]);
+}
+
+static void resolve(job *j, const kbm_verifier *v, const struct kbm_index *x)
+{
+    const struct kbm_peer *peer = NULL;
+    size_t b = j->bucket;
+    if (x->buckets[b].idx) {
+        peer = &x->peers[x->buckets[b].idx - 1];
+        if (memcmp(peer->home, j->home, 16) != 0) /* a 32-bit tag collision: walk on */
+            peer = kbm_index_find(x, j->hash, j->home);
+    }
+    if (!peer) {
+        j->verdict = KBM_NOT_CONFIGURED;
+        return;
+    }
+    j->peer = peer;
+    __builtin_prefetch(kbm_state_word(&v->state, peer->slot));
+    if (peer->kcn && j->lifetime != 0)
+        kbm_kcn_key(peer->kcn, j->care_of, &j->key);
+    else
+        j->key = peer->key;
+}
+
+static void mac_pending(job *jobs, size_t m)
+{
+    size_t idx[CHUNK], k = 0;
+    for (size_t i = 0; i < m; i++)
+        if (jobs[i].verdict == PENDING)
+            idx[k++] = i;
+    size_t i = 0;
+    for (; i + 1 < k; i += 2) {
+        job *a = &jobs[idx[i]], *b = &jobs[idx[i + 1]];
+        kbm_mac96_x2(&a->key, a->mac_co, a->p + 24, a->p + a->l.mh, a->n - (size_t)a->l.mh,
+                     a->mac, &b->key, b->mac_co, b->p + 24, b->p + b->l.mh,
+                     b->n - (size_t)b->l.mh, b->mac);
+    }
+    if (i < k) {
+        job *a = &jobs[idx[i]];
+        kbm_mac96(&a->key, a->mac_co, a->p + 24, a->p + a->l.mh, a->n - (size_t)a->l.mh,
+                  a->mac);
+    }
+}
+
+/* Authentication, then the answers only an authenticated Binding Update may get. */
+static uint8_t decide(job *j, const kbm_verifier *v, uint16_t *last_out)
+{
+    if (!kbm_ct_equal12(j->mac, j->p + j->l.bad))
+        return KBM_BAD_AUTHENTICATOR;
+    if (j->flags & FLAG_H)
+        return KBM_HOME_REGISTRATION;
+    const struct kbm_peer *peer = j->peer;
+    _Atomic uint64_t *word = kbm_state_word(&v->state, peer->slot);
+    uint64_t w = atomic_load(word);
+    for (;;) {
+        uint32_t advance = KBM_W_EPOCH(w) == peer->epoch ? KBM_W_ADVANCE(w) : 0;
+        int has = (w & KBM_W_HAS_SEQ) != 0;
+        uint16_t last = KBM_W_SEQ(w);
+        uint32_t step = has ? (uint16_t)(j->seq - last) : 0;
+        if (has && (step == 0 || step > 32767)) {
+            *last_out = last;
+            return KBM_SEQUENCE_OUT_OF_WINDOW;
+        }
+        if (j->lifetime != 0 && memcmp(j->home, j->care_of, 16) == 0)
+            return KBM_INVALID_CARE_OF;
+        if (advance + step > v->rekey_limit)
+            return KBM_KEY_EXHAUSTED;
+        /* the one write: a concurrent acceptance makes it fail and we judge again */
+        if (atomic_compare_exchange_weak(word, &w, KBM_W_PACK(j->seq, advance + step,
+                                                              peer->epoch)))
+            return KBM_ACCEPTED;
+    }
+}
+
+int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+               size_t n, uint8_t *verdicts, kbm_detail *details, size_t *where)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (offsets[i + 1] < offsets[i]) {
+            *where = i + 1;
+            return KBM_EOFFSET;
+        }
+    }
+    if (offsets[n] > buf_len) {
+        *where = n;
+        return KBM_EOFFSET;
+    }
+    uint32_t g = kbm_read_begin(v);
+    const struct kbm_index *x = atomic_load(&v->index);
+    job jobs[CHUNK];
+    for (size_t base = 0; base < n; base += CHUNK) {
+        size_t m = n - base < CHUNK ? n - base : CHUNK;
+        for (size_t k = 0; k < m; k++) {
+            jobs[k].p = buf + offsets[base + k];
+            jobs[k].n = (size_t)(offsets[base + k + 1] - offsets[base + k]);
+            parse(&jobs[k], v, x);
+        }
+        for (size_t k = 0; k < m; k++)
+            if (jobs[k].verdict == PENDING)
+                probe(&jobs[k], x);
+        for (size_t k = 0; k < m; k++)
+            if (jobs[k].verdict == PENDING)
+                resolve(&jobs[k], v, x);
+        mac_pending(jobs, m);
+        for (size_t k = 0; k < m; k++) {
+            job *j = &jobs[k];
+            uint16_t last = 0;
+            if (j->verdict == PENDING) {
+                j->verdict = decide(j, v, &last);
+                kbm_wipe(&j->key, sizeof j->key);
+            } else if (j->peer) {
+                kbm_wipe(&j->key, sizeof j->key);
+            }
+            verdicts[base + k] = j->verdict;
+            if (details) {
+                kbm_detail *d = &details[base + k];
+                d->home = j->has_detail ? (int32_t)(j->home - j->p) : -1;
+                d->care_of = j->has_detail ? (int32_t)(j->care_of - j->p) : -1;
+                d->sequence = j->seq;
+                d->lifetime = j->lifetime;
+                d->flags = j->flags;
+                d->last_sequence = last;
+            }
+        }
+    }
+    kbm_read_end(v, g);
+    return KBM_OK;
+}
+
+int kbm_authenticator(const uint8_t kbm[KBM_SIZE], const uint8_t care_of[16],
+                      const uint8_t correspondent[16], const uint8_t *mh, size_t mh_len,
+                      uint8_t out[KBM_AUTH_SIZE])
+{
+    if (mh_len < 14 || mh_len > KBM_MH_MAX)
+        return KBM_EINVAL;
+    kbm_mac_key k;
+    kbm_mac_key_init(&k, kbm, KBM_SIZE);
+    kbm_mac96(&k, care_of, correspondent, mh, mh_len, out);
+    kbm_wipe(&k, sizeof k);
+    return KBM_OK;
+}
+
+int kbm_derive(const uint8_t *kcn, size_t kcn_len, const uint8_t *home_nonce, size_t hn_len,
+               const uint8_t *care_of_nonce, size_t cn_len, const uint8_t home[16],
+               const uint8_t care_of[16], int deregistration, uint8_t out[KBM_SIZE])
+{
+    if (hn_len > KBM_NONCE_MAX || cn_len > KBM_NONCE_MAX)
+        return KBM_EINVAL;
+    uint8_t msg[16 + KBM_NONCE_MAX + 1], digest[20], tokens[16];
+    kbm_mac_key k;
+    kbm_mac_key_init(&k, kcn, kcn_len);
+    memcpy(msg, home, 16);
+    memcpy(msg + 16, home_nonce, hn_len);
+    msg[16 + hn_len] = 0;
+    kbm_hmac_sha1_mid(&k, msg, 17 + hn_len, digest);
+    memcpy(tokens, digest, 8);
+    if (!deregistration) {
+        memcpy(msg, care_of, 16);
+        memcpy(msg + 16, care_of_nonce, cn_len);
+        msg[16 + cn_len] = 1;
+        kbm_hmac_sha1_mid(&k, msg, 17 + cn_len, digest);
+        memcpy(tokens + 8, digest, 8);
+    }
+    kbm_sha1(tokens, deregistration ? 8 : 16, out);
+    kbm_wipe(&k, sizeof k);
+    kbm_wipe(digest, sizeof digest);
+    kbm_wipe(tokens, sizeof tokens);
+    return KBM_OK;
+}
+
+const char *kbm_kernel(void)
+{
+    return kbm_sha1_kernel();
+}

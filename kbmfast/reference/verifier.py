@@ -1,0 +1,223 @@
+"""The correspondent node's Binding Update verifier, in plain Python (the oracle).
+
+The order of the checks is SPEC_DIGEST §5 with API.md's rule that authentication comes before
+any answer. ``Verifier.verify`` documents it step by step; csrc/verify.c follows the same steps.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import threading
+from array import array
+from collections.abc import Iterable
+from typing import Any
+
+from .. import _stateformat as fmt
+from .._keys import KIND_KBM, KeyTable, Peer
+from .._types import BA_STATUS, FLAG_A, FLAG_H, AlternateCareOfAddress, BindingAuthorizationData, BindingUpdate
+from .._types import DEFAULT_REKEY_LIMIT, MalformedPacket, NonceIndices, Result, Verdict
+from .._util import address_bytes, check_offsets, check_packet, check_verifier_args, is_routable_unicast, is_unicast
+from . import wire
+from .build import build_binding_ack
+from .crypto import kbm_from_tokens, keygen_token, mac96
+from .statefile import SequenceState
+
+_addr = wire.ipaddress.IPv6Address
+
+
+def peer_kbm(peer: Peer, home: bytes, care_of: bytes, deregistration: bool) -> bytes:
+    """The Kbm a peer's Binding Update is authenticated with (draft: configured; RFC 4449: derived)."""
+    if peer.kind == KIND_KBM:
+        return bytes(peer.key)
+    key = bytes(peer.key)
+    hkt = keygen_token(key, home, peer.home_nonce, 0)
+    ckt = None if deregistration else keygen_token(key, care_of, peer.care_of_nonce, 1)
+    return kbm_from_tokens(hkt, ckt)
+
+
+class Verifier:
+    """Authorizes Binding Updates from preconfigured peers and tracks their sequence numbers.
+
+    ``state`` is the path of the persistent sequence table (created if missing); ``None`` keeps
+    it in memory. ``rekey_limit`` is the cumulative sequence advance allowed under one key
+    (at most 32768: beyond that an old captured Binding Update would look newer again).
+    ``max_lifetime`` (seconds) caps the lifetime granted in Binding Acknowledgements.
+    """
+
+    def __init__(
+        self,
+        keys: KeyTable,
+        *,
+        state: str | os.PathLike[str] | None = None,
+        rekey_limit: int = DEFAULT_REKEY_LIMIT,
+        max_lifetime: int | None = None,
+    ) -> None:
+        check_verifier_args(keys, rekey_limit, max_lifetime)
+        self.keys = keys
+        self.rekey_limit = rekey_limit
+        self.max_lifetime = max_lifetime
+        self._lock = threading.Lock()
+        self._state = SequenceState(state)
+        for peer in keys.peers():
+            self._state.ensure(peer.home)
+        keys.subscribe(self._on_key_change)
+
+    def _on_key_change(self, home: bytes, peer: Peer | None) -> None:
+        if peer is not None:
+            with self._lock:
+                self._state.ensure(home)
+
+    # -- verification --------------------------------------------------------------------------
+
+    def verify(self, packet: Any) -> Result:
+        """Verify one packet (bytes-like, from the IPv6 version nibble) and update state."""
+        p = check_packet(packet, "packet")
+        with self._lock:
+            return self._verify(p)
+
+    def _verify(self, p: bytes) -> Result:
+        # 0-1: IPv6 structure; a CN drops a non-routable HAO and any type 2 Routing header.
+        try:
+            layout = wire.scan(p)
+        except MalformedPacket:
+            return Result(Verdict.MALFORMED)
+        if layout.home_address is not None and not is_routable_unicast(layout.home_address):
+            return Result(Verdict.MALFORMED)
+        if layout.routing_address is not None:
+            return Result(Verdict.MALFORMED)
+        # 1: checksum, then the MH's own checks (unknown MH Type is "another message").
+        mh = layout.mh_offset
+        src, dst = wire.pseudo_addresses(p, layout)
+        if not wire.checksum_ok(src, dst, p[mh:]):
+            return Result(Verdict.BAD_CHECKSUM)
+        try:
+            msg = wire.parse_mh(p, mh)
+        except MalformedPacket:
+            return Result(Verdict.MALFORMED)
+        if not isinstance(msg, BindingUpdate):
+            return Result(Verdict.NOT_BINDING_UPDATE)
+        # 2-3: addresses.
+        source, cn = p[8:24], p[24:40]
+        home = layout.home_address if layout.home_address is not None else source
+        alt = next((o.address.packed for o in msg.options if isinstance(o, AlternateCareOfAddress)), None)
+        care_of = alt if alt is not None else source
+        if not is_unicast(source) or not is_routable_unicast(home) or not is_routable_unicast(care_of):
+            return Result(Verdict.MALFORMED)
+        base = {
+            "home": _addr(home),
+            "care_of": _addr(care_of),
+            "correspondent": _addr(cn),
+            "sequence": msg.sequence,
+            "lifetime": msg.lifetime,
+            "ack": bool(msg.flags & FLAG_A),
+            "source": _addr(source),
+        }
+        # 4-5: options.
+        bad = next((o for o in msg.options if isinstance(o, BindingAuthorizationData)), None)
+        if bad is None:
+            return Result(Verdict.MISSING_AUTHORIZATION, **base)
+        home_registration = bool(msg.flags & FLAG_H)
+        if home_registration and any(isinstance(o, NonceIndices) for o in msg.options):
+            return Result(Verdict.MALFORMED)
+        # 6-7: key selection and the authenticator (Nonce Indices ignored, RFC 4449 §3).
+        peer = self.keys.peer(home)
+        if peer is None:
+            return Result(Verdict.NOT_CONFIGURED, **base)
+        dereg = msg.lifetime == 0
+        kbm = peer_kbm(peer, home, care_of, dereg)
+        expected = mac96(kbm, home if dereg else care_of, cn, p[mh:])
+        if not hmac.compare_digest(expected, bad.authenticator):
+            return Result(Verdict.BAD_AUTHENTICATOR, **base)
+        # Authenticated from here on: every rejection is answered.
+        if home_registration:
+            return Result(Verdict.HOME_REGISTRATION, ba_status=131, **base)
+        has_seq, last, advance, epoch = fmt.unpack_word(self._state.get(home))
+        if epoch != peer.epoch:
+            advance = 0  # a new key: its sequence space is unused
+        seq = msg.sequence
+        if has_seq and not 1 <= (seq - last) % 65536 <= 32767:
+            return Result(Verdict.SEQUENCE_OUT_OF_WINDOW, ba_status=135, last_sequence=last, **base)
+        if not dereg and home == care_of:
+            return Result(Verdict.INVALID_CARE_OF, ba_status=174, **base)
+        step = (seq - last) % 65536 if has_seq else 0
+        if advance + step > self.rekey_limit:
+            return Result(Verdict.KEY_EXHAUSTED, ba_status=129, **base)
+        self._state.put(home, fmt.pack_word(True, seq, advance + step, peer.epoch))
+        return Result(Verdict.ACCEPTED, ba_status=0 if base["ack"] else None, **base)
+
+    def verify_batch(self, packets: Iterable[Any], results: bool = False) -> Any:
+        """Verify packets in order, as if one by one: verdict codes (uint8 array) or Results."""
+        checked = [check_packet(p, f"packets[{i}]") for i, p in enumerate(packets)]
+        with self._lock:
+            out = [self._verify(p) for p in checked]
+        if results:
+            return out
+        return array("B", [r.verdict for r in out])
+
+    def verify_buffer(self, buffer: Any, offsets: Any) -> array[int]:
+        """Zero-copy form: packet i is ``buffer[offsets[i]:offsets[i+1]]``; uint8 verdicts."""
+        buf, offs = check_offsets(buffer, offsets)
+        with self._lock:
+            return array("B", [self._verify(bytes(buf[offs[i] : offs[i + 1]])).verdict for i in range(len(offs) - 1)])
+
+    # -- answers and state ---------------------------------------------------------------------
+
+    def acknowledge(self, result: Result) -> bytes | None:
+        """The authenticated Binding Acknowledgement to send for ``result``, or None."""
+        return acknowledge(self.keys, self.max_lifetime, result, build_binding_ack)
+
+    def last_sequence(self, home: Any) -> int | None:
+        """The last sequence number accepted from ``home``, or None."""
+        hoa = address_bytes(home, "home")
+        with self._lock:
+            has_seq, last, _, _ = fmt.unpack_word(self._state.get(hoa))
+        return last if has_seq else None
+
+    def close(self) -> None:
+        """Flush and close the state file; idempotent."""
+        with self._lock:
+            self._state.close()
+
+    def __enter__(self) -> Verifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<reference Verifier: {len(self.keys)} peers, state={self._state.path!r}>"
+
+
+def acknowledge(keys: KeyTable, max_lifetime: int | None, result: Result, build: Any) -> bytes | None:
+    """Build the BA for a Result (shared by both backends: it is not on the hot path)."""
+    if not isinstance(result, Result):
+        raise TypeError(f"result: expected a Result, not {type(result).__name__}")
+    status = result.ba_status
+    if status is None:
+        return None
+    if status != BA_STATUS.get(result.verdict) or result.home is None or result.care_of is None:
+        raise ValueError("result: not a Result that calls for a Binding Acknowledgement")
+    assert result.correspondent is not None and result.source is not None and result.lifetime is not None
+    home = result.home.packed
+    peer = keys.peer(home)
+    if peer is None:
+        raise KeyError(f"home {result.home} is no longer configured: cannot sign its acknowledgement")
+    dereg = result.lifetime == 0
+    care_of = home if dereg else result.care_of.packed
+    kbm = peer_kbm(peer, home, result.care_of.packed, dereg)
+    lifetime = 0
+    if status < 128:
+        lifetime = result.lifetime if max_lifetime is None else min(result.lifetime, max_lifetime)
+    sequence = result.last_sequence if status == 135 else result.sequence
+    packet: bytes = build(
+        kbm,
+        home=home,
+        care_of=care_of,
+        correspondent=result.correspondent,
+        sequence=sequence,
+        status=status,
+        lifetime=lifetime,
+        destination=result.source,
+    )
+    return packet
