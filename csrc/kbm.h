@@ -150,4 +150,13 @@ int kbm_verifier_last_sequence(kbm_verifier *v, const uint8_t home[16], uint16_t
 /* msync + fsync of the state file (no-op in memory). */
 int kbm_verifier_flush(kbm_verifier *v);
 
+/* ---- Yardsticks for benchmarks (bench.c) ---- */
+
+/* What existing daemons do: parse, then a one-shot OpenSSL HMAC() and memcmp per packet, with
+   kbms[20*i] the key of packet i. ok[i] = 1 when the authenticator matches. */
+int kbm_bench_oneshot(const uint8_t *buf, const uint64_t *offsets, size_t n,
+                      const uint8_t *kbms, uint8_t *ok);
+/* Runs `blocks` SHA-1 compressions on 1 or 2 interleaved streams (the ceiling's measure). */
+uint32_t kbm_bench_compress(uint64_t blocks, int streams);
+
 #endif /* KBM_H */
