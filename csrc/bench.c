@@ -51,3 +51,12 @@ uint32_t kbm_bench_compress(uint64_t blocks, int streams)
     }
     return s0[0] ^ s1[0];
 }
+
+int kbm_test_wait(const int *flag, uint64_t max_spins)
+{
+    const volatile int *f = flag;
+    for (uint64_t i = 0; i < max_spins; i++)
+        if (*f)
+            return 1;
+    return 0;
+}

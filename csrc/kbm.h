@@ -158,5 +158,8 @@ int kbm_bench_oneshot(const uint8_t *buf, const uint64_t *offsets, size_t n,
                       const uint8_t *kbms, uint8_t *ok);
 /* Runs `blocks` SHA-1 compressions on 1 or 2 interleaved streams (the ceiling's measure). */
 uint32_t kbm_bench_compress(uint64_t blocks, int streams);
+/* Tests: spins until *flag becomes non-zero (1) or max_spins pass (0). Only another thread
+   can set it, so a 1 proves the GIL is released around calls into the core. */
+int kbm_test_wait(const int *flag, uint64_t max_spins);
 
 #endif /* KBM_H */

@@ -12,7 +12,7 @@ from .._util import address_bytes, check_kbm, check_kcn, check_mh_for_mac, uint
 
 def mac96(kbm: bytes, care_of: bytes, correspondent: bytes, mh: bytes) -> bytes:
     """First(96, HMAC_SHA1(Kbm, care-of | correspondent | MH minus authenticator, checksum 0))."""
-    data = care_of + correspondent + mh[:4] + b"\0\0" + mh[6:-AUTHENTICATOR_SIZE]
+    data = care_of + correspondent + (mh[:4] + b"\0\0" + mh[6:])[:-AUTHENTICATOR_SIZE]
     return hmac.digest(kbm, data, "sha1")[:AUTHENTICATOR_SIZE]
 
 

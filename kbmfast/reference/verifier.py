@@ -58,6 +58,7 @@ class Verifier:
         self.rekey_limit = rekey_limit
         self.max_lifetime = max_lifetime
         self._lock = threading.Lock()
+        self._closed = False
         self._state = SequenceState(state)
         for peer in keys.peers():
             self._state.ensure(peer.home)
@@ -76,7 +77,12 @@ class Verifier:
         with self._lock:
             return self._verify(p)
 
+    def _open(self) -> None:
+        if self._closed:
+            raise ValueError("this Verifier is closed")
+
     def _verify(self, p: bytes) -> Result:
+        self._open()
         # 0-1: IPv6 structure; a CN drops a non-routable HAO and any type 2 Routing header.
         try:
             layout = wire.scan(p)
@@ -159,6 +165,7 @@ class Verifier:
         """Zero-copy form: packet i is ``buffer[offsets[i]:offsets[i+1]]``; uint8 verdicts."""
         buf, offs = check_offsets(buffer, offsets)
         with self._lock:
+            self._open()
             return array("B", [self._verify(bytes(buf[offs[i] : offs[i + 1]])).verdict for i in range(len(offs) - 1)])
 
     # -- answers and state ---------------------------------------------------------------------
@@ -171,12 +178,14 @@ class Verifier:
         """The last sequence number accepted from ``home``, or None."""
         hoa = address_bytes(home, "home")
         with self._lock:
+            self._open()
             has_seq, last, _, _ = fmt.unpack_word(self._state.get(hoa))
         return last if has_seq else None
 
     def close(self) -> None:
         """Flush and close the state file; idempotent."""
         with self._lock:
+            self._closed = True
             self._state.close()
 
     def __enter__(self) -> Verifier:
