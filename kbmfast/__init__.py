@@ -103,6 +103,7 @@ __all__ = [
     "build_binding_ack",
     "build_binding_update",
     "derive_kbm",
+    "kernel",
     "parse_packet",
     "sequence_newer",
 ]

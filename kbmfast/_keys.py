@@ -14,8 +14,8 @@ import stat
 import threading
 import tomllib
 import weakref
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ._types import KeyFileError
 from ._util import address_bytes, check_kbm, check_kcn
@@ -27,7 +27,7 @@ KIND_KCN = 2  # RFC 4449: Kcn and two nonces, Kbm derived per care-of address
 class Peer:
     """One preconfigured peer. Holds key material: never printed."""
 
-    __slots__ = ("home", "kind", "key", "home_nonce", "care_of_nonce", "epoch")
+    __slots__ = ("care_of_nonce", "epoch", "home", "home_nonce", "key", "kind")
 
     def __init__(self, home: bytes, kind: int, key: bytes, home_nonce: bytes, care_of_nonce: bytes, epoch: int) -> None:
         self.home = home

@@ -11,7 +11,8 @@ import ipaddress
 import os
 import secrets
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import _stateformat as fmt
 from ._types import (
@@ -27,7 +28,7 @@ Mac = Callable[[bytes, bytes, bytes, bytes], bytes]
 
 
 class _Entry:
-    __slots__ = ("kbm", "care_of", "deregistration", "outstanding")
+    __slots__ = ("care_of", "deregistration", "kbm", "outstanding")
 
     def __init__(self, kbm: bytes) -> None:
         self.kbm = bytearray(kbm)
@@ -144,7 +145,7 @@ class BindingUpdateList:
                 return Result(Verdict.BAD_AUTHENTICATOR, **base)
             base.update(lifetime=msg.lifetime, ba_status=msg.status)
             if msg.status == 135:
-                has, _, advance, epoch = fmt.unpack_word(self._state.get(cn))
+                _, _, advance, epoch = fmt.unpack_word(self._state.get(cn))
                 self._state.put(cn, fmt.pack_word(True, msg.sequence, advance, epoch))
                 self._state.flush()
                 return Result(Verdict.SEQUENCE_OUT_OF_WINDOW, last_sequence=msg.sequence, **base)

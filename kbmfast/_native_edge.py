@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 try:
-    from . import _native
+    from . import _native  # type: ignore[attr-defined]
 except ImportError as e:  # pragma: no cover - a broken install, said plainly
     raise ImportError(
         "kbmfast's C core (kbmfast._native) is not built. Install the package (pip install .) rather "

@@ -9,11 +9,10 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass
-from typing import Union
 
 IPv6Address = ipaddress.IPv6Address
 #: What the API accepts wherever it takes an address.
-Address = Union[str, ipaddress.IPv6Address, bytes, bytearray, memoryview]
+Address = str | ipaddress.IPv6Address | bytes | bytearray | memoryview
 
 KBM_SIZE = 20
 AUTHENTICATOR_SIZE = 12
@@ -204,15 +203,9 @@ class UnknownOption:
     data: bytes
 
 
-MobilityOption = Union[
-    Pad1,
-    PadN,
-    BindingRefreshAdvice,
-    AlternateCareOfAddress,
-    NonceIndices,
-    BindingAuthorizationData,
-    UnknownOption,
-]
+MobilityOption = (
+    Pad1 | PadN | BindingRefreshAdvice | AlternateCareOfAddress | NonceIndices | BindingAuthorizationData | UnknownOption
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,17 +309,17 @@ class UnknownMessage:
     data: bytes
 
 
-Message = Union[
-    BindingRefreshRequest,
-    HomeTestInit,
-    CareOfTestInit,
-    HomeTest,
-    CareOfTest,
-    BindingUpdate,
-    BindingAck,
-    BindingError,
-    UnknownMessage,
-]
+Message = (
+    BindingRefreshRequest
+    | HomeTestInit
+    | CareOfTestInit
+    | HomeTest
+    | CareOfTest
+    | BindingUpdate
+    | BindingAck
+    | BindingError
+    | UnknownMessage
+)
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,8 @@ def check_offsets(buffer: Any, offsets: Any, walk: bool = True) -> tuple[memoryv
     try:
         offs = memoryview(offsets)
     except TypeError:
-        raise TypeError(f"offsets: expected a buffer of uint64 (array('Q') or numpy uint64), not {type(offsets).__name__}") from None
+        kind = type(offsets).__name__
+        raise TypeError(f"offsets: expected a buffer of uint64 (array('Q') or numpy uint64), not {kind}") from None
     if offs.ndim != 1 or offs.itemsize != 8 or offs.format not in _OFFSET_FORMATS or not offs.c_contiguous:
         raise ValueError(f"offsets: must be a contiguous 1-D buffer of unsigned 64-bit integers, not format {offs.format!r}")
     if len(offs) < 1:

@@ -20,6 +20,7 @@ from ._mn import binding_update_list_class
 from ._native_edge import ffi, lib
 from ._types import (
     BA_STATUS,
+    DEFAULT_REKEY_LIMIT,
     FLAG_A,
     AlternateCareOfAddress,
     BindingAck,
@@ -30,7 +31,6 @@ from ._types import (
     BindingUpdate,
     CareOfTest,
     CareOfTestInit,
-    DEFAULT_REKEY_LIMIT,
     HomeTest,
     HomeTestInit,
     KbmError,
@@ -247,7 +247,7 @@ class Verifier:
             return
         specs = ffi.new("kbm_peer_spec[]", len(peers))
         keep = []
-        for spec, peer in zip(specs, peers):
+        for spec, peer in zip(specs, peers, strict=True):
             key = ffi.new("uint8_t[]", bytes(peer.key))
             hn = ffi.new("uint8_t[]", peer.home_nonce or b"\0")
             cn = ffi.new("uint8_t[]", peer.care_of_nonce or b"\0")

@@ -1,4 +1,5 @@
-"""Someone else's malformed captures (tcpdump's test suite, copied with its licence into tests/corpus/tcpdump from the team's shared corpus).
+"""Someone else's malformed captures: tcpdump's test suite, copied with its licence into
+tests/corpus/tcpdump from the team's shared corpus.
 
 Every packet must get a verdict (never a crash or an out-of-bounds read: the sanitizer run of
 this suite checks the second), and both backends must give the same one.
@@ -6,7 +7,6 @@ this suite checks the second), and both backends must give the same one.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import struct
 import types

@@ -7,7 +7,6 @@ import os
 import types
 
 import pytest
-
 from vectors import CARE_OF_NONCE, HOME, HOME_NONCE, KCN
 
 KEY = bytes(range(100, 120))
@@ -69,7 +68,7 @@ def test_no_key_bytes_anywhere(kb: types.ModuleType, tmp_path: os.PathLike[str],
     with kb.Verifier(keys, state=os.path.join(tmp_path, "s")) as cn:
         texts.append(repr(cn))
     for secret in (KEY, KCN):
-        for text in texts + [caplog.text]:
+        for text in [*texts, caplog.text]:
             assert secret.hex() not in text and repr(secret) not in text
     with open(os.path.join(tmp_path, "s"), "rb") as f:
         state = f.read()

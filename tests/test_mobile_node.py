@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import types
 
@@ -30,7 +31,7 @@ def test_updates_and_acks(kb: types.ModuleType) -> None:
         seqs.append(r.sequence)
         ack = mn.process_ack(cn.acknowledge(r))
         assert (ack.verdict, ack.ba_status, ack.sequence) == (kb.Verdict.ACCEPTED, 0, r.sequence)
-    assert all(kb.sequence_newer(b, a) for a, b in zip(seqs, seqs[1:]))
+    assert all(kb.sequence_newer(b, a) for a, b in itertools.pairwise(seqs))
     r = cn.verify(mn.binding_update(CN, care_of=AWAY, lifetime=0))  # de-registration
     assert r.verdict == kb.Verdict.ACCEPTED
     assert mn.process_ack(cn.acknowledge(r)).verdict == kb.Verdict.ACCEPTED

@@ -14,13 +14,17 @@ def packets_for(kb: types.ModuleType, peers: int, rounds: int) -> tuple[object, 
     keys = kb.KeyTable()
     homes = [f"2001:db8:1::{i + 1:x}" for i in range(peers)]
     kbms = [bytes([i % 251, i // 251 % 251]) + bytes(range(18)) for i in range(peers)]
-    for home, kbm in zip(homes, kbms):
+    for home, kbm in zip(homes, kbms, strict=True):
         keys.add_kbm(home, kbm)
     packets, ids = [], []
     for r in range(rounds):
         for i in range(peers):
             seq = (60000 + r * 3) % 65536  # wraps through 0
-            packets.append(kb.build_binding_update(kbms[i], home=homes[i], care_of="2001:db8:2::1", correspondent=CN, sequence=seq, lifetime=60))
+            packets.append(
+                kb.build_binding_update(
+                    kbms[i], home=homes[i], care_of="2001:db8:2::1", correspondent=CN, sequence=seq, lifetime=60
+                )
+            )
             ids.append((i, seq))
     return keys, packets, ids
 

@@ -10,9 +10,6 @@ import types
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import kbmfast
-import kbmfast.reference
 from vectors import (
     BA_PACKET,
     BU_AUTH,
@@ -30,6 +27,9 @@ from vectors import (
     KCN,
     SCAPY,
 )
+
+import kbmfast
+import kbmfast.reference
 
 # ---- SPEC_DIGEST §8.3 (self-computed from the spec, not third-party) ------------------------
 

@@ -8,11 +8,10 @@ import types
 from array import array
 
 import pytest
+from helpers import a16, custom_bu, with_checksum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from helpers import a16, custom_bu, with_checksum
-from vectors import BU_PACKET, CARE_OF, CARE_OF_NONCE, CN, HOME, HOME_NONCE, KBM, KCN
+from vectors import BU_PACKET, CARE_OF_NONCE, CN, HOME, HOME_NONCE, KCN
 
 KEY = bytes(range(100, 120))
 OTHER = bytes(range(200, 220))

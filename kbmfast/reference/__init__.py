@@ -44,6 +44,8 @@ from .verifier import Verifier
 from .wire import parse_packet
 
 backend = "reference"
+#: Where the SHA-1 work happens in this backend.
+kernel = "hashlib"
 
 BindingUpdateList = binding_update_list_class(build_binding_update, mac96, __name__)
 
@@ -84,6 +86,7 @@ __all__ = [
     "build_binding_ack",
     "build_binding_update",
     "derive_kbm",
+    "kernel",
     "parse_packet",
     "sequence_newer",
 ]

@@ -6,11 +6,13 @@ while both share one layout (SPEC_DIGEST §2.9 canonical padding).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from .._util import address_bytes, lifetime_units, uint
+from .._types import IPPROTO_MH
+from .._util import address_bytes, check_kbm, lifetime_units, uint
 from . import wire
-from .crypto import check_kbm, mac96
+from .crypto import mac96
 
 #: mac(kbm, care_of, correspondent, mh) -> 12 bytes, over the MH minus its last 12 bytes.
 MacFunction = Callable[[bytes, bytes, bytes, bytes], bytes]
@@ -62,7 +64,7 @@ def build_binding_update(
     _seal(mh, mac, key, mac_care_of, cn)
     _checksum(mh, hoa, cn)
     if coa == hoa:
-        return wire.ipv6_header(wire.IPPROTO_MH, len(mh), coa, cn) + mh
+        return wire.ipv6_header(IPPROTO_MH, len(mh), coa, cn) + mh
     ext = wire.home_address_header(hoa)
     return wire.ipv6_header(wire.NH_DEST_OPTS, len(ext) + len(mh), coa, cn) + ext + mh
 
@@ -102,6 +104,6 @@ def build_binding_ack(
     _seal(mh, mac, key, coa, cn)
     _checksum(mh, cn, hoa)
     if dst == hoa:
-        return wire.ipv6_header(wire.IPPROTO_MH, len(mh), cn, dst) + mh
+        return wire.ipv6_header(IPPROTO_MH, len(mh), cn, dst) + mh
     ext = wire.routing_header_2(hoa)
     return wire.ipv6_header(wire.NH_ROUTING, len(ext) + len(mh), cn, dst) + ext + mh

@@ -7,6 +7,7 @@ any answer. ``Verifier.verify`` documents it step by step; csrc/verify.c follows
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 import threading
 from array import array
@@ -15,15 +16,26 @@ from typing import Any
 
 from .. import _stateformat as fmt
 from .._keys import KIND_KBM, KeyTable, Peer
-from .._types import BA_STATUS, FLAG_A, FLAG_H, AlternateCareOfAddress, BindingAuthorizationData, BindingUpdate
-from .._types import DEFAULT_REKEY_LIMIT, MalformedPacket, NonceIndices, Result, Verdict
+from .._types import (
+    BA_STATUS,
+    DEFAULT_REKEY_LIMIT,
+    FLAG_A,
+    FLAG_H,
+    AlternateCareOfAddress,
+    BindingAuthorizationData,
+    BindingUpdate,
+    MalformedPacket,
+    NonceIndices,
+    Result,
+    Verdict,
+)
 from .._util import address_bytes, check_offsets, check_packet, check_verifier_args, is_routable_unicast, is_unicast
 from . import wire
 from .build import build_binding_ack
 from .crypto import kbm_from_tokens, keygen_token, mac96
 from .statefile import SequenceState
 
-_addr = wire.ipaddress.IPv6Address
+_addr = ipaddress.IPv6Address
 
 
 def peer_kbm(peer: Peer, home: bytes, care_of: bytes, deregistration: bool) -> bytes:
@@ -110,7 +122,7 @@ class Verifier:
         care_of = alt if alt is not None else source
         if not is_unicast(source) or not is_routable_unicast(home) or not is_routable_unicast(care_of):
             return Result(Verdict.MALFORMED)
-        base = {
+        base: dict[str, Any] = {
             "home": _addr(home),
             "care_of": _addr(care_of),
             "correspondent": _addr(cn),
