@@ -38,7 +38,6 @@ import kbmfast
 import kbmfast.reference
 
 from ._native_edge import ffi, lib
-from .fast import kernel  # kbmfast.kernel (not in kbmfast.__all__, so mypy --strict wants it from here)
 
 HOME_PREFIX = ipaddress.IPv6Address("2001:db8:1::")
 CARE_OF_PREFIX = ipaddress.IPv6Address("2001:db8:2::")
@@ -221,41 +220,44 @@ def check_accepted(verdicts: Sequence[Sequence[int]], what: str) -> None:
 VerifierFactory = Callable[[kbmfast.KeyTable], Any]
 
 
-def _fresh_runs(factory: VerifierFactory, keys: kbmfast.KeyTable, work: Callable[[Any], Any], repeat: int) -> list[Any]:
-    """Time ``work(verifier)`` ``repeat`` times, each on a fresh verifier; (seconds, output)."""
-    runs = []
+def _fresh_runs(
+    factory: VerifierFactory, keys: kbmfast.KeyTable, work: Callable[[Any], Any], repeat: int
+) -> tuple[tuple[float, ...], list[Any]]:
+    """Time ``work(verifier)`` ``repeat`` times, each on a fresh verifier: (seconds, outputs)."""
+    seconds, outputs = [], []
     for _ in range(repeat):
         with factory(keys) as verifier:
-            runs.append(_timed(functools.partial(work, verifier)))
-    return runs
+            dt, out = _timed(functools.partial(work, verifier))
+        seconds.append(dt)
+        outputs.append(out)
+    return tuple(seconds), outputs
 
 
 def measure_verify_buffer(w: Workload, batch: int, repeat: int) -> Measure:
     """C ``verify_buffer`` over precomputed zero-copy batches, all rounds in order."""
     pairs = split_buffer(w.buffer, w.offsets, batch)
-    runs = _fresh_runs(kbmfast.Verifier, w.keys, lambda v: [v.verify_buffer(b, o) for b, o in pairs], repeat)
-    for _, out in runs:
+    seconds, outputs = _fresh_runs(kbmfast.Verifier, w.keys, lambda v: [v.verify_buffer(b, o) for b, o in pairs], repeat)
+    for out in outputs:
         check_accepted(out, "C verify_buffer")
-    return Measure("c.verify_buffer", f"C verify_buffer, batch {batch}", len(w), tuple(s for s, _ in runs), batch)
+    return Measure("c.verify_buffer", f"C verify_buffer, batch {batch}", len(w), seconds, batch)
 
 
 def measure_verify_batch(w: Workload, batch: int, repeat: int) -> Measure:
     """C ``verify_batch`` on lists of bytes (the convenience form: it packs each list)."""
     lists = split_list(w.packets, batch)
-    runs = _fresh_runs(kbmfast.Verifier, w.keys, lambda v: [v.verify_batch(p) for p in lists], repeat)
-    for _, out in runs:
+    seconds, outputs = _fresh_runs(kbmfast.Verifier, w.keys, lambda v: [v.verify_batch(p) for p in lists], repeat)
+    for out in outputs:
         check_accepted(out, "C verify_batch")
-    return Measure("c.verify_batch", f"C verify_batch (list), batch {batch}", len(w), tuple(s for s, _ in runs), batch)
+    return Measure("c.verify_batch", f"C verify_batch (list), batch {batch}", len(w), seconds, batch)
 
 
 def measure_reference(w: Workload, packets: int, repeat: int) -> Measure:
     """The pure-Python backend's ``verify_batch`` on the first ``packets`` packets."""
     sample = w.packets[:packets]
-    runs = _fresh_runs(kbmfast.reference.Verifier, w.keys, lambda v: v.verify_batch(sample), repeat)
-    for _, out in runs:
-        check_accepted([out], "reference verify_batch")
+    seconds, outputs = _fresh_runs(kbmfast.reference.Verifier, w.keys, lambda v: v.verify_batch(sample), repeat)
+    check_accepted(outputs, "reference verify_batch")
     label = f"reference verify_batch ({len(sample)} packets)"
-    return Measure("reference.verify_batch", label, len(sample), tuple(s for s, _ in runs), len(sample))
+    return Measure("reference.verify_batch", label, len(sample), seconds, len(sample))
 
 
 def measure_oneshot(w: Workload, repeat: int) -> Measure:
@@ -282,13 +284,15 @@ def measure_compress(blocks: int, streams: int, repeat: int) -> Measure:
     return Measure(f"compress.{streams}", label, blocks, seconds, unit="compressions")
 
 
-def measure_latency(factory: VerifierFactory, name: str, w: Workload, calls: int, repeat: int) -> Measure:
-    """Single-packet ``verify()`` on the first ``calls`` packets in order, fresh verifier each run."""
+def measure_latency(backend: str, w: Workload, calls: int, repeat: int) -> Measure:
+    """Single-packet ``verify()`` of ``backend`` ("c" or "reference") on the first ``calls``
+    packets in order, with a fresh verifier each run: items are calls."""
+    factory = kbmfast.Verifier if backend == "c" else kbmfast.reference.Verifier
     sample = w.packets[:calls]
-    runs = _fresh_runs(factory, w.keys, lambda v: [v.verify(p).verdict for p in sample], repeat)
-    for _, out in runs:
-        check_accepted([out], f"{name} verify()")
-    return Measure(f"{name}.verify", f"{name} verify() latency", len(sample), tuple(s for s, _ in runs), 1, "calls")
+    seconds, outputs = _fresh_runs(factory, w.keys, lambda v: [v.verify(p).verdict for p in sample], repeat)
+    label = f"{'C' if backend == 'c' else backend} verify() latency"
+    check_accepted(outputs, label)
+    return Measure(f"{backend}.verify", label, len(sample), seconds, 1, "calls")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +366,7 @@ def environment(w: Workload | None = None) -> dict[str, Any]:
     """Where the figures come from: versions, the SHA-1 kernel, the CPU."""
     env: dict[str, Any] = {
         "kbmfast": kbmfast.__version__,
-        "kernel": kernel,
+        "kernel": kbmfast.kernel,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu": _cpu_model(),
@@ -396,8 +400,8 @@ def run(config: BenchConfig | None = None, workload: Workload | None = None) -> 
     measures.append(measure_reference(w, c.reference_packets, c.repeat))
     measures.append(measure_oneshot(w, c.repeat))
     measures += [measure_compress(c.ceiling_blocks, streams, c.repeat) for streams in (1, 2)]
-    measures.append(measure_latency(kbmfast.Verifier, "C", w, c.latency_calls, c.repeat))
-    measures.append(measure_latency(kbmfast.reference.Verifier, "reference", w, c.reference_latency_calls, c.repeat))
+    measures.append(measure_latency("c", w, c.latency_calls, c.repeat))
+    measures.append(measure_latency("reference", w, c.reference_latency_calls, c.repeat))
     return Report(c, environment(w), tuple(measures))
 
 

@@ -35,9 +35,8 @@ def add_version(sub: Subparsers[argparse.ArgumentParser]) -> None:
 def run_version(args: argparse.Namespace) -> int:
     """Print ``kbmfast X.Y.Z (C core, SHA-1 kernel: ...)``."""
     import kbmfast
-    from kbmfast.fast import kernel
 
-    print(f"kbmfast {kbmfast.__version__} (C core, SHA-1 kernel: {kernel})")
+    print(f"kbmfast {kbmfast.__version__} (C core, SHA-1 kernel: {kbmfast.kernel})")
     return 0
 
 
