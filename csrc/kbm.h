@@ -147,6 +147,8 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
                size_t n, uint8_t *verdicts, kbm_detail *details, size_t *where);
 /* 1 and *seq when home has an accepted sequence, 0 when not. */
 int kbm_verifier_last_sequence(kbm_verifier *v, const uint8_t home[16], uint16_t *seq);
+/* The state slot word of home (docs/state-format.md): 1 and *word if it has a slot, else 0. */
+int kbm_verifier_slot_word(kbm_verifier *v, const uint8_t home[16], uint64_t *word);
 /* msync + fsync of the state file (no-op in memory). */
 int kbm_verifier_flush(kbm_verifier *v);
 

@@ -340,17 +340,23 @@ void kbm_verifier_free(kbm_verifier *v)
 
 int kbm_verifier_last_sequence(kbm_verifier *v, const uint8_t home[16], uint16_t *seq)
 {
+    uint64_t w;
+    int found = kbm_verifier_slot_word(v, home, &w);
+    if (found <= 0 || !(w & KBM_W_HAS_SEQ))
+        return found < 0 ? found : 0;
+    *seq = KBM_W_SEQ(w);
+    return 1;
+}
+
+int kbm_verifier_slot_word(kbm_verifier *v, const uint8_t home[16], uint64_t *word)
+{
     uint32_t slot;
     pthread_mutex_lock(&v->write_lock);
     int found = kbm_state_lookup(&v->state, home, &slot);
     pthread_mutex_unlock(&v->write_lock);
-    if (found <= 0)
-        return found;
-    uint64_t w = atomic_load(kbm_state_word(&v->state, slot));
-    if (!(w & KBM_W_HAS_SEQ))
-        return 0;
-    *seq = KBM_W_SEQ(w);
-    return 1;
+    if (found > 0)
+        *word = atomic_load(kbm_state_word(&v->state, slot));
+    return found;
 }
 
 int kbm_verifier_flush(kbm_verifier *v)

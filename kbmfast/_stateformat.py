@@ -114,3 +114,9 @@ def create(name: str) -> None:
         pass
     finally:
         os.unlink(tmp)
+
+
+def advance_under(word: int, epoch: int) -> int:
+    """The advance a slot word counts for a key of this epoch (0 after a rekey)."""
+    has_seq, _, advance, word_epoch = unpack_word(word)
+    return advance if has_seq and word_epoch == epoch else 0

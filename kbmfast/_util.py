@@ -158,3 +158,10 @@ def check_verifier_args(keys: Any, rekey_limit: Any, max_lifetime: Any) -> None:
         raise ValueError(f"rekey_limit: {rekey_limit} is outside 1..32768 (beyond 32768 old Binding Updates replay)")
     if max_lifetime is not None:
         lifetime_units(max_lifetime, "max_lifetime")
+
+
+def near_limit_threshold(fraction: Any, rekey_limit: int) -> float:
+    """The advance from which ``keys_near_limit`` reports a peer."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction: expected a number in (0, 1], not {fraction!r}")
+    return float(fraction) * rekey_limit

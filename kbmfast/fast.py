@@ -16,6 +16,7 @@ from typing import Any
 
 from . import _stateformat as fmt
 from ._keys import KIND_KBM, KeyTable, Peer
+from ._lifecycle import DEFAULT_SYNC_MS, Durability, check_sync, track
 from ._mn import binding_update_list_class
 from ._native_edge import ffi, lib
 from ._types import (
@@ -55,6 +56,7 @@ from ._util import (
     check_offsets,
     check_packet,
     check_verifier_args,
+    near_limit_threshold,
 )
 from .reference import build as _build
 from .reference.crypto import sequence_newer
@@ -222,11 +224,14 @@ class Verifier:
         state: str | os.PathLike[str] | None = None,
         rekey_limit: int = DEFAULT_REKEY_LIMIT,
         max_lifetime: int | None = None,
+        sync: str | int = DEFAULT_SYNC_MS,
     ) -> None:
         check_verifier_args(keys, rekey_limit, max_lifetime)
+        policy = check_sync(sync)
         self.keys = keys
         self.rekey_limit = rekey_limit
         self.max_lifetime = max_lifetime
+        self._durability: Durability | None = None
         self._path = None if state is None else fmt.prepare(state)
         status = ffi.new("int *")
         ptr = lib.kbm_verifier_new(ffi.NULL if self._path is None else os.fsencode(self._path), rekey_limit, status)
@@ -235,6 +240,9 @@ class Verifier:
         self._v: Any = ffi.gc(ptr, lib.kbm_verifier_free)
         self._set_peers(keys.peers())
         keys.subscribe(self._on_key_change)
+        if self._path is not None:
+            self._durability = Durability(policy, self.flush)
+        track(self)
 
     def _handle(self) -> Any:
         v = self._v
@@ -284,6 +292,8 @@ class Verifier:
         rc = lib.kbm_verify(self._handle(), buf, length, offsets, n, out, details, where)
         if rc:
             _raise(rc, "verify")
+        if self._durability is not None:
+            self._durability.changed()
         return verdicts
 
     def verify(self, packet: Any) -> Result:
@@ -334,8 +344,28 @@ class Verifier:
             _raise(rc, f"state file {self._path}")
         return int(seq[0]) if rc else None
 
+    def keys_near_limit(self, fraction: float = 0.9) -> list[ipaddress.IPv6Address]:
+        """Configured peers whose sequence advance under the current key is past ``fraction``
+        of ``rekey_limit``: rekey them before they reach KEY_EXHAUSTED."""
+        limit = near_limit_threshold(fraction, self.rekey_limit)
+        word = ffi.new("uint64_t *")
+        near = []
+        for peer in self.keys.peers():
+            rc = lib.kbm_verifier_slot_word(self._handle(), peer.home, word)
+            if rc < 0:
+                _raise(rc, f"state file {self._path}")
+            if rc and fmt.advance_under(int(word[0]), peer.epoch) >= limit:
+                near.append(_addr(peer.home))
+        return near
+
+    def flush(self) -> None:
+        """Push the state file to stable storage now (msync + fsync)."""
+        rc = lib.kbm_verifier_flush(self._handle())
+        if rc:
+            _raise(rc, f"state file {self._path}")
+
     def close(self) -> None:
-        """Flush and close the state file; idempotent."""
+        """Flush and close the state file, wipe the keys from C memory; idempotent."""
         v, self._v = self._v, None
         if v is not None:
             lib.kbm_verifier_flush(v)

@@ -29,7 +29,16 @@ from .._types import (
     Result,
     Verdict,
 )
-from .._util import address_bytes, check_offsets, check_packet, check_verifier_args, is_routable_unicast, is_unicast
+from .._lifecycle import DEFAULT_SYNC_MS, Durability, check_sync, track
+from .._util import (
+    address_bytes,
+    check_offsets,
+    check_packet,
+    check_verifier_args,
+    is_routable_unicast,
+    is_unicast,
+    near_limit_threshold,
+)
 from . import wire
 from .build import build_binding_ack
 from .crypto import kbm_from_tokens, keygen_token, mac96
@@ -64,8 +73,10 @@ class Verifier:
         state: str | os.PathLike[str] | None = None,
         rekey_limit: int = DEFAULT_REKEY_LIMIT,
         max_lifetime: int | None = None,
+        sync: str | int = DEFAULT_SYNC_MS,
     ) -> None:
         check_verifier_args(keys, rekey_limit, max_lifetime)
+        policy = check_sync(sync)
         self.keys = keys
         self.rekey_limit = rekey_limit
         self.max_lifetime = max_lifetime
@@ -75,6 +86,8 @@ class Verifier:
         for peer in keys.peers():
             self._state.ensure(peer.home)
         keys.subscribe(self._on_key_change)
+        self._durability = None if state is None else Durability(policy, self.flush)
+        track(self)
 
     def _on_key_change(self, home: bytes, peer: Peer | None) -> None:
         if peer is not None:
@@ -87,7 +100,13 @@ class Verifier:
         """Verify one packet (bytes-like, from the IPv6 version nibble) and update state."""
         p = check_packet(packet, "packet")
         with self._lock:
-            return self._verify(p)
+            result = self._verify(p)
+        self._changed()
+        return result
+
+    def _changed(self) -> None:
+        if self._durability is not None:
+            self._durability.changed()
 
     def _open(self) -> None:
         if self._closed:
@@ -169,6 +188,7 @@ class Verifier:
         checked = [check_packet(p, f"packets[{i}]") for i, p in enumerate(packets)]
         with self._lock:
             out = [self._verify(p) for p in checked]
+        self._changed()
         if results:
             return out
         return array("B", [r.verdict for r in out])
@@ -178,7 +198,9 @@ class Verifier:
         buf, offs = check_offsets(buffer, offsets)
         with self._lock:
             self._open()
-            return array("B", [self._verify(bytes(buf[offs[i] : offs[i + 1]])).verdict for i in range(len(offs) - 1)])
+            out = array("B", [self._verify(bytes(buf[offs[i] : offs[i + 1]])).verdict for i in range(len(offs) - 1)])
+        self._changed()
+        return out
 
     # -- answers and state ---------------------------------------------------------------------
 
@@ -193,6 +215,24 @@ class Verifier:
             self._open()
             has_seq, last, _, _ = fmt.unpack_word(self._state.get(hoa))
         return last if has_seq else None
+
+    def keys_near_limit(self, fraction: float = 0.9) -> list[ipaddress.IPv6Address]:
+        """Configured peers whose sequence advance under the current key is past ``fraction``
+        of ``rekey_limit``: rekey them before they reach KEY_EXHAUSTED."""
+        limit = near_limit_threshold(fraction, self.rekey_limit)
+        with self._lock:
+            self._open()
+            return [
+                _addr(peer.home)
+                for peer in self.keys.peers()
+                if fmt.advance_under(self._state.get(peer.home), peer.epoch) >= limit
+            ]
+
+    def flush(self) -> None:
+        """Push the state file to stable storage now (fsync)."""
+        with self._lock:
+            self._open()
+            self._state.flush()
 
     def close(self) -> None:
         """Flush and close the state file; idempotent."""

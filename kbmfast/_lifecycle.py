@@ -1,0 +1,114 @@
+"""When state reaches the disk (``sync=``), and closing verifiers at exit (shared by both backends).
+
+``sync="always"``: fsync after every call (a power loss loses nothing that was answered).
+``sync=N`` (milliseconds): a background thread flushes at most N ms after a change.
+``sync="close"``: only on ``close()``. In every mode an acceptance is in the file (the page
+cache) before ``verify`` returns, so a killed process never accepts it again; ``sync`` is
+about power loss and kernel crashes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+DEFAULT_SYNC_MS = 1000
+
+
+def check_sync(sync: Any) -> str | int:
+    """Validate a ``sync=`` argument."""
+    if sync in ("always", "close"):
+        return str(sync)
+    if isinstance(sync, bool) or not isinstance(sync, int) or not 1 <= sync <= 3_600_000:
+        raise ValueError(f"sync: expected 'always', 'close' or a flush interval in ms (1..3600000), not {sync!r}")
+    return sync
+
+
+class Durability:
+    """Flushes one verifier's state file according to its ``sync`` policy."""
+
+    def __init__(self, sync: str | int, flush: Callable[[], None]) -> None:
+        self.sync = sync
+        self._flush = flush
+        self._dirty = False
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+        if isinstance(sync, int):
+            _Flusher.instance().add(self)
+
+    def changed(self) -> None:
+        """Called after every verifying call."""
+        if self.sync == "always":
+            self.flush()
+        else:
+            self._dirty = True
+
+    def due(self, now: float) -> bool:
+        """True when an interval policy should flush now."""
+        return self._dirty and isinstance(self.sync, int) and (now - self._last) * 1000 >= self.sync
+
+    def flush(self) -> None:
+        """Push state to stable storage now."""
+        with self._lock:
+            self._dirty = False
+            self._last = time.monotonic()
+            self._flush()
+
+
+class _Flusher:
+    """One daemon thread for every verifier with an interval policy."""
+
+    _instance: _Flusher | None = None
+    _guard = threading.Lock()
+
+    def __init__(self) -> None:
+        self._members: weakref.WeakSet[Durability] = weakref.WeakSet()
+        self._wake = threading.Event()
+        thread = threading.Thread(target=self._run, name="kbmfast-state-flusher", daemon=True)
+        thread.start()
+
+    @classmethod
+    def instance(cls) -> _Flusher:
+        with cls._guard:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def add(self, member: Durability) -> None:
+        self._members.add(member)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            members = list(self._members)
+            intervals = [m.sync for m in members if isinstance(m.sync, int)]
+            self._wake.wait(timeout=min(intervals, default=1000) / 2000)
+            self._wake.clear()
+            now = time.monotonic()
+            for m in members:
+                if m.due(now):
+                    try:
+                        m.flush()
+                    except (OSError, ValueError):
+                        pass  # closed meanwhile; close() flushed it
+
+
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def track(verifier: Any) -> None:
+    """Close ``verifier`` at interpreter exit if it is still open (flushes, wipes its keys)."""
+    _live.add(verifier)
+
+
+@atexit.register
+def _close_all() -> None:
+    for verifier in list(_live):
+        try:
+            verifier.close()
+        except Exception:  # noqa: BLE001 - exit must go on
+            pass

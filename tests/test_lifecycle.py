@@ -1,0 +1,96 @@
+"""Flush policy, keys near their rekey limit, closing at exit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import types
+
+import pytest
+
+from kbmfast._lifecycle import Durability
+
+HOME, AWAY, CN = "2001:db8:1::1", "2001:db8:2::2", "2001:db8:3::3"
+KEY = bytes(range(30, 50))
+
+
+def bu(kb: types.ModuleType, seq: int) -> bytes:
+    return kb.build_binding_update(KEY, home=HOME, care_of=AWAY, correspondent=CN, sequence=seq, lifetime=60)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("bad", ["sometimes", 0, -5, 1.5, True, 10**9])
+def test_sync_argument_checked(kb: types.ModuleType, bad: object) -> None:
+    with pytest.raises(ValueError, match="sync"):
+        kb.Verifier(kb.KeyTable(), sync=bad)
+
+
+@pytest.mark.parametrize("sync", ["always", "close", 5])
+def test_sync_policies_keep_state(kb: types.ModuleType, tmp_path: os.PathLike[str], sync: object) -> None:
+    path = os.path.join(tmp_path, "s")
+    keys = kb.KeyTable()
+    keys.add_kbm(HOME, KEY)
+    with kb.Verifier(keys, state=path, sync=sync) as cn:
+        assert cn.verify(bu(kb, 9)).verdict == kb.Verdict.ACCEPTED
+        cn.flush()
+        with kb.Verifier(keys, state=path) as other:  # another reader sees it at once
+            assert other.last_sequence(HOME) == 9
+
+
+def test_durability_always_flushes_every_call() -> None:
+    calls: list[int] = []
+    d = Durability("always", lambda: calls.append(1))
+    d.changed()
+    d.changed()
+    assert len(calls) == 2
+
+
+def test_durability_interval_flushes_in_background() -> None:
+    flushed = threading.Event()
+    d = Durability(20, flushed.set)
+    assert not flushed.is_set()
+    d.changed()
+    assert flushed.wait(timeout=10)
+
+
+def test_durability_close_never_flushes_by_itself() -> None:
+    calls: list[int] = []
+    d = Durability("close", lambda: calls.append(1))
+    d.changed()
+    assert not d.due(1e12) and calls == []
+
+
+def test_keys_near_limit(kb: types.ModuleType) -> None:
+    keys = kb.KeyTable()
+    keys.add_kbm(HOME, KEY)
+    keys.add_kbm("2001:db8:1::2", bytes(20))
+    with kb.Verifier(keys, rekey_limit=100) as cn:
+        assert cn.keys_near_limit() == []
+        assert cn.verify(bu(kb, 1)).verdict == kb.Verdict.ACCEPTED
+        assert cn.verify(bu(kb, 90)).verdict == kb.Verdict.ACCEPTED
+        assert cn.keys_near_limit() == []  # advance 89 < 90
+        assert cn.verify(bu(kb, 91)).verdict == kb.Verdict.ACCEPTED
+        assert [str(a) for a in cn.keys_near_limit()] == [HOME]
+        assert [str(a) for a in cn.keys_near_limit(0.95)] == []
+        keys.add_kbm(HOME, bytes(range(1, 21)))  # rekey: a fresh sequence space
+        assert cn.keys_near_limit() == []
+        with pytest.raises(ValueError, match="fraction"):
+            cn.keys_near_limit(0)
+
+
+def test_open_verifiers_are_closed_at_exit(kb: types.ModuleType, tmp_path: os.PathLike[str]) -> None:
+    """A process that exits without close() still leaves its acceptances flushed and readable."""
+    path = os.path.join(tmp_path, "s")
+    code = (
+        f"import {kb.__name__} as kb\n"
+        "keys = kb.KeyTable(); keys.add_kbm(%r, %r)\n"
+        "cn = kb.Verifier(keys, state=%r, sync='close')\n"
+        "p = kb.build_binding_update(%r, home=%r, care_of=%r, correspondent=%r, sequence=77, lifetime=8)\n"
+        "assert cn.verify(p).verdict == 0\n"
+    ) % (HOME, KEY, path, KEY, HOME, AWAY, CN)
+    subprocess.run([sys.executable, "-P", "-c", code], check=True, capture_output=True)
+    keys = kb.KeyTable()
+    keys.add_kbm(HOME, KEY)
+    with kb.Verifier(keys, state=path) as cn:
+        assert cn.last_sequence(HOME) == 77
