@@ -176,15 +176,37 @@ void kbm_mac96_x2(const kbm_mac_key *k0, const uint8_t co0[16], const uint8_t cn
     digest_out(s1, out1, 3);
 }
 
+void kbm_mac96_min(const kbm_mac_key *k, const uint8_t co[16], const uint8_t cn[16],
+                   const uint8_t mh[32], uint8_t out[12])
+{
+#if defined(__x86_64__)
+    if (kbm_sha1_use_shani()) {
+        kbm_mac96_min_shani(k, co, cn, mh, out);
+        return;
+    }
+#endif
+    kbm_mac96(k, co, cn, mh, 32, out);
+}
+
+void kbm_mac96_min_x2(const kbm_mac_key *k0, const uint8_t co0[16], const uint8_t cn0[16],
+                      const uint8_t mh0[32], uint8_t out0[12],
+                      const kbm_mac_key *k1, const uint8_t co1[16], const uint8_t cn1[16],
+                      const uint8_t mh1[32], uint8_t out1[12])
+{
+#if defined(__x86_64__)
+    if (kbm_sha1_use_shani()) {
+        kbm_mac96_min_x2_shani(k0, co0, cn0, mh0, out0, k1, co1, cn1, mh1, out1);
+        return;
+    }
+#endif
+    kbm_mac96_x2(k0, co0, cn0, mh0, 32, out0, k1, co1, cn1, mh1, 32, out1);
+}
+
 /* ---- Utilities ---- */
 
 int kbm_ct_equal12(const uint8_t a[12], const uint8_t b[12])
 {
-    uint32_t diff = 0;
-    for (int i = 0; i < 12; i++)
-        diff |= (uint32_t)(a[i] ^ b[i]);
-    /* diff is 0..255: diff - 1 wraps to all ones only when diff == 0 */
-    return (int)(((diff - 1) >> 8) & 1);
+    return kbm_ct_equal12_inline(a, b);
 }
 
 void kbm_wipe(void *p, size_t n)

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* ---- SHA-1 compression ---- */
 
@@ -19,6 +20,8 @@ void kbm_sha1_compress2(uint32_t s0[5], const uint8_t *b0, size_t nblocks0,
                         uint32_t s1[5], const uint8_t *b1, size_t nblocks1);
 /* Returns "sha-ni" or "portable": the kernel the dispatcher uses now. */
 const char *kbm_sha1_kernel(void);
+/* 1 when the dispatcher uses SHA-NI now (what kbm_sha1_kernel() names), else 0. */
+int kbm_sha1_use_shani(void);
 /* Testing only: on != 0 makes the dispatcher use portable C, 0 restores CPU detection.
    Not thread-safe to flip while another thread hashes: results stay correct, but which kernel
    that thread uses is then unspecified. */
@@ -65,10 +68,44 @@ void kbm_mac96_x2(const kbm_mac_key *k0, const uint8_t co0[16], const uint8_t cn
                   const kbm_mac_key *k1, const uint8_t co1[16], const uint8_t cn1[16],
                   const uint8_t *mh1, size_t len1, uint8_t out1[12]);
 
+/* kbm_mac96 for a 32-byte Mobility Header (a minimal Binding Update: 52-byte MAC input, one
+   block per compression), with both blocks built in registers on SHA-NI. Reads exactly
+   co[0..16), cn[0..16) and mh[0..32). Dispatched; the portable kernel runs kbm_mac96. */
+void kbm_mac96_min(const kbm_mac_key *k, const uint8_t co[16], const uint8_t cn[16],
+                   const uint8_t mh[32], uint8_t out[12]);
+void kbm_mac96_min_x2(const kbm_mac_key *k0, const uint8_t co0[16], const uint8_t cn0[16],
+                      const uint8_t mh0[32], uint8_t out0[12],
+                      const kbm_mac_key *k1, const uint8_t co1[16], const uint8_t cn1[16],
+                      const uint8_t mh1[32], uint8_t out1[12]);
+
+#if defined(__x86_64__)
+/* The SHA-NI kernels behind kbm_mac96_min / kbm_mac96_min_x2 (only when kbm_sha1_use_shani()). */
+void kbm_mac96_min_shani(const kbm_mac_key *k, const uint8_t co[16], const uint8_t cn[16],
+                         const uint8_t mh[32], uint8_t out[12]);
+void kbm_mac96_min_x2_shani(const kbm_mac_key *k0, const uint8_t co0[16],
+                            const uint8_t cn0[16], const uint8_t mh0[32], uint8_t out0[12],
+                            const kbm_mac_key *k1, const uint8_t co1[16],
+                            const uint8_t cn1[16], const uint8_t mh1[32], uint8_t out1[12]);
+#endif
+
 /* ---- Utilities ---- */
 
 /* Returns 1 if a == b, else 0, in time independent of the contents. */
 int kbm_ct_equal12(const uint8_t a[12], const uint8_t b[12]);
+
+/* The same, inlined for the verifier's hot loop: three unaligned word loads, no branch. */
+static inline int kbm_ct_equal12_inline(const uint8_t a[12], const uint8_t b[12])
+{
+    uint64_t a0, b0;
+    uint32_t a1, b1;
+    memcpy(&a0, a, 8);
+    memcpy(&b0, b, 8);
+    memcpy(&a1, a + 8, 4);
+    memcpy(&b1, b + 8, 4);
+    uint64_t d = (a0 ^ b0) | (uint64_t)(a1 ^ b1);
+    /* d | -d has its top bit set exactly when d != 0 */
+    return (int)(((d | (0 - d)) >> 63) ^ 1);
+}
 /* Zeroes n bytes in a way the compiler cannot elide (OPENSSL_cleanse). */
 void kbm_wipe(void *p, size_t n);
 

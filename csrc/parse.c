@@ -4,6 +4,10 @@
 
 #include <string.h>
 
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "host_sum below adds little-endian words (and the state file is little-endian anyway)"
+#endif
+
 enum { NH_HOP_BY_HOP = 0, NH_ROUTING = 43, NH_NONE = 59, NH_DEST_OPTS = 60, NH_MH = 135 };
 enum { OPT_HOME_ADDRESS = 0xC9, MOPT_BAD = 5 };
 
@@ -112,12 +116,42 @@ int kbm_scan(const uint8_t *p, size_t n, kbm_layout *l, uint32_t *where)
     return 0;
 }
 
-/* One's complement sum of big-endian 16-bit words; len is even. */
+/* One's complement sums (RFC 1071). The 16-bit words are added in host order, eight bytes at
+   a time, into a 64-bit total that is folded only at the end: RFC 1071 §2(B), the sum does not
+   depend on byte order, and x * 256 mod 0xFFFF is x with its two bytes swapped. */
+
+/* Adds the host-order 16-bit words of d[0, len) to s. Each step adds less than
+   2^33, so no length that fits in memory can overflow s. */
+static uint64_t host_sum(uint64_t s, const uint8_t *d, size_t len)
+{
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t x;
+        memcpy(&x, d + i, 8);
+        s += (x & 0xFFFFFFFFu) + (x >> 32);
+    }
+    for (; i + 2 <= len; i += 2) {
+        uint16_t x;
+        memcpy(&x, d + i, 2);
+        s += x;
+    }
+    if (i < len) /* an odd last byte, padded with zero: host order puts it low */
+        s += d[i];
+    return s;
+}
+
+/* A host-order sum as a big-endian 16-bit value congruent to it modulo 0xFFFF. */
+static uint64_t host_to_be(uint64_t s)
+{
+    while (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16);
+    return (uint16_t)(s << 8 | s >> 8);
+}
+
+/* sum + the big-endian 16-bit words of d[0, len), unfolded; len is even. */
 static uint64_t ones_add(uint64_t sum, const uint8_t *d, size_t len)
 {
-    for (size_t i = 0; i < len; i += 2)
-        sum += (uint32_t)d[i] << 8 | d[i + 1];
-    return sum;
+    return sum + host_to_be(host_sum(0, d, len));
 }
 
 static uint32_t ones_fold(uint64_t sum)
@@ -138,7 +172,9 @@ int kbm_checksum_ok(const uint8_t *p, size_t n, const kbm_layout *l)
     const uint8_t *src = l->hao >= 0 ? p + l->hao : p + 8;
     const uint8_t *dst = l->rh2 >= 0 ? p + l->rh2 : p + 24;
     size_t len = n - (size_t)l->mh;
-    return ones_fold(ones_add(pseudo_sum(src, dst, len), p + l->mh, len)) == 0xFFFF;
+    /* pseudo_sum and ones_add in one pass: the three regions summed, then folded once */
+    uint64_t s = host_to_be(host_sum(host_sum(host_sum(0, src, 16), dst, 16), p + l->mh, len));
+    return ones_fold(s + (len >> 16) + (len & 0xFFFF) + NH_MH) == 0xFFFF;
 }
 
 uint16_t kbm_mh_checksum(const uint8_t src[16], const uint8_t dst[16], const uint8_t *mh,

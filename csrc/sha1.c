@@ -91,6 +91,11 @@ static inline int use_shani(void)
     return k == KERNEL_SHANI;
 }
 
+int kbm_sha1_use_shani(void)
+{
+    return use_shani();
+}
+
 const char *kbm_sha1_kernel(void)
 {
     return use_shani() ? "sha-ni" : "portable";

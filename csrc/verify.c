@@ -18,15 +18,65 @@ typedef struct {
     size_t n;
     const uint8_t *home, *care_of, *mac_co;
     const struct kbm_peer *peer;
+    const kbm_mac_key *key; /* the peer's midstates, or `derived` */
     uint64_t hash;
     size_t bucket;
-    kbm_mac_key key;
-    uint8_t mac[KBM_AUTH_SIZE];
     kbm_layout l;
     uint16_t seq, flags, lifetime;
     uint8_t verdict;
     uint8_t has_detail;
+    uint8_t minimal; /* the canonical layout below: a 32-byte Mobility Header */
+    uint8_t mac[KBM_AUTH_SIZE];
+    kbm_mac_key derived; /* RFC 4449: the registration Kbm for this care-of address */
 } job;
+
+/* The fast path: the canonical minimal Binding Update of a mobile node away from home, 96
+   bytes, as kbmfast and most stacks build it:
+     0  IPv6 header, Payload Length 56, Next Header 60
+    40  Destination Options (Next Header 135, 24 bytes): PadN with 2 data bytes, Home Address
+        option (type 0xC9, 16 bytes) whose address is at 48
+    64  Mobility Header (Payload Proto 59, length 3 = 32 bytes, type 5: Binding Update),
+        options at 76: PadN with 4 data bytes, Binding Authorization Data (type 5, 12 bytes)
+        whose authenticator is at 84.
+   A packet matching these bytes is exactly one for which kbm_scan and kbm_parse_mh return 0
+   with the layout set here (the bytes left free are ones they never look at: traffic class,
+   flow label, hop limit, addresses, padding contents, the MH's reserved byte, checksum and
+   message fields). Anything else takes the general parser; every later check is shared. */
+#define MIN_LEN 96
+#define LE_BYTE(i, x) ((uint64_t)(x) << (8 * (i))) /* byte i of a little-endian 8-byte load */
+
+static inline uint64_t load64(const uint8_t *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+
+static int minimal_layout(const uint8_t *p, size_t n, kbm_layout *l)
+{
+    if (n != MIN_LEN)
+        return 0;
+    uint64_t diff =
+        ((load64(p) ^ (LE_BYTE(0, 0x60) | LE_BYTE(5, 56) | LE_BYTE(6, 60))) &
+         (LE_BYTE(0, 0xF0) | LE_BYTE(4, 0xFF) | LE_BYTE(5, 0xFF) | LE_BYTE(6, 0xFF))) |
+        ((load64(p + 40) ^ (LE_BYTE(0, 135) | LE_BYTE(1, 2) | LE_BYTE(2, 1) | LE_BYTE(3, 2) |
+                            LE_BYTE(6, 0xC9) | LE_BYTE(7, 16))) &
+         ~(LE_BYTE(4, 0xFF) | LE_BYTE(5, 0xFF))) |
+        ((load64(p + 64) ^ (LE_BYTE(0, 59) | LE_BYTE(1, 3) | LE_BYTE(2, 5))) &
+         (LE_BYTE(0, 0xFF) | LE_BYTE(1, 0xFF) | LE_BYTE(2, 0xFF))) |
+        ((load64(p + 72) ^ (LE_BYTE(4, 1) | LE_BYTE(5, 4))) &
+         (LE_BYTE(4, 0xFF) | LE_BYTE(5, 0xFF))) |
+        ((load64(p + 80) ^ (LE_BYTE(2, 5) | LE_BYTE(3, 12))) &
+         (LE_BYTE(2, 0xFF) | LE_BYTE(3, 0xFF)));
+    if (diff)
+        return 0;
+    l->mh = 64;
+    l->hao = 48;
+    l->rh2 = l->alt = l->nonce = -1;
+    l->bad = 84;
+    l->mh_type = 5;
+    return 1;
+}
 
 static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
 {
@@ -34,8 +84,10 @@ static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
     uint32_t where;
     j->has_detail = 0;
     j->peer = NULL;
+    j->key = NULL;
     j->verdict = KBM_MALFORMED;
-    if (kbm_scan(p, j->n, &j->l, &where))
+    j->minimal = (uint8_t)minimal_layout(p, j->n, &j->l);
+    if (!j->minimal && kbm_scan(p, j->n, &j->l, &where))
         return;
     /* a CN drops a non-routable HAO and any type 2 Routing header (SPEC_DIGEST §5 step 0) */
     if ((j->l.hao >= 0 && !kbm_is_routable(p + j->l.hao)) || j->l.rh2 >= 0)
@@ -44,13 +96,15 @@ static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
         j->verdict = KBM_BAD_CHECKSUM;
         return;
     }
-    int rc = kbm_parse_mh(p, j->n, &j->l, NULL, 0, NULL, &where);
-    if (rc == KBM_UNKNOWN_MH || (rc == 0 && j->l.mh_type != 5)) {
-        j->verdict = KBM_NOT_BINDING_UPDATE;
-        return;
+    if (!j->minimal) {
+        int rc = kbm_parse_mh(p, j->n, &j->l, NULL, 0, NULL, &where);
+        if (rc == KBM_UNKNOWN_MH || (rc == 0 && j->l.mh_type != 5)) {
+            j->verdict = KBM_NOT_BINDING_UPDATE;
+            return;
+        }
+        if (rc)
+            return;
     }
-    if (rc)
-        return;
     const uint8_t *source = p + 8, *mh = p + j->l.mh;
     j->home = j->l.hao >= 0 ? p + j->l.hao : source;
     j->care_of = j->l.alt >= 0 ? p + j->l.alt : source;
@@ -102,10 +156,21 @@ static void resolve(job *j, const kbm_verifier *v, const struct kbm_index *x)
     }
     j->peer = peer;
     __builtin_prefetch(kbm_state_word(&v->state, peer->slot));
-    if (peer->kcn && j->lifetime != 0)
-        kbm_kcn_key(peer->kcn, j->care_of, &j->key);
+    if (peer->kcn && j->lifetime != 0) {
+        kbm_kcn_key(peer->kcn, j->care_of, &j->derived);
+        j->key = &j->derived;
+    } else {
+        j->key = &peer->key; /* read in place: the index outlives this call (kbm_read_begin) */
+    }
+}
+
+static void mac_one(job *a)
+{
+    const uint8_t *mh = a->p + a->l.mh;
+    if (a->minimal)
+        kbm_mac96_min(a->key, a->mac_co, a->p + 24, mh, a->mac);
     else
-        j->key = peer->key;
+        kbm_mac96(a->key, a->mac_co, a->p + 24, mh, a->n - (size_t)a->l.mh, a->mac);
 }
 
 static void mac_pending(job *jobs, size_t m)
@@ -117,21 +182,22 @@ static void mac_pending(job *jobs, size_t m)
     size_t i = 0;
     for (; i + 1 < k; i += 2) {
         job *a = &jobs[idx[i]], *b = &jobs[idx[i + 1]];
-        kbm_mac96_x2(&a->key, a->mac_co, a->p + 24, a->p + a->l.mh, a->n - (size_t)a->l.mh,
-                     a->mac, &b->key, b->mac_co, b->p + 24, b->p + b->l.mh,
-                     b->n - (size_t)b->l.mh, b->mac);
+        const uint8_t *mha = a->p + a->l.mh, *mhb = b->p + b->l.mh;
+        if (a->minimal && b->minimal)
+            kbm_mac96_min_x2(a->key, a->mac_co, a->p + 24, mha, a->mac, b->key, b->mac_co,
+                             b->p + 24, mhb, b->mac);
+        else
+            kbm_mac96_x2(a->key, a->mac_co, a->p + 24, mha, a->n - (size_t)a->l.mh, a->mac,
+                         b->key, b->mac_co, b->p + 24, mhb, b->n - (size_t)b->l.mh, b->mac);
     }
-    if (i < k) {
-        job *a = &jobs[idx[i]];
-        kbm_mac96(&a->key, a->mac_co, a->p + 24, a->p + a->l.mh, a->n - (size_t)a->l.mh,
-                  a->mac);
-    }
+    if (i < k)
+        mac_one(&jobs[idx[i]]);
 }
 
 /* Authentication, then the answers only an authenticated Binding Update may get. */
 static uint8_t decide(job *j, const kbm_verifier *v, uint16_t *last_out)
 {
-    if (!kbm_ct_equal12(j->mac, j->p + j->l.bad))
+    if (!kbm_ct_equal12_inline(j->mac, j->p + j->l.bad))
         return KBM_BAD_AUTHENTICATOR;
     if (j->flags & FLAG_H)
         return KBM_HOME_REGISTRATION;
@@ -191,12 +257,10 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
         for (size_t k = 0; k < m; k++) {
             job *j = &jobs[k];
             uint16_t last = 0;
-            if (j->verdict == PENDING) {
+            if (j->verdict == PENDING)
                 j->verdict = decide(j, v, &last);
-                kbm_wipe(&j->key, sizeof j->key);
-            } else if (j->peer) {
-                kbm_wipe(&j->key, sizeof j->key);
-            }
+            if (j->key == &j->derived)
+                kbm_wipe(&j->derived, sizeof j->derived);
             verdicts[base + k] = j->verdict;
             if (details) {
                 kbm_detail *d = &details[base + k];

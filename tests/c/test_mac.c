@@ -200,6 +200,55 @@ static void test_mac96(void)
     }
 }
 
+/* The minimal-Binding-Update kernels (32-byte MH, built in registers on SHA-NI). Their inputs
+   sit at the very end of a buffer, so ASan catches any read beyond co/cn[16] or mh[32]. */
+static void test_mac96_min(void)
+{
+    uint8_t key[2][200], *co[2], *cn[2], *mh[2], a[2][12], b[2][12];
+    static uint8_t room[2][3][64];
+    kbm_mac_key k[2];
+    for (int j = 0; j < 2; j++) {
+        co[j] = room[j][0] + 64 - 16;
+        cn[j] = room[j][1] + 64 - 16;
+        mh[j] = room[j][2] + 64 - 32;
+    }
+    for (int iter = 0; iter < 4000; iter++) {
+        size_t key_len[2];
+        for (int j = 0; j < 2; j++) {
+            key_len[j] = rnd_below(201);
+            if (iter % 4 == 0)
+                key_len[j] = 20; /* a Kbm */
+            rnd_bytes(key[j], key_len[j]);
+            rnd_bytes(co[j], 16);
+            rnd_bytes(cn[j], 16);
+            rnd_bytes(mh[j], 32);
+            if (iter & 1)
+                mh[j][4] = mh[j][5] = 0xFF; /* the checksum must not matter */
+            kbm_mac_key_init(&k[j], key[j], key_len[j]);
+            ref_mac96(key[j], key_len[j], co[j], cn[j], mh[j], 32, b[j]);
+        }
+        memset(a, 0, sizeof a);
+        kbm_mac96_min(&k[0], co[0], cn[0], mh[0], a[0]);
+        check(!memcmp(a[0], b[0], 12), "mac96_min", key_len[0], (unsigned long)iter);
+
+        memset(a, 0, sizeof a);
+        kbm_mac96_min_x2(&k[0], co[0], cn[0], mh[0], a[0], &k[1], co[1], cn[1], mh[1], a[1]);
+        check(!memcmp(a[0], b[0], 12), "mac96_min_x2 lane 0", key_len[0], key_len[1]);
+        check(!memcmp(a[1], b[1], 12), "mac96_min_x2 lane 1", key_len[0], key_len[1]);
+
+        /* one key in both lanes; the same output buffer aliasing nothing else */
+        kbm_mac96_min_x2(&k[0], co[0], cn[0], mh[0], a[0], &k[0], co[1], cn[1], mh[1], a[1]);
+        ref_mac96(key[0], key_len[0], co[1], cn[1], mh[1], 32, b[1]);
+        check(!memcmp(a[0], b[0], 12) && !memcmp(a[1], b[1], 12), "mac96_min_x2 same key",
+              key_len[0], 0);
+
+        /* and the general kernel agrees on the same input */
+        kbm_mac96(&k[1], co[1], cn[1], mh[1], 32, a[1]);
+        ref_mac96(key[1], key_len[1], co[1], cn[1], mh[1], 32, b[1]);
+        check(!memcmp(a[1], b[1], 12), "mac96 at 32", key_len[1], 0);
+    }
+}
+
 /* RFC 2202 §3, test cases 1-7 */
 static void test_rfc2202(void)
 {
@@ -256,6 +305,12 @@ static void test_known_answer(void)
     check(!memcmp(got, mh + 20, 12), "known answer", 0, 0);
     kbm_mac96_x2(&k, co, cn, mh, sizeof mh, got, &k, co, cn, mh, sizeof mh, got2);
     check(!memcmp(got, mh + 20, 12) && !memcmp(got2, mh + 20, 12), "known answer x2", 0, 0);
+    kbm_mac96_min(&k, co, cn, mh, got);
+    check(!memcmp(got, mh + 20, 12), "known answer, minimal kernel", 0, 0);
+    memset(got2, 0, sizeof got2);
+    kbm_mac96_min_x2(&k, co, cn, mh, got, &k, co, cn, mh, got2);
+    check(!memcmp(got, mh + 20, 12) && !memcmp(got2, mh + 20, 12), "known answer, minimal x2",
+          0, 0);
     mh[4] = mh[5] = 0;
     kbm_mac96(&k, co, cn, mh, sizeof mh, got);
     check(!memcmp(got, mh + 20, 12), "known answer, checksum 0", 0, 0);
@@ -373,6 +428,17 @@ static int bench(void)
                      &keys[(i * 7919 + 1) % NKEYS], addr[m1], addr[m1] + 16, mh[m1], 32, out1);
         sink += out0[0] + out1[0];
     });
+    TIMED("kbm_mac96_min (registers)", 1, {
+        size_t m = i % NMSG;
+        kbm_mac96_min(&keys[(i * 7919) % NKEYS], addr[m], addr[m] + 16, mh[m], out0);
+        sink += out0[0];
+    });
+    TIMED("kbm_mac96_min_x2 (registers)", 2, {
+        size_t m = i % NMSG, m1 = (i + 1) % NMSG;
+        kbm_mac96_min_x2(&keys[(i * 7919) % NKEYS], addr[m], addr[m] + 16, mh[m], out0,
+                         &keys[(i * 7919 + 1) % NKEYS], addr[m1], addr[m1] + 16, mh[m1], out1);
+        sink += out0[0] + out1[0];
+    });
     TIMED("OpenSSL HMAC() one-shot, for scale", 1, {
         uint8_t input[52], full[20];
         size_t m = i % NMSG;
@@ -386,6 +452,12 @@ static int bench(void)
         size_t m = i % NMSG;
         kbm_mac96(&keys[(i * 7919) % NKEYS], addr[m], addr[m] + 16, mh[m], 32, out0);
         sink += out0[0];
+    });
+    TIMED("kbm_mac96_min_x2, portable forced", 2, {
+        size_t m = i % NMSG, m1 = (i + 1) % NMSG;
+        kbm_mac96_min_x2(&keys[(i * 7919) % NKEYS], addr[m], addr[m] + 16, mh[m], out0,
+                         &keys[(i * 7919 + 1) % NKEYS], addr[m1], addr[m1] + 16, mh[m1], out1);
+        sink += out0[0] + out1[0];
     });
     TIMED("kbm_mac96_x2, portable forced", 2, {
         size_t m = i % NMSG, m1 = (i + 1) % NMSG;
@@ -414,6 +486,7 @@ int main(int argc, char **argv)
         test_compress();
         test_sha1_hmac();
         test_mac96();
+        test_mac96_min();
         test_rfc2202();
         test_known_answer();
         test_ct_equal();
