@@ -5,10 +5,14 @@ shrinking) and under ``random.Random`` (``RandomDraw``, for the million-packet f
 Packets are complete IPv6 packets with correct lengths and Mobility Header checksums (pseudo-source
 = the Home Address option's address, pseudo-destination = the type 2 Routing header's address).
 
-``mutate`` turns a packet into a nearby one: bit flips, byte changes, truncation, insertion and
-deletion, option reordering, re-padding, field changes re-signed with the right or a wrong key,
-extension-header surgery, exact replays; the IPv6 Payload Length, the Header Len and the checksum
-are repaired only sometimes, so mutations reach every stage of the verifier.
+Unrecognised IPv6 options in valid packets have action bits 00 (skip) and either "may change"
+bit; the mutations add the discarding kinds (01, 10, 11).
+
+``Mutator`` (and ``mutations``) turn a packet into nearby ones: bit flips, byte changes,
+truncation, insertion and deletion, option reordering, re-padding, duplicated options, field
+changes re-signed with the right key, re-signing with wrong keys, extension-header surgery,
+address swaps, exact replays. The IPv6 Payload Length, the Header Len and the checksum are
+repaired only sometimes, so mutations reach every stage of the verifier.
 """
 
 from __future__ import annotations
@@ -73,6 +77,28 @@ class RandomDraw:
         return self.rng.randbytes(n)
 
 
+class SessionDraw(RandomDraw):
+    """A RandomDraw that also keeps a per-home sequence counter, so streams hold many acceptances."""
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__(rng)
+        self.counters: dict[bytes, int] = {}
+
+    def resync(self, home: bytes, last: int | None) -> None:
+        """Adopt the correspondent's last accepted sequence, as a mobile node does from a status-135 BA."""
+        if last is not None:
+            self.counters[home] = last
+
+    def next_sequence(self, home: bytes) -> int:
+        """The home's next sequence number: usually a small step up, now and then a jump."""
+        last = self.counters.get(home)
+        if last is None:
+            last = self.rng.randrange(0x10000)
+        step = self.rng.choice((1, 1, 1, 2, 3, 7)) if self.rng.random() < 0.99 else self.rng.randrange(0x10000)
+        self.counters[home] = (last + step) & 0xFFFF
+        return self.counters[home]
+
+
 class HypothesisDraw:
     """Draws through hypothesis's ``draw`` so that failures shrink."""
 
@@ -113,12 +139,12 @@ class PeerSpec:
             return self.key
         return _derived(self, care_of, deregistration)
 
-    def add_to(self, table: kbmfast.KeyTable) -> None:
-        """Configure this peer in a KeyTable."""
+    def add_to(self, table: kbmfast.KeyTable, epoch: int | None = None) -> None:
+        """Configure this peer in a KeyTable (``epoch``: force a key epoch, as a rekey would)."""
         if self.kcn:
-            table.add_kcn(self.home, self.key, self.home_nonce, self.care_of_nonce)
+            table.add_kcn(self.home, self.key, self.home_nonce, self.care_of_nonce, epoch=epoch)
         else:
-            table.add_kbm(self.home, self.key)
+            table.add_kbm(self.home, self.key, epoch=epoch)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -159,7 +185,7 @@ STRANGERS = (
 )
 CORRESPONDENTS = tuple(a16(a) for a in ("2001:db8:3::300", "2001:db8:3::301", "fd00:3::1"))
 CARE_OFS = tuple(a16(a) for a in ("2001:db8:2::200", "2001:db8:2::201", "fd00:2::9", "2001:db8:4::1", "::ffff:192.0.2.1"))
-#: Addresses a correspondent must not take as home or care-of (and ::2, which it must).
+#: Edges of "routable unicast": ::, ::1, link-local and multicast are not; ::2 and site-local fec0::1 are.
 ODD_ADDRESSES = tuple(a16(a) for a in ("::", "::1", "fe80::1", "febf::2", "ff02::1", "ff0e::5", "::2", "fec0::1"))
 
 
@@ -192,8 +218,13 @@ def lifetime_seconds(d: Draw) -> int:
     return d.integer(0, 262140)
 
 
-def sequence(d: Draw) -> int:
-    """Small sequence numbers (so peers collide, advance and replay) or any 16-bit value."""
+def sequence(d: Draw, home: bytes | None = None) -> int:
+    """Small sequence numbers (so peers collide, advance and replay) or any 16-bit value.
+
+    A ``SessionDraw`` mostly numbers each home's Binding Updates upwards, as a mobile node does.
+    """
+    if home is not None and isinstance(d, SessionDraw) and d.boolean(0.98):
+        return d.next_sequence(home)
     return d.integer(0, 40) if d.boolean(0.5) else d.integer(0, 0xFFFF)
 
 
@@ -228,17 +259,16 @@ def unknown_ip_option(d: Draw, action: int = 0) -> bytes:
 
 def ip_options_header(d: Draw, hao: bytes | None, extra: bool = True) -> bytearray:
     """A Hop-by-Hop or Destination Options header (next-header byte left 0), HAO at 8n+6."""
-    options: list[bytes | None] = [unknown_ip_option(d) for _ in range(d.integer(0, 2) if extra else 0)]
-    if hao is not None:
-        options.insert(d.integer(0, len(options)), None)
+    options = [unknown_ip_option(d) for _ in range(d.integer(0, 2) if extra else 0)]
+    hao_at = -1 if hao is None else d.integer(0, len(options))
     h = bytearray(2)
-    for opt in options:
-        if opt is None:
+    for i in range(len(options) + 1):
+        if i == hao_at and hao is not None:
             # the HAO's alignment binds the sender only: now and then leave it misaligned
             h += pad_to(d, len(h), 8, 6) if d.boolean(0.9) else padding(d, d.integer(0, 3))
-            h += bytes((0xC9, 16)) + hao  # type: ignore[operator]
-        else:
-            h += padding(d, d.integer(0, 3) if d.boolean(0.3) else 0) + opt
+            h += bytes((0xC9, 16)) + hao
+        if i < len(options):
+            h += padding(d, d.integer(0, 3) if d.boolean(0.3) else 0) + options[i]
     h += pad_to(d, len(h), 8, 0)
     if d.boolean(0.1):
         h += padding(d, 8)
@@ -260,11 +290,9 @@ def assemble(
     headers: Sequence[tuple[int, bytearray]] = (),
     pseudo_source: bytes | None = None,
     pseudo_destination: bytes | None = None,
-    checksum: bool = True,
 ) -> bytes:
     """IPv6 header + extension headers ((next-header value, header) in order) + MH, checksummed."""
-    if checksum:
-        mh[4:6] = wire.mh_checksum(pseudo_source or source, pseudo_destination or destination, bytes(mh)).to_bytes(2, "big")
+    mh[4:6] = wire.mh_checksum(pseudo_source or source, pseudo_destination or destination, bytes(mh)).to_bytes(2, "big")
     chain = [h for _, h in headers]
     types = [t for t, _ in headers] + [NH_MH]
     for i, h in enumerate(chain):
@@ -275,9 +303,16 @@ def assemble(
     return struct.pack("!IHBB", first, len(payload), types[0], hop_limit) + source + destination + payload
 
 
-def unknown_mobility_option(d: Draw) -> bytes:
+def unknown_mobility_option(d: Draw, big: bool = False) -> bytes:
     """A mobility option type nobody defined here (6..255): skipped by receivers."""
-    return bytes((d.integer(6, 255), n := d.integer(0, 10))) + d.raw(n)
+    return bytes((d.integer(6, 255), n := d.integer(0, 255 if big else 10))) + d.raw(n)
+
+
+def bulky_options(d: Draw) -> list[bytes]:
+    """Now and then, long unknown options: Mobility Headers up to ~2 KB, many SHA-1 blocks to MAC."""
+    if not d.boolean(0.06):
+        return []
+    return [unknown_mobility_option(d, big=True) for _ in range(d.integer(1, 7))]
 
 
 def mobility_header(
@@ -321,7 +356,7 @@ def built_binding_update(d: Draw) -> bytes:
     backend = d.choice(BACKENDS)
     peer = d.choice(PEERS + STRANGERS) if d.boolean(0.9) else d.choice(STRANGERS)
     care_of = peer.home if d.boolean(0.2) else address(d, CARE_OFS)
-    alt = address(d, CARE_OFS + (peer.home,)) if d.boolean(0.25) else None
+    alt = address(d, (*CARE_OFS, peer.home)) if d.boolean(0.25) else None
     lifetime = lifetime_seconds(d)
     nonce_indices = (d.integer(0, 0xFFFF), d.integer(0, 0xFFFF)) if d.boolean(0.25) else None
     kbm = peer.kbm(alt or care_of, lifetime < 4)
@@ -331,7 +366,7 @@ def built_binding_update(d: Draw) -> bytes:
             home=peer.home,
             care_of=care_of,
             correspondent=address(d, CORRESPONDENTS),
-            sequence=sequence(d),
+            sequence=sequence(d, peer.home),
             lifetime=lifetime,
             ack=d.boolean(0.7),
             alternate_care_of=alt,
@@ -347,20 +382,20 @@ def custom_binding_update(d: Draw) -> bytes:
     away = d.boolean(0.8)
     source = address(d, CARE_OFS) if away else home
     correspondent = address(d, CORRESPONDENTS)
-    alt = address(d, CARE_OFS + (home,)) if d.boolean(0.25) else None
+    alt = address(d, (*CARE_OFS, home)) if d.boolean(0.25) else None
     care_of = alt or source
     flags = (0x8000 if d.boolean(0.7) else 0) | (0x4000 if d.boolean(0.05) else 0)
     flags |= (0x2000 if d.boolean(0.1) else 0) | (0x1000 if d.boolean(0.1) else 0)
     if d.boolean(0.15):
         flags |= d.integer(0, 0x0FFF)
     units = 0 if d.boolean(0.15) else d.integer(1, 0xFFFF) if d.boolean(0.3) else d.integer(1, 105)
-    options = [unknown_mobility_option(d) for _ in range(d.integer(0, 2) if d.boolean(0.3) else 0)]
+    options = [unknown_mobility_option(d) for _ in range(d.integer(0, 2) if d.boolean(0.3) else 0)] + bulky_options(d)
     if alt is not None:
         options.append(bytes((3, 16)) + alt)
     if not flags & 0x4000 and d.boolean(0.2):
         options.append(struct.pack("!BBHH", 4, 4, d.integer(0, 0xFFFF), d.integer(0, 0xFFFF)))
     options = [options[i] for i in _permutation(d, len(options))]
-    fixed = struct.pack("!HHH", sequence(d), flags, units)
+    fixed = struct.pack("!HHH", sequence(d, home), flags, units)
     with_bad = d.boolean(0.95)
     mh = mobility_header(d, 5, fixed, options, with_bad, aligned={3: (8, 6), 4: (2, 0)})
     if with_bad:
@@ -380,11 +415,11 @@ def built_binding_ack(d: Draw) -> bytes:
     """A BA from one of the public builders, to the care-of address or to ``destination``."""
     backend = d.choice(BACKENDS)
     peer = d.choice(PEERS + STRANGERS)
-    care_of = address(d, CARE_OFS + (peer.home,))
+    care_of = address(d, (*CARE_OFS, peer.home))
     status = d.choice((0, 1, 128, 129, 131, 135, 139, 174)) if d.boolean(0.8) else d.integer(0, 255)
     kwargs: dict[str, Any] = {}
     if d.boolean(0.5):
-        kwargs["destination"] = address(d, CARE_OFS + (peer.home,))
+        kwargs["destination"] = address(d, (*CARE_OFS, peer.home))
     lifetime = lifetime_seconds(d)
     return bytes(
         backend.build_binding_ack(
@@ -409,7 +444,7 @@ def other_message(d: Draw) -> bytes:
     home = routed = None
     if d.boolean(0.15):
         headers.append((NH_HOP_BY_HOP, ip_options_header(d, None)))
-    if mh_type == 6 and d.boolean(0.5):
+    if d.boolean(0.5 if mh_type == 6 else 0.1):
         routed = d.choice(PEERS).home
         headers.append((NH_ROUTING, routing_header_2(routed)))
     if d.boolean(0.2):
@@ -419,7 +454,9 @@ def other_message(d: Draw) -> bytes:
         proto = NH_NONE if d.boolean(0.7) else d.integer(0, 255)
         mh = bytearray((proto, 0, mh_type, 0, 0, 0)) + d.raw(2 + 8 * d.integer(0, 4))
         mh[1] = len(mh) // 8 - 1
-        return assemble(d, source=source, destination=destination, mh=mh, headers=headers, pseudo_source=home, pseudo_destination=routed)
+        return assemble(
+            d, source=source, destination=destination, mh=mh, headers=headers, pseudo_source=home, pseudo_destination=routed
+        )
     fixed = {
         0: lambda: bytes(2),
         1: lambda: bytes(2) + d.raw(8),
@@ -430,7 +467,7 @@ def other_message(d: Draw) -> bytes:
         6: lambda: struct.pack("!BBHH", d.integer(0, 255), 0 if d.boolean(0.8) else 0x80, sequence(d), d.integer(0, 0xFFFF)),
         7: lambda: bytes((d.integer(1, 2), 0)) + (d.choice(PEERS).home if d.boolean(0.7) else bytes(16)),
     }[mh_type]()
-    options = [unknown_mobility_option(d) for _ in range(d.integer(0, 2) if d.boolean(0.3) else 0)]
+    options = [unknown_mobility_option(d) for _ in range(d.integer(0, 2) if d.boolean(0.3) else 0)] + bulky_options(d)
     if d.boolean(0.2):
         options.append(bytes((2, 2)) + d.raw(2))  # Binding Refresh Advice
     if d.boolean(0.1):
@@ -438,10 +475,13 @@ def other_message(d: Draw) -> bytes:
     if d.boolean(0.1):
         options.append(bytes((4, 4)) + d.raw(4))
     options = [options[i] for i in _permutation(d, len(options))]
-    mh = mobility_header(d, mh_type, fixed, options, d.boolean(0.3), aligned={2: (2, 0), 3: (8, 6), 4: (2, 0)})
-    if mh_type in (5, 6) and mh[-14] == 5 and d.boolean(0.5):
-        mh[-12:] = d.raw(12)
-    return assemble(d, source=source, destination=destination, mh=mh, headers=headers, pseudo_source=home, pseudo_destination=routed)
+    with_bad = d.boolean(0.3)
+    mh = mobility_header(d, mh_type, fixed, options, with_bad, aligned={2: (2, 0), 3: (8, 6), 4: (2, 0)})
+    if with_bad and d.boolean(0.5):
+        mh[-12:] = d.raw(12)  # a forged authenticator (else all zero)
+    return assemble(
+        d, source=source, destination=destination, mh=mh, headers=headers, pseudo_source=home, pseudo_destination=routed
+    )
 
 
 def _permutation(d: Draw, n: int) -> list[int]:
@@ -460,10 +500,12 @@ GENERATORS: tuple[tuple[Callable[[Draw], bytes], int], ...] = (
 )
 
 
+_WEIGHTED = tuple(g for g, weight in GENERATORS for _ in range(weight))
+
+
 def any_packet(d: Draw) -> bytes:
     """A valid packet of any kind, Binding Updates most often."""
-    kinds = [g for g, weight in GENERATORS for _ in range(weight)]
-    return d.choice(kinds)(d)
+    return d.choice(_WEIGHTED)(d)
 
 
 def _strategy(generator: Callable[[Draw], bytes]) -> st.SearchStrategy[bytes]:
@@ -596,7 +638,27 @@ def right_key(peers: Sequence[PeerSpec]) -> Callable[[bytes, bytes, bool], bytes
 # ---------------------------------------------------------------------------------------------
 # Mutations
 
-INTERESTING_BYTES = (0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x0C, 0x10, 0x3B, 0x3C, 0x2B, 0x87, 0xC9, 0x7F, 0x80, 0xFF)
+INTERESTING_BYTES = (
+    0x00,
+    0x01,
+    0x02,
+    0x03,
+    0x04,
+    0x05,
+    0x06,
+    0x07,
+    0x08,
+    0x0C,
+    0x10,
+    0x3B,
+    0x3C,
+    0x2B,
+    0x87,
+    0xC9,
+    0x7F,
+    0x80,
+    0xFF,
+)
 
 
 class Mutator:
@@ -667,7 +729,9 @@ class Mutator:
         return False
 
     def truncate(self, p: bytearray) -> bool:
-        cut = self.rng.randrange(len(p)) if self.rng.random() < 0.3 else max(len(p) - self.rng.choice((1, 2, 4, 8, 12, 14, 16)), 0)
+        cut = (
+            self.rng.randrange(len(p)) if self.rng.random() < 0.3 else max(len(p) - self.rng.choice((1, 2, 4, 8, 12, 14, 16)), 0)
+        )
         del p[cut:]
         return False
 
@@ -768,6 +832,7 @@ class Mutator:
 
     def wrong_key(self, p: bytearray) -> bool:
         """Re-sign with a key that is not the peer's: another peer's, a random one, the wrong derivation."""
+
         def kbm_for(home: bytes, care_of: bytes, dereg: bool) -> bytes:
             r = self.rng.random()
             if r < 0.4:
@@ -789,7 +854,7 @@ class Mutator:
             return self.bit_flip(p)
         mh = layout.mh
         seq = int.from_bytes(p[mh + 6 : mh + 8], "big")
-        step = self.rng.choice((1, 1, 2, 3, 100, 32767, 32768, 32769, 65535, self.rng.randrange(0x10000)))
+        step = self.rng.choice((1, 1, 1, 1, 2, 2, 3, 5, 100, 32767, 32768, 32769, 65535, self.rng.randrange(0x10000)))
         p[mh + 6 : mh + 8] = ((seq + step) & 0xFFFF).to_bytes(2, "big")
         if self.rng.random() < 0.2:
             p[mh + 10 : mh + 12] = bytes(2)  # and de-register
@@ -812,7 +877,9 @@ class Mutator:
             h[0] = nh
             p[6] = NH_ROUTING
         elif what == 2:
-            h = ip_options_header(self.d, self.rng.choice(self.peers + STRANGERS).home if self.rng.random() < 0.7 else self.d.choice(ODD_ADDRESSES))
+            h = ip_options_header(
+                self.d, self.rng.choice(self.peers + STRANGERS).home if self.rng.random() < 0.7 else self.d.choice(ODD_ADDRESSES)
+            )
             h[0] = nh
             p[6] = NH_DEST_OPTS
         elif what == 3:

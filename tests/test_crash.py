@@ -85,11 +85,15 @@ def run_child(kb: types.ModuleType, files: dict[str, str], start: int) -> subpro
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def reported(child: subprocess.Popen[str]) -> tuple[list[int], bool]:
-    out, _ = child.communicate(timeout=120)
+def reported(child: subprocess.Popen[str]) -> list[int]:
+    """Indices the child said it accepted. Read through the same buffered stream that found
+    "ready" (communicate() would skip what that stream already buffered)."""
+    assert child.stdout is not None and child.stderr is not None
+    out = child.stdout.read()
+    child.stderr.read()
+    child.wait(timeout=120)
     lines = out.split("\n")[:-1]  # the last piece is empty, or a line the kill cut: not reported
-    accepted = [int(x) for x in lines if x.isdigit()]
-    return accepted, "end" in lines
+    return [int(x) for x in lines if x.isdigit()]
 
 
 def crash_loop(kb: types.ModuleType, tmp: str, cycles: int, processes: int) -> None:
@@ -112,8 +116,7 @@ def crash_loop(kb: types.ModuleType, tmp: str, cycles: int, processes: int) -> N
             child.send_signal(signal.SIGKILL)
         accepted: list[int] = []
         for child in children:
-            got, _ = reported(child)
-            accepted += got
+            accepted += reported(child)
         for i in accepted:
             assert ids[i] not in seen, f"cycle {cycle}: {ids[i]} accepted again (first in cycle {seen[ids[i]]})"
             seen[ids[i]] = cycle

@@ -28,7 +28,8 @@ def _checksum(mh: bytearray, source: bytes, destination: bytes) -> None:
     mh[4:6] = c.to_bytes(2, "big")
 
 
-def build_binding_update(
+def binding_update_packet(
+    mac: MacFunction,
     kbm: Any,
     *,
     home: Any,
@@ -39,7 +40,6 @@ def build_binding_update(
     ack: bool = True,
     alternate_care_of: Any = None,
     nonce_indices: tuple[int, int] | None = None,
-    mac: MacFunction = mac96,
 ) -> bytes:
     """A complete, authenticated Binding Update packet from the mobile node.
 
@@ -76,7 +76,8 @@ def wire_flags(ack: bool) -> int:
     return 0x8000 if ack else 0
 
 
-def build_binding_ack(
+def binding_ack_packet(
+    mac: MacFunction,
     kbm: Any,
     *,
     home: Any,
@@ -86,7 +87,6 @@ def build_binding_ack(
     status: int,
     lifetime: int,
     destination: Any = None,
-    mac: MacFunction = mac96,
 ) -> bytes:
     """A complete, authenticated Binding Acknowledgement from the correspondent node.
 
@@ -107,3 +107,67 @@ def build_binding_ack(
         return wire.ipv6_header(IPPROTO_MH, len(mh), cn, dst) + mh
     ext = wire.routing_header_2(hoa)
     return wire.ipv6_header(wire.NH_ROUTING, len(ext) + len(mh), cn, dst) + ext + mh
+
+
+def build_binding_update(
+    kbm: Any,
+    *,
+    home: Any,
+    care_of: Any,
+    correspondent: Any,
+    sequence: int,
+    lifetime: int,
+    ack: bool = True,
+    alternate_care_of: Any = None,
+    nonce_indices: tuple[int, int] | None = None,
+) -> bytes:
+    """A complete, authenticated Binding Update packet from the mobile node.
+
+    The source is ``care_of``; when it differs from ``home`` a Destination Options header
+    carries the Home Address option. With ``alternate_care_of`` the binding's care-of address
+    (and the one in the MAC) is that address. A zero lifetime (seconds) is a de-registration:
+    the MAC's care-of address is then the home address (RFC 6275 §6.2.7).
+    """
+    return binding_update_packet(
+        mac96,
+        kbm,
+        home=home,
+        care_of=care_of,
+        correspondent=correspondent,
+        sequence=sequence,
+        lifetime=lifetime,
+        ack=ack,
+        alternate_care_of=alternate_care_of,
+        nonce_indices=nonce_indices,
+    )
+
+
+def build_binding_ack(
+    kbm: Any,
+    *,
+    home: Any,
+    care_of: Any,
+    correspondent: Any,
+    sequence: int,
+    status: int,
+    lifetime: int,
+    destination: Any = None,
+) -> bytes:
+    """A complete, authenticated Binding Acknowledgement from the correspondent node.
+
+    ``care_of`` is the care-of address used in the MAC (the one the Binding Update was verified
+    with: the home address for a de-registration). The packet goes to ``destination`` (the
+    Binding Update's source; default ``care_of``) with a type 2 Routing header carrying
+    ``home`` whenever that destination is not the home address.
+    """
+    return binding_ack_packet(
+        mac96,
+        kbm,
+        home=home,
+        care_of=care_of,
+        correspondent=correspondent,
+        sequence=sequence,
+        status=status,
+        lifetime=lifetime,
+        destination=destination,
+    )

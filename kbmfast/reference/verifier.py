@@ -187,6 +187,7 @@ class Verifier:
         """Verify packets in order, as if one by one: verdict codes (uint8 array) or Results."""
         checked = [check_packet(p, f"packets[{i}]") for i, p in enumerate(packets)]
         with self._lock:
+            self._open()
             out = [self._verify(p) for p in checked]
         self._changed()
         if results:

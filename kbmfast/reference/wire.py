@@ -52,6 +52,7 @@ from .._types import (
     UnknownMessage,
     UnknownOption,
 )
+from .._util import check_packet
 
 NH_HOP_BY_HOP = 0
 NH_ROUTING = 43
@@ -260,6 +261,7 @@ def parse_options(p: bytes, i: int, end: int) -> tuple[MobilityOption, ...]:
 
 def parse_packet(packet: bytes) -> Packet:
     """Parse an IPv6 packet carrying a Mobility Header; raise MalformedPacket if it is not one."""
+    packet = check_packet(packet, "packet")
     layout = scan(packet)
     mh = layout.mh_offset
     src, dst = pseudo_addresses(packet, layout)
