@@ -6,6 +6,7 @@ does the work with the GIL released, and every C status maps to an exception in 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import struct
@@ -124,16 +125,56 @@ def derive_kbm(
     return bytes(ffi.buffer(out))
 
 
-def build_binding_update(kbm: Any, **kwargs: Any) -> bytes:
+def build_binding_update(
+    kbm: Any,
+    *,
+    home: Any,
+    care_of: Any,
+    correspondent: Any,
+    sequence: int,
+    lifetime: int,
+    ack: bool = True,
+    alternate_care_of: Any = None,
+    nonce_indices: tuple[int, int] | None = None,
+) -> bytes:
     """A complete, authenticated Binding Update packet (see kbmfast.reference)."""
-    kwargs.pop("mac", None)
-    return _build.build_binding_update(kbm, mac=mac96, **kwargs)
+    return _build.binding_update_packet(
+        mac96,
+        kbm,
+        home=home,
+        care_of=care_of,
+        correspondent=correspondent,
+        sequence=sequence,
+        lifetime=lifetime,
+        ack=ack,
+        alternate_care_of=alternate_care_of,
+        nonce_indices=nonce_indices,
+    )
 
 
-def build_binding_ack(kbm: Any, **kwargs: Any) -> bytes:
+def build_binding_ack(
+    kbm: Any,
+    *,
+    home: Any,
+    care_of: Any,
+    correspondent: Any,
+    sequence: int,
+    status: int,
+    lifetime: int,
+    destination: Any = None,
+) -> bytes:
     """A complete, authenticated Binding Acknowledgement packet (see kbmfast.reference)."""
-    kwargs.pop("mac", None)
-    return _build.build_binding_ack(kbm, mac=mac96, **kwargs)
+    return _build.binding_ack_packet(
+        mac96,
+        kbm,
+        home=home,
+        care_of=care_of,
+        correspondent=correspondent,
+        sequence=sequence,
+        status=status,
+        lifetime=lifetime,
+        destination=destination,
+    )
 
 
 build_binding_update.__doc__ = _build.build_binding_update.__doc__
@@ -286,10 +327,12 @@ class Verifier:
     # -- verification --------------------------------------------------------------------------
 
     def _run(self, buf: Any, length: int, offsets: Any, n: int, details: Any) -> array[int]:
+        v = self._v
+        if v is None:
+            raise ValueError("this Verifier is closed")
         verdicts = array("B", bytes(n))
-        where = ffi.new("size_t *")
         out = ffi.from_buffer("uint8_t[]", verdicts, require_writable=True)
-        rc = lib.kbm_verify(self._handle(), buf, length, offsets, n, out, details, where)
+        rc = _kbm_verify(v, buf, length, offsets, n, out, details, ffi.new("size_t *"))
         if rc:
             _raise(rc, "verify")
         if self._durability is not None:
@@ -298,24 +341,39 @@ class Verifier:
 
     def verify(self, packet: Any) -> Result:
         """Verify one packet (bytes-like, from the IPv6 version nibble) and update state."""
-        p = check_packet(packet, "packet")
-        details = ffi.new("kbm_detail[1]")
-        offsets = ffi.new("uint64_t[2]", (0, len(p)))
-        verdicts = self._run(p, len(p), offsets, 1, details)
-        return _result(p, verdicts[0], details[0])
+        p = packet if type(packet) is bytes else check_packet(packet, "packet")
+        v = self._v
+        if v is None:
+            raise ValueError("this Verifier is closed")
+        try:  # C buffers reused from call to call (one set per thread verifying at once)
+            scratch = _SCRATCH.pop()
+        except IndexError:
+            scratch = _scratch()
+        offsets, c_offsets, verdict, c_verdict, detail, c_detail, c_where = scratch
+        n = offsets[1] = len(p)
+        rc = _kbm_verify(v, p, n, c_offsets, 1, c_verdict, c_detail, c_where)
+        if rc:
+            _raise(rc, "verify")
+        if self._durability is not None:
+            self._durability.changed()
+        code, d = verdict[0], _unpack_detail(detail)
+        _SCRATCH.append(scratch)
+        return _result(p, code, d)
 
     def verify_batch(self, packets: Iterable[Any], results: bool = False) -> Any:
         """Verify packets in order, as if one by one: verdict codes (uint8 array) or Results."""
-        items = [check_packet(p, f"packets[{i}]") for i, p in enumerate(packets)]
+        items = packets if type(packets) is list else list(packets)
+        if not set(map(type, items)) <= _BYTES:  # convert (or refuse) the others, by index
+            items = [p if type(p) is bytes else check_packet(p, f"packets[{i}]") for i, p in enumerate(items)]
         buf = b"".join(items)
-        offsets = array("Q", accumulate((len(p) for p in items), initial=0))
+        offsets = array("Q", accumulate(map(len, items), initial=0))
         n = len(items)
         c_offsets = ffi.from_buffer("uint64_t[]", offsets)
         if not results:
             return self._run(buf, len(buf), c_offsets, n, ffi.NULL)
-        details = ffi.new("kbm_detail[]", max(n, 1))
-        verdicts = self._run(buf, len(buf), c_offsets, n, details)
-        return [_result(items[i], verdicts[i], details[i]) for i in range(n)]
+        details = bytearray(_DETAIL.size * max(n, 1))
+        verdicts = self._run(buf, len(buf), c_offsets, n, ffi.from_buffer("kbm_detail[]", details))
+        return [_result(p, code, d) for p, code, d in zip(items, verdicts, _iter_details(details), strict=False)]
 
     def verify_buffer(self, buffer: Any, offsets: Any) -> array[int]:
         """Zero-copy form: packet i is ``buffer[offsets[i]:offsets[i+1]]``; uint8 verdicts."""
@@ -381,23 +439,142 @@ class Verifier:
         return f"<kbmfast Verifier: {len(self.keys)} peers, state={self._path!r}>"
 
 
-def _result(p: bytes, verdict: int, d: Any) -> Result:
-    v = Verdict(verdict)
-    if d.home < 0:
+# ---------------------------------------------------------------------------------------------
+# The verification hot path's helpers. A Result costs more to build in Python than the C core
+# takes to verify the packet, so everything per call is a table lookup or reused:
+
+#: kbm_detail (home, care_of, sequence, lifetime, flags, last_sequence), read straight from
+#: the bytes the core wrote, in one unpack instead of six cffi attribute reads.
+_DETAIL = struct.Struct("<iiHHHH")
+if ffi.sizeof("kbm_detail") != _DETAIL.size or [
+    ffi.offsetof("kbm_detail", f) for f in ("home", "care_of", "sequence", "lifetime", "flags", "last_sequence")
+] != [0, 4, 8, 10, 12, 14]:  # pragma: no cover - kbm.h and this line change together
+    raise ImportError("kbmfast: kbm_detail's layout does not match kbmfast.fast._DETAIL")
+_unpack_detail = _DETAIL.unpack_from
+_iter_details = _DETAIL.iter_unpack
+
+#: Verdict code -> Verdict, and the Binding Acknowledgement status it calls for (ACCEPTED: see
+#: _result), without Verdict(code)'s enum machinery.
+_VERDICTS = tuple(Verdict(code) for code in range(len(Verdict)))
+_BA_STATUS = tuple(BA_STATUS.get(v) for v in _VERDICTS)
+_ACCEPTED = Verdict.ACCEPTED
+_OUT_OF_WINDOW = Verdict.SEQUENCE_OUT_OF_WINDOW
+
+#: 16 address bytes -> IPv6Address (immutable, so shared). Peers' addresses repeat from packet
+#: to packet; the cache is emptied when it reaches _ADDRESSES_MAX entries (~2 MB).
+_ADDRESSES: dict[bytes, ipaddress.IPv6Address] = {}
+_ADDRESSES_MAX = 8192
+
+
+def _address(b: bytes) -> ipaddress.IPv6Address:
+    a = _ADDRESSES.get(b)
+    if a is None:
+        if len(_ADDRESSES) >= _ADDRESSES_MAX:
+            _ADDRESSES.clear()
+        a = _ADDRESSES[b] = _addr(b)
+    return a
+
+
+#: Result is a frozen dataclass: its __init__ goes through object.__setattr__ once per field,
+#: which alone costs more than a verification. _make_result fills the instance's __dict__ in one
+#: step instead; the object is the same (fields, ==, hash, repr, pickle), and the check below
+#: falls back to the constructor should Result ever gain __slots__, __post_init__ or fields.
+_RESULT_FIELDS = (
+    "verdict", "home", "care_of", "correspondent", "sequence", "lifetime", "ack", "ba_status", "last_sequence", "source",
+)  # fmt: skip
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
+def _make_result(
+    verdict: Verdict,
+    home: ipaddress.IPv6Address,
+    care_of: ipaddress.IPv6Address,
+    correspondent: ipaddress.IPv6Address,
+    sequence: int,
+    lifetime: int,
+    ack: bool,
+    ba_status: int | None,
+    last_sequence: int | None,
+    source: ipaddress.IPv6Address,
+) -> Result:
+    r: Result = _new_object(Result)
+    _set_attribute(
+        r,
+        "__dict__",
+        {
+            "verdict": verdict,
+            "home": home,
+            "care_of": care_of,
+            "correspondent": correspondent,
+            "sequence": sequence,
+            "lifetime": lifetime,
+            "ack": ack,
+            "ba_status": ba_status,
+            "last_sequence": last_sequence,
+            "source": source,
+        },
+    )
+    return r
+
+
+def _make_result_checked() -> bool:
+    if tuple(f.name for f in dataclasses.fields(Result)) != _RESULT_FIELDS or hasattr(Result, "__post_init__"):
+        return False
+    a = _addr("2001:db8::1")
+    args = (_OUT_OF_WINDOW, a, _addr("2001:db8::2"), a, 7, 8, True, 135, 6, _addr("2001:db8::3"))
+    try:
+        fast, slow = _make_result(*args), Result(*args)
+    except (AttributeError, TypeError):  # pragma: no cover - __slots__
+        return False
+    return vars(fast) == vars(slow) and fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+
+
+if not _make_result_checked():  # pragma: no cover - Result changed shape: build it the slow way
+    _make_result = Result
+
+
+_kbm_verify = lib.kbm_verify
+_BYTES = {bytes}
+
+#: verify()'s C buffers: (offsets, its cdata, verdict, its cdata, detail, its cdata, where).
+#: A call takes a set and puts it back (list.pop and append are atomic under the GIL), so
+#: there are as many sets as threads ever verified at once.
+_SCRATCH: list[tuple[Any, ...]] = []
+
+
+def _scratch() -> tuple[Any, ...]:
+    offsets, verdict, detail = array("Q", (0, 0)), bytearray(1), bytearray(_DETAIL.size)
+    return (
+        offsets,
+        ffi.from_buffer("uint64_t[]", offsets),
+        verdict,
+        ffi.from_buffer("uint8_t[]", verdict),
+        detail,
+        ffi.from_buffer("kbm_detail[]", detail),
+        ffi.new("size_t *"),
+    )
+
+
+def _result(p: bytes, verdict: int, d: tuple[int, ...]) -> Result:
+    """The Result of packet ``p`` from its verdict code and its unpacked kbm_detail."""
+    v = _VERDICTS[verdict]
+    home, care_of, sequence, lifetime, flags, last = d
+    if home < 0:
         return Result(v)
-    ack = bool(d.flags & FLAG_A)
-    status = BA_STATUS.get(v) if v != Verdict.ACCEPTED else (0 if ack else None)
-    return Result(
-        verdict=v,
-        home=_addr(p[d.home : d.home + 16]),
-        care_of=_addr(p[d.care_of : d.care_of + 16]),
-        correspondent=_addr(p[24:40]),
-        sequence=int(d.sequence),
-        lifetime=int(d.lifetime) * 4,
-        ack=ack,
-        ba_status=status,
-        last_sequence=int(d.last_sequence) if v == Verdict.SEQUENCE_OUT_OF_WINDOW else None,
-        source=_addr(p[8:24]),
+    ack = (flags & FLAG_A) != 0
+    source = _address(p[8:24])
+    return _make_result(
+        v,
+        _address(p[home : home + 16]),
+        source if care_of == 8 else _address(p[care_of : care_of + 16]),
+        _address(p[24:40]),
+        sequence,
+        lifetime * 4,
+        ack,
+        _BA_STATUS[verdict] if v is not _ACCEPTED else (0 if ack else None),
+        last if v is _OUT_OF_WINDOW else None,
+        source,
     )
 
 
