@@ -120,3 +120,82 @@ def advance_under(word: int, epoch: int) -> int:
     """The advance a slot word counts for a key of this epoch (0 after a rekey)."""
     has_seq, _, advance, word_epoch = unpack_word(word)
     return advance if has_seq and word_epoch == epoch else 0
+
+
+def read_slots(path: str | os.PathLike[str]) -> list[tuple[bytes, int]]:
+    """(address, word) of every slot of a valid state file (StateFileError otherwise)."""
+    name = os.fspath(path)
+    count = validate(name)
+    with open(name, "rb") as f:
+        data = f.read(HEADER_SIZE + count * SLOT_SIZE)
+    return [
+        (
+            data[HEADER_SIZE + i * SLOT_SIZE : HEADER_SIZE + i * SLOT_SIZE + 16],
+            int.from_bytes(data[HEADER_SIZE + i * SLOT_SIZE + 16 : HEADER_SIZE + i * SLOT_SIZE + 24], "little"),
+        )
+        for i in range(count)
+    ]
+
+
+def salvage(path: str | os.PathLike[str]) -> tuple[list[tuple[bytes, int]], list[str]]:
+    """The sound slots of a damaged state file, and what was dropped (for ``state compact --salvage``).
+
+    Needs the magic to be right (anything else may not be a state file at all). Slots with
+    reserved bits set or an impossible advance are dropped; an address held by two slots loses
+    both (neither can be trusted), so its peer must be rekeyed.
+    """
+    name = os.fspath(path)
+    with open(name, "rb") as f:
+        data = f.read()
+    if data[:8] != MAGIC:
+        raise StateFileError(f"state file {name}: not a kbmfast state file (bad magic): nothing to salvage")
+    whole = max(0, (len(data) - HEADER_SIZE) // SLOT_SIZE)
+    count = int.from_bytes(data[COUNT_OFFSET : COUNT_OFFSET + 8], "little") if len(data) >= HEADER_SIZE else 0
+    problems = []
+    if count > whole:
+        problems.append(f"header says {count} slots, the file holds {whole}: kept those")
+        count = whole
+    kept: dict[bytes, int] = {}
+    doubled: set[bytes] = set()
+    for i in range(count):
+        slot = data[HEADER_SIZE + i * SLOT_SIZE : HEADER_SIZE + (i + 1) * SLOT_SIZE]
+        try:
+            check_slot(name, i, slot)
+        except StateFileError as e:
+            problems.append(str(e).split(": ", 1)[1] + ": dropped")
+            continue
+        address = slot[:16]
+        if address in kept or address in doubled:
+            kept.pop(address, None)
+            doubled.add(address)
+            continue
+        kept[address] = int.from_bytes(slot[16:24], "little")
+    for address in sorted(doubled):
+        problems.append(f"address {_show(address)} had two slots: dropped both (rekey that peer)")
+    return list(kept.items()), problems
+
+
+def write(path: str | os.PathLike[str], slots: list[tuple[bytes, int]]) -> None:
+    """Write a fresh state file with exactly these slots, atomically (temp file + rename)."""
+    name = os.fspath(path)
+    tmp = f"{name}.compact.{os.getpid()}"
+    body = bytearray(new_header(len(slots)))
+    for address, word in slots:
+        body += address + word.to_bytes(8, "little") + bytes(8)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, name)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _show(address: bytes) -> str:
+    import ipaddress
+
+    return str(ipaddress.IPv6Address(address))
