@@ -109,7 +109,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def _registrars() -> Sequence[Registrar]:
     """Every subcommand, in --help order."""
-    return (add_version, add_bench)
+    from .tools_cli import add_gen, add_keys, add_verify
+
+    return (add_version, add_bench, add_verify, add_gen, add_keys)
 
 
 def build_parser(registrars: Sequence[Registrar] | None = None) -> argparse.ArgumentParser:

@@ -1,0 +1,669 @@
+"""The capture tools of the ``kbmfast`` command: ``verify``, ``gen`` and ``keys generate``.
+
+``kbmfast verify`` reads captures (kbmfast.capture), verifies their Binding Updates in batches
+with ``Verifier.verify_buffer`` on a worker thread (the C core releases the GIL, so the next batch
+is read and the previous one printed meanwhile), prints one line per mobility packet and a summary
+by verdict, and can write the Binding Acknowledgements a correspondent node would send.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from importlib import resources
+from typing import IO, TYPE_CHECKING, Any
+
+from ._types import BA_STATUS, FLAG_A, Result, Verdict
+
+if TYPE_CHECKING:
+    from .capture import Batch, CaptureReader, Fields
+
+# The capture module (and numpy, when installed) is imported when a command runs, not for --help.
+MH_TYPE_NAMES = ("BRR", "HoTI", "CoTI", "HoT", "CoT", "BU", "BA", "BE")
+
+Subparsers = argparse._SubParsersAction
+
+#: The sample capture and key file shipped in kbmfast/samples (made by ``kbmfast gen``).
+SAMPLE_CAPTURE = "sample.pcap"
+SAMPLE_KEYS = "sample-keys.toml"
+SAMPLE_GEN = {"peers": 12, "updates": 300, "seed": 4449}
+
+_VERDICT_NAMES = [v.name for v in Verdict]
+_BA_FOR_VERDICT = {int(v): s for v, s in BA_STATUS.items()}
+#: Verdicts whose Result carries the Binding Update's fields (see kbmfast.reference.verifier).
+_WITH_FIELDS = {int(v) for v in Verdict} - {int(Verdict.MALFORMED), int(Verdict.BAD_CHECKSUM), int(Verdict.NOT_BINDING_UPDATE)}
+
+# ---------------------------------------------------------------------------------------------
+# Text lines: one format, written by a plain formatter and a column-wise (numpy) one.
+
+_W_FRAME, _W_TIME, _W_TYPE, _W_ADDR, _W_SEQ, _W_VERDICT, _W_BA = 8, 17, 5, 39, 5, 22, 3
+HEADER = (
+    f"{'frame':>{_W_FRAME}}  {'time':>{_W_TIME}}  {'type':<{_W_TYPE}}  {'home':<{_W_ADDR}}  {'care-of':<{_W_ADDR}}  "
+    f"{'seq':>{_W_SEQ}}  {'verdict':<{_W_VERDICT}}  {'BA':>{_W_BA}}"
+)
+
+
+def _type_name(t: int) -> str:
+    return "?" if t < 0 else MH_TYPE_NAMES[t] if t < len(MH_TYPE_NAMES) else f"MH{t}"
+
+
+def _time_text(us: int) -> str:
+    sec, frac = divmod(us, 1_000_000)
+    return f"{sec}.{frac:06d}"
+
+
+def ipv6_text(raw: bytes) -> str:
+    """RFC 5952 text of 16 address bytes: what ``str(IPv6Address(raw))`` gives, faster."""
+    h = raw.hex()
+    groups = [h[i : i + 4].lstrip("0") or "0" for i in range(0, 32, 4)]
+    best, best_len, i = -1, 1, 0
+    while i < 8:
+        if groups[i] == "0":
+            j = i + 1
+            while j < 8 and groups[j] == "0":
+                j += 1
+            if j - i > best_len:
+                best, best_len = i, j - i
+            i = j
+        else:
+            i += 1
+    if best < 0:
+        return ":".join(groups)
+    if raw[:12] == b"\0" * 10 + b"\xff\xff":  # IPv4-mapped: as ipaddress writes it
+        return str(ipaddress.IPv6Address(raw))
+    return ":".join(groups[:best]) + "::" + ":".join(groups[best + best_len :])
+
+
+class _Addresses:
+    """IPv6 address text for 16-byte values, cached (peers repeat)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[bytes, str] = {}
+
+    def __call__(self, raw: bytes) -> str:
+        text = self.cache.get(raw)
+        if text is None:
+            if len(self.cache) > 1 << 20:
+                self.cache.clear()
+            text = self.cache[raw] = ipv6_text(raw)
+        return text
+
+
+def _rows(batch: Batch, fields: Fields, verdicts: Sequence[int]) -> Iterator[tuple[int, int, str, Any, Any, Any, int, Any]]:
+    """(frame, µs, type, home, care-of, seq, verdict, BA) per packet; None where not applicable."""
+    home_l = fields.home if isinstance(fields.home, list) else [bytes(r) for r in fields.home]
+    care_l = fields.care_of if isinstance(fields.care_of, list) else [bytes(r) for r in fields.care_of]
+    types = list(fields.mh_type)
+    seqs, flags = list(fields.seq), list(fields.flags)
+    for i, v in enumerate(verdicts):
+        v = int(v)
+        with_fields = v in _WITH_FIELDS
+        ba = _BA_FOR_VERDICT.get(v)
+        if v == 0 and not int(flags[i]) & FLAG_A:
+            ba = None
+        yield (
+            int(batch.frames[i]),
+            int(batch.times[i]),
+            _type_name(int(types[i])),
+            home_l[i] if with_fields else None,
+            care_l[i] if with_fields else None,
+            int(seqs[i]) if with_fields else None,
+            v,
+            ba,
+        )
+
+
+def format_plain(batch: Batch, fields: Fields, verdicts: Sequence[int], addr: _Addresses) -> str:
+    """The text lines of a batch, one per packet, each ending in a newline."""
+    out = []
+    for frame, us, mtype, home, care_of, seq, v, ba in _rows(batch, fields, verdicts):
+        out.append(
+            f"{frame:>{_W_FRAME}}  {_time_text(us):>{_W_TIME}}  {mtype:<{_W_TYPE}}  "
+            f"{'-' if home is None else addr(home):<{_W_ADDR}}  {'-' if care_of is None else addr(care_of):<{_W_ADDR}}  "
+            f"{'-' if seq is None else seq:>{_W_SEQ}}  {_VERDICT_NAMES[v]:<{_W_VERDICT}}  {'-' if ba is None else ba:>{_W_BA}}\n"
+        )
+    return "".join(out)
+
+
+def format_json(batch: Batch, fields: Fields, verdicts: Sequence[int], addr: _Addresses, capture: str) -> str:
+    """JSON lines of a batch: capture, frame, time, type, home, care_of, sequence, verdict, code, ba_status."""
+    name = json.dumps(capture)
+    out = []
+    for frame, us, mtype, home, care_of, seq, v, ba in _rows(batch, fields, verdicts):
+        out.append(
+            f'{{"capture": {name}, "frame": {frame}, "time": {_time_text(us)}, "type": "{mtype}", '
+            f'"home": {"null" if home is None else chr(34) + addr(home) + chr(34)}, '
+            f'"care_of": {"null" if care_of is None else chr(34) + addr(care_of) + chr(34)}, '
+            f'"sequence": {"null" if seq is None else seq}, "verdict": "{_VERDICT_NAMES[v]}", "code": {v}, '
+            f'"ba_status": {"null" if ba is None else ba}}}\n'
+        )
+    return "".join(out)
+
+
+class _FastFormatter:
+    """Column-wise text lines (numpy): byte for byte what :func:`format_plain` writes.
+
+    Falls back to the plain formatter for a batch with a value wider than its column.
+    """
+
+    def __init__(self, addr: _Addresses, np: Any) -> None:
+        self.np = np
+        self.addr = addr
+        self.width = len(HEADER) + 1
+        cols = [_W_FRAME, _W_TIME, _W_TYPE, _W_ADDR, _W_ADDR, _W_SEQ, _W_VERDICT, _W_BA]
+        self.at = []
+        pos = 0
+        for w in cols:
+            self.at.append(pos)
+            pos += w + 2
+        self.verdicts = self._table([f"{n:<{_W_VERDICT}}" for n in _VERDICT_NAMES], _W_VERDICT)
+        self.types = self._table([f"{_type_name(t):<{_W_TYPE}}" for t in range(-1, 256)], _W_TYPE)
+        self.powers = 10 ** np.arange(18, -1, -1, dtype=np.int64)
+
+    def _table(self, texts: list[str], width: int) -> Any:
+        np = self.np
+        return np.frombuffer("".join(t[:width].ljust(width) for t in texts).encode(), dtype=np.uint8).reshape(-1, width)
+
+    def _digits(self, values: Any, width: int, zero_pad: bool = False) -> Any:
+        np = self.np
+        powers = self.powers[-width:]
+        if len(values) and values.max() < 1 << 31 and values.min() >= 0:
+            values, powers = values.astype(np.int32), powers.astype(np.int32) if width < 10 else powers
+        d = (values[:, None] // powers) % 10
+        out = (d + 48).astype(np.uint8)
+        if not zero_pad:
+            lead = values[:, None] < powers
+            lead[:, -1] = False
+            out[lead] = 32
+        return out
+
+    def __call__(self, batch: Batch, fields: Fields, verdicts: Any) -> bytes | None:
+        np = self.np
+        n = len(batch)
+        frames = np.frombuffer(batch.frames, dtype=np.uint64).astype(np.int64)
+        times = np.frombuffer(batch.times, dtype=np.int64)
+        sec, usec = times // 1_000_000, times % 1_000_000
+        if n == 0 or frames.max() >= 10**_W_FRAME or sec.min() < 10**9 or sec.max() >= 10**10:
+            return None
+        v = np.frombuffer(verdicts, dtype=np.uint8).astype(np.int64)
+        with_fields = np.isin(v, list(_WITH_FIELDS))
+        # Addresses: a table of the distinct values in this batch.
+        both = np.ascontiguousarray(np.concatenate([fields.home, fields.care_of]))
+        halves = both.view(np.uint64)
+        key = halves[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ halves[:, 1]
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        if not (halves[first][inverse] == halves).all():  # a hash collision: sort the bytes
+            _, first, inverse = np.unique(both.view(np.dtype((np.void, 16))).ravel(), return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+        flat = both[first].tobytes()
+        addr = self.addr
+        texts = [addr(flat[k : k + 16]) for k in range(0, len(flat), 16)]
+        if max(len(t) for t in texts) > _W_ADDR:
+            return None
+        addr_table = self._table([*texts, "-"], _W_ADDR)
+        dash = len(texts)
+        home_i = np.where(with_fields, inverse[:n], dash)
+        care_i = np.where(with_fields, inverse[n:], dash)
+        m = np.full((n, self.width), 32, dtype=np.uint8)
+        m[:, -1] = 10
+        a = self.at
+        m[:, a[0] : a[0] + _W_FRAME] = self._digits(frames, _W_FRAME)
+        m[:, a[1] : a[1] + 10] = self._digits(sec, 10)
+        m[:, a[1] + 10] = 46
+        m[:, a[1] + 11 : a[1] + 17] = self._digits(usec, 6, zero_pad=True)
+        m[:, a[2] : a[2] + _W_TYPE] = self.types[np.asarray(fields.mh_type, dtype=np.int64) + 1]
+        m[:, a[3] : a[3] + _W_ADDR] = addr_table[home_i]
+        m[:, a[4] : a[4] + _W_ADDR] = addr_table[care_i]
+        seq = np.asarray(fields.seq, dtype=np.int64)
+        m[:, a[5] : a[5] + _W_SEQ] = self._digits(seq, _W_SEQ)
+        m[~with_fields, a[5] : a[5] + _W_SEQ] = np.frombuffer(b"    -", dtype=np.uint8)
+        m[:, a[6] : a[6] + _W_VERDICT] = self.verdicts[v]
+        ba = np.full(n, -1, dtype=np.int64)
+        for code, status in _BA_FOR_VERDICT.items():
+            if status is not None:
+                ba[v == code] = status
+        ba[(v == 0) & ((np.asarray(fields.flags, dtype=np.int64) & FLAG_A) == 0)] = -1
+        m[:, a[7] : a[7] + _W_BA] = self._digits(np.maximum(ba, 0), _W_BA)
+        m[ba < 0, a[7] : a[7] + _W_BA] = np.frombuffer(b"  -", dtype=np.uint8)
+        return bytes(m.tobytes())
+
+
+# ---------------------------------------------------------------------------------------------
+# kbmfast verify
+
+
+def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
+    """``kbmfast verify``: verify the Binding Updates in capture files."""
+    p = sub.add_parser(
+        "verify",
+        help="verify the Binding Updates in pcap/pcapng captures",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Read captures (pcap or pcapng; Ethernet with 802.1Q tags, raw IP/IPv6, Linux cooked SLL/SLL2,\n"
+            "BSD loopback), find every IPv6 packet whose next-header chain reaches a Mobility Header, verify\n"
+            "the Binding Updates in capture order as a correspondent node would (a replay inside a capture\n"
+            "is caught), and print one line per mobility packet, then a summary by verdict.\n"
+            "Several captures are verified in the order given, with one sequence table.\n\n"
+            "Columns: frame number (from 1, as Wireshark counts), capture time (s since the epoch), MH type,\n"
+            "home address, care-of address, sequence number, verdict, and the status of the Binding\n"
+            "Acknowledgement the correspondent would send ('-': none). Address and sequence are shown for\n"
+            "well-formed Binding Updates only.\n\n"
+            "Exit status: 0 when every capture was read to its end (whatever the verdicts); 1 when a\n"
+            "capture is damaged (what came before the damage is still verified and printed); 2 for\n"
+            "usage, key-file or state-file errors."
+        ),
+        epilog=(
+            "examples:\n"
+            "  kbmfast verify --demo\n"
+            "  kbmfast verify cn.pcapng --keys cn.keys --state cn.state --acks-out acks.pcap\n"
+            "  kbmfast verify day1.pcap day2.pcap --keys cn.keys --json > verdicts.jsonl"
+        ),
+    )
+    p.add_argument("captures", nargs="*", metavar="CAPTURE", help="pcap or pcapng files, verified in this order")
+    p.add_argument("--keys", metavar="KEYS", help="the key file (TOML, mode 0600; see 'kbmfast keys generate')")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="verify the sample capture shipped with kbmfast with its sample keys (copied to a private "
+        "temporary file, so the permission check on key files stays as it is); give no CAPTURE or --keys",
+    )
+    p.add_argument(
+        "--state",
+        metavar="FILE",
+        help="persistent sequence table (created if missing): sequence numbers accepted in earlier runs "
+        "count, and this run's are kept; default: in memory, forgotten at exit",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON lines (one object per packet, then one summary object)")
+    p.add_argument(
+        "--acks-out",
+        metavar="FILE",
+        help="write the Binding Acknowledgements the correspondent would send (Verifier.acknowledge) to FILE, "
+        "a pcap with raw IPv6 link type, each stamped with its Binding Update's capture time",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("c", "reference"),
+        default="c",
+        help="verify with the C core (default) or the pure-Python reference (slow; same answers)",
+    )
+    p.add_argument("--batch", type=int, default=65536, metavar="N", help="packets per verify_buffer call (default 65536)")
+    p.set_defaults(handler=run_verify)
+
+
+@contextlib.contextmanager
+def _demo_files() -> Iterator[tuple[str, str]]:
+    """The bundled sample capture and a private (0600) temporary copy of its key file."""
+    samples = resources.files("kbmfast") / "samples"
+    with resources.as_file(samples / SAMPLE_CAPTURE) as capture, tempfile.TemporaryDirectory(prefix="kbmfast-demo-") as tmp:
+        keys = os.path.join(tmp, SAMPLE_KEYS)
+        fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write((samples / SAMPLE_KEYS).read_bytes())
+        yield str(capture), keys
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.on = stream.isatty()
+        self.last = 0.0
+
+    def show(self, name: str, reader: CaptureReader) -> None:
+        now = time.monotonic()
+        if not self.on or now - self.last < 0.1:
+            return
+        self.last = now
+        share = reader.position / reader.size if reader.size else 1.0
+        width = 30
+        bar = "#" * int(share * width)
+        self.stream.write(f"\r{os.path.basename(name)[:30]} [{bar:<{width}}] {share:4.0%} {reader.frames} frames")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.on:
+            self.stream.write("\r" + " " * shutil.get_terminal_size().columns + "\r")
+            self.stream.flush()
+
+
+class _Acks:
+    """Binding Acknowledgements for --acks-out: Results rebuilt from the packets and the verdicts.
+
+    A Result for status 135 needs the last accepted sequence as it was when its Binding Update was
+    verified: the table's values for the batch's home addresses are read just before the batch is
+    verified, then followed through the batch's acceptances in order.
+    """
+
+    def __init__(self, verifier: Any, path: str) -> None:
+        from .capture import PcapWriter
+
+        self.verifier = verifier
+        self.stream = open(path, "wb")
+        self.writer = PcapWriter(self.stream)
+
+    def snapshot(self, fields: Fields) -> dict[bytes, int | None]:
+        homes = {bytes(fields.home[i]) for i in range(len(fields.mh_type)) if int(fields.mh_type[i]) == 5}
+        return {h: self.verifier.last_sequence(h) for h in homes}
+
+    def write(self, batch: Batch, fields: Fields, verdicts: Sequence[int], last: dict[bytes, int | None]) -> None:
+        for i, code in enumerate(verdicts):
+            v = Verdict(code)
+            if v not in BA_STATUS:
+                continue
+            home = bytes(fields.home[i])
+            flags = int(fields.flags[i])
+            seq = int(fields.seq[i])
+            if v == Verdict.ACCEPTED:
+                last[home] = seq
+                if not flags & FLAG_A:
+                    continue
+            p = batch.packet(i)
+            result = Result(
+                verdict=v,
+                home=ipaddress.IPv6Address(home),
+                care_of=ipaddress.IPv6Address(bytes(fields.care_of[i])),
+                correspondent=ipaddress.IPv6Address(p[24:40]),
+                sequence=seq,
+                lifetime=int(fields.units[i]) * 4,
+                ack=bool(flags & FLAG_A),
+                ba_status=BA_STATUS[v] if v != Verdict.ACCEPTED else 0,
+                last_sequence=last.get(home) if v == Verdict.SEQUENCE_OUT_OF_WINDOW else None,
+                source=ipaddress.IPv6Address(p[8:24]),
+            )
+            ack = self.verifier.acknowledge(result)
+            if ack is not None:
+                self.writer.write(ack, int(batch.times[i]))
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def _verify_job(verifier: Any, batch: Batch, fields: Fields, acks: _Acks | None) -> tuple[Any, dict[bytes, int | None]]:
+    """On the worker thread, in batch order: the sequence table as this batch finds it (for
+    --acks-out), then the batch's verdicts."""
+    last = acks.snapshot(fields) if acks is not None else {}
+    return verifier.verify_buffer(batch.data, batch.offsets), last
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Verify the captures; print lines and the summary; return the exit status."""
+    if args.demo:
+        if args.captures or args.keys:
+            print("kbmfast verify: --demo takes no CAPTURE and no --keys", file=sys.stderr)
+            return 2
+        with _demo_files() as (capture, keys):
+            return _verify(args, [capture], keys)
+    if not args.captures or not args.keys:
+        print("kbmfast verify: give one or more CAPTURE files and --keys KEYS (or --demo)", file=sys.stderr)
+        return 2
+    if args.batch < 1:
+        print("kbmfast verify: --batch must be at least 1", file=sys.stderr)
+        return 2
+    return _verify(args, args.captures, args.keys)
+
+
+def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int:
+    import kbmfast
+    import kbmfast.reference
+
+    from .capture import CaptureError, CaptureReader, fields_fast, fields_plain
+    from .capture import np as _np
+
+    backend: Any = kbmfast if args.backend == "c" else kbmfast.reference
+    try:
+        keys = kbmfast.KeyTable.load(key_path)
+    except kbmfast.KeyFileError as e:
+        print(f"kbmfast verify: {e}", file=sys.stderr)
+        return 2
+    try:
+        verifier = backend.Verifier(keys, state=args.state)
+    except (OSError, ValueError) as e:
+        print(f"kbmfast verify: state file: {e}", file=sys.stderr)
+        return 2
+    out = sys.stdout
+    counts = [0] * len(Verdict)
+    totals = {"frames": 0, "other": 0, "acks": 0}
+    status = 0
+    progress = _Progress(sys.stderr)
+    addr = _Addresses()
+    fast = _FastFormatter(addr, _np) if _np is not None and not args.json else None
+    acks = _Acks(verifier, args.acks_out) if args.acks_out else None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbmfast-verify")
+    try:
+        for path in captures:
+            try:
+                reader = CaptureReader(path)
+            except (OSError, CaptureError) as e:
+                print(f"kbmfast verify: {e if isinstance(e, CaptureError) else f'{path}: {e.strerror}'}", file=sys.stderr)
+                status = 1
+                continue
+            with reader:
+                if not args.json:
+                    out.write(f"# {path}\n{HEADER}\n")
+                pending: tuple[Batch, Fields, Future[Any]] | None = None
+
+                def emit(job: tuple[Batch, Fields, Future[Any]], path: str = path) -> None:
+                    batch, fields, future = job
+                    verdicts, last = future.result()
+                    for code in verdicts:
+                        counts[code] += 1
+                    if args.json:
+                        out.write(format_json(batch, fields, verdicts, addr, path))
+                    else:
+                        text = fast(batch, fields, verdicts) if fast is not None else None
+                        if text is None:
+                            out.write(format_plain(batch, fields, verdicts, addr))
+                        elif hasattr(out, "buffer"):
+                            out.flush()
+                            out.buffer.write(text)
+                        else:
+                            out.write(text.decode())
+                    if acks is not None:
+                        before = acks.writer.count
+                        acks.write(batch, fields, verdicts, last)
+                        totals["acks"] += acks.writer.count - before
+
+                for batch in reader.batches(args.batch):
+                    fields = fields_fast(batch) if _np is not None else fields_plain(batch)
+                    future = pool.submit(_verify_job, verifier, batch, fields, acks)
+                    if pending is not None:
+                        emit(pending)
+                    pending = (batch, fields, future)
+                    progress.show(path, reader)
+                if pending is not None:
+                    emit(pending)
+                totals["frames"] += reader.frames
+                totals["other"] += reader.other
+                progress.clear()
+                damage = reader.error
+                if damage is not None:
+                    print(
+                        f"kbmfast verify: {damage}; the {damage.frame - 1 if damage.frame else 0} frames before it were verified",
+                        file=sys.stderr,
+                    )
+                    status = 1
+    finally:
+        pool.shutdown()
+        verifier.close()
+        if acks is not None:
+            acks.close()
+    _summary(out, counts, totals, args.json, acks is not None)
+    return status
+
+
+def _summary(out: IO[str], counts: list[int], totals: dict[str, int], as_json: bool, with_acks: bool) -> None:
+    mobility = sum(counts)
+    if as_json:
+        doc: dict[str, Any] = {
+            "verdicts": {v.name: counts[v] for v in Verdict},
+            "mobility_packets": mobility,
+            "other_frames": totals["other"],
+            "frames": totals["frames"],
+        }
+        if with_acks:
+            doc["acks_written"] = totals["acks"]
+        out.write(json.dumps({"summary": doc}) + "\n")
+        return
+    lines = ["", f"{'verdict':<24}{'packets':>10}"]
+    lines += [f"{v.name:<24}{counts[v]:>10}" for v in Verdict]
+    lines.append(f"{'mobility packets':<24}{mobility:>10}")
+    lines.append(f"{'other frames (skipped)':<24}{totals['other']:>10}")
+    lines.append(f"{'frames':<24}{totals['frames']:>10}")
+    if with_acks:
+        lines.append(f"{'acknowledgements written':<24}{totals['acks']:>10}")
+    out.write("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# kbmfast gen
+
+
+def add_gen(sub: Subparsers[argparse.ArgumentParser]) -> None:
+    """``kbmfast gen``: realistic Binding Update traffic with a hostile mix, its keys and its truth."""
+    p = sub.add_parser(
+        "gen",
+        help="generate a capture of realistic Binding Update traffic, its key file and expected verdicts",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Write a capture of Ethernet frames as a correspondent node would see them: Binding Updates\n"
+            "from N preconfigured peers (Kbm and RFC 4449 Kcn peers), interleaved, each peer's sequence\n"
+            "numbers increasing from a random start; some peers move, some use an Alternate Care-of\n"
+            "Address, some de-register, a few send Nonce Indices; plus the hostile mix. Also writes the\n"
+            "matching key file (mode 0600). Deterministic for a seed; the keys are for test traffic only."
+        ),
+        epilog="example: kbmfast gen --peers 1000 --updates 100000 --out t.pcap --truth t.truth.jsonl",
+    )
+    p.add_argument("--peers", type=int, required=True, metavar="N", help="number of preconfigured peers")
+    p.add_argument(
+        "--updates", type=int, required=True, metavar="M", help="number of Binding Update packets in all, hostile ones included"
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="the capture to write")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0): same seed, same bytes")
+    p.add_argument("--format", choices=("pcap", "pcapng"), default="pcap", help="capture format (default pcap)")
+    p.add_argument(
+        "--mix",
+        default="",
+        metavar="SHARES",
+        help="hostile shares of all packets, e.g. replay=0.05,forged=0.02,unknown=0.02,malformed=0.01 (the "
+        "defaults): replays of earlier Binding Updates, forgeries (wrong key), unconfigured home addresses, "
+        "malformed packets; names left out keep their default",
+    )
+    p.add_argument(
+        "--truth",
+        metavar="FILE",
+        help="write the expected outcome of every frame as JSON lines: frame, kind, verdict, ba_status "
+        "(checked against kbmfast.reference while generating)",
+    )
+    p.add_argument(
+        "--keys", metavar="KEYFILE", help="the key file to write (default: FILE with .keys.toml instead of its suffix)"
+    )
+    p.set_defaults(handler=run_gen)
+
+
+def _default_keys(out: str) -> str:
+    root, _ = os.path.splitext(out)
+    return root + ".keys.toml"
+
+
+def run_gen(args: argparse.Namespace) -> int:
+    """Generate the traffic and write the capture, the key file and the truth."""
+    from . import gen
+    from .capture import PcapWriter, write_pcapng
+
+    try:
+        mix = gen.parse_mix(args.mix)
+        traffic = gen.generate(args.peers, args.updates, seed=args.seed, mix=mix)
+    except ValueError as e:
+        print(f"kbmfast gen: {e}", file=sys.stderr)
+        return 2
+    with open(args.out, "wb") as f:
+        if args.format == "pcap":
+            writer = PcapWriter(f, linktype=1)
+            for frame, us in traffic.frames:
+                writer.write(frame, us)
+        else:
+            write_pcapng(f, traffic.frames)
+    keys_path = args.keys or _default_keys(args.out)
+    traffic.keys.save(keys_path)
+    if args.truth:
+        with open(args.truth, "w", encoding="utf-8") as f:
+            for entry in traffic.truth:
+                doc = {"frame": entry.frame, "kind": entry.kind, "verdict": entry.verdict.name, "ba_status": entry.ba_status}
+                f.write(json.dumps(doc) + "\n")
+    print(f"kbmfast gen: {len(traffic.frames)} frames to {args.out}, keys of {len(traffic.keys)} peers to {keys_path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# kbmfast keys generate
+
+
+def add_keys(sub: Subparsers[argparse.ArgumentParser]) -> None:
+    """``kbmfast keys``: key-file commands (``generate``)."""
+    p = sub.add_parser("keys", help="key-file commands", description="Create and manage kbmfast key files.")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    g = keys_sub.add_parser(
+        "generate",
+        help="write a key file with fresh random keys for N peers",
+        description=(
+            "Write a key file (TOML, mode 0600) with fresh random keys from the operating system's CSPRNG "
+            "(Python's secrets) for N peers whose home addresses are the first N host addresses of PREFIX."
+        ),
+        epilog="example: kbmfast keys generate --peers 3 --out cn.keys --prefix 2001:db8:1::/64 --kind kcn",
+    )
+    g.add_argument("--peers", type=int, required=True, metavar="N", help="number of peers (home addresses PREFIX::1 on)")
+    g.add_argument("--out", required=True, metavar="FILE", help="the key file to write; an existing file is not overwritten")
+    g.add_argument("--prefix", default="2001:db8:1::/64", help="the home addresses' prefix (default 2001:db8:1::/64)")
+    g.add_argument(
+        "--kind",
+        choices=("kbm", "kcn"),
+        default="kbm",
+        help="kbm: a 20-byte Kbm per peer (draft-ietf-mip6-precfgKbm, default); kcn: RFC 4449, a 20-byte "
+        "Kcn and two 8-byte nonces per peer",
+    )
+    g.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    g.set_defaults(handler=run_keys_generate)
+
+
+def run_keys_generate(args: argparse.Namespace) -> int:
+    """Write N fresh random keys."""
+    import kbmfast
+
+    try:
+        net = ipaddress.IPv6Network(args.prefix, strict=True)
+    except ValueError as e:
+        print(f"kbmfast keys generate: --prefix: {e}", file=sys.stderr)
+        return 2
+    if args.peers < 1 or args.peers > net.num_addresses - 1:
+        print(f"kbmfast keys generate: --peers must be in 1..{min(net.num_addresses - 1, 10**9)} for {net}", file=sys.stderr)
+        return 2
+    if os.path.lexists(args.out) and not args.force:
+        print(f"kbmfast keys generate: {args.out} exists; not overwriting it (use --force)", file=sys.stderr)
+        return 2
+    table = kbmfast.KeyTable()
+    base = int(net.network_address)
+    for i in range(1, args.peers + 1):
+        home = ipaddress.IPv6Address(base + i)
+        if args.kind == "kbm":
+            table.add_kbm(home, secrets.token_bytes(kbmfast.KBM_SIZE))
+        else:
+            table.add_kcn(home, secrets.token_bytes(kbmfast.MIN_KCN_SIZE), secrets.token_bytes(8), secrets.token_bytes(8))
+    table.save(args.out)
+    print(f"kbmfast keys generate: {args.peers} {args.kind} keys to {args.out} (mode 0600)")
+    return 0
+
+
+def registrars() -> tuple[Any, ...]:
+    """This module's subcommands for kbmfast.cli, in --help order."""
+    return (add_verify, add_gen, add_keys)
