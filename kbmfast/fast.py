@@ -461,9 +461,19 @@ _ACCEPTED = Verdict.ACCEPTED
 _OUT_OF_WINDOW = Verdict.SEQUENCE_OUT_OF_WINDOW
 
 #: 16 address bytes -> IPv6Address (immutable, so shared). Peers' addresses repeat from packet
-#: to packet; the cache is emptied when it reaches _ADDRESSES_MAX entries (~2 MB).
+#: to packet; each cache is emptied when it reaches _ADDRESSES_MAX entries (a few MB at most).
 _ADDRESSES: dict[bytes, ipaddress.IPv6Address] = {}
-_ADDRESSES_MAX = 8192
+_ADDRESSES_MAX = 1 << 15
+_from_bytes = int.from_bytes
+
+
+def _new_address(b: bytes) -> ipaddress.IPv6Address:
+    """IPv6Address(b) for 16 bytes, without the constructor's type dispatch (a third of its
+    cost): the two slots it would set. Checked against the constructor below."""
+    a: ipaddress.IPv6Address = _new_object(_addr)
+    a._ip = _from_bytes(b, "big")  # type: ignore[attr-defined]
+    a._scope_id = None  # type: ignore[attr-defined]
+    return a
 
 
 def _address(b: bytes) -> ipaddress.IPv6Address:
@@ -471,67 +481,47 @@ def _address(b: bytes) -> ipaddress.IPv6Address:
     if a is None:
         if len(_ADDRESSES) >= _ADDRESSES_MAX:
             _ADDRESSES.clear()
-        a = _ADDRESSES[b] = _addr(b)
+        a = _ADDRESSES[b] = _new_address(b)
     return a
 
 
+#: packet[8:64] of the usual layout (source | destination | Destination Options header with the
+#: home address at 48) -> (source, correspondent, home): one lookup instead of three.
+_TRIPLES: dict[bytes, tuple[ipaddress.IPv6Address, ipaddress.IPv6Address, ipaddress.IPv6Address]] = {}
+
+
+def _triple(key: bytes) -> tuple[ipaddress.IPv6Address, ipaddress.IPv6Address, ipaddress.IPv6Address]:
+    if len(_TRIPLES) >= _ADDRESSES_MAX:
+        _TRIPLES.clear()
+    t = _TRIPLES[key] = (_address(key[0:16]), _address(key[16:32]), _address(key[40:56]))
+    return t
+
+
 #: Result is a frozen dataclass: its __init__ goes through object.__setattr__ once per field,
-#: which alone costs more than a verification. _make_result fills the instance's __dict__ in one
-#: step instead; the object is the same (fields, ==, hash, repr, pickle), and the check below
+#: which alone costs more than a verification. _result fills a new instance's __dict__ in one
+#: step instead; the object is the same (fields, ==, hash, repr, pickle), and _fast_result_ok
 #: falls back to the constructor should Result ever gain __slots__, __post_init__ or fields.
 _RESULT_FIELDS = (
     "verdict", "home", "care_of", "correspondent", "sequence", "lifetime", "ack", "ba_status", "last_sequence", "source",
 )  # fmt: skip
 _new_object = object.__new__
 _set_attribute = object.__setattr__
+_FAST_RESULT = True
 
 
-def _make_result(
-    verdict: Verdict,
-    home: ipaddress.IPv6Address,
-    care_of: ipaddress.IPv6Address,
-    correspondent: ipaddress.IPv6Address,
-    sequence: int,
-    lifetime: int,
-    ack: bool,
-    ba_status: int | None,
-    last_sequence: int | None,
-    source: ipaddress.IPv6Address,
-) -> Result:
-    r: Result = _new_object(Result)
-    _set_attribute(
-        r,
-        "__dict__",
-        {
-            "verdict": verdict,
-            "home": home,
-            "care_of": care_of,
-            "correspondent": correspondent,
-            "sequence": sequence,
-            "lifetime": lifetime,
-            "ack": ack,
-            "ba_status": ba_status,
-            "last_sequence": last_sequence,
-            "source": source,
-        },
-    )
-    return r
-
-
-def _make_result_checked() -> bool:
-    if tuple(f.name for f in dataclasses.fields(Result)) != _RESULT_FIELDS or hasattr(Result, "__post_init__"):
-        return False
-    a = _addr("2001:db8::1")
-    args = (_OUT_OF_WINDOW, a, _addr("2001:db8::2"), a, 7, 8, True, 135, 6, _addr("2001:db8::3"))
+def _new_address_checked() -> bool:
+    samples = [bytes(16), bytes(range(16)), b"\xff" * 16, _addr("::ffff:192.0.2.1").packed, _addr("2001:db8::1").packed]
     try:
-        fast, slow = _make_result(*args), Result(*args)
-    except (AttributeError, TypeError):  # pragma: no cover - __slots__
+        pairs = [(_new_address(b), _addr(b)) for b in samples]
+    except (AttributeError, TypeError):  # pragma: no cover - IPv6Address changed its slots
         return False
-    return vars(fast) == vars(slow) and fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    return all(
+        a == b and hash(a) == hash(b) and str(a) == str(b) and a.packed == b.packed and a.scope_id == b.scope_id for a, b in pairs
+    )
 
 
-if not _make_result_checked():  # pragma: no cover - Result changed shape: build it the slow way
-    _make_result = Result
+if not _new_address_checked():  # pragma: no cover - this Python's IPv6Address is built differently
+    _new_address = _addr  # type: ignore[assignment]
 
 
 _kbm_verify = lib.kbm_verify
@@ -563,19 +553,53 @@ def _result(p: bytes, verdict: int, d: tuple[int, ...]) -> Result:
     if home < 0:
         return Result(v)
     ack = (flags & FLAG_A) != 0
-    source = _address(p[8:24])
-    return _make_result(
-        v,
-        _address(p[home : home + 16]),
-        source if care_of == 8 else _address(p[care_of : care_of + 16]),
-        _address(p[24:40]),
-        sequence,
-        lifetime * 4,
-        ack,
-        _BA_STATUS[verdict] if v is not _ACCEPTED else (0 if ack else None),
-        last if v is _OUT_OF_WINDOW else None,
-        source,
-    )
+    if home == 48 and care_of == 8:  # the usual layout: a Home Address option, no Alternate CoA
+        addresses = _TRIPLES.get(key := p[8:64])
+        source, correspondent, home_address = addresses or _triple(key)
+        care_of_address = source
+    else:
+        source, correspondent = _address(p[8:24]), _address(p[24:40])
+        home_address = _address(p[home : home + 16])
+        care_of_address = source if care_of == 8 else _address(p[care_of : care_of + 16])
+    fields = {
+        "verdict": v,
+        "home": home_address,
+        "care_of": care_of_address,
+        "correspondent": correspondent,
+        "sequence": sequence,
+        "lifetime": lifetime * 4,
+        "ack": ack,
+        "ba_status": _BA_STATUS[verdict] if v is not _ACCEPTED else (0 if ack else None),
+        "last_sequence": last if v is _OUT_OF_WINDOW else None,
+        "source": source,
+    }
+    if _FAST_RESULT:
+        r: Result = _new_object(Result)
+        _set_attribute(r, "__dict__", fields)
+        return r
+    return Result(**fields)  # type: ignore[arg-type]
+
+
+def _fast_result_ok() -> bool:
+    """Whether _result's instances are exactly the constructor's, on this Python and Result."""
+    global _FAST_RESULT
+    if tuple(f.name for f in dataclasses.fields(Result)) != _RESULT_FIELDS or hasattr(Result, "__post_init__"):
+        return False
+    p = bytes(range(96))
+    try:
+        for code, d in ((7, (48, 8, 1, 2, 0x8000, 3)), (0, (48, 56, 4, 5, 0, 6)), (9, (8, 8, 7, 8, 0x8000, 9))):
+            _FAST_RESULT = True
+            fast = _result(p, code, d)
+            _FAST_RESULT = False
+            slow = _result(p, code, d)
+            if vars(fast) != vars(slow) or fast != slow or hash(fast) != hash(slow) or repr(fast) != repr(slow):
+                return False
+    except (AttributeError, TypeError):  # pragma: no cover - __slots__
+        return False
+    return True
+
+
+_FAST_RESULT = _fast_result_ok()
 
 
 BindingUpdateList = binding_update_list_class(build_binding_update, mac96, "kbmfast")
