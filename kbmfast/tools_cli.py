@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -63,25 +64,17 @@ def _time_text(us: int) -> str:
 
 
 def ipv6_text(raw: bytes) -> str:
-    """RFC 5952 text of 16 address bytes: what ``str(IPv6Address(raw))`` gives, faster."""
-    h = raw.hex()
-    groups = [h[i : i + 4].lstrip("0") or "0" for i in range(0, 32, 4)]
-    best, best_len, i = -1, 1, 0
-    while i < 8:
-        if groups[i] == "0":
-            j = i + 1
-            while j < 8 and groups[j] == "0":
-                j += 1
-            if j - i > best_len:
-                best, best_len = i, j - i
-            i = j
-        else:
-            i += 1
-    if best < 0:
-        return ":".join(groups)
-    if raw[:12] == b"\0" * 10 + b"\xff\xff":  # IPv4-mapped: as ipaddress writes it
+    """RFC 5952 text of 16 address bytes: what ``str(IPv6Address(raw))`` gives, faster.
+
+    The C library's inet_ntop writes the same text except for addresses whose first 80 bits are
+    zero (IPv4-compatible and -mapped forms), which go through ipaddress.
+    """
+    if raw[:10] == _ZERO10:
         return str(ipaddress.IPv6Address(raw))
-    return ":".join(groups[:best]) + "::" + ":".join(groups[best + best_len :])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+_ZERO10 = bytes(10)
 
 
 class _Addresses:
@@ -153,7 +146,9 @@ def format_json(batch: Batch, fields: Fields, verdicts: Sequence[int], addr: _Ad
 class _FastFormatter:
     """Column-wise text lines (numpy): byte for byte what :func:`format_plain` writes.
 
-    Falls back to the plain formatter for a batch with a value wider than its column.
+    Numbers come from tables of 4-digit groups, addresses from a table of padded address texts
+    kept across batches (each distinct address is formatted once). Falls back to the plain
+    formatter (returns None) for a batch with a value wider than its column.
     """
 
     def __init__(self, addr: _Addresses, np: Any) -> None:
@@ -168,24 +163,68 @@ class _FastFormatter:
             pos += w + 2
         self.verdicts = self._table([f"{n:<{_W_VERDICT}}" for n in _VERDICT_NAMES], _W_VERDICT)
         self.types = self._table([f"{_type_name(t):<{_W_TYPE}}" for t in range(-1, 256)], _W_TYPE)
-        self.powers = 10 ** np.arange(18, -1, -1, dtype=np.int64)
+        # Rows 0-9999: "0000".."9999"; 10000-19999: "   0".."9999"; 20000: blanks.
+        k = np.arange(10000)
+        zero = (k[:, None] // np.array([1000, 100, 10, 1]) % 10 + 48).astype(np.uint8)
+        space = zero.copy()
+        space[(k[:, None] < np.array([1000, 100, 10, 1])) & (np.arange(4) < 3)] = 32
+        self.groups = np.concatenate([zero, space, np.full((1, 4), 32, dtype=np.uint8)])
+        # Distinct addresses seen so far: sorted 64-bit keys, their rows, the bytes and the text.
+        self.keys = np.zeros(0, dtype=np.uint64)
+        self.key_rows = np.zeros(0, dtype=np.int64)
+        self.raw = np.zeros((1, 16), dtype=np.uint8)  # row 0: "-"
+        self.text = self._table(["-"], _W_ADDR)
 
     def _table(self, texts: list[str], width: int) -> Any:
         np = self.np
         return np.frombuffer("".join(t[:width].ljust(width) for t in texts).encode(), dtype=np.uint8).reshape(-1, width)
 
     def _digits(self, values: Any, width: int, zero_pad: bool = False) -> Any:
+        """(n, width) ASCII of non-negative ``values`` (< 10**width), right-aligned."""
         np = self.np
-        powers = self.powers[-width:]
-        if len(values) and values.max() < 1 << 31 and values.min() >= 0:
-            values, powers = values.astype(np.int32), powers.astype(np.int32) if width < 10 else powers
-        d = (values[:, None] // powers) % 10
-        out = (d + 48).astype(np.uint8)
-        if not zero_pad:
-            lead = values[:, None] < powers
-            lead[:, -1] = False
-            out[lead] = 32
-        return out
+        chunks = []
+        rest = values
+        for j in range((width + 3) // 4):
+            c = rest % 10000
+            rest = rest // 10000
+            if zero_pad:
+                idx = c
+            else:
+                idx = np.where(rest > 0, c, np.where((c > 0) | (j == 0), 10000 + c, 20000))
+            chunks.append(self.groups[idx])
+        out = np.concatenate(chunks[::-1], axis=1) if len(chunks) > 1 else chunks[0]
+        return out[:, -width:]
+
+    def _addresses(self, both: Any) -> Any:
+        """Row of each 16-byte address of ``both`` in the address table (new ones added)."""
+        np = self.np
+        halves = np.ascontiguousarray(both).view(np.uint64)
+        key = halves[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ halves[:, 1]
+        rows = np.full(len(key), -1, dtype=np.int64)
+        if len(self.keys):
+            pos = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
+            hit = self.keys[pos] == key
+            rows[hit] = self.key_rows[pos[hit]]
+        miss = np.flatnonzero(rows < 0)
+        if len(miss):
+            new_keys, first, inverse = np.unique(key[miss], return_index=True, return_inverse=True)
+            new_raw = both[miss[first]]
+            flat = new_raw.tobytes()
+            ntop, af = socket.inet_ntop, socket.AF_INET6
+            texts = [ntop(af, flat[k : k + 16]) for k in range(0, len(flat), 16)]
+            for k in np.flatnonzero(~new_raw[:, :10].any(axis=1)):  # IPv4-compatible/-mapped forms
+                texts[k] = ipv6_text(flat[16 * k : 16 * k + 16])
+            base = len(self.raw)
+            rows[miss] = base + inverse.ravel()
+            self.raw = np.concatenate([self.raw, new_raw])
+            self.text = np.concatenate([self.text, self._table(texts, _W_ADDR)])
+            keys = np.concatenate([self.keys, new_keys])
+            order = np.argsort(keys, kind="stable")
+            self.keys = keys[order]
+            self.key_rows = np.concatenate([self.key_rows, np.arange(base, base + len(new_keys))])[order]
+        if not (self.raw[rows] == both).all():  # two addresses with one key: not worth a table
+            return None
+        return rows
 
     def __call__(self, batch: Batch, fields: Fields, verdicts: Any) -> bytes | None:
         np = self.np
@@ -195,25 +234,17 @@ class _FastFormatter:
         sec, usec = times // 1_000_000, times % 1_000_000
         if n == 0 or frames.max() >= 10**_W_FRAME or sec.min() < 10**9 or sec.max() >= 10**10:
             return None
+        if max(len(t) for t in _VERDICT_NAMES) > _W_VERDICT:
+            return None
         v = np.frombuffer(verdicts, dtype=np.uint8).astype(np.int64)
         with_fields = np.isin(v, list(_WITH_FIELDS))
-        # Addresses: a table of the distinct values in this batch.
-        both = np.ascontiguousarray(np.concatenate([fields.home, fields.care_of]))
-        halves = both.view(np.uint64)
-        key = halves[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ halves[:, 1]
-        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        if not (halves[first][inverse] == halves).all():  # a hash collision: sort the bytes
-            _, first, inverse = np.unique(both.view(np.dtype((np.void, 16))).ravel(), return_index=True, return_inverse=True)
-        inverse = inverse.ravel()
-        flat = both[first].tobytes()
-        addr = self.addr
-        texts = [addr(flat[k : k + 16]) for k in range(0, len(flat), 16)]
-        if max(len(t) for t in texts) > _W_ADDR:
+        sel = np.flatnonzero(with_fields)
+        rows = self._addresses(np.concatenate([fields.home[sel], fields.care_of[sel]]))
+        if rows is None:
             return None
-        addr_table = self._table([*texts, "-"], _W_ADDR)
-        dash = len(texts)
-        home_i = np.where(with_fields, inverse[:n], dash)
-        care_i = np.where(with_fields, inverse[n:], dash)
+        home_i = np.zeros(n, dtype=np.int64)
+        care_i = np.zeros(n, dtype=np.int64)
+        home_i[sel], care_i[sel] = rows[: len(sel)], rows[len(sel) :]
         m = np.full((n, self.width), 32, dtype=np.uint8)
         m[:, -1] = 10
         a = self.at
@@ -222,8 +253,8 @@ class _FastFormatter:
         m[:, a[1] + 10] = 46
         m[:, a[1] + 11 : a[1] + 17] = self._digits(usec, 6, zero_pad=True)
         m[:, a[2] : a[2] + _W_TYPE] = self.types[np.asarray(fields.mh_type, dtype=np.int64) + 1]
-        m[:, a[3] : a[3] + _W_ADDR] = addr_table[home_i]
-        m[:, a[4] : a[4] + _W_ADDR] = addr_table[care_i]
+        m[:, a[3] : a[3] + _W_ADDR] = self.text[home_i]
+        m[:, a[4] : a[4] + _W_ADDR] = self.text[care_i]
         seq = np.asarray(fields.seq, dtype=np.int64)
         m[:, a[5] : a[5] + _W_SEQ] = self._digits(seq, _W_SEQ)
         m[~with_fields, a[5] : a[5] + _W_SEQ] = np.frombuffer(b"    -", dtype=np.uint8)
@@ -389,11 +420,34 @@ class _Acks:
         self.stream.close()
 
 
-def _verify_job(verifier: Any, batch: Batch, fields: Fields, acks: _Acks | None) -> tuple[Any, dict[bytes, int | None]]:
-    """On the worker thread, in batch order: the sequence table as this batch finds it (for
-    --acks-out), then the batch's verdicts."""
-    last = acks.snapshot(fields) if acks is not None else {}
-    return verifier.verify_buffer(batch.data, batch.offsets), last
+class _Job:
+    """One batch's work on the worker thread, in batch order: its fields, the sequence table as
+    the batch finds it (for --acks-out), its verdicts, their count and the output text. numpy
+    releases the GIL in its inner loops, so this overlaps with reading the next batch."""
+
+    def __init__(self, verifier: Any, acks: _Acks | None, fast: _FastFormatter | None, as_json: bool, np: Any) -> None:
+        self.verifier, self.acks, self.fast, self.as_json, self.np = verifier, acks, fast, as_json, np
+        self.addr = fast.addr if fast is not None else _Addresses()
+
+    def __call__(self, batch: Batch, path: str) -> tuple[Fields, Any, dict[bytes, int | None], bytes, list[int]]:
+        from .capture import fields_fast, fields_plain
+
+        np = self.np
+        fields = fields_fast(batch) if np is not None else fields_plain(batch)
+        last = self.acks.snapshot(fields) if self.acks is not None else {}
+        verdicts = self.verifier.verify_buffer(batch.data, batch.offsets)
+        if np is not None:
+            counts = np.bincount(np.frombuffer(verdicts, dtype=np.uint8), minlength=len(Verdict)).tolist()
+        else:
+            counts = [0] * len(Verdict)
+            for code in verdicts:
+                counts[code] += 1
+        if self.as_json:
+            text = format_json(batch, fields, verdicts, self.addr, path).encode()
+        else:
+            fast = self.fast(batch, fields, verdicts) if self.fast is not None else None
+            text = fast if fast is not None else format_plain(batch, fields, verdicts, self.addr).encode()
+        return fields, verdicts, last, text, counts
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -417,7 +471,7 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
     import kbmfast
     import kbmfast.reference
 
-    from .capture import CaptureError, CaptureReader, fields_fast, fields_plain
+    from .capture import CaptureError, CaptureReader
     from .capture import np as _np
 
     backend: Any = kbmfast if args.backend == "c" else kbmfast.reference
@@ -439,6 +493,7 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
     addr = _Addresses()
     fast = _FastFormatter(addr, _np) if _np is not None and not args.json else None
     acks = _Acks(verifier, args.acks_out) if args.acks_out else None
+    work = _Job(verifier, acks, fast, args.json, _np)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbmfast-verify")
     try:
         for path in captures:
@@ -451,35 +506,28 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
             with reader:
                 if not args.json:
                     out.write(f"# {path}\n{HEADER}\n")
-                pending: tuple[Batch, Fields, Future[Any]] | None = None
+                pending: tuple[Batch, Future[Any]] | None = None
 
-                def emit(job: tuple[Batch, Fields, Future[Any]], path: str = path) -> None:
-                    batch, fields, future = job
-                    verdicts, last = future.result()
-                    for code in verdicts:
-                        counts[code] += 1
-                    if args.json:
-                        out.write(format_json(batch, fields, verdicts, addr, path))
+                def emit(job: tuple[Batch, Future[Any]]) -> None:
+                    batch, future = job
+                    fields, verdicts, last, text, batch_counts = future.result()
+                    for code, k in enumerate(batch_counts):
+                        counts[code] += k
+                    if hasattr(out, "buffer"):
+                        out.flush()
+                        out.buffer.write(text)
                     else:
-                        text = fast(batch, fields, verdicts) if fast is not None else None
-                        if text is None:
-                            out.write(format_plain(batch, fields, verdicts, addr))
-                        elif hasattr(out, "buffer"):
-                            out.flush()
-                            out.buffer.write(text)
-                        else:
-                            out.write(text.decode())
+                        out.write(text.decode())
                     if acks is not None:
                         before = acks.writer.count
                         acks.write(batch, fields, verdicts, last)
                         totals["acks"] += acks.writer.count - before
 
                 for batch in reader.batches(args.batch):
-                    fields = fields_fast(batch) if _np is not None else fields_plain(batch)
-                    future = pool.submit(_verify_job, verifier, batch, fields, acks)
+                    future = pool.submit(work, batch, path)
                     if pending is not None:
                         emit(pending)
-                    pending = (batch, fields, future)
+                    pending = (batch, future)
                     progress.show(path, reader)
                 if pending is not None:
                     emit(pending)
