@@ -83,8 +83,10 @@ def counts(verdicts: list[Any]) -> collections.Counter[kbmfast.Verdict]:
 
 
 @pytest.mark.benchmark(group="capture: end to end vs in memory")
-def test_verify_command_end_to_end(benchmark: BenchmarkFixture, record: Recorder, cap: Capture, repeat: int) -> None:
-    """`kbmfast verify CAPTURE --keys KEYS > /dev/null`, in process."""
+def test_verify_command_end_to_end(
+    benchmark: BenchmarkFixture, record: Recorder, cap: Capture, repeat: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kbmfast verify CAPTURE --keys KEYS > /dev/null`, in process; then its verdicts are checked."""
     argv = ["verify", str(cap.pcap), "--keys", str(cap.keys)]
     codes: list[int] = []
 
@@ -96,13 +98,33 @@ def test_verify_command_end_to_end(benchmark: BenchmarkFixture, record: Recorder
     assert set(codes) == {0}
     record(len(cap.packets), unit="packets/s")
     keep_best("end to end", benchmark)
+    check_command_verdicts(cap, capsys)
 
 
-def test_verify_command_output_is_right(cap: Capture, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.benchmark(group="capture: end to end vs in memory")
+def test_verify_command_quiet(benchmark: BenchmarkFixture, record: Recorder, cap: Capture, repeat: int) -> None:
+    """`kbmfast verify CAPTURE --keys KEYS --quiet`: the summary only (no line per packet)."""
+    argv = ["verify", str(cap.pcap), "--keys", str(cap.keys), "--quiet"]
+    codes: list[int] = []
+
+    def once() -> None:
+        with stdout_to_devnull():
+            codes.append(cli.main(argv))
+
+    benchmark.pedantic(once, rounds=max(2, repeat // 2))
+    assert set(codes) == {0}
+    record(len(cap.packets), unit="packets/s")
+    keep_best("end to end, --quiet", benchmark)
+
+
+def check_command_verdicts(cap: Capture, capsys: pytest.CaptureFixture[str]) -> None:
     """The same command's verdicts (JSON) equal the truth gen computed with the oracle."""
+    capsys.readouterr()
     assert cli.main(["verify", str(cap.pcap), "--keys", str(cap.keys), "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.splitlines()[-1])["summary"]
+    lines = capsys.readouterr().out.splitlines()
+    summary = json.loads(lines[-1])["summary"]
     assert {k: v for k, v in summary["verdicts"].items() if v} == {v.name: n for v, n in cap.truth.items()}
+    assert len(lines) == len(cap.packets) + 1
 
 
 @pytest.mark.benchmark(group="capture: end to end vs in memory")
@@ -156,16 +178,25 @@ def test_verify_batch_in_memory(benchmark: BenchmarkFixture, record: Recorder, c
     keep_best("verify_batch", benchmark)
 
 
-def test_capture_ratio_summary(record_property: Callable[[str, object], None]) -> None:
-    """Print the ratios (no assertion on them: timing depends on the machine)."""
+@pytest.mark.benchmark(group="capture: ratios")
+def test_capture_ratio_summary(benchmark: BenchmarkFixture, record_property: Callable[[str, object], None]) -> None:
+    """Print the ratios (no assertion on them: timing depends on the machine).
+
+    It asks for the benchmark fixture (and times nothing of interest) only so that it runs under
+    --benchmark-only, as in CI.
+    """
+    benchmark.pedantic(lambda: None, rounds=1)
     if not {"end to end", "verify_buffer", "verify_batch"} <= set(_best):
         pytest.skip("the timed benchmarks did not run (--benchmark-disable?)")
-    e2e = _best["end to end"]
     lines = [f"capture of {UPDATES} packets, {PEERS} peers (best rounds):"]
-    for name in ("verify_buffer", "verify_batch"):
-        ratio = _best[name] / e2e
-        record_property(f"ratio_vs_{name}", ratio)
-        lines.append(f"  kbmfast verify end to end runs at {ratio:.2f} x the speed of {name} in memory")
-        if "key file load" in _best:
-            lines.append(f"    ({_best[name] / (e2e - _best['key file load']):.2f} x without loading the key file)")
+    for mode in ("end to end", "end to end, --quiet"):
+        if mode not in _best:
+            continue
+        e2e = _best[mode]
+        for name in ("verify_buffer", "verify_batch"):
+            ratio = _best[name] / e2e
+            record_property(f"ratio_{mode}_vs_{name}", ratio)
+            lines.append(f"  kbmfast verify ({mode}) runs at {ratio:.2f} x the speed of {name} in memory")
+            if "key file load" in _best:
+                lines.append(f"    ({_best[name] / (e2e - _best['key file load']):.2f} x without loading the key file)")
     print("\n".join(lines))

@@ -315,6 +315,7 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
         "count, and this run's are kept; default: in memory, forgotten at exit",
     )
     p.add_argument("--json", action="store_true", help="print JSON lines (one object per packet, then one summary object)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary (no line per packet)")
     p.add_argument(
         "--acks-out",
         metavar="FILE",
@@ -425,15 +426,20 @@ class _Job:
     the batch finds it (for --acks-out), its verdicts, their count and the output text. numpy
     releases the GIL in its inner loops, so this overlaps with reading the next batch."""
 
-    def __init__(self, verifier: Any, acks: _Acks | None, fast: _FastFormatter | None, as_json: bool, np: Any) -> None:
-        self.verifier, self.acks, self.fast, self.as_json, self.np = verifier, acks, fast, as_json, np
+    def __init__(
+        self, verifier: Any, acks: _Acks | None, fast: _FastFormatter | None, as_json: bool, quiet: bool, np: Any
+    ) -> None:
+        self.verifier, self.acks, self.fast, self.as_json, self.quiet, self.np = verifier, acks, fast, as_json, quiet, np
         self.addr = fast.addr if fast is not None else _Addresses()
 
     def __call__(self, batch: Batch, path: str) -> tuple[Fields, Any, dict[bytes, int | None], bytes, list[int]]:
-        from .capture import fields_fast, fields_plain
+        from .capture import Fields, fields_fast, fields_plain
 
         np = self.np
-        fields = fields_fast(batch) if np is not None else fields_plain(batch)
+        if self.quiet and self.acks is None:  # nothing needs the fields
+            fields = Fields([], [], [], [], [], [])
+        else:
+            fields = fields_fast(batch) if np is not None else fields_plain(batch)
         last = self.acks.snapshot(fields) if self.acks is not None else {}
         verdicts = self.verifier.verify_buffer(batch.data, batch.offsets)
         if np is not None:
@@ -442,7 +448,9 @@ class _Job:
             counts = [0] * len(Verdict)
             for code in verdicts:
                 counts[code] += 1
-        if self.as_json:
+        if self.quiet:
+            text = b""
+        elif self.as_json:
             text = format_json(batch, fields, verdicts, self.addr, path).encode()
         else:
             fast = self.fast(batch, fields, verdicts) if self.fast is not None else None
@@ -493,7 +501,7 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
     addr = _Addresses()
     fast = _FastFormatter(addr, _np) if _np is not None and not args.json else None
     acks = _Acks(verifier, args.acks_out) if args.acks_out else None
-    work = _Job(verifier, acks, fast, args.json, _np)
+    work = _Job(verifier, acks, fast, args.json, args.quiet, _np)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbmfast-verify")
     try:
         for path in captures:
@@ -504,7 +512,7 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
                 status = 1
                 continue
             with reader:
-                if not args.json:
+                if not args.json and not args.quiet:
                     out.write(f"# {path}\n{HEADER}\n")
                 pending: tuple[Batch, Future[Any]] | None = None
 

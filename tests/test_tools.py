@@ -211,3 +211,12 @@ def test_cli_entry_does_not_import_numpy_for_help() -> None:
     code = "import sys, kbmfast.cli; kbmfast.cli.build_parser(); print('numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_quiet_prints_only_the_summary(made: dict[str, pathlib.Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, quiet, _ = run(["verify", str(made["pcap"]), "--keys", str(made["keys"]), "--quiet"], capsys)
+    code2, full, _ = run(["verify", str(made["pcap"]), "--keys", str(made["keys"])], capsys)
+    assert code == code2 == 0
+    assert quiet.strip() and full.endswith(quiet) and quiet.lstrip("\n").startswith("verdict")
+    code, quiet_json, _ = run(["verify", str(made["pcap"]), "--keys", str(made["keys"]), "--quiet", "--json"], capsys)
+    assert len(quiet_json.splitlines()) == 1 and "summary" in json.loads(quiet_json)
