@@ -70,6 +70,18 @@ def stdout_to_devnull() -> Iterator[None]:
             sys.stdout = saved
 
 
+def time_command(benchmark: BenchmarkFixture, argv: list[str], repeat: int) -> None:
+    """Time ``kbmfast ARGV`` in process with stdout to /dev/null; every run must exit 0."""
+    codes: list[int] = []
+
+    def once() -> None:
+        with stdout_to_devnull():
+            codes.append(cli.main(argv))
+
+    benchmark.pedantic(once, rounds=max(2, repeat // 2))
+    assert set(codes) == {0}
+
+
 def keep_best(name: str, benchmark: BenchmarkFixture) -> None:
     if benchmark.stats:
         _best[name] = benchmark.stats.stats.min
@@ -87,15 +99,7 @@ def test_verify_command_end_to_end(
     benchmark: BenchmarkFixture, record: Recorder, cap: Capture, repeat: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`kbmfast verify CAPTURE --keys KEYS > /dev/null`, in process; then its verdicts are checked."""
-    argv = ["verify", str(cap.pcap), "--keys", str(cap.keys)]
-    codes: list[int] = []
-
-    def once() -> None:
-        with stdout_to_devnull():
-            codes.append(cli.main(argv))
-
-    benchmark.pedantic(once, rounds=max(2, repeat // 2))
-    assert set(codes) == {0}
+    time_command(benchmark, ["verify", str(cap.pcap), "--keys", str(cap.keys)], repeat)
     record(len(cap.packets), unit="packets/s")
     keep_best("end to end", benchmark)
     check_command_verdicts(cap, capsys)
@@ -104,15 +108,7 @@ def test_verify_command_end_to_end(
 @pytest.mark.benchmark(group="capture: end to end vs in memory")
 def test_verify_command_quiet(benchmark: BenchmarkFixture, record: Recorder, cap: Capture, repeat: int) -> None:
     """`kbmfast verify CAPTURE --keys KEYS --quiet`: the summary only (no line per packet)."""
-    argv = ["verify", str(cap.pcap), "--keys", str(cap.keys), "--quiet"]
-    codes: list[int] = []
-
-    def once() -> None:
-        with stdout_to_devnull():
-            codes.append(cli.main(argv))
-
-    benchmark.pedantic(once, rounds=max(2, repeat // 2))
-    assert set(codes) == {0}
+    time_command(benchmark, ["verify", str(cap.pcap), "--keys", str(cap.keys), "--quiet"], repeat)
     record(len(cap.packets), unit="packets/s")
     keep_best("end to end, --quiet", benchmark)
 
