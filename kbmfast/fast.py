@@ -330,9 +330,13 @@ class Verifier:
         v = self._v
         if v is None:
             raise ValueError("this Verifier is closed")
-        verdicts = array("B", bytes(n))
-        out = ffi.from_buffer("uint8_t[]", verdicts, require_writable=True)
-        rc = _kbm_verify(v, buf, length, offsets, n, out, details, ffi.new("size_t *"))
+        verdicts = _ZERO_VERDICT * n
+        try:
+            scratch = _SCRATCH.pop()
+        except IndexError:
+            scratch = _scratch()
+        rc = _kbm_verify(v, buf, length, offsets, n, _from_buffer("uint8_t[]", verdicts, True), details, scratch[6])
+        _SCRATCH.append(scratch)
         if rc:
             _raise(rc, "verify")
         if self._durability is not None:
@@ -377,7 +381,12 @@ class Verifier:
 
     def verify_buffer(self, buffer: Any, offsets: Any) -> array[int]:
         """Zero-copy form: packet i is ``buffer[offsets[i]:offsets[i+1]]``; uint8 verdicts."""
-        buf, offs = check_offsets(buffer, offsets, walk=False)
+        buf: Any
+        offs: Any
+        if type(offsets) is array and offsets.typecode == "Q" and offsets and _plain_bytes(buffer):
+            buf, offs = buffer, offsets  # the usual arguments, which check_offsets passes as they are
+        else:
+            buf, offs = check_offsets(buffer, offsets, walk=False)
         c_buf = ffi.from_buffer("uint8_t[]", buf)
         c_offs = ffi.from_buffer("uint64_t[]", offs)
         n = len(offs) - 1
@@ -525,9 +534,21 @@ if not _new_address_checked():  # pragma: no cover - this Python's IPv6Address i
 
 
 _kbm_verify = lib.kbm_verify
+_from_buffer = ffi.from_buffer
+_ZERO_VERDICT = array("B", b"\0")
+
+
+def _plain_bytes(buffer: Any) -> bool:
+    """bytes, or a contiguous 1-D memoryview of bytes: verify_buffer's usual buffer."""
+    return type(buffer) is bytes or (
+        type(buffer) is memoryview and buffer.format == "B" and buffer.ndim == 1 and buffer.c_contiguous
+    )
+
+
 _BYTES = {bytes}
 
-#: verify()'s C buffers: (offsets, its cdata, verdict, its cdata, detail, its cdata, where).
+#: verify()'s C buffers: (offsets, its cdata, verdict, its cdata, detail, its cdata, where);
+#: batches take only ``where``.
 #: A call takes a set and puts it back (list.pop and append are atomic under the GIL), so
 #: there are as many sets as threads ever verified at once.
 _SCRATCH: list[tuple[Any, ...]] = []
