@@ -164,4 +164,122 @@ uint32_t kbm_bench_compress(uint64_t blocks, int streams);
    can set it, so a 1 proves the GIL is released around calls into the core. */
 int kbm_test_wait(const int *flag, uint64_t max_spins);
 
+/* ---- Capture files in memory (capture.c): kbmfast verify's hot path ---- */
+
+/* The same rules as kbmfast/capture.py (the oracle): classic pcap (either byte order, us or
+   ns) and pcapng (SHB, IDB with if_tsresol, EPB, obsolete PB, SPB); link types Ethernet with
+   802.1Q/802.1ad tags, raw IP/IPv6, SLL, SLL2, NULL, LOOP. A frame is a mobility packet when
+   its IPv6 next-header chain reaches 135; the packet is cut to 40 + Payload Length. */
+#define KBM_CAP_MAX_CAPLEN 262144
+#define KBM_CAP_PCAP 1
+#define KBM_CAP_PCAPNG 2
+enum kbm_cap_open_status {
+    KBM_CAP_ENOTCAP = -20, /* kbm_capture_open: not a pcap or pcapng file */
+    KBM_CAP_EHEADER = -21, /* kbm_capture_open: pcap file header truncated */
+};
+
+/* Damage codes (kbm_capture.error); error_a and error_b hold the numbers a message needs. */
+enum kbm_cap_error {
+    KBM_CAP_E_RECORD_TRUNCATED = 1, /* a: bytes left of 16 */
+    KBM_CAP_E_RECORD_CAPLEN,        /* a: caplen */
+    KBM_CAP_E_RECORD_PAST_END,      /* a: caplen, b: bytes left */
+    KBM_CAP_E_BLOCK_TRUNCATED,      /* a: bytes left of 12 */
+    KBM_CAP_E_SHB_BOM,
+    KBM_CAP_E_BLOCK_LENGTH,         /* a: total length */
+    KBM_CAP_E_BLOCK_PAST_END,       /* a: total length, b: bytes left */
+    KBM_CAP_E_BLOCK_TRAILER,
+    KBM_CAP_E_IDB_SHORT,
+    KBM_CAP_E_SPB_SHORT,
+    KBM_CAP_E_PB_SHORT,
+    KBM_CAP_E_PB_CAPLEN,            /* a: caplen, b: bytes held */
+    KBM_CAP_E_IFACE,                /* a: interface number */
+    KBM_CAP_E_TIME,                 /* a: timestamp units (us past the signed 64-bit range) */
+};
+
+/* An interface's timestamp units to us: MUL: units * factor; DIV: units / factor (factor 0:
+   a divisor past 64 bits, every time is 0); SHIFT: units * 10^6 >> factor. */
+#define KBM_TS_MUL 0
+#define KBM_TS_DIV 1
+#define KBM_TS_SHIFT 2
+typedef struct {
+    uint32_t linktype;
+    uint32_t mode;
+    uint64_t factor;
+} kbm_cap_iface;
+
+/* A walk over a whole capture in memory; kbm_capture_open fills it, kbm_capture_walk goes on. */
+typedef struct {
+    const uint8_t *buf;
+    size_t size;
+    int format;           /* KBM_CAP_PCAP or KBM_CAP_PCAPNG */
+    int big_endian;       /* pcap: file byte order; pcapng: the current section's */
+    int nanoseconds;      /* pcap */
+    uint32_t linktype;    /* pcap */
+    size_t pos;           /* the next record or block */
+    uint64_t frames;      /* frames read so far (numbered from 1) */
+    uint64_t other;       /* of which not mobility packets */
+    kbm_cap_iface *ifaces; /* pcapng: the current section's interfaces, a caller's table */
+    size_t n_ifaces, cap_ifaces;
+    int need_ifaces;      /* set when an IDB does not fit: give a larger table, walk again */
+    int done;             /* the end, or damage */
+    int error;            /* 0, or a kbm_cap_error: the walk stopped at frame error_frame, */
+    uint64_t error_frame; /* whose record or block starts at byte error_offset */
+    size_t error_offset;
+    uint64_t error_a, error_b;
+    uint64_t walked_bytes; /* total length of the packets the last kbm_capture_walk found */
+} kbm_capture;
+
+/* Per mobility packet: IPv6 header's offset in the file, length, frame number, time in us. */
+typedef struct {
+    uint64_t *ip_off;
+    uint32_t *ip_len;
+    uint64_t *frame;
+    int64_t *time_us;
+} kbm_cap_out;
+
+int kbm_capture_open(kbm_capture *c, const uint8_t *buf, size_t size);
+/* Walks on until max mobility packets are found (or, with max_bytes != 0, until the next would
+   take their total length past max_bytes; one is always taken), the end, damage, or an IDB that
+   does not fit the interface table. Returns the number of packets written to out. */
+size_t kbm_capture_walk(kbm_capture *c, kbm_cap_out *out, size_t max, uint64_t max_bytes);
+/* Copies the n packets back to back into data (data_len bytes) with offsets[0..n]. */
+int kbm_capture_gather(const uint8_t *buf, size_t size, const uint64_t *ip_off,
+                       const uint32_t *ip_len, size_t n, uint8_t *data, size_t data_len,
+                       uint64_t *offsets);
+/* The IPv6 header's offset in the frame buf[start, start + caplen), or -1 (capture.ipv6_start). */
+int64_t kbm_cap_ipv6_start(const uint8_t *buf, size_t start, size_t caplen, uint32_t linktype);
+/* The mobility packet's length at ip (available bytes), or -1 (capture.mobility_length). */
+int64_t kbm_cap_mobility_length(const uint8_t *ip, size_t available);
+
+/* What a line shows of a packet (capture.packet_fields): MH Type (-1: not captured), and for a
+   Binding Update its Sequence, flags, Lifetime units, and the offsets of home and care-of. */
+typedef struct {
+    int32_t mh_type;
+    int32_t home;
+    int32_t care_of;
+    uint16_t seq;
+    uint16_t flags;
+    uint16_t units;
+} kbm_fields;
+int kbm_packet_fields(const uint8_t *p, size_t n, kbm_fields *f);
+
+#define KBM_ADDR_TEXT_MAX 47
+#define KBM_LINE_MAX 256
+/* Python's str(IPv6Address(a)) (mapped_dotted: Python >= 3.13 writes ::ffff:a.b.c.d). */
+size_t kbm_ipv6_text(const uint8_t *a, int mapped_dotted, char *out);
+/* A cache of address texts; a zeroed table of a power-of-two number of slots. */
+typedef struct {
+    uint8_t key[16];
+    uint8_t len;
+    char text[47];
+} kbm_addr_slot;
+/* The text lines of `kbmfast verify` (tools_cli.format_plain) for packets 0..n-1 of a
+   verify_buffer batch and their verdicts, into out. Returns the number of lines written (fewer
+   than n when out has less than KBM_LINE_MAX bytes left, or at a packet it cannot format: a
+   bad offset or verdict, a negative time) and their length in *written. */
+size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                        const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
+                        size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
+                        char *out, size_t out_len, size_t *written);
+
 #endif /* KBM_H */

@@ -15,10 +15,11 @@ a shorter one is handed out as it is (the verifier then calls it MALFORMED).
 Frame numbers count every frame from 1, as Wireshark does. A damaged capture stops the reader
 with :class:`CaptureError` (frame number and byte offset) after every batch before the damage.
 
-With numpy installed, classic pcap files take a vectorised path (``fast=True``, the default):
-record boundaries are found by following the record chain over candidate headers, many at a
-time, and the link and IPv6 headers are examined column-wise. The plain Python path gives the
-same batches and is used for pcapng and without numpy.
+Three engines give the same packets: the C walker of csrc/capture.c (the default whenever the
+C core is built: records, link and IPv6 headers and the gather in C, over the whole mapping);
+with numpy, a vectorised path for classic pcap (record boundaries found by following the record
+chain over candidate headers, many at a time, headers examined column-wise); and the plain Python
+walk, the oracle the tests compare the other two with.
 """
 
 from __future__ import annotations
@@ -36,9 +37,21 @@ try:  # optional: the fast path
 except ImportError:  # pragma: no cover - exercised where numpy is missing
     np = None  # type: ignore[assignment]
 
+try:  # the C walker (csrc/capture.c), part of the C core
+    from ._native_edge import ffi as _ffi
+    from ._native_edge import lib as _lib
+except ImportError:  # pragma: no cover - a source tree without the built core
+    _ffi = _lib = None
+
+#: Whether the C walker and line formatter (csrc/capture.c) are built.
+HAVE_C = _lib is not None
+
 __all__ = [
+    "ENGINES",
+    "HAVE_C",
     "Batch",
     "CaptureError",
+    "Chunk",
     "CaptureReader",
     "Fields",
     "PcapWriter",
@@ -88,6 +101,14 @@ PCAPNG_BOM = 0x1A2B3C4D
 
 #: Mobility packets per batch handed to the verifier.
 DEFAULT_BATCH = 65536
+#: Bytes of packets per batch at most, for the C engine (a batch ends early when the next
+#: packet would pass it), so memory stays bounded whatever the packets' sizes.
+MAX_BATCH_BYTES = 1 << 26
+#: The readers that give identical batches: "c" (csrc/capture.c), "numpy" (classic pcap only;
+#: pcapng goes the plain way), "plain" (the oracle).
+ENGINES = ("c", "numpy", "plain")
+#: Microseconds past this do not fit a Batch's int64 times (a pcapng timestamp can claim more).
+_MAX_TIME_US = (1 << 63) - 1
 
 
 class CaptureError(Exception):
@@ -286,20 +307,61 @@ class CaptureReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def batches(self, size: int = DEFAULT_BATCH, *, fast: bool = True) -> Iterator[Batch]:
+    def batches(self, size: int = DEFAULT_BATCH, *, fast: bool = True, engine: str | None = None) -> Iterator[Batch]:
         """Mobility packets in batches of at most ``size``, in capture order.
 
-        ``fast=False`` forces the plain Python walk (the two give identical batches).
+        ``engine`` picks the reader (:data:`ENGINES`); by default the C walker when the C core is
+        built, else numpy, else plain. ``fast=False`` is ``engine="plain"``. Every engine gives
+        the same packets, frames, times, counts and damage; the C engine may end a batch early
+        to keep it under :data:`MAX_BATCH_BYTES`.
         """
         if size < 1:
             raise ValueError("size: must be at least 1")
+        if engine is None:
+            engine = "plain" if not fast else "c" if _lib is not None else "numpy" if np is not None else "plain"
+        if engine not in ENGINES:
+            raise ValueError(f"engine: one of {ENGINES}, not {engine!r}")
+        if engine == "c":
+            for chunk in self.chunks(size, sets=1):
+                n = chunk.n
+                data = bytes(memoryview(chunk.data)[: chunk.offsets[n]])
+                offsets = array("Q", memoryview(chunk.offsets)[: n + 1])
+                frames, times = array("Q", memoryview(chunk.frames)[:n]), array("q", memoryview(chunk.times)[:n])
+                yield Batch(data, offsets, frames, times)
+            return
         if self.format == "pcapng":
             walk: Iterator[tuple[int, int, int, int, int]] = self._pcapng_frames()
             yield from self._collect(walk, size)
-        elif fast and np is not None:
+        elif engine == "numpy" and np is not None:
             yield from _fast_pcap(self, size)
         else:
             yield from self._collect(self._pcap_frames(), size)
+
+    # -- the C walk ----------------------------------------------------------------------------
+
+    def chunks(self, size: int = DEFAULT_BATCH, *, sets: int = 2, max_bytes: int = MAX_BATCH_BYTES) -> Iterator[Chunk]:
+        """Mobility packets in :class:`Chunk` buffers, read by the C walker (csrc/capture.c).
+
+        The buffers are reused: chunk ``k`` is overwritten when chunk ``k + sets`` is read, so
+        a consumer may work on ``sets - 1`` chunks while the next one is read. A chunk holds
+        at most ``size`` packets and, past its first packet, at most ``max_bytes`` bytes of them.
+        """
+        if _ffi is None or _lib is None:  # pragma: no cover - a source tree without the built core
+            raise RuntimeError("the C capture walker is not built")
+        if size < 1 or sets < 1:
+            raise ValueError("size and sets: must be at least 1")
+        walk = _CWalk(self)
+        pool = [Chunk(size) for _ in range(sets)]
+        k = 0
+        try:
+            while True:
+                chunk = pool[k % sets]
+                k += 1
+                if not walk.fill(chunk, max_bytes):
+                    break
+                yield chunk
+        finally:
+            walk.release()
 
     # -- the plain walk ------------------------------------------------------------------------
 
@@ -423,11 +485,133 @@ class CaptureReader:
                     self._damage(frame, pos, f"packet block names interface {iface}, which is not described")
                     return
                 linktype, num, den = interfaces[iface]
+                time_us = 0 if ts is None else ts * num // den
+                if time_us > _MAX_TIME_US:
+                    self._damage(frame, pos, f"packet block's timestamp ({ts} units) is past the 64-bit microsecond range")
+                    return
                 progress.frames = frame
                 progress.position = pos + total
-                yield frame, 0 if ts is None else ts * num // den, data, caplen, linktype
+                yield frame, time_us, data, caplen, linktype
             pos += total
             progress.position = pos
+
+
+class Chunk:
+    """Reusable buffers of the C walker: ``n`` packets back to back in ``data`` with ``n + 1``
+    ``offsets`` (uint64), their frame numbers and µs times (capacity: ``size`` packets)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.n = 0
+        self.data = bytearray(0)
+        self.offsets = array("Q", bytes(8 * (size + 1)))
+        self.frames = array("Q", bytes(8 * size))
+        self.times = array("q", bytes(8 * size))
+        self.ip_off = array("Q", bytes(8 * size))
+        self.ip_len = array("I", bytes(4 * size))
+        self.text = bytearray(0)  # for the consumer (kbmfast verify's lines)
+
+    def buffer(self) -> memoryview:
+        """The packets, as verify_buffer takes them."""
+        return memoryview(self.data)[: self.offsets[self.n]]
+
+    def offsets_view(self) -> memoryview:
+        """The n + 1 offsets, as verify_buffer takes them."""
+        return memoryview(self.offsets)[: self.n + 1]
+
+    def batch(self) -> Batch:
+        """A copy as a :class:`Batch`."""
+        n = self.n
+        return Batch(
+            bytes(self.buffer()),
+            array("Q", self.offsets_view()),
+            array("Q", memoryview(self.frames)[:n]),
+            array("q", memoryview(self.times)[:n]),
+        )
+
+
+_C_DAMAGE = {
+    1: "record header truncated ({a} of 16 bytes)",
+    2: "record claims {a} captured bytes (more than " + str(MAX_CAPLEN) + ")",
+    3: "record runs past the end of the file ({a} bytes, {b} left)",
+    4: "block header truncated ({a} of 12 bytes)",
+    5: "section header block with an invalid byte-order magic",
+    6: "block length {a} is not a multiple of 4 of at least 12",
+    7: "block runs past the end of the file ({a} bytes, {b} left)",
+    8: "block's trailing length differs from its leading length",
+    9: "interface description block too short",
+    10: "simple packet block too short",
+    11: "packet block too short",
+    12: "packet block claims {a} captured bytes, holds {b}",
+    13: "packet block names interface {a}, which is not described",
+    14: "packet block's timestamp ({a} units) is past the 64-bit microsecond range",
+}
+
+
+class _CWalk:
+    """A kbm_capture over a reader's buffer (the mapping), walked into Chunks."""
+
+    def __init__(self, reader: CaptureReader) -> None:
+        assert _ffi is not None and _lib is not None
+        self.reader = reader
+        self.c = _ffi.new("kbm_capture *")
+        self.buf = _ffi.from_buffer("uint8_t[]", reader._buf) if reader.size else _ffi.new("uint8_t[]", 1)
+        rc = _lib.kbm_capture_open(self.c, self.buf, reader.size)
+        if rc != 0 or (self.c.format == _lib.KBM_CAP_PCAPNG) != (reader.format == "pcapng"):
+            raise AssertionError(f"the C walker reads {reader.path}'s header differently ({rc})")  # pragma: no cover
+        self.ifaces = _ffi.new("kbm_cap_iface[]", 16)
+        self.c.ifaces, self.c.cap_ifaces = self.ifaces, 16
+        self.out = _ffi.new("kbm_cap_out *")
+
+    def fill(self, chunk: Chunk, max_bytes: int) -> bool:
+        """Walk on into ``chunk``; False when no packet is left (the end or damage)."""
+        assert _ffi is not None and _lib is not None
+        c, out, reader = self.c, self.out, self.reader
+        n = 0
+        total = 0
+        fb = _ffi.from_buffer
+        ip_off, ip_len = fb("uint64_t[]", chunk.ip_off), fb("uint32_t[]", chunk.ip_len)
+        frames, times = fb("uint64_t[]", chunk.frames), fb("int64_t[]", chunk.times)
+        while True:
+            out.ip_off, out.ip_len, out.frame, out.time_us = ip_off + n, ip_len + n, frames + n, times + n
+            got = _lib.kbm_capture_walk(c, out, chunk.size - n, max(max_bytes - total, 1) if max_bytes else 0)
+            n += got
+            total += c.walked_bytes
+            if not c.need_ifaces:
+                break
+            bigger = _ffi.new("kbm_cap_iface[]", 2 * c.cap_ifaces)
+            _ffi.memmove(bigger, self.ifaces, _ffi.sizeof("kbm_cap_iface") * c.n_ifaces)
+            self.ifaces = bigger
+            c.ifaces, c.cap_ifaces = bigger, 2 * c.cap_ifaces
+        progress = reader._progress
+        progress.frames, progress.other, progress.position = c.frames, c.other, c.pos
+        if c.error and reader.error is None:
+            reason = _C_DAMAGE[c.error].format(a=c.error_a, b=c.error_b)
+            reader._damage(c.error_frame, c.error_offset, reason)
+        chunk.n = n
+        if n == 0:
+            return False
+        if len(chunk.data) < total:
+            chunk.data = bytearray(total)
+        rc = _lib.kbm_capture_gather(
+            self.buf,
+            reader.size,
+            ip_off,
+            ip_len,
+            n,
+            fb("uint8_t[]", chunk.data),
+            len(chunk.data),
+            fb("uint64_t[]", chunk.offsets),
+        )
+        if rc:  # pragma: no cover - the walker only hands out packets inside the file
+            raise AssertionError("kbm_capture_gather refused the walker's packets")
+        return True
+
+    def release(self) -> None:
+        """Drop the view of the mapping (so that the reader can close it)."""
+        assert _ffi is not None
+        if self.reader.size:
+            _ffi.release(self.buf)
 
 
 def _tsresol(buf: Any, order: str, pos: int, end: int) -> tuple[int, int]:

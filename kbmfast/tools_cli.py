@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import ipaddress
 import json
 import os
@@ -27,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ._types import BA_STATUS, FLAG_A, Result, Verdict
 
 if TYPE_CHECKING:
-    from .capture import Batch, CaptureReader, Fields
+    from .capture import Batch, CaptureReader, Chunk, Fields
 
 # The capture module (and numpy, when installed) is imported when a command runs, not for --help.
 MH_TYPE_NAMES = ("BRR", "HoTI", "CoTI", "HoT", "CoT", "BU", "BA", "BE")
@@ -458,6 +459,65 @@ class _Job:
         return fields, verdicts, last, text, counts
 
 
+class _CLines:
+    """One chunk's work on the worker thread, for text lines or --quiet: verify_buffer, then the
+    lines formatted in C (csrc/capture.c, kbm_format_lines: byte for byte :func:`format_plain`)
+    into the chunk's text buffer. Both calls release the GIL, so the next chunk is walked and
+    the previous one written meanwhile."""
+
+    SLOTS = 1 << 16  # address texts cached (peers repeat)
+
+    def __init__(self, verifier: Any, quiet: bool) -> None:
+        from ._native_edge import ffi
+
+        self.verifier, self.quiet, self.ffi = verifier, quiet, ffi
+        self.cache = ffi.new("kbm_addr_slot[]", self.SLOTS) if not quiet else None
+        self.dotted = int(str(ipaddress.IPv6Address("::ffff:1.2.3.4")) == "::ffff:1.2.3.4")
+
+    def __call__(self, chunk: Chunk) -> tuple[memoryview | bytes, list[int]]:
+        from ._native_edge import lib as _lib
+
+        n = chunk.n
+        verdicts = self.verifier.verify_buffer(chunk.buffer(), chunk.offsets_view())
+        raw = verdicts.tobytes()
+        counts = [raw.count(code) for code in range(len(Verdict))]
+        if self.quiet:
+            return b"", counts
+        ffi, fb = self.ffi, self.ffi.from_buffer
+        need = n * _lib.KBM_LINE_MAX
+        if len(chunk.text) < need:
+            chunk.text = bytearray(need)
+        written = ffi.new("size_t *")
+        done = _lib.kbm_format_lines(
+            fb("uint8_t[]", chunk.data),
+            len(chunk.data),
+            fb("uint64_t[]", chunk.offsets),
+            fb("uint64_t[]", chunk.frames),
+            fb("int64_t[]", chunk.times),
+            fb("uint8_t[]", verdicts),
+            n,
+            self.cache,
+            self.SLOTS,
+            self.dotted,
+            fb("char[]", chunk.text),
+            len(chunk.text),
+            written,
+        )
+        text: memoryview | bytes = memoryview(chunk.text)[: written[0]]
+        if done < n:  # pragma: no cover - only for values C does not format (none today)
+            from .capture import Batch as _Batch
+            from .capture import fields_plain
+
+            batch = chunk.batch()
+            rest = _Batch(batch.data, batch.offsets[done:], batch.frames[done:], batch.times[done:])
+            text = bytes(text) + format_plain(rest, fields_plain(rest), list(verdicts)[done:], _Addresses()).encode()
+        return text, counts
+
+
+def _call_job(work: _Job, path: str, batch: Batch) -> Any:
+    return work(batch, path)
+
+
 def run_verify(args: argparse.Namespace) -> int:
     """Verify the captures; print lines and the summary; return the exit status."""
     if args.demo:
@@ -479,7 +539,7 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
     import kbmfast
     import kbmfast.reference
 
-    from .capture import CaptureError, CaptureReader
+    from .capture import HAVE_C, CaptureError, CaptureReader
     from .capture import np as _np
 
     backend: Any = kbmfast if args.backend == "c" else kbmfast.reference
@@ -502,6 +562,7 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
     fast = _FastFormatter(addr, _np) if _np is not None and not args.json else None
     acks = _Acks(verifier, args.acks_out) if args.acks_out else None
     work = _Job(verifier, acks, fast, args.json, args.quiet, _np)
+    lines = _CLines(verifier, args.quiet) if HAVE_C and not args.json and acks is None else None
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbmfast-verify")
     try:
         for path in captures:
@@ -514,7 +575,18 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
             with reader:
                 if not args.json and not args.quiet:
                     out.write(f"# {path}\n{HEADER}\n")
-                pending: tuple[Batch, Future[Any]] | None = None
+                pending: tuple[Any, Future[Any]] | None = None
+
+                def emit_lines(job: tuple[Chunk, Future[Any]]) -> None:
+                    text, batch_counts = job[1].result()
+                    for code, k in enumerate(batch_counts):
+                        counts[code] += k
+                    if text:
+                        if hasattr(out, "buffer"):
+                            out.flush()
+                            out.buffer.write(text)
+                        else:
+                            out.write(bytes(text).decode())
 
                 def emit(job: tuple[Batch, Future[Any]]) -> None:
                     batch, future = job
@@ -531,14 +603,18 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
                         acks.write(batch, fields, verdicts, last)
                         totals["acks"] += acks.writer.count - before
 
-                for batch in reader.batches(args.batch):
-                    future = pool.submit(work, batch, path)
+                # The C path (walk, gather, verify, format in C) when it applies, else batches.
+                items: Iterator[Any] = reader.chunks(args.batch, sets=2) if lines is not None else reader.batches(args.batch)
+                job: Any = lines if lines is not None else functools.partial(_call_job, work, path)
+                finish = emit_lines if lines is not None else emit
+                for item in items:
+                    future = pool.submit(job, item)
                     if pending is not None:
-                        emit(pending)
-                    pending = (batch, future)
+                        finish(pending)
+                    pending = (item, future)
                     progress.show(path, reader)
                 if pending is not None:
-                    emit(pending)
+                    finish(pending)
                 totals["frames"] += reader.frames
                 totals["other"] += reader.other
                 progress.clear()

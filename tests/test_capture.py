@@ -47,11 +47,27 @@ def packets(batches: list[Batch]) -> list[tuple[int, int, bytes]]:
     return [(b.frames[i], b.times[i], b.packet(i)) for b in batches for i in range(len(b))]
 
 
+def read_engine(path: pathlib.Path, engine: str, size: int = 500) -> tuple[list[Batch], CaptureReader]:
+    with CaptureReader(path) as r:
+        batches = list(r.batches(size, engine=engine))
+        return batches, r
+
+
 def check_same_both_ways(path: pathlib.Path) -> list[tuple[int, int, bytes]]:
+    """Every engine (C walker, numpy, plain Python) reads ``path`` alike: packets, frame numbers,
+    times, counts, progress and damage (the plain walk is the oracle)."""
     plain, r1 = read_all(path, fast=False)
     got = packets(plain)
+    seen = (r1.frames, r1.other, r1.position, repr(r1.error))
+    for size in (500, 7):
+        c, rc = read_engine(path, "c", size)
+        assert packets(c) == got
+        assert (rc.frames, rc.other, rc.position, repr(rc.error)) == seen
+        assert all(len(b) == size for b in c[:-1])
     if HAS_NUMPY:
         fast, r2 = read_all(path, fast=True)
+        assert packets(fast) == got
+        fast, r2 = read_engine(path, "numpy")
         assert packets(fast) == got
         assert (r1.frames, r1.other, repr(r1.error)) == (r2.frames, r2.other, repr(r2.error))
         for b in fast:
@@ -164,8 +180,8 @@ def test_damaged_pcap_reports_frame_and_offset(tmp_path: pathlib.Path, traffic: 
     data = path.read_bytes()
     path.write_bytes(data[:-cut])
     offset = 24 + sum(16 + len(f) for f, _ in traffic.frames[:49])
-    for fast in (False, True) if HAS_NUMPY else (False,):
-        batches, r = read_all(path, fast=fast, size=7)
+    for engine in ("plain", "c", "numpy") if HAS_NUMPY else ("plain", "c"):
+        batches, r = read_engine(path, engine, size=7)
         assert r.error is not None and (r.error.frame, r.error.offset) == (50, offset)
         assert [n for n, _, _ in packets(batches)] == list(range(1, 50))
         assert "frame 50" in str(r.error) and f"byte offset {offset}" in str(r.error)
@@ -177,12 +193,16 @@ def test_damaged_pcapng(tmp_path: pathlib.Path, traffic: gen.Traffic) -> None:
         write_pcapng(f, traffic.frames[:10])
     data = bytearray(path.read_bytes())
     path.write_bytes(bytes(data[:-10]))
-    batches, r = read_all(path)
-    assert r.error is not None and r.error.frame == 10 and len(packets(batches)) == 9
+    for engine in ("plain", "c"):
+        batches, r = read_engine(path, engine)
+        assert r.error is not None and r.error.frame == 10 and len(packets(batches)) == 9
+    check_same_both_ways(path)
     data[-4:] = b"\0\0\0\0"  # trailing length wrong
     path.write_bytes(bytes(data))
-    _, r = read_all(path)
-    assert r.error is not None and "trailing length" in r.error.reason
+    for engine in ("plain", "c"):
+        _, r = read_engine(path, engine)
+        assert r.error is not None and "trailing length" in r.error.reason
+    check_same_both_ways(path)
 
 
 @pytest.mark.parametrize("content", [b"", b"abc", b"\xd4\xc3\xb2\xa1" + bytes(4), b"hello world, not a capture"])

@@ -1,0 +1,666 @@
+/* Capture files in memory: the record walk of classic pcap and pcapng, the link-layer and IPv6
+   headers of each frame, the gather of the mobility packets, and the text lines of
+   `kbmfast verify`. The same rules as kbmfast/capture.py and kbmfast/tools_cli.py (the Python
+   code is the oracle; tests/test_capture.py compares the two on every capture it builds).
+
+   Every read is checked against the buffer's size; nothing is allocated here. */
+#include "kbm.h"
+
+#include <string.h>
+
+enum {
+    LT_NULL = 0, LT_ETHERNET = 1, LT_RAW12 = 12, LT_RAW14 = 14, LT_RAW = 101, LT_LOOP = 108,
+    LT_SLL = 113, LT_IPV6 = 229, LT_SLL2 = 276
+};
+enum { MAX_EXT = 16, NH_MH = 135 };
+
+#define PCAP_MAGIC_US 0xA1B2C3D4u
+#define PCAP_MAGIC_NS 0xA1B23C4Du
+#define PCAPNG_SHB 0x0A0D0D0Au
+
+static uint32_t rd32(const uint8_t *p, int big)
+{
+    if (big)
+        return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+static uint16_t rd16(const uint8_t *p, int big)
+{
+    return big ? (uint16_t)(p[0] << 8 | p[1]) : (uint16_t)(p[1] << 8 | p[0]);
+}
+
+static int is_af_inet6(uint32_t family)
+{
+    return family == 10 || family == 24 || family == 28 || family == 30;
+}
+
+int64_t kbm_cap_ipv6_start(const uint8_t *buf, size_t start, size_t caplen, uint32_t linktype)
+{
+    size_t end = start + caplen;
+    switch (linktype) {
+    case LT_ETHERNET:
+        for (size_t p = start + 12; p + 2 <= end; p += 4) {
+            uint16_t et = rd16(buf + p, 1);
+            if (et == 0x86DD)
+                return (int64_t)(p + 2);
+            if (et != 0x8100 && et != 0x88A8 && et != 0x9100)
+                return -1;
+        }
+        return -1;
+    case LT_RAW:
+    case LT_IPV6:
+    case LT_RAW12:
+    case LT_RAW14:
+        return caplen && buf[start] >> 4 == 6 ? (int64_t)start : -1;
+    case LT_SLL:
+        return caplen >= 16 && rd16(buf + start + 14, 1) == 0x86DD ? (int64_t)(start + 16) : -1;
+    case LT_SLL2:
+        return caplen >= 20 && rd16(buf + start, 1) == 0x86DD ? (int64_t)(start + 20) : -1;
+    case LT_NULL:
+        if (caplen < 4)
+            return -1;
+        return is_af_inet6(rd32(buf + start, 0)) || is_af_inet6(rd32(buf + start, 1))
+                   ? (int64_t)(start + 4)
+                   : -1;
+    case LT_LOOP:
+        return caplen >= 4 && is_af_inet6(rd32(buf + start, 1)) ? (int64_t)(start + 4) : -1;
+    default:
+        return -1;
+    }
+}
+
+int64_t kbm_cap_mobility_length(const uint8_t *ip, size_t available)
+{
+    if (available < 40 || ip[0] >> 4 != 6)
+        return -1;
+    size_t length = 40 + (size_t)rd16(ip + 4, 1);
+    if (length > available)
+        length = available;
+    unsigned nh = ip[6];
+    size_t pos = 40;
+    for (int k = 0; k < MAX_EXT; k++) {
+        if (nh == NH_MH)
+            return (int64_t)length;
+        if ((nh != 0 && nh != 43 && nh != 60) || pos + 2 > length)
+            return -1;
+        nh = ip[pos];
+        pos += ((size_t)ip[pos + 1] + 1) * 8;
+    }
+    return nh == NH_MH ? (int64_t)length : -1;
+}
+
+int kbm_capture_open(kbm_capture *c, const uint8_t *buf, size_t size)
+{
+    memset(c, 0, sizeof *c);
+    c->buf = buf;
+    c->size = size;
+    if (size < 4)
+        return KBM_CAP_ENOTCAP;
+    uint32_t le = rd32(buf, 0), be = rd32(buf, 1);
+    if (le == PCAPNG_SHB) {
+        c->format = KBM_CAP_PCAPNG;
+        return 0;
+    }
+    for (int big = 0; big < 2; big++) {
+        uint32_t magic = big ? be : le;
+        if (magic == PCAP_MAGIC_US || magic == PCAP_MAGIC_NS) {
+            if (size < 24)
+                return KBM_CAP_EHEADER;
+            c->format = KBM_CAP_PCAP;
+            c->big_endian = big;
+            c->nanoseconds = magic == PCAP_MAGIC_NS;
+            c->linktype = rd32(buf + 20, big) & 0xFFFF;
+            c->pos = 24;
+            return 0;
+        }
+    }
+    return KBM_CAP_ENOTCAP;
+}
+
+static void damage(kbm_capture *c, int code, uint64_t frame, uint64_t a, uint64_t b)
+{
+    c->error = code;
+    c->error_frame = frame;
+    c->error_offset = c->pos;
+    c->error_a = a;
+    c->error_b = b;
+    c->done = 1;
+}
+
+/* units * num / den (an interface's if_tsresol, see kbm_cap_iface) in µs; 0 on overflow of
+   the signed 64-bit range. */
+static int scale_time(const kbm_cap_iface *f, uint64_t ts, int64_t *us)
+{
+    uint64_t r;
+    if (f->mode == KBM_TS_MUL) {
+        if (f->factor && ts > (uint64_t)INT64_MAX / f->factor)
+            return 0;
+        r = ts * f->factor;
+    } else if (f->mode == KBM_TS_DIV) {
+        r = f->factor ? ts / f->factor : 0;
+    } else { /* ts * 10^6 >> factor, with a 128-bit product */
+        uint64_t a0 = ts & 0xFFFFFFFFu, a1 = ts >> 32, m = 1000000;
+        uint64_t p0 = a0 * m, p1 = a1 * m;
+        uint64_t lo = p0 + (p1 << 32);
+        uint64_t hi = (p1 >> 32) + (lo < p0);
+        unsigned s = (unsigned)f->factor;
+        if (s == 0)
+            r = hi ? UINT64_MAX : lo;
+        else if (s < 64) {
+            if (hi >> s)
+                return 0;
+            r = lo >> s | hi << (64 - s);
+        } else
+            r = s - 64 < 64 ? hi >> (s - 64) : 0;
+    }
+    if (r > (uint64_t)INT64_MAX)
+        return 0;
+    *us = (int64_t)r;
+    return 1;
+}
+
+static void set_tsresol(kbm_cap_iface *f, const uint8_t *buf, size_t pos, size_t end, int big)
+{
+    f->mode = KBM_TS_MUL;
+    f->factor = 1;
+    while (pos + 4 <= end) {
+        uint16_t code = rd16(buf + pos, big), len = rd16(buf + pos + 2, big);
+        if (code == 0)
+            break;
+        if (code == 9 && len >= 1) {
+            /* the caller guarantees the block's 4-byte trailer follows end */
+            uint8_t v = buf[pos + 4];
+            unsigned exp = v & 0x7Fu;
+            if (v & 0x80) {
+                f->mode = KBM_TS_SHIFT;
+                f->factor = exp;
+            } else if (exp <= 6) {
+                uint64_t k = 1;
+                for (unsigned i = exp; i < 6; i++)
+                    k *= 10;
+                f->factor = k;
+            } else {
+                f->mode = KBM_TS_DIV;
+                uint64_t k = 1;
+                for (unsigned i = 6; i < exp && k; i++)
+                    k = k <= UINT64_MAX / 10 ? k * 10 : 0; /* 0: beyond 64 bits, every time is 0 */
+                f->factor = k;
+            }
+            return;
+        }
+        pos += 4 + ((size_t)len + 3) / 4 * 4;
+    }
+}
+
+/* One frame read: classify it and, for a mobility packet, append it. */
+static int take(kbm_capture *c, size_t start, size_t caplen, uint32_t linktype, int64_t us,
+                kbm_cap_out *o, size_t n)
+{
+    int64_t ip = kbm_cap_ipv6_start(c->buf, start, caplen, linktype);
+    int64_t len = ip < 0 ? -1
+                         : kbm_cap_mobility_length(c->buf + ip, start + caplen - (size_t)ip);
+    if (len < 0) {
+        c->other++;
+        return 0;
+    }
+    o->ip_off[n] = (uint64_t)ip;
+    o->ip_len[n] = (uint32_t)len;
+    o->frame[n] = c->frames;
+    o->time_us[n] = us;
+    return 1;
+}
+
+static size_t walk_pcap(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t max_bytes,
+                        uint64_t *bytes)
+{
+    const uint8_t *buf = c->buf;
+    size_t size = c->size, n = 0;
+    int big = c->big_endian;
+    while (c->pos < size && n < max) {
+        size_t pos = c->pos;
+        uint64_t frame = c->frames + 1;
+        if (size - pos < 16) {
+            damage(c, KBM_CAP_E_RECORD_TRUNCATED, frame, size - pos, 0);
+            return n;
+        }
+        uint32_t sec = rd32(buf + pos, big), frac = rd32(buf + pos + 4, big);
+        uint32_t caplen = rd32(buf + pos + 8, big);
+        if (caplen > KBM_CAP_MAX_CAPLEN) {
+            damage(c, KBM_CAP_E_RECORD_CAPLEN, frame, caplen, 0);
+            return n;
+        }
+        if (caplen > size - pos - 16) {
+            damage(c, KBM_CAP_E_RECORD_PAST_END, frame, caplen, size - pos - 16);
+            return n;
+        }
+        /* a packet that would overflow the byte budget waits for the next call */
+        if (n && max_bytes) {
+            int64_t ip = kbm_cap_ipv6_start(buf, pos + 16, caplen, c->linktype);
+            if (ip >= 0 && *bytes + (uint64_t)(pos + 16 + caplen - (size_t)ip) > max_bytes)
+                return n;
+        }
+        c->frames = frame;
+        c->pos = pos + 16 + caplen;
+        int64_t us = (int64_t)sec * 1000000 + (c->nanoseconds ? frac / 1000 : frac);
+        if (take(c, pos + 16, caplen, c->linktype, us, o, n))
+            *bytes += o->ip_len[n++];
+    }
+    if (c->pos >= size)
+        c->done = 1;
+    return n;
+}
+
+static size_t walk_pcapng(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t max_bytes,
+                          uint64_t *bytes)
+{
+    const uint8_t *buf = c->buf;
+    size_t size = c->size, n = 0;
+    while (c->pos < size && n < max) {
+        size_t pos = c->pos;
+        uint64_t where = c->frames + 1;
+        if (size - pos < 12) {
+            damage(c, KBM_CAP_E_BLOCK_TRUNCATED, where, size - pos, 0);
+            return n;
+        }
+        int big = c->big_endian;
+        uint32_t btype = rd32(buf + pos, big);
+        if (btype == PCAPNG_SHB) {
+            const uint8_t *bom = buf + pos + 8;
+            if (bom[0] == 0x4d && bom[1] == 0x3c && bom[2] == 0x2b && bom[3] == 0x1a)
+                big = 0;
+            else if (bom[0] == 0x1a && bom[1] == 0x2b && bom[2] == 0x3c && bom[3] == 0x4d)
+                big = 1;
+            else {
+                damage(c, KBM_CAP_E_SHB_BOM, where, 0, 0);
+                return n;
+            }
+            /* committed only once the block is whole (a retry would otherwise differ) */
+        }
+        uint32_t total = rd32(buf + pos + 4, big);
+        if (total < 12 || total % 4) {
+            damage(c, KBM_CAP_E_BLOCK_LENGTH, where, total, 0);
+            return n;
+        }
+        if (total > size - pos) {
+            damage(c, KBM_CAP_E_BLOCK_PAST_END, where, total, size - pos);
+            return n;
+        }
+        if (rd32(buf + pos + total - 4, big) != total) {
+            damage(c, KBM_CAP_E_BLOCK_TRAILER, where, 0, 0);
+            return n;
+        }
+        size_t body = pos + 8, body_len = (size_t)total - 12;
+        if (btype == PCAPNG_SHB) {
+            c->big_endian = big;
+            c->n_ifaces = 0;
+        } else if (btype == 1) {
+            if (body_len < 8) {
+                damage(c, KBM_CAP_E_IDB_SHORT, where, 0, 0);
+                return n;
+            }
+            if (c->n_ifaces == c->cap_ifaces) {
+                c->need_ifaces = 1; /* the caller gives a larger table and calls again */
+                return n;
+            }
+            kbm_cap_iface *f = &c->ifaces[c->n_ifaces];
+            f->linktype = rd16(buf + body, big);
+            set_tsresol(f, buf, body + 8, body + body_len, big);
+            c->n_ifaces++;
+        } else if (btype == 6 || btype == 2 || btype == 3) {
+            uint64_t frame = c->frames + 1;
+            size_t iface, caplen, data;
+            uint64_t ts = 0;
+            if (btype == 3) {
+                if (body_len < 4) {
+                    damage(c, KBM_CAP_E_SPB_SHORT, frame, 0, 0);
+                    return n;
+                }
+                iface = 0;
+                caplen = rd32(buf + body, big);
+                if (caplen > body_len - 4)
+                    caplen = body_len - 4;
+                data = body + 4;
+            } else {
+                if (body_len < 20) {
+                    damage(c, KBM_CAP_E_PB_SHORT, frame, 0, 0);
+                    return n;
+                }
+                if (btype == 6) {
+                    iface = rd32(buf + body, big);
+                    ts = (uint64_t)rd32(buf + body + 4, big) << 32 | rd32(buf + body + 8, big);
+                } else {
+                    iface = rd16(buf + body, big);
+                    ts = (uint64_t)rd32(buf + body + 4, big) << 32 | rd32(buf + body + 8, big);
+                }
+                caplen = rd32(buf + body + 12, big);
+                data = body + 20;
+                if (caplen > body_len - 20) {
+                    damage(c, KBM_CAP_E_PB_CAPLEN, frame, caplen, body_len - 20);
+                    return n;
+                }
+            }
+            if (iface >= c->n_ifaces) {
+                damage(c, KBM_CAP_E_IFACE, frame, iface, 0);
+                return n;
+            }
+            const kbm_cap_iface *f = &c->ifaces[iface];
+            int64_t us = 0;
+            if (btype != 3 && !scale_time(f, ts, &us)) {
+                damage(c, KBM_CAP_E_TIME, frame, ts, 0);
+                return n;
+            }
+            if (n && max_bytes) {
+                int64_t ip = kbm_cap_ipv6_start(buf, data, caplen, f->linktype);
+                if (ip >= 0 && *bytes + (uint64_t)(data + caplen - (size_t)ip) > max_bytes)
+                    return n;
+            }
+            c->frames = frame;
+            c->pos = pos + total;
+            if (take(c, data, caplen, f->linktype, us, o, n))
+                *bytes += o->ip_len[n++];
+            continue;
+        }
+        c->pos = pos + total;
+    }
+    if (c->pos >= size)
+        c->done = 1;
+    return n;
+}
+
+size_t kbm_capture_walk(kbm_capture *c, kbm_cap_out *out, size_t max, uint64_t max_bytes)
+{
+    size_t n = 0;
+    c->need_ifaces = 0;
+    c->walked_bytes = 0;
+    if (c->done || max == 0)
+        return 0;
+    if (c->format == KBM_CAP_PCAP)
+        n = walk_pcap(c, out, max, max_bytes, &c->walked_bytes);
+    else if (c->format == KBM_CAP_PCAPNG)
+        n = walk_pcapng(c, out, max, max_bytes, &c->walked_bytes);
+    else
+        c->done = 1;
+    return n;
+}
+
+int kbm_capture_gather(const uint8_t *buf, size_t size, const uint64_t *ip_off,
+                       const uint32_t *ip_len, size_t n, uint8_t *data, size_t data_len,
+                       uint64_t *offsets)
+{
+    size_t at = 0;
+    offsets[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = ip_len[i];
+        if (ip_off[i] > size || len > size - ip_off[i] || len > data_len - at)
+            return KBM_EINVAL;
+        memcpy(data + at, buf + ip_off[i], len);
+        at += len;
+        offsets[i + 1] = at;
+    }
+    return KBM_OK;
+}
+
+/* ---- the text lines of `kbmfast verify` (tools_cli.format_plain) ---- */
+
+static size_t find_option(const uint8_t *p, size_t pos, size_t end, uint8_t want,
+                          uint8_t want_len, int *found)
+{
+    *found = 0;
+    while (pos < end) {
+        uint8_t t = p[pos];
+        if (t == 0) {
+            pos++;
+            continue;
+        }
+        if (pos + 1 >= end)
+            return 0;
+        uint8_t n = p[pos + 1];
+        if (t == want && n == want_len && pos + 2 + n <= end) {
+            *found = 1;
+            return pos;
+        }
+        pos += 2 + (size_t)n;
+    }
+    return 0;
+}
+
+int kbm_packet_fields(const uint8_t *p, size_t length, kbm_fields *f)
+{
+    memset(f, 0, sizeof *f);
+    f->mh_type = -1;
+    if (length < 40)
+        return KBM_EINVAL;
+    unsigned nh = p[6];
+    size_t pos = 40, hao = 0;
+    int has_hao = 0;
+    for (int k = 0; k < MAX_EXT; k++) {
+        if ((nh != 0 && nh != 43 && nh != 60) || pos + 2 > length)
+            break;
+        size_t next = pos + ((size_t)p[pos + 1] + 1) * 8;
+        if (nh == 60 && !has_hao)
+            hao = find_option(p, pos + 2, next < length ? next : length, 0xC9, 16, &has_hao);
+        nh = p[pos];
+        pos = next;
+    }
+    f->home = has_hao ? (int32_t)(hao + 2) : 8;
+    f->care_of = 8;
+    if (nh != NH_MH || pos + 3 > length)
+        return 0;
+    f->mh_type = p[pos + 2];
+    if (f->mh_type != 5 || pos + 12 > length)
+        return 0;
+    f->seq = rd16(p + pos + 6, 1);
+    f->flags = rd16(p + pos + 8, 1);
+    f->units = rd16(p + pos + 10, 1);
+    size_t end = pos + ((size_t)p[pos + 1] + 1) * 8;
+    int has_alt;
+    size_t alt = find_option(p, pos + 12, end < length ? end : length, 3, 16, &has_alt);
+    if (has_alt)
+        f->care_of = (int32_t)(alt + 2);
+    return 0;
+}
+
+static const char *const verdict_names[] = {
+    "ACCEPTED", "MALFORMED", "BAD_CHECKSUM", "NOT_BINDING_UPDATE", "NOT_CONFIGURED",
+    "MISSING_AUTHORIZATION", "BAD_AUTHENTICATOR", "SEQUENCE_OUT_OF_WINDOW",
+    "HOME_REGISTRATION", "INVALID_CARE_OF", "KEY_EXHAUSTED"};
+/* Binding Acknowledgement status per verdict, -1: none (kbmfast._types.BA_STATUS) */
+static const int16_t ba_status[] = {0, -1, -1, -1, -1, -1, -1, 135, 131, 174, 129};
+static const char *const mh_names[] = {"BRR", "HoTI", "CoTI", "HoT", "CoT", "BU", "BA", "BE"};
+
+static char *pad(char *o, size_t have, size_t width)
+{
+    while (have++ < width)
+        *o++ = ' ';
+    return o;
+}
+
+/* decimal digits of v, at most 20 */
+static size_t digits(uint64_t v, char tmp[20])
+{
+    size_t k = 20;
+    do {
+        tmp[--k] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return k;
+}
+
+static char *num_right(char *o, uint64_t v, size_t width)
+{
+    char tmp[20];
+    size_t k = digits(v, tmp);
+    o = pad(o, 20 - k, width);
+    memcpy(o, tmp + k, 20 - k);
+    return o + 20 - k;
+}
+
+static char *text_left(char *o, const char *s, size_t len, size_t width)
+{
+    memcpy(o, s, len);
+    return pad(o + len, len, width);
+}
+
+static char *text_right(char *o, const char *s, size_t len, size_t width)
+{
+    o = pad(o, len, width);
+    memcpy(o, s, len);
+    return o + len;
+}
+
+/* Python's str(IPv6Address): RFC 5952, and on Python >= 3.13 "::ffff:a.b.c.d" for IPv4-mapped */
+size_t kbm_ipv6_text(const uint8_t *a, int mapped_dotted, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (mapped_dotted && memcmp(a, mapped, 12) == 0) {
+        memcpy(o, "::ffff:", 7);
+        o += 7;
+        for (int i = 12; i < 16; i++) {
+            char tmp[20];
+            size_t k = digits(a[i], tmp);
+            memcpy(o, tmp + k, 20 - k);
+            o += 20 - k;
+            if (i < 15)
+                *o++ = '.';
+        }
+        return (size_t)(o - out);
+    }
+    unsigned h[8];
+    for (int i = 0; i < 8; i++)
+        h[i] = (unsigned)a[2 * i] << 8 | a[2 * i + 1];
+    int best = -1, best_len = 0;
+    for (int i = 0; i < 8;) {
+        if (h[i]) {
+            i++;
+            continue;
+        }
+        int j = i;
+        while (j < 8 && !h[j])
+            j++;
+        if (j - i > best_len) {
+            best = i;
+            best_len = j - i;
+        }
+        i = j;
+    }
+    if (best_len < 2)
+        best = -1;
+    for (int i = 0; i < 8; i++) {
+        if (i == best) {
+            *o++ = ':';
+            if (i == 0)
+                *o++ = ':';
+            i += best_len - 1;
+            continue;
+        }
+        int started = 0;
+        for (int s = 12; s >= 0; s -= 4) {
+            unsigned d = h[i] >> s & 0xF;
+            if (d || started || s == 0) {
+                *o++ = hex[d];
+                started = 1;
+            }
+        }
+        if (i < 7)
+            *o++ = ':';
+    }
+    return (size_t)(o - out);
+}
+
+static const kbm_addr_slot *address(kbm_addr_slot *cache, size_t slots, const uint8_t a[16],
+                                    int mapped_dotted)
+{
+    uint64_t x, y;
+    memcpy(&x, a, 8);
+    memcpy(&y, a + 8, 8);
+    uint64_t h = (x * 0x9E3779B97F4A7C15u) ^ (y * 0xC2B2AE3D27D4EB4Fu);
+    h ^= h >> 29;
+    kbm_addr_slot *s = &cache[(size_t)(h * 0x9E3779B97F4A7C15u >> 32) & (slots - 1)];
+    if (!s->len || memcmp(s->key, a, 16) != 0) {
+        memcpy(s->key, a, 16);
+        s->len = (uint8_t)kbm_ipv6_text(a, mapped_dotted, s->text);
+    }
+    return s;
+}
+
+size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                        const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
+                        size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
+                        char *out, size_t out_len, size_t *written)
+{
+    char *o = out;
+    size_t i = 0;
+    *written = 0;
+    if (slots == 0 || (slots & (slots - 1)))
+        return 0;
+    for (; i < n; i++) {
+        if ((size_t)(out + out_len - o) < KBM_LINE_MAX)
+            break;
+        if (offsets[i] > offsets[i + 1] || offsets[i + 1] > buf_len || verdicts[i] > 10 ||
+            times[i] < 0)
+            break;
+        const uint8_t *p = buf + offsets[i];
+        size_t len = (size_t)(offsets[i + 1] - offsets[i]);
+        kbm_fields f;
+        (void)kbm_packet_fields(p, len, &f);
+        unsigned v = verdicts[i];
+        int with_fields = v != 1 && v != 2 && v != 3 && len >= 40;
+        o = num_right(o, frames[i], 8);
+        *o++ = ' ', *o++ = ' ';
+        {
+            char tmp[20], t[28];
+            uint64_t us = (uint64_t)times[i];
+            size_t k = digits(us / 1000000, tmp), m = 20 - k;
+            memcpy(t, tmp + k, m);
+            t[m] = '.';
+            uint64_t frac = us % 1000000;
+            for (int d = 6; d >= 1; d--) {
+                t[m + (size_t)d] = (char)('0' + frac % 10);
+                frac /= 10;
+            }
+            o = text_right(o, t, m + 7, 17);
+        }
+        *o++ = ' ', *o++ = ' ';
+        if (f.mh_type < 0)
+            o = text_left(o, "?", 1, 5);
+        else if (f.mh_type < 8)
+            o = text_left(o, mh_names[f.mh_type], strlen(mh_names[f.mh_type]), 5);
+        else {
+            char t[8] = "MH";
+            char tmp[20];
+            size_t k = digits((uint64_t)f.mh_type, tmp);
+            memcpy(t + 2, tmp + k, 20 - k);
+            o = text_left(o, t, 2 + 20 - k, 5);
+        }
+        *o++ = ' ', *o++ = ' ';
+        for (int side = 0; side < 2; side++) {
+            if (with_fields) {
+                const kbm_addr_slot *s =
+                    address(cache, slots, p + (side ? f.care_of : f.home), mapped_dotted);
+                o = text_left(o, s->text, s->len, 39);
+            } else
+                o = text_left(o, "-", 1, 39);
+            *o++ = ' ', *o++ = ' ';
+        }
+        if (with_fields)
+            o = num_right(o, f.seq, 5);
+        else
+            o = text_right(o, "-", 1, 5);
+        *o++ = ' ', *o++ = ' ';
+        o = text_left(o, verdict_names[v], strlen(verdict_names[v]), 22);
+        *o++ = ' ', *o++ = ' ';
+        int ba = ba_status[v];
+        if (v == 0 && !(f.flags & 0x8000))
+            ba = -1;
+        if (ba < 0)
+            o = text_right(o, "-", 1, 3);
+        else
+            o = num_right(o, (uint64_t)ba, 3);
+        *o++ = '\n';
+    }
+    *written = (size_t)(o - out);
+    return i;
+}
