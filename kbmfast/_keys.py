@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import re
 import stat
 import threading
 import tomllib
@@ -188,7 +189,10 @@ class KeyTable:
                 )
             raw = f.read()
         try:
-            doc = tomllib.loads(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
+            doc = _simple_toml(text)
+            if doc is None:
+                doc = tomllib.loads(text)
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             # tomllib's messages give line and column, never the text itself.
             raise KeyFileError(f"key file {name}: not valid TOML: {e}") from None
@@ -259,6 +263,45 @@ class KeyTable:
             except OSError:
                 pass
             raise
+
+
+#: One line of the key file as save() writes it: a table header, a key = value whose value
+#: needs no escape, a comment or nothing. Anything else goes to tomllib.
+_SIMPLE_LINE = re.compile(
+    r'\[\[(peer)\]\]|(home|kbm|kcn|home_nonce|care_of_nonce) = "([0-9A-Fa-f:.]*)"|(version|epoch) = (0|[1-9][0-9]{0,5})|#[ -~]*|'
+)
+
+
+def _simple_toml(text: str) -> dict[str, Any] | None:
+    """What ``tomllib.loads(text)`` gives, for a file made only of :data:`_SIMPLE_LINE` lines
+    (every key file save() writes); None for anything else (tomllib reads it then).
+
+    Each accepted line means in TOML exactly what it means here: ``[[peer]]`` appends a table
+    that the key = value lines below it fill; a key given twice in one table is left to
+    tomllib, which refuses it."""
+    doc: dict[str, Any] = {}
+    table = doc
+    match = _SIMPLE_LINE.fullmatch
+    for line in text.split("\n"):
+        m = match(line)
+        if m is None:
+            return None
+        header, key, value, int_key, number = m.groups()
+        if header is not None:
+            peers = doc.setdefault("peer", [])
+            if not isinstance(peers, list):  # pragma: no cover - no line sets a plain 'peer'
+                return None
+            table = {}
+            peers.append(table)
+        elif key is not None:
+            if key in table:
+                return None
+            table[key] = value
+        elif int_key is not None:
+            if int_key in table:
+                return None
+            table[int_key] = int(number)
+    return doc
 
 
 def _hex(entry: dict[str, Any], field: str) -> bytes:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Any
 
 from ._types import AUTHENTICATOR_SIZE, KBM_SIZE, MAX_LIFETIME, MIN_KCN_SIZE
+
+_pton, _ntop, _AF_INET6 = socket.inet_pton, socket.inet_ntop, socket.AF_INET6
+_ZERO10 = bytes(10)
 
 
 def address_bytes(value: Any, name: str) -> bytes:
@@ -13,6 +17,14 @@ def address_bytes(value: Any, name: str) -> bytes:
     if isinstance(value, ipaddress.IPv6Address):
         return value.packed
     if isinstance(value, str):
+        # Fast path, exact: text that inet_ntop writes back unchanged is what IPv6Address reads
+        # to the same bytes (inet_ntop differs from ipaddress only for a zero first 80 bits).
+        try:
+            raw = _pton(_AF_INET6, value)
+        except (OSError, ValueError):
+            raw = b""
+        if raw and raw[:10] != _ZERO10 and _ntop(_AF_INET6, raw) == value:
+            return raw
         try:
             return ipaddress.IPv6Address(value).packed
         except ValueError:
