@@ -109,9 +109,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def _registrars() -> Sequence[Registrar]:
     """Every subcommand, in --help order."""
+    from .state_cli import add_state
     from .tools_cli import add_gen, add_keys, add_verify
 
-    return (add_version, add_bench, add_verify, add_gen, add_keys)
+    return (add_version, add_bench, add_verify, add_gen, add_keys, add_state)
 
 
 def build_parser(registrars: Sequence[Registrar] | None = None) -> argparse.ArgumentParser:
