@@ -471,9 +471,10 @@ static const char *const mh_names[] = {"BRR", "HoTI", "CoTI", "HoT", "CoT", "BU"
 
 static char *pad(char *o, size_t have, size_t width)
 {
-    while (have++ < width)
-        *o++ = ' ';
-    return o;
+    if (have >= width)
+        return o;
+    memset(o, ' ', width - have);
+    return o + (width - have);
 }
 
 /* decimal digits of v, at most 20 */
@@ -570,21 +571,28 @@ size_t kbm_ipv6_text(const uint8_t *a, int mapped_dotted, char *out)
     return (size_t)(o - out);
 }
 
-static const kbm_addr_slot *address(kbm_addr_slot *cache, size_t slots, const uint8_t a[16],
-                                    int mapped_dotted)
+static size_t slot_of(const uint8_t a[16], size_t slots)
 {
     uint64_t x, y;
     memcpy(&x, a, 8);
     memcpy(&y, a + 8, 8);
     uint64_t h = (x * 0x9E3779B97F4A7C15u) ^ (y * 0xC2B2AE3D27D4EB4Fu);
     h ^= h >> 29;
-    kbm_addr_slot *s = &cache[(size_t)(h * 0x9E3779B97F4A7C15u >> 32) & (slots - 1)];
+    return (size_t)(h * 0x9E3779B97F4A7C15u >> 32) & (slots - 1);
+}
+
+/* The slot's text, padded with spaces to 39 (every text but none fits: at most 39 bytes). */
+static const char *address(kbm_addr_slot *s, const uint8_t a[16], int mapped_dotted)
+{
     if (!s->len || memcmp(s->key, a, 16) != 0) {
         memcpy(s->key, a, 16);
+        memset(s->text, ' ', sizeof s->text);
         s->len = (uint8_t)kbm_ipv6_text(a, mapped_dotted, s->text);
     }
-    return s;
+    return s->text;
 }
+
+enum { GROUP = 32 };
 
 size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
                         const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
@@ -596,70 +604,92 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
     *written = 0;
     if (slots == 0 || (slots & (slots - 1)))
         return 0;
-    for (; i < n; i++) {
-        if ((size_t)(out + out_len - o) < KBM_LINE_MAX)
-            break;
-        if (offsets[i] > offsets[i + 1] || offsets[i + 1] > buf_len || verdicts[i] > 10 ||
-            times[i] < 0)
-            break;
-        const uint8_t *p = buf + offsets[i];
-        size_t len = (size_t)(offsets[i + 1] - offsets[i]);
-        kbm_fields f;
-        (void)kbm_packet_fields(p, len, &f);
-        unsigned v = verdicts[i];
-        int with_fields = v != 1 && v != 2 && v != 3 && len >= 40;
-        o = num_right(o, frames[i], 8);
-        *o++ = ' ', *o++ = ' ';
-        {
-            char tmp[20], t[28];
-            uint64_t us = (uint64_t)times[i];
-            size_t k = digits(us / 1000000, tmp), m = 20 - k;
-            memcpy(t, tmp + k, m);
-            t[m] = '.';
-            uint64_t frac = us % 1000000;
-            for (int d = 6; d >= 1; d--) {
-                t[m + (size_t)d] = (char)('0' + frac % 10);
-                frac /= 10;
-            }
-            o = text_right(o, t, m + 7, 17);
-        }
-        *o++ = ' ', *o++ = ' ';
-        if (f.mh_type < 0)
-            o = text_left(o, "?", 1, 5);
-        else if (f.mh_type < 8)
-            o = text_left(o, mh_names[f.mh_type], strlen(mh_names[f.mh_type]), 5);
-        else {
-            char t[8] = "MH";
-            char tmp[20];
-            size_t k = digits((uint64_t)f.mh_type, tmp);
-            memcpy(t + 2, tmp + k, 20 - k);
-            o = text_left(o, t, 2 + 20 - k, 5);
-        }
-        *o++ = ' ', *o++ = ' ';
-        for (int side = 0; side < 2; side++) {
-            if (with_fields) {
-                const kbm_addr_slot *s =
-                    address(cache, slots, p + (side ? f.care_of : f.home), mapped_dotted);
-                o = text_left(o, s->text, s->len, 39);
+    kbm_fields fs[GROUP];
+    size_t at[GROUP][2];
+    while (i < n) {
+        /* a group: fields and address slots first (prefetched), then the lines */
+        size_t m = 0, want = n - i < GROUP ? n - i : GROUP;
+        for (; m < want; m++) {
+            size_t k = i + m;
+            if (offsets[k] > offsets[k + 1] || offsets[k + 1] > buf_len || verdicts[k] > 10 ||
+                times[k] < 0)
+                break;
+            const uint8_t *p = buf + offsets[k];
+            size_t len = (size_t)(offsets[k + 1] - offsets[k]);
+            (void)kbm_packet_fields(p, len, &fs[m]);
+            unsigned v = verdicts[k];
+            if (v != 1 && v != 2 && v != 3 && len >= 40) {
+                at[m][0] = slot_of(p + fs[m].home, slots);
+                at[m][1] = slot_of(p + fs[m].care_of, slots);
+                __builtin_prefetch(&cache[at[m][0]]);
+                __builtin_prefetch(&cache[at[m][1]]);
             } else
-                o = text_left(o, "-", 1, 39);
-            *o++ = ' ', *o++ = ' ';
+                at[m][0] = at[m][1] = SIZE_MAX;
         }
-        if (with_fields)
-            o = num_right(o, f.seq, 5);
-        else
-            o = text_right(o, "-", 1, 5);
-        *o++ = ' ', *o++ = ' ';
-        o = text_left(o, verdict_names[v], strlen(verdict_names[v]), 22);
-        *o++ = ' ', *o++ = ' ';
-        int ba = ba_status[v];
-        if (v == 0 && !(f.flags & 0x8000))
-            ba = -1;
-        if (ba < 0)
-            o = text_right(o, "-", 1, 3);
-        else
-            o = num_right(o, (uint64_t)ba, 3);
-        *o++ = '\n';
+        for (size_t g = 0; g < m; g++, i++) {
+            if ((size_t)(out + out_len - o) < KBM_LINE_MAX) {
+                *written = (size_t)(o - out);
+                return i;
+            }
+            const kbm_fields *f = &fs[g];
+            const uint8_t *p = buf + offsets[i];
+            unsigned v = verdicts[i];
+            int with_fields = at[g][0] != SIZE_MAX;
+            o = num_right(o, frames[i], 8);
+            *o++ = ' ', *o++ = ' ';
+            {
+                char tmp[20], t[28];
+                uint64_t us = (uint64_t)times[i];
+                size_t k = digits(us / 1000000, tmp), w = 20 - k;
+                memcpy(t, tmp + k, w);
+                t[w] = '.';
+                uint64_t frac = us % 1000000;
+                for (int d = 6; d >= 1; d--) {
+                    t[w + (size_t)d] = (char)('0' + frac % 10);
+                    frac /= 10;
+                }
+                o = text_right(o, t, w + 7, 17);
+            }
+            *o++ = ' ', *o++ = ' ';
+            if (f->mh_type < 0)
+                o = text_left(o, "?", 1, 5);
+            else if (f->mh_type < 8)
+                o = text_left(o, mh_names[f->mh_type], strlen(mh_names[f->mh_type]), 5);
+            else {
+                char t[8] = "MH";
+                char tmp[20];
+                size_t k = digits((uint64_t)f->mh_type, tmp);
+                memcpy(t + 2, tmp + k, 20 - k);
+                o = text_left(o, t, 2 + 20 - k, 5);
+            }
+            *o++ = ' ', *o++ = ' ';
+            for (int side = 0; side < 2; side++) {
+                if (with_fields) {
+                    const uint8_t *a = p + (side ? f->care_of : f->home);
+                    memcpy(o, address(&cache[at[g][side]], a, mapped_dotted), 39);
+                    o += 39;
+                } else
+                    o = text_left(o, "-", 1, 39);
+                *o++ = ' ', *o++ = ' ';
+            }
+            if (with_fields)
+                o = num_right(o, f->seq, 5);
+            else
+                o = text_right(o, "-", 1, 5);
+            *o++ = ' ', *o++ = ' ';
+            o = text_left(o, verdict_names[v], strlen(verdict_names[v]), 22);
+            *o++ = ' ', *o++ = ' ';
+            int ba = ba_status[v];
+            if (v == 0 && !(f->flags & 0x8000))
+                ba = -1;
+            if (ba < 0)
+                o = text_right(o, "-", 1, 3);
+            else
+                o = num_right(o, (uint64_t)ba, 3);
+            *o++ = '\n';
+        }
+        if (m < want)
+            break;
     }
     *written = (size_t)(o - out);
     return i;

@@ -460,10 +460,11 @@ class _Job:
 
 
 class _CLines:
-    """One chunk's work on the worker thread, for text lines or --quiet: verify_buffer, then the
-    lines formatted in C (csrc/capture.c, kbm_format_lines: byte for byte :func:`format_plain`)
-    into the chunk's text buffer. Both calls release the GIL, so the next chunk is walked and
-    the previous one written meanwhile."""
+    """Text lines (or --quiet) the C way. The worker thread runs :meth:`verify` (verify_buffer)
+    on chunk ``k`` while the main thread walks chunk ``k + 1`` and runs :meth:`format` on chunk
+    ``k - 1``: the lines formatted in C (csrc/capture.c, kbm_format_lines: byte for byte
+    :func:`format_plain`) into the chunk's text buffer, then written. Every C call releases
+    the GIL, so the two threads keep two cores busy."""
 
     SLOTS = 1 << 16  # address texts cached (peers repeat)
 
@@ -474,21 +475,25 @@ class _CLines:
         self.cache = ffi.new("kbm_addr_slot[]", self.SLOTS) if not quiet else None
         self.dotted = int(str(ipaddress.IPv6Address("::ffff:1.2.3.4")) == "::ffff:1.2.3.4")
 
-    def __call__(self, chunk: Chunk) -> tuple[memoryview | bytes, list[int]]:
-        from ._native_edge import lib as _lib
-
-        n = chunk.n
+    def verify(self, chunk: Chunk) -> tuple[Any, list[int]]:
+        """The chunk's verdicts and their count per verdict."""
         verdicts = self.verifier.verify_buffer(chunk.buffer(), chunk.offsets_view())
         raw = verdicts.tobytes()
-        counts = [raw.count(code) for code in range(len(Verdict))]
-        if self.quiet:
-            return b"", counts
+        return verdicts, [raw.count(code) for code in range(len(Verdict))]
+
+    def format(self, chunk: Chunk, verdicts: Any) -> memoryview | bytes:
+        """The chunk's text lines."""
+        from ._native_edge import lib
+
+        n = chunk.n
+        if self.quiet or n == 0:
+            return b""
         ffi, fb = self.ffi, self.ffi.from_buffer
-        need = n * _lib.KBM_LINE_MAX
+        need = n * lib.KBM_LINE_MAX
         if len(chunk.text) < need:
             chunk.text = bytearray(need)
         written = ffi.new("size_t *")
-        done = _lib.kbm_format_lines(
+        done = lib.kbm_format_lines(
             fb("uint8_t[]", chunk.data),
             len(chunk.data),
             fb("uint64_t[]", chunk.offsets),
@@ -511,7 +516,7 @@ class _CLines:
             batch = chunk.batch()
             rest = _Batch(batch.data, batch.offsets[done:], batch.frames[done:], batch.times[done:])
             text = bytes(text) + format_plain(rest, fields_plain(rest), list(verdicts)[done:], _Addresses()).encode()
-        return text, counts
+        return text
 
 
 def _call_job(work: _Job, path: str, batch: Batch) -> Any:
@@ -578,7 +583,9 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
                 pending: tuple[Any, Future[Any]] | None = None
 
                 def emit_lines(job: tuple[Chunk, Future[Any]]) -> None:
-                    text, batch_counts = job[1].result()
+                    assert lines is not None
+                    verdicts, batch_counts = job[1].result()
+                    text = lines.format(job[0], verdicts)
                     for code, k in enumerate(batch_counts):
                         counts[code] += k
                     if text:
@@ -605,7 +612,7 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
 
                 # The C path (walk, gather, verify, format in C) when it applies, else batches.
                 items: Iterator[Any] = reader.chunks(args.batch, sets=2) if lines is not None else reader.batches(args.batch)
-                job: Any = lines if lines is not None else functools.partial(_call_job, work, path)
+                job: Any = lines.verify if lines is not None else functools.partial(_call_job, work, path)
                 finish = emit_lines if lines is not None else emit
                 for item in items:
                     future = pool.submit(job, item)
