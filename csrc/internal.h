@@ -102,8 +102,11 @@ uint64_t kbm_hash16(const uint64_t seed[2], const uint8_t a[16]);
 const struct kbm_peer *kbm_index_find(const struct kbm_index *x, uint64_t h,
                                       const uint8_t home[16]);
 void kbm_index_free(struct kbm_index *x, int free_kcn);
-/* The registration Kbm's midstates for care_of (cached per peer). */
-void kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out);
+/* The registration Kbm's midstates for care_of: 1 when they came from the peer's cache, 0 when
+   derived now. A derived key is cached by kbm_kcn_publish only once a Binding Update it
+   verified has authenticated, so forged care-of addresses cannot evict the genuine one. */
+int kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out);
+void kbm_kcn_publish(struct kbm_kcn *c, const uint8_t care_of[16], const kbm_mac_key *key);
 
 /* Readers bracket every use of the index; writers wait for both reader counts to drain. */
 static inline uint32_t kbm_read_begin(kbm_verifier *v)

@@ -32,9 +32,11 @@ static int ip_options(const uint8_t *p, size_t i, size_t end, int destination, k
             i++;
             continue;
         }
-        if (i + 2 > end || i + 2 + p[i + 1] > end)
+        if (i + 2 > end)
             FAIL(KBM_E_OPT_TRUNCATED, i);
-        uint8_t len = p[i + 1];
+        uint8_t len = p[i + 1]; /* read once: the buffer may be shared with other threads */
+        if (i + 2 + len > end)
+            FAIL(KBM_E_OPT_TRUNCATED, i);
         if (t == 1) {
             /* PadN */
         } else if (t == OPT_HOME_ADDRESS && destination) {
@@ -180,6 +182,8 @@ int kbm_checksum_ok(const uint8_t *p, size_t n, const kbm_layout *l)
 uint16_t kbm_mh_checksum(const uint8_t src[16], const uint8_t dst[16], const uint8_t *mh,
                          size_t len)
 {
+    if (len < 6)
+        return 0; /* not a Mobility Header; callers never pass one */
     uint64_t sum = ones_add(pseudo_sum(src, dst, len), mh, 4);
     sum = ones_add(sum, mh + 6, len - 6);
     return (uint16_t)~ones_fold(sum);
@@ -207,9 +211,11 @@ int kbm_parse_mh(const uint8_t *p, size_t n, kbm_layout *l, kbm_option *opts, si
             FAIL(KBM_E_BAD_NOT_LAST, i);
         uint8_t t = p[i], len = 0;
         if (t != 0) {
-            if (i + 2 > n || i + 2 + p[i + 1] > n)
+            if (i + 2 > n)
                 FAIL(KBM_E_MOPT_TRUNCATED, i);
             len = p[i + 1];
+            if (i + 2 + len > n)
+                FAIL(KBM_E_MOPT_TRUNCATED, i);
             if (t < sizeof mopt_len && mopt_len[t]) {
                 if (len != mopt_len[t])
                     FAIL(KBM_E_MOPT_LENGTH, i);

@@ -43,6 +43,14 @@ const struct kbm_peer *kbm_index_find(const struct kbm_index *x, uint64_t h,
     }
 }
 
+/* The portable SHA-1 leaves its message schedule on the stack, and after key setup that
+   schedule gives the key back: overwrite the stack below us once keys have been set up. */
+__attribute__((noinline)) static void burn_stack(void)
+{
+    uint8_t scratch[4096];
+    kbm_wipe(scratch, sizeof scratch);
+}
+
 static void kcn_free(struct kbm_kcn *c)
 {
     if (c) {
@@ -126,6 +134,7 @@ static int peer_init(struct kbm_peer *p, const kbm_peer_spec *s)
         if (s->key_len != KBM_SIZE)
             return KBM_EINVAL;
         kbm_mac_key_init(&p->key, s->key, s->key_len);
+        burn_stack();
         return KBM_OK;
     }
     if (s->kind != KBM_KIND_KCN || s->key_len == 0 || s->home_nonce_len > KBM_NONCE_MAX ||
@@ -137,20 +146,24 @@ static int peer_init(struct kbm_peer *p, const kbm_peer_spec *s)
     uint8_t msg[16 + KBM_NONCE_MAX + 1], digest[20];
     kbm_mac_key_init(&c->kcn, s->key, s->key_len);
     memcpy(msg, s->home, 16);
-    memcpy(msg + 16, s->home_nonce, s->home_nonce_len);
+    if (s->home_nonce_len)
+        memcpy(msg + 16, s->home_nonce, s->home_nonce_len);
     msg[16 + s->home_nonce_len] = 0;
     kbm_hmac_sha1_mid(&c->kcn, msg, 17 + s->home_nonce_len, digest);
     memcpy(c->hkt, digest, 8);
     kbm_sha1(c->hkt, 8, digest); /* de-registration: Kbm = SHA1(hkt) */
     kbm_mac_key_init(&p->key, digest, KBM_SIZE);
-    memcpy(c->care_of_nonce, s->care_of_nonce, s->care_of_nonce_len);
+    if (s->care_of_nonce_len)
+        memcpy(c->care_of_nonce, s->care_of_nonce, s->care_of_nonce_len);
     c->care_of_nonce_len = s->care_of_nonce_len;
     kbm_wipe(digest, sizeof digest);
+    kbm_wipe(msg, sizeof msg);
+    burn_stack();
     p->kcn = c;
     return KBM_OK;
 }
 
-void kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out)
+int kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out)
 {
     uint64_t coa[2], words[7];
     memcpy(coa, care_of, 16);
@@ -161,12 +174,13 @@ void kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out)
         for (int i = 0; i < 7; i++)
             words[i] = atomic_load_explicit(&c->cache[i], memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&c->version, memory_order_relaxed) == v0 &&
-            words[0] == coa[0] && words[1] == coa[1]) {
+        int hit = atomic_load_explicit(&c->version, memory_order_relaxed) == v0 &&
+                  words[0] == coa[0] && words[1] == coa[1];
+        if (hit)
             memcpy(out, &words[2], sizeof *out);
-            kbm_wipe(words, sizeof words);
-            return;
-        }
+        kbm_wipe(words, sizeof words);
+        if (hit)
+            return 1;
     }
     /* Miss: Kbm = SHA1(hkt | First(64, HMAC_SHA1(Kcn, care_of | care-of nonce | 1))) */
     uint8_t msg[16 + KBM_NONCE_MAX + 1], digest[20], tokens[16];
@@ -180,13 +194,21 @@ void kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out)
     kbm_mac_key_init(out, digest, KBM_SIZE);
     kbm_wipe(digest, sizeof digest);
     kbm_wipe(tokens, sizeof tokens);
+    kbm_wipe(msg, sizeof msg);
+    burn_stack();
+    return 0;
+}
+
+void kbm_kcn_publish(struct kbm_kcn *c, const uint8_t care_of[16], const kbm_mac_key *key)
+{
     /* Publish unless another writer is at it; a reader racing us just misses. */
     uint32_t cur = atomic_load(&c->version);
     if ((cur & 1) || !atomic_compare_exchange_strong(&c->version, &cur, cur + 1))
         return;
     atomic_thread_fence(memory_order_release); /* the odd version is seen before the data */
-    memcpy(words, coa, 16);
-    memcpy(&words[2], out, sizeof *out);
+    uint64_t words[7];
+    memcpy(words, care_of, 16);
+    memcpy(&words[2], key, sizeof *key);
     for (int i = 0; i < 7; i++)
         atomic_store_explicit(&c->cache[i], words[i], memory_order_relaxed);
     atomic_store_explicit(&c->version, cur + 2, memory_order_release);
@@ -302,6 +324,9 @@ int kbm_verifier_remove_peer(kbm_verifier *v, const uint8_t home[16])
 
 kbm_verifier *kbm_verifier_new(const char *state_path, uint32_t rekey_limit, int *status)
 {
+    *status = KBM_EINVAL;
+    if (rekey_limit > 32768) /* beyond that the advance field of the slot word overflows */
+        return NULL;
     kbm_verifier *v = calloc(1, sizeof *v);
     *status = KBM_ENOMEM;
     if (!v)
@@ -361,5 +386,8 @@ int kbm_verifier_slot_word(kbm_verifier *v, const uint8_t home[16], uint64_t *wo
 
 int kbm_verifier_flush(kbm_verifier *v)
 {
-    return kbm_state_flush(&v->state);
+    pthread_mutex_lock(&v->write_lock); /* appends change the slot count it reads */
+    int rc = kbm_state_flush(&v->state);
+    pthread_mutex_unlock(&v->write_lock);
+    return rc;
 }

@@ -18,6 +18,15 @@
 static const uint8_t magic[8] = {'K', 'B', 'M', 'S', 'T', 'A', 'T', 'E'};
 #define GROW_SLOTS 4096
 
+/* flock, retried when a signal interrupts the wait (CPython's handlers do not restart it) */
+static int lock(int fd)
+{
+    int rc;
+    while ((rc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
+        ;
+    return rc;
+}
+
 static _Atomic uint64_t *count_word(const kbm_state *s)
 {
     return (_Atomic uint64_t *)(void *)(s->base + 24);
@@ -160,8 +169,13 @@ static int append(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
         size_t grown = KBM_STATE_HEADER + (i + GROW_SLOTS) * KBM_STATE_SLOT;
         if (grown > s->reserved)
             grown = s->reserved;
-        if (ftruncate(s->fd, (off_t)grown) != 0)
+        /* allocate the blocks now: a sparse ftruncate would turn a full disk into a SIGBUS at
+           the first store into the new page, instead of this error */
+        int err = posix_fallocate(s->fd, 0, (off_t)grown);
+        if (err) {
+            errno = err;
             return KBM_EIO;
+        }
         s->file_size = grown;
     }
     uint8_t *p = s->base + KBM_STATE_HEADER + i * KBM_STATE_SLOT;
@@ -184,7 +198,7 @@ int kbm_state_slot(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
         return KBM_OK;
     if (s->fd < 0)
         return append(s, addr, slot);
-    if (flock(s->fd, LOCK_EX) != 0)
+    if (lock(s->fd) != 0)
         return KBM_EIO;
     int rc = refresh(s);
     if (rc == KBM_OK && !kbm_state_find(s, addr, slot))
@@ -209,11 +223,13 @@ int kbm_state_lookup(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
 {
     if (kbm_state_find(s, addr, slot) || s->fd < 0)
         return kbm_state_find(s, addr, slot);
-    if (flock(s->fd, LOCK_EX) != 0)
+    if (lock(s->fd) != 0)
         return KBM_EIO;
     int rc = refresh(s);
     if (rc == KBM_OK)
         rc = kbm_state_find(s, addr, slot);
+    int saved = errno;
     flock(s->fd, LOCK_UN);
+    errno = saved;
     return rc;
 }

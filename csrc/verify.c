@@ -26,6 +26,7 @@ typedef struct {
     uint8_t verdict;
     uint8_t has_detail;
     uint8_t minimal; /* the canonical layout below: a 32-byte Mobility Header */
+    uint8_t fresh;   /* `derived` was computed for this packet, not taken from the cache */
     uint8_t mac[KBM_AUTH_SIZE];
     kbm_mac_key derived; /* RFC 4449: the registration Kbm for this care-of address */
 } job;
@@ -83,6 +84,8 @@ static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
     const uint8_t *p = j->p;
     uint32_t where;
     j->has_detail = 0;
+    j->fresh = 0;
+    j->seq = j->flags = j->lifetime = 0;
     j->peer = NULL;
     j->key = NULL;
     j->verdict = KBM_MALFORMED;
@@ -157,7 +160,7 @@ static void resolve(job *j, const kbm_verifier *v, const struct kbm_index *x)
     j->peer = peer;
     __builtin_prefetch(kbm_state_word(&v->state, peer->slot));
     if (peer->kcn && j->lifetime != 0) {
-        kbm_kcn_key(peer->kcn, j->care_of, &j->derived);
+        j->fresh = !kbm_kcn_key(peer->kcn, j->care_of, &j->derived);
         j->key = &j->derived;
     } else {
         j->key = &peer->key; /* read in place: the index outlives this call (kbm_read_begin) */
@@ -199,6 +202,8 @@ static uint8_t decide(job *j, const kbm_verifier *v, uint16_t *last_out)
 {
     if (!kbm_ct_equal12_inline(j->mac, j->p + j->l.bad))
         return KBM_BAD_AUTHENTICATOR;
+    if (j->fresh)
+        kbm_kcn_publish(j->peer->kcn, j->care_of, &j->derived);
     if (j->flags & FLAG_H)
         return KBM_HOME_REGISTRATION;
     const struct kbm_peer *peer = j->peer;

@@ -101,11 +101,12 @@ class KeyTable:
             elif old is not None:
                 same = old.fingerprint() == fp and old.home_nonce == peer.home_nonce and old.care_of_nonce == peer.care_of_nonce
                 peer.epoch = old.epoch if same else (old.epoch + 1) & 0xFFFF
+            # verifiers first: if one cannot take the key, the table does not change either
+            self._notify(peer.home, peer)
             if old is not None:
                 del self._owner[old.fingerprint()]
             self._peers[peer.home] = peer
             self._owner[fp] = peer.home
-            self._notify(peer.home, peer)
             if old is not None:
                 old.wipe()
 
@@ -113,11 +114,12 @@ class KeyTable:
         """Forget ``home``'s key (KeyError if absent). Its sequence state is kept."""
         hoa = address_bytes(home, "home")
         with self._lock:
-            peer = self._peers.pop(hoa, None)
+            peer = self._peers.get(hoa)
             if peer is None:
                 raise KeyError(f"home {ipaddress.IPv6Address(hoa)} is not configured")
-            del self._owner[peer.fingerprint()]
             self._notify(hoa, None)
+            del self._peers[hoa]
+            del self._owner[peer.fingerprint()]
             peer.wipe()
 
     def __contains__(self, home: object) -> bool:

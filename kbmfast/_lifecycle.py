@@ -10,6 +10,7 @@ about power loss and kernel crashes.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 import weakref
@@ -105,10 +106,21 @@ def track(verifier: Any) -> None:
     _live.add(verifier)
 
 
+def _disown_all() -> None:
+    # A forked child inherits the parent's verifiers mid-flight (locks, reader counts, the
+    # state file's lock): none of it is usable there, so they refuse work with a clear error.
+    for verifier in list(_live):
+        verifier._disown()
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_disown_all)
+
+
 @atexit.register
 def _close_all() -> None:
     for verifier in list(_live):
         try:
             verifier.close()
-        except Exception:  # noqa: BLE001 - exit must go on
+        except Exception:
             pass

@@ -65,6 +65,7 @@ from .reference.verifier import acknowledge as _acknowledge
 
 _addr = ipaddress.IPv6Address
 _UNKNOWN_MH = 100
+_ORPHANS: list[Any] = []  # C verifiers inherited through fork(): left alone
 _MAX_OPTIONS = 2048
 
 
@@ -273,6 +274,7 @@ class Verifier:
         self.rekey_limit = rekey_limit
         self.max_lifetime = max_lifetime
         self._durability: Durability | None = None
+        self._forked = False
         self._path = None if state is None else fmt.prepare(state)
         status = ffi.new("int *")
         ptr = lib.kbm_verifier_new(ffi.NULL if self._path is None else os.fsencode(self._path), rekey_limit, status)
@@ -285,10 +287,22 @@ class Verifier:
             self._durability = Durability(policy, self.flush)
         track(self)
 
+    def _unusable(self) -> ValueError:
+        if self._forked:
+            return ValueError("this Verifier was created before a fork: create Verifiers in the process that uses them")
+        return ValueError("this Verifier is closed")
+
+    def _disown(self) -> None:
+        """In a forked child: never touch the parent's C state (its locks and counters)."""
+        self._forked = True
+        v, self._v = self._v, None
+        if v is not None:
+            _ORPHANS.append(v)  # never freed here: the parent owns it
+
     def _handle(self) -> Any:
         v = self._v
         if v is None:
-            raise ValueError("this Verifier is closed")
+            raise self._unusable()
         return v
 
     def _set_peers(self, peers: list[Peer]) -> None:
@@ -322,14 +336,16 @@ class Verifier:
         if peer is not None:
             self._set_peers([peer])
         else:
-            lib.kbm_verifier_remove_peer(self._v, home)
+            rc = lib.kbm_verifier_remove_peer(self._v, home)
+            if rc:
+                _raise(rc, f"removing peer {_addr(home)}")
 
     # -- verification --------------------------------------------------------------------------
 
     def _run(self, buf: Any, length: int, offsets: Any, n: int, details: Any) -> array[int]:
         v = self._v
         if v is None:
-            raise ValueError("this Verifier is closed")
+            raise self._unusable()
         verdicts = _ZERO_VERDICT * n
         try:
             scratch = _SCRATCH.pop()
@@ -348,7 +364,7 @@ class Verifier:
         p = packet if type(packet) is bytes else check_packet(packet, "packet")
         v = self._v
         if v is None:
-            raise ValueError("this Verifier is closed")
+            raise self._unusable()
         try:  # C buffers reused from call to call (one set per thread verifying at once)
             scratch = _SCRATCH.pop()
         except IndexError:
@@ -435,8 +451,12 @@ class Verifier:
         """Flush and close the state file, wipe the keys from C memory; idempotent."""
         v, self._v = self._v, None
         if v is not None:
-            lib.kbm_verifier_flush(v)
-            ffi.release(v)
+            rc = lib.kbm_verifier_flush(v)
+            # The C side (keys wiped, state unmapped) is freed when the last reference goes:
+            # now, or when a call another thread is still making returns.
+            del v
+            if rc:
+                _raise(rc, f"state file {self._path}")
 
     def __enter__(self) -> Verifier:
         return self

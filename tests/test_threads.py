@@ -95,3 +95,56 @@ def test_peers_change_while_verifying() -> None:
         w.join()
     assert seen <= {kbmfast.Verdict.ACCEPTED, kbmfast.Verdict.SEQUENCE_OUT_OF_WINDOW}
     assert len(keys) == 350
+
+
+def test_close_while_another_thread_verifies() -> None:
+    """close() never pulls memory from under a call in flight (it used to: SIGSEGV)."""
+    keys, packets, _ = packets_for(kbmfast, peers=100, rounds=20)
+    big = packets * 50  # 100k packets: each call takes a while
+    buf = b"".join(big)
+    from array import array
+
+    offsets = array("Q", [0])
+    for p in big:
+        offsets.append(offsets[-1] + len(p))
+    verifier = kbmfast.Verifier(keys)
+    outcome: list[str] = []
+    started = threading.Event()
+
+    def hammer() -> None:
+        try:
+            while True:
+                started.set()
+                verifier.verify_buffer(buf, offsets)
+        except ValueError as e:
+            outcome.append(str(e))
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    started.wait()
+    verifier.close()
+    again = kbmfast.Verifier(keys)  # may reuse the address range the old one had
+    assert again.verify_batch(packets[:100]) == array("B", [0] * 100)
+    worker.join(timeout=120)
+    assert outcome == ["this Verifier is closed"]
+
+
+def test_fork_child_refuses_inherited_verifier() -> None:
+    import os
+
+    keys, packets, _ = packets_for(kbmfast, peers=10, rounds=2)
+    verifier = kbmfast.Verifier(keys)
+    assert verifier.verify(packets[0]).verdict == kbmfast.Verdict.ACCEPTED
+    pid = os.fork()
+    if pid == 0:  # the child: the inherited one refuses, a new one works
+        code = 1
+        try:
+            verifier.verify(packets[1])
+        except ValueError as e:
+            code = 0 if "before a fork" in str(e) else 2
+        if code == 0 and kbmfast.Verifier(keys).verify(packets[1]).verdict != kbmfast.Verdict.ACCEPTED:
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert verifier.verify(packets[1]).verdict == kbmfast.Verdict.ACCEPTED  # the parent's is untouched

@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import _stateformat as fmt
 from .._keys import KIND_KBM, KeyTable, Peer
+from .._lifecycle import DEFAULT_SYNC_MS, Durability, check_sync, track
 from .._types import (
     BA_STATUS,
     DEFAULT_REKEY_LIMIT,
@@ -29,7 +30,6 @@ from .._types import (
     Result,
     Verdict,
 )
-from .._lifecycle import DEFAULT_SYNC_MS, Durability, check_sync, track
 from .._util import (
     address_bytes,
     check_offsets,
@@ -82,6 +82,7 @@ class Verifier:
         self.max_lifetime = max_lifetime
         self._lock = threading.Lock()
         self._closed = False
+        self._forked = False
         self._state = SequenceState(state)
         for peer in keys.peers():
             self._state.ensure(peer.home)
@@ -109,8 +110,14 @@ class Verifier:
             self._durability.changed()
 
     def _open(self) -> None:
+        if self._forked:
+            raise ValueError("this Verifier was created before a fork: create Verifiers in the process that uses them")
         if self._closed:
             raise ValueError("this Verifier is closed")
+
+    def _disown(self) -> None:
+        """In a forked child: the parent's open state file is not ours to use."""
+        self._forked = True
 
     def _verify(self, p: bytes) -> Result:
         self._open()
@@ -237,6 +244,8 @@ class Verifier:
 
     def close(self) -> None:
         """Flush and close the state file; idempotent."""
+        if self._forked:
+            return
         with self._lock:
             self._closed = True
             self._state.close()
