@@ -271,6 +271,7 @@ class CaptureReader:
                 self.nanoseconds = magic == PCAP_MAGIC_NS
                 self.snaplen = struct.unpack_from(order + "I", buf, 16)[0]
                 self.linktypes = [struct.unpack_from(order + "I", buf, 20)[0] & 0xFFFF]
+                self._progress.position = 24  # the file header is read
                 return
         raise CaptureError(self.path, 0, 0, f"not a pcap or pcapng file (magic number 0x{magic_be:08x})")
 
@@ -318,7 +319,7 @@ class CaptureReader:
         if size < 1:
             raise ValueError("size: must be at least 1")
         if engine is None:
-            engine = "plain" if not fast else "c" if _lib is not None else "numpy" if np is not None else "plain"
+            engine = "plain" if not fast else "c" if HAVE_C else "numpy" if np is not None else "plain"
         if engine not in ENGINES:
             raise ValueError(f"engine: one of {ENGINES}, not {engine!r}")
         if engine == "c":

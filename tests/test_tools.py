@@ -78,10 +78,13 @@ def test_gen_shares_and_mix(tmp_path: pathlib.Path) -> None:
 def test_text_output_fast_and_plain_agree(made: dict[str, pathlib.Path], capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     args = ["verify", str(made["pcap"]), "--keys", str(made["keys"]), "--batch", "777"]
-    code, fast_out, _ = run(args, capsys)
+    code, fast_out, _ = run(args, capsys)  # C walker and C lines (when the core is built)
     assert code == 0 and "ACCEPTED" in fast_out
+    monkeypatch.setattr(capture, "HAVE_C", False)
+    code, numpy_out, _ = run(args, capsys)  # numpy reader and column-wise lines
+    assert code == 0 and numpy_out == fast_out
     monkeypatch.setattr(capture, "np", None)
-    code, plain_out, _ = run(args, capsys)
+    code, plain_out, _ = run(args, capsys)  # the plain Python reader and formatter
     assert code == 0 and plain_out == fast_out
     body = fast_out.splitlines()
     assert body[1] == tools_cli.HEADER
