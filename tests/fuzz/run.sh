@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz the C core with libFuzzer under ASan + UBSan, and both backends differentially with
+# Fuzz the C core and the C capture walker with libFuzzer under ASan + UBSan, and both backends differentially with
 # atheris, for SECONDS each (default 60). Crashes land in tests/fuzz/crashes/ (kept as
 # regression inputs by tests/test_fuzz_regressions.py). Needs clang and a python with kbmfast
 # and atheris installed: PYTHON (default python3).
@@ -18,6 +18,15 @@ clang -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=
 echo "== libFuzzer on the C core, ${seconds}s"
 "$work/fuzz_core" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 \
     -artifact_prefix=tests/fuzz/crashes/ "$work/corpus" 2>&1 | tail -n 15
+
+echo "== libFuzzer on the capture walker and line formatter, ${seconds}s"
+mkdir -p "$work/corpus-capture"
+"$python" -P tests/fuzz/make_capture_corpus.py "$work/corpus-capture"
+cp tests/fuzz/crashes/capture-* "$work/corpus-capture/" 2>/dev/null || true
+clang -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+    -Icsrc csrc/capture.c tests/fuzz/fuzz_capture.c -o "$work/fuzz_capture"
+"$work/fuzz_capture" -max_total_time="$seconds" -max_len=8192 -print_final_stats=1 \
+    -artifact_prefix=tests/fuzz/crashes/capture- "$work/corpus-capture" 2>&1 | tail -n 15
 
 echo "== atheris, both backends differentially, ${seconds}s"
 mkdir -p "$work/corpus-py"
