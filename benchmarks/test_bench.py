@@ -161,13 +161,16 @@ def test_traffic(benchmark: BenchmarkFixture, record: Recorder, traffic: Traffic
 # Scaling: threads on one Verifier, processes on one state file, a large table
 
 
-def _thread_setup(w: Workload, jobs: list[list[Any]], runs: list[list[Any]]) -> Callable[[], Any]:
+def _thread_setup(w: Workload, jobs: list[list[Any]], runs: list[list[Any]], cpus: list[int] | None) -> Callable[[], Any]:
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         v = kbmfast.Verifier(w.keys)
         start = threading.Barrier(len(jobs) + 1)
         out: list[list[Any]] = [[] for _ in jobs]
         runs.append(out)
-        pool = [threading.Thread(target=bench._thread_worker, args=(v, job, start, out, k)) for k, job in enumerate(jobs)]
+        pool = [
+            threading.Thread(target=bench._thread_worker, args=(v, job, start, out, k, cpus[k] if cpus else None))
+            for k, job in enumerate(jobs)
+        ]
         for t in pool:
             t.start()
         return (start, pool), {}
@@ -182,13 +185,15 @@ def _release(start: Any, pool: list[threading.Thread]) -> None:
 
 
 @pytest.mark.benchmark(group="scaling")
-@pytest.mark.parametrize("threads", [1, 2])
-def test_threads(benchmark: BenchmarkFixture, record: Recorder, workload: Workload, repeat: int, threads: int) -> None:
-    """One Verifier, 1 or 2 threads (each its share of the peers; the GIL is released in C)."""
+@pytest.mark.parametrize("threads", ["1", "2", "2-unpinned"])
+def test_threads(benchmark: BenchmarkFixture, record: Recorder, workload: Workload, repeat: int, threads: str) -> None:
+    """One Verifier, 1 or 2 threads (each its share of the peers; the GIL is released in C),
+    each on a CPU of its own unless unpinned (see kbmfast.bench.plan_threads)."""
     pairs = [split_buffer(*pack(share), BATCH) for share in split_peers(workload, 2)]
-    jobs = [pairs[0] + pairs[1]] if threads == 1 else pairs
+    jobs = [pairs[0] + pairs[1]] if threads == "1" else pairs
+    cpus = None if threads.endswith("unpinned") else bench._cpus(len(jobs))
     runs: list[list[list[Any]]] = []
-    benchmark.pedantic(_release, setup=_thread_setup(workload, jobs, runs), rounds=repeat)
+    benchmark.pedantic(_release, setup=_thread_setup(workload, jobs, runs, cpus), rounds=repeat)
     for out in runs:
         for part in out:
             check_accepted(part, f"{threads} thread(s)")

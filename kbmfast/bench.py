@@ -586,23 +586,43 @@ def plan_bare_call(w: Workload, calls: int) -> Plan:
     return Plan("c.bare_call", "bare kbm_verify call from Python", len(sample), once, 1, "calls", w.peers)
 
 
-def _thread_worker(v: Any, job: Any, start: threading.Barrier, results: list[list[Any]], k: int) -> None:
+def _thread_worker(v: Any, job: Any, start: threading.Barrier, results: list[list[Any]], k: int, cpu: int | None = None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})  # this thread only
     start.wait()
     results[k] = [v.verify_buffer(b, o) for b, o in job]
 
 
-def plan_threads(w: Workload, threads: int, batch: int) -> Plan:
+def _cpus(n: int) -> list[int] | None:
+    """``n`` CPUs this process may run on, to pin one thread to each; None if not possible."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    return cpus[:n] if len(cpus) >= n else None
+
+
+def plan_threads(w: Workload, threads: int, batch: int, *, pin: bool = True) -> Plan:
     """One Verifier, ``threads`` threads each verifying the packets of its share of the peers
-    (``verify_buffer``, GIL released in C); with 1, one thread does every share in turn."""
+    (``verify_buffer``, GIL released in C); with 1, one thread does every share in turn.
+
+    ``pin``: each thread on its own CPU, as a daemon would place one worker per core. Left
+    alone, Linux starts threads woken together on the waker's CPU and moves one only after a
+    few milliseconds, about the length of one run here: unpinned figures show that, not the
+    library."""
     shares = split_peers(w, max(threads, 2))
     pairs = [split_buffer(*pack(share), batch) for share in shares]
     jobs = [[p for part in pairs for p in part]] if threads == 1 else pairs
+    cpus = _cpus(len(jobs)) if pin else None
 
     def once() -> float:
         with kbmfast.Verifier(w.keys) as v:
             start = threading.Barrier(len(jobs) + 1)
             results: list[list[Any]] = [[] for _ in jobs]
-            pool = [threading.Thread(target=_thread_worker, args=(v, job, start, results, k)) for k, job in enumerate(jobs)]
+            pool = [
+                threading.Thread(target=_thread_worker, args=(v, job, start, results, k, cpus[k] if cpus else None))
+                for k, job in enumerate(jobs)
+            ]
             for t in pool:
                 t.start()
             with _gc_paused():
@@ -615,8 +635,8 @@ def plan_threads(w: Workload, threads: int, batch: int) -> Plan:
             check_accepted(out, f"{threads} thread(s) on one Verifier")
         return dt
 
-    label = f"C verify_buffer, {threads} thread{'s' if threads > 1 else ''}, one Verifier"
-    return Plan(f"c.threads.{threads}", label, len(w), once, batch, peers=w.peers)
+    label = f"C verify_buffer, {threads} thread{'s' if threads > 1 else ''}, one Verifier{'' if cpus else ', unpinned'}"
+    return Plan(f"c.threads.{threads}{'' if cpus else '.unpinned'}", label, len(w), once, batch, peers=w.peers)
 
 
 def _process_worker(keys: kbmfast.KeyTable, pairs: Any, path: str, start: Any, conn: Any) -> None:
@@ -974,7 +994,7 @@ class Report:
         sha_one, sha_n = self.get("compress.1"), self.get(f"compress.1.x{c.threads}")
         sha_scaling = "" if sha_one is None or sha_n is None else f"; raw SHA-1 itself scales {sha_n.best / sha_one.best:.2f}x"
         out.append(
-            Target(f"{c.threads} threads >= {TARGET_THREADS}x one thread (one Verifier)",
+            Target(f"{c.threads} threads >= {TARGET_THREADS}x one thread (one Verifier, a CPU each)",
                    "not measured" if scaled is None else f"{scaled:.2f}x", None if scaled is None else scaled >= TARGET_THREADS,
                    f"{os.cpu_count()} CPUs, shared with whatever else runs{sha_scaling}")
         )  # fmt: skip
@@ -1077,6 +1097,8 @@ def run(config: BenchConfig | None = None, workload: Workload | None = None, *, 
     ]
     if c.threads >= 2:
         plans += [plan_threads(w, n, top) for n in (1, c.threads)]
+        if _cpus(c.threads):  # pinned above; unpinned too, for comparison
+            plans.append(plan_threads(w, c.threads, top, pin=False))
     if c.mixed_packets:
         for kind in ("shapes", "rejects"):
             t = make_traffic(kind, c.peers, c.mixed_packets, c.seed)
@@ -1169,7 +1191,9 @@ def format_report(r: Report) -> str:
     rate(r.get("oneshot_hmac"))
     if c.big_peers:
         rate(r.get("c.verify_buffer", top, c.big_peers))
-    for name in ("c.threads.1", f"c.threads.{c.threads}", "c.processes.1", f"c.processes.{c.processes}"):
+    for name in ("c.threads.1", f"c.threads.{c.threads}", f"c.threads.{c.threads}.unpinned"):
+        rate(r.get(name))
+    for name in ("c.processes.1", f"c.processes.{c.processes}"):
         rate(r.get(name))
     for kind in ("shapes", "rejects"):
         rate(r.get(f"c.traffic.{kind}"), f"C verify_buffer, {kind} traffic (kbmfast.gen)")
@@ -1275,6 +1299,7 @@ def plot(r: Report, path: str) -> None:
         ax.axhline(r.ceiling, color="black", linestyle="--", label="SHA-1 ceiling (2 compressions each)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
+    by_peers.legend(fontsize=7, loc="center right")
     by_batch.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"kbmfast {env['kbmfast']}, minimal Binding Updates; {env['cpu']}, SHA-1 kernel {env['kernel']}", fontsize=9)
     fig.tight_layout()
