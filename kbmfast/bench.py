@@ -1299,7 +1299,7 @@ def plot(r: Report, path: str) -> None:
         ax.axhline(r.ceiling, color="black", linestyle="--", label="SHA-1 ceiling (2 compressions each)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-    by_peers.legend(fontsize=7, loc="center right")
+    by_peers.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1, 0.1))  # between the reference and one-shot
     by_batch.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"kbmfast {env['kbmfast']}, minimal Binding Updates; {env['cpu']}, SHA-1 kernel {env['kernel']}", fontsize=9)
     fig.tight_layout()
