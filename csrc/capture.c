@@ -27,7 +27,8 @@ static uint32_t rd32(const uint8_t *p, int big)
 
 static uint16_t rd16(const uint8_t *p, int big)
 {
-    return big ? (uint16_t)(p[0] << 8 | p[1]) : (uint16_t)(p[1] << 8 | p[0]);
+    unsigned v = big ? (unsigned)p[0] << 8 | p[1] : (unsigned)p[1] << 8 | p[0];
+    return (uint16_t)v;
 }
 
 static int is_af_inet6(uint32_t family)
