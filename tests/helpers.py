@@ -61,3 +61,11 @@ def with_checksum(packet: bytes) -> bytes:
     mh = bytearray(packet[layout.mh_offset :])
     mh[4:6] = struct.pack("!H", wire.mh_checksum(src, dst, bytes(mh)))
     return packet[: layout.mh_offset] + bytes(mh)
+
+
+def tool_env() -> dict[str, str]:
+    """The environment for outside tools (tshark, tcpdump, editcap...): without the sanitizer
+    preload of the ASan test run, which deadlocks some of them."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "PYTHONMALLOC")}

@@ -12,6 +12,7 @@ import struct
 import subprocess
 
 import pytest
+from helpers import tool_env
 
 import kbmfast
 from kbmfast import capture, gen
@@ -242,7 +243,7 @@ needs = pytest.mark.skipif
 
 
 def run(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run(cmd, check=True, capture_output=True, env=tool_env())
 
 
 @needs(shutil.which("editcap") is None, reason="editcap (Debian package wireshark-common / tshark) is not installed")

@@ -27,6 +27,7 @@ import subprocess
 from dataclasses import dataclass
 
 import pytest
+from helpers import tool_env
 
 import kbmfast
 from kbmfast import cli
@@ -114,7 +115,7 @@ def tshark_rows(path: pathlib.Path) -> list[dict[str, str]]:
     cmd = [TSHARK, "-n", "-r", str(path), "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=|"]
     for f in FIELDS:
         cmd += ["-e", f]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=tool_env()).stdout
     return [dict(zip(FIELDS, line.split("\t"), strict=True)) for line in out.splitlines()]
 
 
@@ -215,7 +216,7 @@ def test_tshark_finds_the_same_mobility_frames(tmp_path: pathlib.Path) -> None:
     out.write_bytes(data + tail)
     assert TSHARK is not None
     listed = subprocess.run([TSHARK, "-r", str(out), "-Y", "mipv6", "-T", "fields", "-e", "frame.number"],
-                            check=True, capture_output=True, text=True).stdout.split()  # fmt: skip
+                            check=True, capture_output=True, text=True, env=tool_env()).stdout.split()  # fmt: skip
     with CaptureReader(out) as r:
         ours = [int(b.frames[i]) for b in r.batches() for i in range(len(b))]
         assert r.other == 1
@@ -234,7 +235,9 @@ def test_tcpdump_agrees(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "kinds.pcap"
     write(path, [c.packet for c in CASES])
     assert TCPDUMP is not None
-    lines = subprocess.run([TCPDUMP, "-r", str(path), "-v", "-n"], check=True, capture_output=True, text=True).stdout
+    lines = subprocess.run(
+        [TCPDUMP, "-r", str(path), "-v", "-n"], check=True, capture_output=True, text=True, env=tool_env()
+    ).stdout
     lines_list = [x for x in lines.splitlines() if "mobility" in x]
     assert len(lines_list) == len(CASES)
     for case, line in zip(CASES, lines_list, strict=True):
