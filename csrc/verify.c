@@ -305,13 +305,15 @@ int kbm_derive(const uint8_t *kcn, size_t kcn_len, const uint8_t *home_nonce, si
     kbm_mac_key k;
     kbm_mac_key_init(&k, kcn, kcn_len);
     memcpy(msg, home, 16);
-    memcpy(msg + 16, home_nonce, hn_len);
+    if (hn_len)
+        memcpy(msg + 16, home_nonce, hn_len);
     msg[16 + hn_len] = 0;
     kbm_hmac_sha1_mid(&k, msg, 17 + hn_len, digest);
     memcpy(tokens, digest, 8);
     if (!deregistration) {
         memcpy(msg, care_of, 16);
-        memcpy(msg + 16, care_of_nonce, cn_len);
+        if (cn_len)
+            memcpy(msg + 16, care_of_nonce, cn_len);
         msg[16 + cn_len] = 1;
         kbm_hmac_sha1_mid(&k, msg, 17 + cn_len, digest);
         memcpy(tokens + 8, digest, 8);

@@ -309,24 +309,24 @@ class Verifier:
         if not peers:
             return
         specs = ffi.new("kbm_peer_spec[]", len(peers))
-        keep = []
+        # every key and nonce in one buffer (wiped below): no small allocation per peer
+        material = bytearray().join(bytes(p.key) + p.home_nonce + p.care_of_nonce for p in peers)
+        base = ffi.from_buffer("uint8_t[]", material, require_writable=True)
+        at = 0
         for spec, peer in zip(specs, peers, strict=True):
-            key = ffi.new("uint8_t[]", bytes(peer.key))
-            hn = ffi.new("uint8_t[]", peer.home_nonce or b"\0")
-            cn = ffi.new("uint8_t[]", peer.care_of_nonce or b"\0")
-            keep.append(key)
-            keep += [hn, cn]
             ffi.memmove(spec.home, peer.home, 16)
             spec.kind = lib.KBM_KIND_KBM if peer.kind == KIND_KBM else lib.KBM_KIND_KCN
-            spec.key, spec.key_len = key, len(peer.key)
-            spec.home_nonce, spec.home_nonce_len = hn, len(peer.home_nonce)
-            spec.care_of_nonce, spec.care_of_nonce_len = cn, len(peer.care_of_nonce)
+            spec.key, spec.key_len = base + at, len(peer.key)
+            at += len(peer.key)
+            spec.home_nonce, spec.home_nonce_len = base + at, len(peer.home_nonce)
+            at += len(peer.home_nonce)
+            spec.care_of_nonce, spec.care_of_nonce_len = base + at, len(peer.care_of_nonce)
+            at += len(peer.care_of_nonce)
             spec.epoch = peer.epoch
         try:
             rc = lib.kbm_verifier_set_peers(self._handle(), specs, len(peers))
         finally:
-            for buf in keep:
-                ffi.memmove(buf, bytes(len(ffi.buffer(buf))), len(ffi.buffer(buf)))
+            ffi.memmove(base, bytes(len(material)), len(material))
         if rc:
             _raise(rc, f"state file {self._path}" if self._path else "adding peers")
 
@@ -405,6 +405,8 @@ class Verifier:
             buf, offs = check_offsets(buffer, offsets, walk=False)
         c_buf = ffi.from_buffer("uint8_t[]", buf)
         c_offs = ffi.from_buffer("uint64_t[]", offs)
+        if int(ffi.cast("uintptr_t", c_offs)) % 8:  # a misaligned view: C loads whole words
+            c_offs = ffi.new("uint64_t[]", offs.tolist())
         n = len(offs) - 1
         try:
             return self._run(c_buf, len(buf), c_offs, n, ffi.NULL)

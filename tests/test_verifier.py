@@ -435,3 +435,12 @@ def test_state_file_bad_slots(kb: types.ModuleType, tmp_path: os.PathLike[str]) 
         path = _write(os.path.join(tmp_path, name), content)
         with pytest.raises(kb.StateFileError, match=message):
             make(kb, state=path)
+
+
+def test_verify_buffer_misaligned_offsets(kb: types.ModuleType) -> None:
+    """Offsets in a view that does not start on an 8-byte boundary are read correctly."""
+    packets = [bu(kb, s) for s in (1, 2, 3)]
+    raw = bytearray(1) + array("Q", [0, 96, 192, 288]).tobytes()
+    offsets = memoryview(raw)[1:].cast("Q")
+    with make(kb) as cn:
+        assert list(cn.verify_buffer(b"".join(packets), offsets)) == [0, 0, 0]
