@@ -126,60 +126,7 @@ def derive_kbm(
     return bytes(ffi.buffer(out))
 
 
-def build_binding_update(
-    kbm: Any,
-    *,
-    home: Any,
-    care_of: Any,
-    correspondent: Any,
-    sequence: int,
-    lifetime: int,
-    ack: bool = True,
-    alternate_care_of: Any = None,
-    nonce_indices: tuple[int, int] | None = None,
-) -> bytes:
-    """A complete, authenticated Binding Update packet (see kbmfast.reference)."""
-    return _build.binding_update_packet(
-        mac96,
-        kbm,
-        home=home,
-        care_of=care_of,
-        correspondent=correspondent,
-        sequence=sequence,
-        lifetime=lifetime,
-        ack=ack,
-        alternate_care_of=alternate_care_of,
-        nonce_indices=nonce_indices,
-    )
-
-
-def build_binding_ack(
-    kbm: Any,
-    *,
-    home: Any,
-    care_of: Any,
-    correspondent: Any,
-    sequence: int,
-    status: int,
-    lifetime: int,
-    destination: Any = None,
-) -> bytes:
-    """A complete, authenticated Binding Acknowledgement packet (see kbmfast.reference)."""
-    return _build.binding_ack_packet(
-        mac96,
-        kbm,
-        home=home,
-        care_of=care_of,
-        correspondent=correspondent,
-        sequence=sequence,
-        status=status,
-        lifetime=lifetime,
-        destination=destination,
-    )
-
-
-build_binding_update.__doc__ = _build.build_binding_update.__doc__
-build_binding_ack.__doc__ = _build.build_binding_ack.__doc__
+build_binding_update, build_binding_ack = _build.make_builders(mac96)
 
 
 def parse_packet(packet: Any) -> Packet:
