@@ -24,29 +24,14 @@ from ._types import (
     BA_STATUS,
     DEFAULT_REKEY_LIMIT,
     FLAG_A,
-    AlternateCareOfAddress,
-    BindingAck,
-    BindingAuthorizationData,
-    BindingError,
-    BindingRefreshAdvice,
-    BindingRefreshRequest,
-    BindingUpdate,
-    CareOfTest,
-    CareOfTestInit,
-    HomeTest,
-    HomeTestInit,
     KbmError,
     MalformedPacket,
     Message,
-    MobilityOption,
-    NonceIndices,
     Packet,
     Pad1,
-    PadN,
     Result,
     StateFileError,
     UnknownMessage,
-    UnknownOption,
     Verdict,
 )
 from ._util import (
@@ -60,6 +45,7 @@ from ._util import (
     near_limit_threshold,
 )
 from .reference import build as _build
+from .reference import wire
 from .reference.crypto import sequence_newer
 from .reference.verifier import acknowledge as _acknowledge
 
@@ -156,42 +142,13 @@ def parse_packet(packet: Any) -> Packet:
     )
 
 
-def _option(p: bytes, t: int, at: int, length: int) -> MobilityOption:
-    data = p[at + 2 : at + 2 + length]
-    if t == 0:
-        return Pad1()
-    if t == 1:
-        return PadN(length + 2)
-    if t == 2:
-        return BindingRefreshAdvice((data[0] << 8 | data[1]) * 4)
-    if t == 3:
-        return AlternateCareOfAddress(_addr(data))
-    if t == 4:
-        return NonceIndices(data[0] << 8 | data[1], data[2] << 8 | data[3])
-    if t == 5:
-        return BindingAuthorizationData(data)
-    return UnknownOption(t, data)
-
-
 def _message(p: bytes, mh: int, unknown: bool, found: list[tuple[int, int, int]]) -> Message:
+    # C decided what is well formed and where the options are; the fields decode alike
     b = p[mh:]
     if unknown:
         return UnknownMessage(b[2], b[6:])
-    opts = tuple(_option(p, t, at, length) for t, at, length in found)
-    t = b[2]
-    if t == 0:
-        return BindingRefreshRequest(opts)
-    if t in (1, 2):
-        return (HomeTestInit if t == 1 else CareOfTestInit)(b[8:16], opts)
-    if t in (3, 4):
-        return (HomeTest if t == 3 else CareOfTest)(b[6] << 8 | b[7], b[8:16], b[16:24], opts)
-    if t == 5:
-        seq, flags, units = struct.unpack_from("!HHH", b, 6)
-        return BindingUpdate(seq, flags, units * 4, opts)
-    if t == 6:
-        status, flags, seq, units = struct.unpack_from("!BBHH", b, 6)
-        return BindingAck(status, flags, seq, units * 4, opts)
-    return BindingError(b[6], _addr(b[8:24]), opts)
+    opts = tuple(Pad1() if t == 0 else wire.decode_option(t, p[at + 2 : at + 2 + n]) for t, at, n in found)
+    return wire.decode_message(b, opts)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -200,23 +200,43 @@ def parse_mh(p: bytes, mh: int) -> Message:
     if p[mh + 1] < MIN_HEADER_LEN[mh_type]:
         raise MalformedPacket(E_HEADER_LEN, mh + 1)
     opts = parse_options(p, mh + OPTIONS_START[mh_type], len(p))
-    b = p[mh:]
+    return decode_message(bytes(p[mh:]), opts)
+
+
+def decode_message(b: bytes, opts: tuple[MobilityOption, ...]) -> Message:
+    """The message of a Mobility Header ``b`` already found well formed (by either backend)."""
+    mh_type = b[2]
     if mh_type == 0:
         return BindingRefreshRequest(opts)
     if mh_type == 1:
-        return HomeTestInit(bytes(b[8:16]), opts)
+        return HomeTestInit(b[8:16], opts)
     if mh_type == 2:
-        return CareOfTestInit(bytes(b[8:16]), opts)
+        return CareOfTestInit(b[8:16], opts)
     if mh_type in (3, 4):
         cls = HomeTest if mh_type == 3 else CareOfTest
-        return cls(b[6] << 8 | b[7], bytes(b[8:16]), bytes(b[16:24]), opts)
+        return cls(b[6] << 8 | b[7], b[8:16], b[16:24], opts)
     if mh_type == MH_BU:
         seq, flags, units = struct.unpack_from("!HHH", b, 6)
         return BindingUpdate(seq, flags, units * 4, opts)
     if mh_type == MH_BA:
         status, flags, seq, units = struct.unpack_from("!BBHH", b, 6)
         return BindingAck(status, flags, seq, units * 4, opts)
-    return BindingError(b[6], ipaddress.IPv6Address(bytes(b[8:24])), opts)
+    return BindingError(b[6], ipaddress.IPv6Address(b[8:24]), opts)
+
+
+def decode_option(t: int, data: bytes) -> MobilityOption:
+    """A mobility option of type ``t`` (not Pad1) whose length is already checked."""
+    if t == 1:
+        return PadN(len(data) + 2)
+    if t == 2:
+        return BindingRefreshAdvice((data[0] << 8 | data[1]) * 4)
+    if t == 3:
+        return AlternateCareOfAddress(ipaddress.IPv6Address(data))
+    if t == 4:
+        return NonceIndices(data[0] << 8 | data[1], data[2] << 8 | data[3])
+    if t == MOPT_BAD:
+        return BindingAuthorizationData(data)
+    return UnknownOption(t, data)
 
 
 def parse_options(p: bytes, i: int, end: int) -> tuple[MobilityOption, ...]:
@@ -242,19 +262,8 @@ def parse_options(p: bytes, i: int, end: int) -> tuple[MobilityOption, ...]:
             if t in seen:
                 raise MalformedPacket(E_MOPT_DUPLICATE, i)
             seen.add(t)
-        if t == 1:
-            opts.append(PadN(length + 2))
-        elif t == 2:
-            opts.append(BindingRefreshAdvice((data[0] << 8 | data[1]) * 4))
-        elif t == 3:
-            opts.append(AlternateCareOfAddress(ipaddress.IPv6Address(data)))
-        elif t == 4:
-            opts.append(NonceIndices(data[0] << 8 | data[1], data[2] << 8 | data[3]))
-        elif t == MOPT_BAD:
-            opts.append(BindingAuthorizationData(data))
-            bad_seen = True
-        else:
-            opts.append(UnknownOption(t, data))
+        opts.append(decode_option(t, data))
+        bad_seen = t == MOPT_BAD
         i += 2 + length
     return tuple(opts)
 
