@@ -98,6 +98,11 @@ struct kbm_verifier {
     uint64_t seed[2];
 };
 
+/* A keygen token (RFC 6275 §5.2.5): First(64, HMAC_SHA1(Kcn, address | nonce | which)),
+   which = 0 for the home token, 1 for the care-of token; nonce_len <= KBM_NONCE_MAX. */
+void kbm_keygen_token(const kbm_mac_key *kcn, const uint8_t address[16], const uint8_t *nonce,
+                      size_t nonce_len, uint8_t which, uint8_t out[8]);
+
 uint64_t kbm_hash16(const uint64_t seed[2], const uint8_t a[16]);
 const struct kbm_peer *kbm_index_find(const struct kbm_index *x, uint64_t h,
                                       const uint8_t home[16]);

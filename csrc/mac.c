@@ -82,13 +82,10 @@ void kbm_hmac_sha1(const uint8_t *key, size_t key_len, const uint8_t *msg, size_
                    uint8_t out[20])
 {
     kbm_mac_key k;
-    uint8_t inner[20];
 
     kbm_mac_key_init(&k, key, key_len);
-    sha1_finish(k.inner, 64, msg, len, inner);
-    sha1_finish(k.outer, 64, inner, sizeof inner, out);
+    kbm_hmac_sha1_mid(&k, msg, len, out);
     kbm_wipe(&k, sizeof k);
-    kbm_wipe(inner, sizeof inner);
 }
 
 void kbm_hmac_sha1_mid(const kbm_mac_key *k, const uint8_t *msg, size_t len, uint8_t out[20])

@@ -43,6 +43,20 @@ const struct kbm_peer *kbm_index_find(const struct kbm_index *x, uint64_t h,
     }
 }
 
+void kbm_keygen_token(const kbm_mac_key *kcn, const uint8_t address[16], const uint8_t *nonce,
+                      size_t nonce_len, uint8_t which, uint8_t out[8])
+{
+    uint8_t msg[16 + KBM_NONCE_MAX + 1], digest[20];
+    memcpy(msg, address, 16);
+    if (nonce_len)
+        memcpy(msg + 16, nonce, nonce_len);
+    msg[16 + nonce_len] = which;
+    kbm_hmac_sha1_mid(kcn, msg, 17 + nonce_len, digest);
+    memcpy(out, digest, 8);
+    kbm_wipe(digest, sizeof digest);
+    kbm_wipe(msg, sizeof msg);
+}
+
 /* The portable SHA-1 leaves its message schedule on the stack, and after key setup that
    schedule gives the key back: overwrite the stack below us once keys have been set up. */
 __attribute__((noinline)) static void burn_stack(void)
@@ -143,21 +157,15 @@ static int peer_init(struct kbm_peer *p, const kbm_peer_spec *s)
     struct kbm_kcn *c = calloc(1, sizeof *c);
     if (!c)
         return KBM_ENOMEM;
-    uint8_t msg[16 + KBM_NONCE_MAX + 1], digest[20];
+    uint8_t digest[20];
     kbm_mac_key_init(&c->kcn, s->key, s->key_len);
-    memcpy(msg, s->home, 16);
-    if (s->home_nonce_len)
-        memcpy(msg + 16, s->home_nonce, s->home_nonce_len);
-    msg[16 + s->home_nonce_len] = 0;
-    kbm_hmac_sha1_mid(&c->kcn, msg, 17 + s->home_nonce_len, digest);
-    memcpy(c->hkt, digest, 8);
+    kbm_keygen_token(&c->kcn, s->home, s->home_nonce, s->home_nonce_len, 0, c->hkt);
     kbm_sha1(c->hkt, 8, digest); /* de-registration: Kbm = SHA1(hkt) */
     kbm_mac_key_init(&p->key, digest, KBM_SIZE);
     if (s->care_of_nonce_len)
         memcpy(c->care_of_nonce, s->care_of_nonce, s->care_of_nonce_len);
     c->care_of_nonce_len = s->care_of_nonce_len;
     kbm_wipe(digest, sizeof digest);
-    kbm_wipe(msg, sizeof msg);
     burn_stack();
     p->kcn = c;
     return KBM_OK;
@@ -183,18 +191,13 @@ int kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out)
             return 1;
     }
     /* Miss: Kbm = SHA1(hkt | First(64, HMAC_SHA1(Kcn, care_of | care-of nonce | 1))) */
-    uint8_t msg[16 + KBM_NONCE_MAX + 1], digest[20], tokens[16];
-    memcpy(msg, care_of, 16);
-    memcpy(msg + 16, c->care_of_nonce, c->care_of_nonce_len);
-    msg[16 + c->care_of_nonce_len] = 1;
-    kbm_hmac_sha1_mid(&c->kcn, msg, 17 + c->care_of_nonce_len, digest);
+    uint8_t digest[20], tokens[16];
     memcpy(tokens, c->hkt, 8);
-    memcpy(tokens + 8, digest, 8);
+    kbm_keygen_token(&c->kcn, care_of, c->care_of_nonce, c->care_of_nonce_len, 1, tokens + 8);
     kbm_sha1(tokens, 16, digest);
     kbm_mac_key_init(out, digest, KBM_SIZE);
     kbm_wipe(digest, sizeof digest);
     kbm_wipe(tokens, sizeof tokens);
-    kbm_wipe(msg, sizeof msg);
     burn_stack();
     return 0;
 }

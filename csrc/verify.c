@@ -301,26 +301,14 @@ int kbm_derive(const uint8_t *kcn, size_t kcn_len, const uint8_t *home_nonce, si
 {
     if (hn_len > KBM_NONCE_MAX || cn_len > KBM_NONCE_MAX)
         return KBM_EINVAL;
-    uint8_t msg[16 + KBM_NONCE_MAX + 1], digest[20], tokens[16];
+    uint8_t tokens[16];
     kbm_mac_key k;
     kbm_mac_key_init(&k, kcn, kcn_len);
-    memcpy(msg, home, 16);
-    if (hn_len)
-        memcpy(msg + 16, home_nonce, hn_len);
-    msg[16 + hn_len] = 0;
-    kbm_hmac_sha1_mid(&k, msg, 17 + hn_len, digest);
-    memcpy(tokens, digest, 8);
-    if (!deregistration) {
-        memcpy(msg, care_of, 16);
-        if (cn_len)
-            memcpy(msg + 16, care_of_nonce, cn_len);
-        msg[16 + cn_len] = 1;
-        kbm_hmac_sha1_mid(&k, msg, 17 + cn_len, digest);
-        memcpy(tokens + 8, digest, 8);
-    }
+    kbm_keygen_token(&k, home, home_nonce, hn_len, 0, tokens);
+    if (!deregistration)
+        kbm_keygen_token(&k, care_of, care_of_nonce, cn_len, 1, tokens + 8);
     kbm_sha1(tokens, deregistration ? 8 : 16, out);
     kbm_wipe(&k, sizeof k);
-    kbm_wipe(digest, sizeof digest);
     kbm_wipe(tokens, sizeof tokens);
     return KBM_OK;
 }
