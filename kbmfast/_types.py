@@ -115,7 +115,7 @@ E_OPT_TRUNCATED = 7
 E_OPT_DISCARD = 8
 E_HAO_LENGTH = 9
 E_HAO_REPEATED = 10
-E_HAO_ADDRESS = 11
+# 11 is unused: the address in a Home Address option is the verifier's check, not the parser's
 E_ROUTING_TYPE = 12
 E_RH2_FORMAT = 13
 E_MH_LENGTH = 14
@@ -137,7 +137,6 @@ MALFORMED_REASONS: dict[int, str] = {
     E_OPT_DISCARD: "unrecognised IPv6 option whose action bits say discard",
     E_HAO_LENGTH: "Home Address option length is not 16",
     E_HAO_REPEATED: "more than one Home Address option",
-    E_HAO_ADDRESS: "Home Address option address is not a routable unicast address",
     E_ROUTING_TYPE: "Routing header is not of type 2",
     E_RH2_FORMAT: "type 2 Routing header needs Hdr Ext Len 2 and Segments Left 1",
     E_MH_LENGTH: "Mobility Header length does not match the IPv6 payload",
