@@ -392,10 +392,11 @@ int kbm_capture_gather(const uint8_t *buf, size_t size, const uint64_t *ip_off,
     size_t at = 0;
     offsets[0] = 0;
     for (size_t i = 0; i < n; i++) {
+        uint64_t from = ip_off[i]; /* each read once: checked, then used */
         size_t len = ip_len[i];
-        if (ip_off[i] > size || len > size - ip_off[i] || len > data_len - at)
+        if (from > size || len > size - from || len > data_len - at)
             return KBM_EINVAL;
-        memcpy(data + at, buf + ip_off[i], len);
+        memcpy(data + at, buf + from, len);
         at += len;
         offsets[i + 1] = at;
     }
@@ -607,18 +608,26 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
         return 0;
     kbm_fields fs[GROUP];
     size_t at[GROUP][2];
+    /* the caller's offsets, verdicts and times, each read once: checked, then only these used */
+    uint64_t start[GROUP];
+    int64_t when[GROUP];
+    uint8_t verdict[GROUP];
     while (i < n) {
         /* a group: fields and address slots first (prefetched), then the lines */
         size_t m = 0, want = n - i < GROUP ? n - i : GROUP;
         for (; m < want; m++) {
             size_t k = i + m;
-            if (offsets[k] > offsets[k + 1] || offsets[k + 1] > buf_len || verdicts[k] > 10 ||
-                times[k] < 0)
-                break;
-            const uint8_t *p = buf + offsets[k];
-            size_t len = (size_t)(offsets[k + 1] - offsets[k]);
-            (void)kbm_packet_fields(p, len, &fs[m]);
+            uint64_t from = offsets[k], to = offsets[k + 1];
             unsigned v = verdicts[k];
+            int64_t t = times[k];
+            if (from > to || to > buf_len || v > 10 || t < 0)
+                break;
+            start[m] = from;
+            when[m] = t;
+            verdict[m] = (uint8_t)v;
+            const uint8_t *p = buf + from;
+            size_t len = (size_t)(to - from);
+            (void)kbm_packet_fields(p, len, &fs[m]);
             if (v != 1 && v != 2 && v != 3 && len >= 40) {
                 at[m][0] = slot_of(p + fs[m].home, slots);
                 at[m][1] = slot_of(p + fs[m].care_of, slots);
@@ -633,14 +642,14 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
                 return i;
             }
             const kbm_fields *f = &fs[g];
-            const uint8_t *p = buf + offsets[i];
-            unsigned v = verdicts[i];
+            const uint8_t *p = buf + start[g];
+            unsigned v = verdict[g];
             int with_fields = at[g][0] != SIZE_MAX;
             o = num_right(o, frames[i], 8);
             *o++ = ' ', *o++ = ' ';
             {
                 char tmp[20], t[28];
-                uint64_t us = (uint64_t)times[i];
+                uint64_t us = (uint64_t)when[g];
                 size_t k = digits(us / 1000000, tmp), w = 20 - k;
                 memcpy(t, tmp + k, w);
                 t[w] = '.';

@@ -79,7 +79,9 @@ int kbm_checksum_ok(const uint8_t *p, size_t n, const kbm_layout *l);
 /* The checksum to transmit for mh (its own checksum field ignored). */
 uint16_t kbm_mh_checksum(const uint8_t src[16], const uint8_t dst[16], const uint8_t *mh,
                          size_t len);
-/* Parses the Mobility Header found by kbm_scan. Returns 0, KBM_UNKNOWN_MH, or a kbm_perr.
+/* Parses the Mobility Header found by kbm_scan, whose layout l must be for the same p and n:
+   the MH Type and length are taken from it, not read again (p may be changing under the call).
+   Returns 0, KBM_UNKNOWN_MH, or a kbm_perr.
    opts may be NULL; otherwise it receives up to max options and *nopts their count. */
 int kbm_parse_mh(const uint8_t *p, size_t n, kbm_layout *l, kbm_option *opts, size_t max,
                  size_t *nopts, uint32_t *where);
