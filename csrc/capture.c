@@ -235,6 +235,11 @@ static size_t walk_pcap(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t max
             damage(c, KBM_CAP_E_RECORD_PAST_END, frame, caplen, size - pos - 16);
             return n;
         }
+        uint32_t second = c->nanoseconds ? 1000000000u : 1000000u;
+        if (frac >= second) { /* not a time: a fraction of a second of a second or more */
+            damage(c, KBM_CAP_E_RECORD_FRACTION, frame, frac, second);
+            return n;
+        }
         /* a packet that would overflow the byte budget waits for the next call */
         if (n && max_bytes) {
             int64_t ip = kbm_cap_ipv6_start(buf, pos + 16, caplen, c->linktype);

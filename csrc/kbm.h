@@ -196,6 +196,7 @@ enum kbm_cap_error {
     KBM_CAP_E_PB_CAPLEN,            /* a: caplen, b: bytes held */
     KBM_CAP_E_IFACE,                /* a: interface number */
     KBM_CAP_E_TIME,                 /* a: timestamp units (us past the signed 64-bit range) */
+    KBM_CAP_E_RECORD_FRACTION,      /* a: the pcap record's us (ns) field, b: 10^6 (10^9) */
 };
 
 /* An interface's timestamp units to us: MUL: units * factor; DIV: units / factor (factor 0:

@@ -49,6 +49,7 @@ HAVE_C = _lib is not None
 __all__ = [
     "ENGINES",
     "HAVE_C",
+    "PCAP_MAX_TIME_US",
     "Batch",
     "CaptureError",
     "Chunk",
@@ -404,6 +405,7 @@ class CaptureReader:
         unpack = header.unpack_from
         linktype = self.linktypes[0]
         scale_down = 1000 if self.nanoseconds else 1
+        second = 1_000_000 * scale_down  # the fraction's units per second (µs or ns)
         while pos < size:
             frame += 1
             if size - pos < 16:
@@ -415,6 +417,9 @@ class CaptureReader:
                 return
             if pos + 16 + caplen > size:
                 self._damage(frame, pos, f"record runs past the end of the file ({caplen} bytes, {size - pos - 16} left)")
+                return
+            if frac >= second:
+                self._damage(frame, pos, f"record's fraction of a second is {frac} (a second is {second})")
                 return
             progress.frames = frame
             progress.position = pos + 16 + caplen
@@ -546,6 +551,7 @@ _C_DAMAGE = {
     12: "packet block claims {a} captured bytes, holds {b}",
     13: "packet block names interface {a}, which is not described",
     14: "packet block's timestamp ({a} units) is past the 64-bit microsecond range",
+    15: "record's fraction of a second is {a} (a second is {b})",
 }
 
 
@@ -651,7 +657,7 @@ def _fast_pcap(reader: CaptureReader, size: int) -> Iterator[Batch]:
     npending = 0
     pos = 24
     frame = 0
-    walker = _Walker(u8, total, little)
+    walker = _Walker(u8, total, little, 1_000_000_000 if nano else 1_000_000)
     if True:
         while pos < total:
             starts, pos_after = walker.run(pos)
@@ -759,8 +765,8 @@ class _Walker:
     proved to be on the chain are returned, so the candidates decide the speed, never the result.
     """
 
-    def __init__(self, u8: Any, total: int, little: bool) -> None:
-        self.u8, self.total, self.little = u8, total, little
+    def __init__(self, u8: Any, total: int, little: bool, second: int) -> None:
+        self.u8, self.total, self.little, self.second = u8, total, little, second
         self.u32 = _u32_view(u8, little)
         self.lo = self.hi = -1
         self.top = -1
@@ -774,6 +780,7 @@ class _Walker:
         caplen = _u32(self.u32, cand + 8, little)
         nxt = cand + 16 + caplen
         sane = (caplen <= MAX_CAPLEN) & (caplen <= _u32(self.u32, cand + 12, little)) & (nxt <= total)
+        sane &= _u32(self.u32, cand + 4, little) < self.second  # else damage: the plain step says so
         self.cand, self.nxt = cand[sane], nxt[sane]
         n = len(self.cand)
         self.idx = np.searchsorted(self.cand, self.nxt)
@@ -880,20 +887,32 @@ def _classify(u8: Any, starts: Any, caplen: Any, linktype: int) -> tuple[Any, An
 # Writing
 
 
+#: The latest time a classic pcap record holds (its seconds field is 32 bits): 2106-02-07.
+PCAP_MAX_TIME_US = 0xFFFFFFFF * 1_000_000 + 999_999
+
+
 @dataclass
 class PcapWriter:
-    """Write a classic pcap (microsecond timestamps, little-endian) one packet at a time."""
+    """Write a classic pcap (microsecond timestamps, little-endian) one packet at a time.
+
+    A record's time is 0 to :data:`PCAP_MAX_TIME_US` µs since the epoch; a time outside (a
+    pcapng can stamp a packet far later) is clamped to that range and counted in ``clamped``.
+    """
 
     stream: BinaryIO
     linktype: int = LINKTYPE_RAW
     snaplen: int = 65535
     count: int = field(default=0, init=False)
+    clamped: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.stream.write(struct.pack("<IHHiIII", PCAP_MAGIC_US, 2, 4, 0, 0, self.snaplen, self.linktype))
 
     def write(self, frame: bytes, time_us: int) -> None:
         """Append one frame captured at ``time_us`` microseconds since the epoch."""
+        if not 0 <= time_us <= PCAP_MAX_TIME_US:
+            time_us = min(max(time_us, 0), PCAP_MAX_TIME_US)
+            self.clamped += 1
         sec, usec = divmod(time_us, 1_000_000)
         self.stream.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
         self.stream.write(frame)
