@@ -1,8 +1,10 @@
 """Reading and writing capture files: classic pcap and pcapng, for ``kbmfast verify`` and ``gen``.
 
 A small in-house reader (see docs/tools.md for why no capture library is used): the file is
-memory-mapped, record headers are walked in place, and the IPv6 packets that carry a Mobility
-Header are handed out in batches ready for ``Verifier.verify_buffer``: one ``bytes`` buffer with
+read in windows of :data:`WINDOW` bytes (never memory-mapped: a file truncated under a mapping
+kills the process with SIGBUS; a short read is reported instead, as
+:class:`CaptureChangedError`), record headers are walked in place, and the IPv6 packets that
+carry a Mobility Header are handed out in batches ready for ``Verifier.verify_buffer``: one ``bytes`` buffer with
 the packets back to back and ``n + 1`` uint64 offsets, in capture order.
 
 Link types: Ethernet (with any number of 802.1Q / 802.1ad tags), raw IP (LINKTYPE_RAW 101 and
@@ -16,7 +18,7 @@ Frame numbers count every frame from 1, as Wireshark does. A damaged capture sto
 with :class:`CaptureError` (frame number and byte offset) after every batch before the damage.
 
 Three engines give the same packets: the C walker of csrc/capture.c (the default whenever the
-C core is built: records, link and IPv6 headers and the gather in C, over the whole mapping);
+C core is built: records, link and IPv6 headers and the gather in C, window by window);
 with numpy, a vectorised path for classic pcap (record boundaries found by following the record
 chain over candidate headers, many at a time, headers examined column-wise); and the plain Python
 walk, the oracle the tests compare the other two with.
@@ -24,8 +26,8 @@ walk, the oracle the tests compare the other two with.
 
 from __future__ import annotations
 
-import mmap
 import os
+import stat
 import struct
 from array import array
 from collections.abc import Iterator
@@ -51,6 +53,7 @@ __all__ = [
     "HAVE_C",
     "PCAP_MAX_TIME_US",
     "Batch",
+    "CaptureChangedError",
     "CaptureError",
     "Chunk",
     "CaptureReader",
@@ -110,6 +113,8 @@ MAX_BATCH_BYTES = 1 << 26
 ENGINES = ("c", "numpy", "plain")
 #: Microseconds past this do not fit a Batch's int64 times (a pcapng timestamp can claim more).
 _MAX_TIME_US = (1 << 63) - 1
+#: Bytes of the file the C walker reads at a time (more when one record or block is larger).
+WINDOW = 1 << 20  # 1 MiB: read, walked and gathered while still in the cache
 
 
 class CaptureError(Exception):
@@ -126,6 +131,11 @@ class CaptureError(Exception):
         self.reason = reason
         where = "in the file header" if frame == 0 else f"at frame {frame}"
         super().__init__(f"{path}: {reason} ({where}, byte offset {offset})")
+
+
+class CaptureChangedError(CaptureError):
+    """The file shrank while it was read (another process truncated or rewrote it): fewer bytes
+    could be read than it had when opened. Every frame before ``frame`` was read."""
 
 
 @dataclass
@@ -225,36 +235,68 @@ class _Progress:
 
 
 class CaptureReader:
-    """One capture file, opened and memory-mapped; iterate :meth:`batches` once.
+    """One capture file, opened; iterate :meth:`batches` once.
 
     Raises :class:`CaptureError` at once when the file is not a pcap or pcapng capture. During
     iteration, damage stops the batches and sets :attr:`error` (the reader never raises then,
     so every packet before the damage is verified). ``frames``, ``other`` (frames without a
     Mobility Header) and ``position`` (bytes consumed) grow as batches are handed out.
+
+    The capture is the file's first ``size`` bytes, its size when opened (bytes appended later
+    are not read). The file is read, never mapped: if it shrinks while it is read, :attr:`error`
+    is a :class:`CaptureChangedError` at the frame that could not be read.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self.error: CaptureError | None = None
         self._progress = _Progress()
-        self._file: BinaryIO = open(self.path, "rb")
+        self._whole: bytes | bytearray | None = None  # the file in memory, for the Python walks
+        self._shrunk: int | None = None  # bytes that could be read, when fewer than size
+        self._file = open(self.path, "rb", buffering=0)
         try:
-            self.size = os.fstat(self._file.fileno()).st_size
-            self._map: mmap.mmap | None = None
-            if self.size > 0:
-                try:
-                    self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-                except (OSError, ValueError):  # a pipe or a special file: read it whole
-                    self._map = None
-            self._buf: Any = self._map if self._map is not None else self._file.read()
-            self.size = len(self._buf)
-            self._init_format()
+            st = os.fstat(self._file.fileno())
+            if stat.S_ISREG(st.st_mode):
+                self.size = st.st_size
+                head = bytearray(min(self.size, 24))
+                if self.read_into(memoryview(head), 0) < len(head):
+                    raise CaptureChangedError(self.path, 0, 0, self._changed())
+            else:  # a pipe or a special file: read it whole, now
+                self._whole = self._file.readall()
+                self.size = len(self._whole)
+                head = bytearray(self._whole[:24])
+            self._init_format(head)
         except BaseException:
             self.close()
             raise
 
-    def _init_format(self) -> None:
-        buf = self._buf
+    def read_into(self, view: memoryview, offset: int) -> int:
+        """Read the file's bytes from ``offset`` into ``view``; how many there were (fewer only
+        at the end of the file). Not for a pipe (read whole at open)."""
+        self._file.seek(offset)
+        got = 0
+        while got < len(view):
+            n = self._file.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        return got
+
+    def _changed(self) -> str:
+        return f"the file changed while it was read: {self.size} bytes when opened, {self._shrunk or 0} could be read"
+
+    def _data(self) -> bytes | bytearray:
+        """The whole capture in memory (the numpy and plain walks), read on first use."""
+        if self._whole is None:
+            buf = bytearray(self.size)
+            got = self.read_into(memoryview(buf), 0)
+            if got < self.size:
+                self._shrunk = got
+                del buf[got:]
+            self._whole = buf
+        return self._whole
+
+    def _init_format(self, buf: bytes | bytearray) -> None:
         if self.size < 4:
             raise CaptureError(self.path, 0, 0, "not a capture file: shorter than any capture header")
         magic_le = struct.unpack_from("<I", buf)[0]
@@ -292,15 +334,8 @@ class CaptureReader:
         return self._progress.position
 
     def close(self) -> None:
-        """Release the mapping and the file; idempotent."""
-        if getattr(self, "_map", None) is not None:
-            assert self._map is not None
-            try:
-                self._map.close()
-            except BufferError:  # a batch still views the mapping; the GC will close it
-                pass
-            self._map = None
-        self._buf = b""
+        """Close the file and drop what was read of it; idempotent."""
+        self._whole = None
         self._file.close()
 
     def __enter__(self) -> CaptureReader:
@@ -369,7 +404,7 @@ class CaptureReader:
 
     def _collect(self, frames: Iterator[tuple[int, int, int, int, int]], size: int) -> Iterator[Batch]:
         """Batches from (frame, µs time, start, caplen, linktype) tuples."""
-        buf = self._buf
+        buf = self._data()
         view = memoryview(buf)
         progress = self._progress
         slices: list[memoryview] = []
@@ -397,10 +432,19 @@ class CaptureReader:
             view.release()
 
     def _damage(self, frame: int, offset: int, reason: str) -> None:
-        self.error = CaptureError(self.path, frame, offset, reason)
+        if self._shrunk is not None:  # whatever the walk found, the bytes it needed went away
+            self.error = CaptureChangedError(self.path, frame, offset, self._changed())
+        else:
+            self.error = CaptureError(self.path, frame, offset, reason)
+
+    def _ended(self, frame: int, offset: int) -> None:
+        """The walk used up the bytes read: the end, unless the file shrank first."""
+        if self._shrunk is not None and self.error is None:
+            self._damage(frame, offset, "")
 
     def _pcap_frames(self, pos: int = 24, frame: int = 0) -> Iterator[tuple[int, int, int, int, int]]:
-        buf, size, progress = self._buf, self.size, self._progress
+        buf, progress = self._data(), self._progress
+        size = len(buf)
         header = struct.Struct(self.order + "IIII")
         unpack = header.unpack_from
         linktype = self.linktypes[0]
@@ -425,9 +469,11 @@ class CaptureReader:
             progress.position = pos + 16 + caplen
             yield frame, sec * 1_000_000 + frac // scale_down, pos + 16, caplen, linktype
             pos += 16 + caplen
+        self._ended(frame + 1, pos)
 
     def _pcapng_frames(self) -> Iterator[tuple[int, int, int, int, int]]:
-        buf, size, progress = self._buf, self.size, self._progress
+        buf, progress = self._data(), self._progress
+        size = len(buf)
         pos, frame = 0, 0
         order = "<"
         interfaces: list[tuple[int, int, int]] = []  # (linktype, numerator, denominator) for µs
@@ -500,6 +546,7 @@ class CaptureReader:
                 yield frame, time_us, data, caplen, linktype
             pos += total
             progress.position = pos
+        self._ended(frame + 1, pos)
 
 
 class Chunk:
@@ -556,68 +603,115 @@ _C_DAMAGE = {
 
 
 class _CWalk:
-    """A kbm_capture over a reader's buffer (the mapping), walked into Chunks."""
+    """A kbm_capture walked into Chunks over a window of the reader's file: ``win[:have]`` holds
+    the file's bytes from ``base`` on. When the walker needs more (a record runs past the
+    window), the window moves on: the bytes from the walker's position first, then more read."""
 
     def __init__(self, reader: CaptureReader) -> None:
         assert _ffi is not None and _lib is not None
         self.reader = reader
         self.c = _ffi.new("kbm_capture *")
-        self.buf = _ffi.from_buffer("uint8_t[]", reader._buf) if reader.size else _ffi.new("uint8_t[]", 1)
-        rc = _lib.kbm_capture_open(self.c, self.buf, reader.size)
-        if rc != 0 or (self.c.format == _lib.KBM_CAP_PCAPNG) != (reader.format == "pcapng"):
-            raise AssertionError(f"the C walker reads {reader.path}'s header differently ({rc})")  # pragma: no cover
+        self.base = 0
+        if reader._whole is not None:  # a pipe, read whole at open
+            self.win: bytes | bytearray = reader._whole
+            self.have = len(self.win)
+        else:
+            self.win = bytearray(min(reader.size, max(WINDOW, 24)))  # the pcap header at least
+            self.have = self._read(0, len(self.win))
+        self.buf = self._view()
+        rc = _lib.kbm_capture_open(self.c, self.buf, self.have)
         self.ifaces = _ffi.new("kbm_cap_iface[]", 16)
         self.c.ifaces, self.c.cap_ifaces = self.ifaces, 16
+        self.c.partial = self.have < reader.size and reader._shrunk is None
         self.out = _ffi.new("kbm_cap_out *")
+        if rc != 0 or (self.c.format == _lib.KBM_CAP_PCAPNG) != (reader.format == "pcapng"):
+            if reader._shrunk is None:  # pragma: no cover - the header was read alike at open
+                raise AssertionError(f"the C walker reads {reader.path}'s header differently ({rc})")
+            reader._damage(0, 0, "")
+            self.c.done = 1
+
+    def _view(self) -> Any:
+        assert _ffi is not None
+        return _ffi.from_buffer("uint8_t[]", self.win) if len(self.win) else _ffi.new("uint8_t[]", 1)
+
+    def _read(self, at: int, count: int) -> int:
+        """Read ``count`` bytes of the file (from base + at) into win[at:]; note a short read."""
+        reader = self.reader
+        assert isinstance(self.win, bytearray)
+        got = reader.read_into(memoryview(self.win)[at : at + count], self.base + at)
+        if got < count and reader._shrunk is None:
+            reader._shrunk = self.base + at + got
+        return got
+
+    def _slide(self) -> None:
+        """Move the window on to the walker's position, holding at least what it needs."""
+        assert _ffi is not None and isinstance(self.win, bytearray)
+        c, reader = self.c, self.reader
+        pos, keep = c.pos, self.have - c.pos
+        rest = reader.size - self.base - pos  # the file's bytes from the walker's position on
+        cap = max(len(self.win), min(c.need, rest))
+        if cap > len(self.win):  # a record or block larger than the window
+            bigger = bytearray(cap)
+            bigger[:keep] = memoryview(self.win)[pos : self.have]
+            _ffi.release(self.buf)
+            self.win = bigger
+            self.buf = self._view()
+        else:
+            self.win[:keep] = memoryview(self.win)[pos : self.have]
+        self.base += pos
+        self.have = keep + self._read(keep, min(cap, rest) - keep)
+        c.buf, c.size, c.pos = self.buf, self.have, 0
+        c.partial = self.base + self.have < reader.size and reader._shrunk is None
 
     def fill(self, chunk: Chunk, max_bytes: int) -> bool:
         """Walk on into ``chunk``; False when no packet is left (the end or damage)."""
         assert _ffi is not None and _lib is not None
         c, out, reader = self.c, self.out, self.reader
         n = 0
-        total = 0
         fb = _ffi.from_buffer
         ip_off, ip_len = fb("uint64_t[]", chunk.ip_off), fb("uint32_t[]", chunk.ip_len)
         frames, times = fb("uint64_t[]", chunk.frames), fb("int64_t[]", chunk.times)
+        offsets = fb("uint64_t[]", chunk.offsets)
+        offsets[0] = 0
+        c.walked_bytes = 0
         while True:
             out.ip_off, out.ip_len, out.frame, out.time_us = ip_off + n, ip_len + n, frames + n, times + n
-            got = _lib.kbm_capture_walk(c, out, chunk.size - n, max(max_bytes - total, 1) if max_bytes else 0)
-            n += got
-            total += c.walked_bytes
-            if not c.need_ifaces:
+            got = _lib.kbm_capture_walk(c, out, chunk.size - n, max_bytes)
+            if got:  # gathered now: the window may move on before the chunk is full
+                total = c.walked_bytes
+                if len(chunk.data) < total:
+                    data = bytearray(max(total, 2 * len(chunk.data)) if c.need_more else total)
+                    data[: offsets[n]] = memoryview(chunk.data)[: offsets[n]]
+                    chunk.data = data
+                rc = _lib.kbm_capture_gather(
+                    self.buf, self.have, ip_off + n, ip_len + n, got, fb("uint8_t[]", chunk.data), len(chunk.data), offsets + n
+                )
+                if rc:  # pragma: no cover - the walker only hands out packets inside the window
+                    raise AssertionError("kbm_capture_gather refused the walker's packets")
+                n += got
+            if c.need_ifaces:
+                bigger = _ffi.new("kbm_cap_iface[]", 2 * c.cap_ifaces)
+                _ffi.memmove(bigger, self.ifaces, _ffi.sizeof("kbm_cap_iface") * c.n_ifaces)
+                self.ifaces = bigger
+                c.ifaces, c.cap_ifaces = bigger, 2 * c.cap_ifaces
+            elif c.need_more and n < chunk.size:
+                self._slide()
+            else:
                 break
-            bigger = _ffi.new("kbm_cap_iface[]", 2 * c.cap_ifaces)
-            _ffi.memmove(bigger, self.ifaces, _ffi.sizeof("kbm_cap_iface") * c.n_ifaces)
-            self.ifaces = bigger
-            c.ifaces, c.cap_ifaces = bigger, 2 * c.cap_ifaces
         progress = reader._progress
-        progress.frames, progress.other, progress.position = c.frames, c.other, c.pos
+        progress.frames, progress.other, progress.position = c.frames, c.other, self.base + c.pos
         if c.error and reader.error is None:
             reason = _C_DAMAGE[c.error].format(a=c.error_a, b=c.error_b)
-            reader._damage(c.error_frame, c.error_offset, reason)
+            reader._damage(c.error_frame, self.base + c.error_offset, reason)
+        elif c.done:
+            reader._ended(c.frames + 1, self.base + c.pos)
         chunk.n = n
-        if n == 0:
-            return False
-        if len(chunk.data) < total:
-            chunk.data = bytearray(total)
-        rc = _lib.kbm_capture_gather(
-            self.buf,
-            reader.size,
-            ip_off,
-            ip_len,
-            n,
-            fb("uint8_t[]", chunk.data),
-            len(chunk.data),
-            fb("uint64_t[]", chunk.offsets),
-        )
-        if rc:  # pragma: no cover - the walker only hands out packets inside the file
-            raise AssertionError("kbm_capture_gather refused the walker's packets")
-        return True
+        return n > 0
 
     def release(self) -> None:
-        """Drop the view of the mapping (so that the reader can close it)."""
+        """Drop the view of the window."""
         assert _ffi is not None
-        if self.reader.size:
+        if len(self.win):
             _ffi.release(self.buf)
 
 
@@ -646,8 +740,8 @@ _CHUNK = 1 << 23  # bytes of file examined per round
 def _fast_pcap(reader: CaptureReader, size: int) -> Iterator[Batch]:
     """Batches from a classic pcap, as ``_collect(_pcap_frames())`` would give them."""
     assert np is not None
-    buf = reader._buf
-    total = reader.size
+    buf = reader._data()
+    total = len(buf)
     u8 = np.frombuffer(buf, dtype=np.uint8)
     little = reader.order == "<"
     linktype = reader.linktypes[0]
@@ -689,6 +783,7 @@ def _fast_pcap(reader: CaptureReader, size: int) -> Iterator[Batch]:
             while npending >= size:
                 yield _flush(u8, pending, size)
                 npending -= size
+        reader._ended(frame + 1, pos)
         while npending:
             take = min(size, npending)
             yield _flush(u8, pending, take)

@@ -3,6 +3,7 @@ read (issue 9, items 9 and 10), through the real command in a child process."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import struct
 import subprocess
@@ -137,3 +138,41 @@ def test_pcap_writer_clamps_to_its_range() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Item 10: a capture that shrinks while it is read
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
+    from kbmfast import cli
+
+    d = tmp_path_factory.mktemp("big")
+    paths = {"pcap": d / "big.pcap", "keys": d / "big.keys"}
+    assert cli.main(["gen", "--peers", "50", "--updates", "20000", "--seed", "9", "--out", str(paths["pcap"]),
+                     "--keys", str(paths["keys"])]) == 0  # fmt: skip
+    return paths
+
+
+@pytest.mark.parametrize("size", ["half", "zero"])
+def test_capture_truncated_while_verify_reads_it(tmp_path: pathlib.Path, big: dict[str, pathlib.Path], size: str) -> None:
+    """The child verifies a 2.5 MB capture and writes its lines to a pipe we stop reading, so it
+    is blocked early in the file; the file is then cut, and the child must report it (exit 1)
+    instead of dying of SIGBUS (it used to read through a memory mapping)."""
+    capture = tmp_path / "t.pcap"
+    capture.write_bytes(big["pcap"].read_bytes())
+    total = capture.stat().st_size
+    argv = [sys.executable, "-P", "-c", CLI, "verify", str(capture), "--keys", str(big["keys"]), "--batch", "500"]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        while not child.stdout.readline().startswith(b"   frame"):  # its first lines: mid-file now
+            pass
+        os.truncate(capture, total // 2 if size == "half" else 0)
+        out, err = child.communicate(timeout=300)
+    finally:
+        child.kill()
+        child.wait()
+    text = err.decode()
+    assert child.returncode == 1, (child.returncode, text[-2000:])  # -7 would be SIGBUS
+    assert "Traceback" not in text
+    assert f"the file changed while it was read: {total} bytes when opened" in text
+    assert "frames before it were verified" in text
+    assert b"mobility packets" in out  # the summary of what was verified

@@ -37,6 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kbm_cap_out out = {ip_off, ip_len, frame, time_us};
     uint64_t last = 0;
     for (int rounds = 0; rounds < 100000; rounds++) {
+        c.walked_bytes = 0; /* a chunk per walk */
         size_t n = kbm_capture_walk(&c, &out, MAX, 300);
         if (c.need_ifaces) {
             kbm_cap_iface *bigger = realloc(ifaces, sizeof *ifaces * cap_ifaces * 2);
@@ -59,6 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             verdicts[i] = (uint8_t)(frame[i] % 11);
         }
         if (n) {
+            offsets[0] = 0;
             uint8_t *packets = malloc(total);
             if (!packets || kbm_capture_gather(file, size, ip_off, ip_len, n, packets, total,
                                                offsets) != 0)
