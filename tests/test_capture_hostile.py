@@ -176,3 +176,28 @@ def test_capture_truncated_while_verify_reads_it(tmp_path: pathlib.Path, big: di
     assert f"the file changed while it was read: {total} bytes when opened" in text
     assert "frames before it were verified" in text
     assert b"mobility packets" in out  # the summary of what was verified
+
+
+@pytest.mark.parametrize("window", [4096, 1 << 20])
+def test_every_engine_reports_a_file_cut_after_open(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, window: int) -> None:
+    """Cut after the reader opened the file (mid-record and on a record boundary, in the first
+    window or a later one): each engine hands out the same packets before the cut, then the
+    same CaptureChangedError."""
+    from kbmfast import capture
+
+    monkeypatch.setattr(capture, "WINDOW", window)
+    data = pcap([(1_700_000_000 + i, i, bu(i)) for i in range(300)])
+    record = 16 + len(bu(0))
+    path = tmp_path / "t.pcap"
+    for cut in (24 + 150 * record, 24 + 150 * record + 37, 24 + 299 * record + 5):
+        seen = []
+        for engine in ENGINES:
+            path.write_bytes(data)
+            with CaptureReader(path) as r:
+                os.truncate(path, cut)
+                got = [(f, t) for b in r.batches(64, engine=engine) for f, t in zip(b.frames, b.times, strict=True)]
+                assert isinstance(r.error, capture.CaptureChangedError), (engine, r.error)
+                assert f"{len(data)} bytes when opened, {cut} could be read" in str(r.error)
+                seen.append((got, str(r.error), r.frames, r.position))
+        assert seen[0] == seen[1] == seen[2]
+        assert len(seen[0][0]) == (cut - 24) // record
