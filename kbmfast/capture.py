@@ -259,7 +259,7 @@ class CaptureReader:
             if stat.S_ISREG(st.st_mode):
                 self.size = st.st_size
                 head = bytearray(min(self.size, 24))
-                if self.read_into(memoryview(head), 0) < len(head):
+                if self._read_into(memoryview(head), 0) < len(head):
                     raise CaptureChangedError(self.path, 0, 0, self._changed())
             else:  # a pipe or a special file: read it whole, now
                 self._whole = self._file.readall()
@@ -270,7 +270,7 @@ class CaptureReader:
             self.close()
             raise
 
-    def read_into(self, view: memoryview, offset: int) -> int:
+    def _read_into(self, view: memoryview, offset: int) -> int:
         """Read the file's bytes from ``offset`` into ``view``; how many there were (fewer only
         at the end of the file). Not for a pipe (read whole at open)."""
         self._file.seek(offset)
@@ -289,7 +289,7 @@ class CaptureReader:
         """The whole capture in memory (the numpy and plain walks), read on first use."""
         if self._whole is None:
             buf = bytearray(self.size)
-            got = self.read_into(memoryview(buf), 0)
+            got = self._read_into(memoryview(buf), 0)
             if got < self.size:
                 self._shrunk = got
                 del buf[got:]
@@ -638,7 +638,7 @@ class _CWalk:
         """Read ``count`` bytes of the file (from base + at) into win[at:]; note a short read."""
         reader = self.reader
         assert isinstance(self.win, bytearray)
-        got = reader.read_into(memoryview(self.win)[at : at + count], self.base + at)
+        got = reader._read_into(memoryview(self.win)[at : at + count], self.base + at)
         if got < count and reader._shrunk is None:
             reader._shrunk = self.base + at + got
         return got
