@@ -260,7 +260,7 @@ static size_t walk_pcap(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t max
             return n;
         }
         uint32_t second = c->nanoseconds ? 1000000000u : 1000000u;
-        if (frac >= second) { /* not a time: a fraction of a second of a second or more */
+        if (frac >= second) { /* not a time: its fraction of a second is a second or more */
             damage(c, KBM_CAP_E_RECORD_FRACTION, frame, frac, second);
             return n;
         }

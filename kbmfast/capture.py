@@ -4,8 +4,8 @@ A small in-house reader (see docs/tools.md for why no capture library is used): 
 read in windows of :data:`WINDOW` bytes (never memory-mapped: a file truncated under a mapping
 kills the process with SIGBUS; a short read is reported instead, as
 :class:`CaptureChangedError`), record headers are walked in place, and the IPv6 packets that
-carry a Mobility Header are handed out in batches ready for ``Verifier.verify_buffer``: one ``bytes`` buffer with
-the packets back to back and ``n + 1`` uint64 offsets, in capture order.
+carry a Mobility Header are handed out in batches ready for ``Verifier.verify_buffer``: one
+``bytes`` buffer with the packets back to back and ``n + 1`` uint64 offsets, in capture order.
 
 Link types: Ethernet (with any number of 802.1Q / 802.1ad tags), raw IP (LINKTYPE_RAW 101 and
 the old DLT_RAW values 12 and 14), LINKTYPE_IPV6 (229), Linux cooked capture v1 (SLL, 113) and
@@ -259,7 +259,9 @@ class CaptureReader:
             if stat.S_ISREG(st.st_mode):
                 self.size = st.st_size
                 head = bytearray(min(self.size, 24))
-                if self._read_into(memoryview(head), 0) < len(head):
+                got = self._read_into(memoryview(head), 0)
+                if got < len(head):
+                    self._shrunk = got
                     raise CaptureChangedError(self.path, 0, 0, self._changed())
             else:  # a pipe or a special file: read it whole, now
                 self._whole = self._file.readall()
@@ -283,7 +285,7 @@ class CaptureReader:
         return got
 
     def _changed(self) -> str:
-        return f"the file changed while it was read: {self.size} bytes when opened, {self._shrunk or 0} could be read"
+        return f"the file changed while it was read: {self.size} bytes when opened, {self._shrunk} could be read"
 
     def _data(self) -> bytes | bytearray:
         """The whole capture in memory (the numpy and plain walks), read on first use."""
