@@ -109,6 +109,7 @@ def test_nanosecond_pcap_fraction_limit(tmp_path: pathlib.Path) -> None:
         (127, 2**64 - 1, (0, 0)),  # units of 10^-127 s: exactly 0
         (0xFF, 2**64 - 1, (0, 0)),  # units of 2^-127 s: exactly 0
         (9, 1_717_200_000_123_456_789, (1_717_200_000, 123_456)),  # nanoseconds
+        (6, 2**63 - 1, (0xFFFFFFFF, 999_999)),  # the latest µs time a Batch holds: clamped
     ],
 )
 def test_acks_out_any_pcapng_time(
