@@ -245,11 +245,18 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
     uint32_t g = kbm_read_begin(v);
     const struct kbm_index *x = atomic_load(&v->index);
     job jobs[CHUNK];
+    uint64_t off[CHUNK + 1];
     for (size_t base = 0; base < n; base += CHUNK) {
         size_t m = n - base < CHUNK ? n - base : CHUNK;
+        /* The offsets are the caller's memory, which another thread may change at any time:
+           each is read once, into off, and only that copy is checked and used. A packet whose
+           copy fails the check above (the caller changed them during the call) is empty, so
+           MALFORMED: a garbage answer for a garbage caller, never a read out of bounds. */
+        memcpy(off, offsets + base, (m + 1) * sizeof off[0]);
         for (size_t k = 0; k < m; k++) {
-            jobs[k].p = buf + offsets[base + k];
-            jobs[k].n = (size_t)(offsets[base + k + 1] - offsets[base + k]);
+            int sane = off[k] <= off[k + 1] && off[k + 1] <= buf_len;
+            jobs[k].p = buf + (sane ? off[k] : 0);
+            jobs[k].n = sane ? (size_t)(off[k + 1] - off[k]) : 0;
             parse(&jobs[k], v, x);
         }
         for (size_t k = 0; k < m; k++)

@@ -420,6 +420,12 @@ class _Acks:
 
     def close(self) -> None:
         self.stream.close()
+        if self.writer.clamped:  # Binding Updates stamped past 2106: a pcap record cannot say so
+            print(
+                f"kbmfast verify: {self.writer.clamped} acknowledgements stamped with the latest time a pcap "
+                "holds (2106-02-07 06:28:15.999999): their Binding Updates' times lie beyond it",
+                file=sys.stderr,
+            )
 
 
 class _Job:

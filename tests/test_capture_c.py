@@ -177,6 +177,37 @@ def test_damaged_captures_read_alike(tmp_path: pathlib.Path, traffic: gen.Traffi
     assert damaged > 100
 
 
+@pytest.mark.parametrize("window", [24, 97, 4096])
+def test_small_windows_read_alike(
+    tmp_path: pathlib.Path, traffic: gen.Traffic, monkeypatch: pytest.MonkeyPatch, window: int
+) -> None:
+    """The C walker reads the file a window at a time (capture.WINDOW): records and blocks that
+    straddle windows, larger than a window, or damaged across one read as the plain walk has them."""
+    from kbmfast import capture
+
+    monkeypatch.setattr(capture, "WINDOW", window)
+    packets = [f[14:] for f, _ in traffic.frames[:30]]
+    rng = random.Random(window)
+    seeds = [
+        pcap([wrap(1, p, i) for i, p in enumerate(packets)], 1, "<", False),
+        pcap([wrap(113, p, i) for i, p in enumerate(packets)], 113, ">", True),
+        pcapng(packets[:15], "<", 5) + pcapng(packets[15:], ">", 6),
+    ]
+    path = tmp_path / "w"
+    for data in seeds:
+        for variant in [data, *mutations(data, rng, 40)]:
+            path.write_bytes(variant)
+            try:
+                CaptureReader(path).close()
+            except Exception:  # not a capture any more
+                continue
+            for size in (3, 1000):
+                same(path, size)
+            with CaptureReader(path) as r:  # the packets arrive in full chunks whatever the window
+                sizes = [c.n for c in r.chunks(4)]
+                assert all(n == 4 for n in sizes[:-1])
+
+
 def test_timestamp_past_the_int64_range_is_damage(tmp_path: pathlib.Path) -> None:
     packet = bytes.fromhex("6000000000083b40") + bytes(32) + bytes.fromhex("3b00000000000000")
     o = "<"
