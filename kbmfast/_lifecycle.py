@@ -79,6 +79,13 @@ class _Flusher:
                 cls._instance = cls()
             return cls._instance
 
+    @classmethod
+    def _forget(cls) -> None:
+        """In a forked child: the parent's flusher thread does not exist here, so the next
+        interval verifier starts a new one (and the guard may have been held at the fork)."""
+        cls._instance = None
+        cls._guard = threading.Lock()
+
     def add(self, member: Durability) -> None:
         self._members.add(member)
         self._wake.set()
@@ -106,6 +113,11 @@ def track(verifier: Any) -> None:
     _live.add(verifier)
 
 
+def _after_fork_in_child() -> None:
+    _Flusher._forget()
+    _disown_all()
+
+
 def _disown_all() -> None:
     # A forked child inherits the parent's verifiers mid-flight (locks, reader counts, the
     # state file's lock): none of it is usable there, so they refuse work with a clear error.
@@ -114,7 +126,7 @@ def _disown_all() -> None:
     _live.clear()
 
 
-os.register_at_fork(after_in_child=_disown_all)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
