@@ -44,6 +44,19 @@ def key_bytes(value: Any, name: str) -> bytes:
     raise TypeError(f"{name}: expected bytes-like key material, not {type(value).__name__}")
 
 
+def owned_key(value: Any, name: str) -> bytearray:
+    """A private copy of bytes-like key material for a KeyTable to keep and later :func:`wipe`
+    (copied straight into the bytearray: no intermediate bytes object holds the key)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytearray(value)
+    raise TypeError(f"{name}: expected bytes-like key material, not {type(value).__name__}")
+
+
+def wipe(buf: bytearray) -> None:
+    """Overwrite ``buf`` with zeros in place (the same length: it is never reallocated)."""
+    buf[:] = bytes(len(buf))
+
+
 def lifetime_units(seconds: Any, name: str = "lifetime") -> int:
     """Seconds to the wire's 4-second units (floored); ValueError outside 0..262140."""
     if isinstance(seconds, bool) or not isinstance(seconds, int):
@@ -88,17 +101,12 @@ def check_mh_for_mac(mh: Any) -> bytes:
     return raw
 
 
-def check_kbm(kbm: Any) -> bytes:
-    """A Kbm is exactly 20 bytes (draft-ietf-mip6-precfgKbm D2)."""
-    raw = key_bytes(kbm, "kbm")
+def _kbm_size(raw: bytes | bytearray) -> None:
     if len(raw) != KBM_SIZE:
         raise ValueError(f"kbm: must be {KBM_SIZE} bytes, not {len(raw)}")
-    return raw
 
 
-def check_kcn(kcn: Any, home_nonce: Any, care_of_nonce: Any) -> tuple[bytes, bytes, bytes]:
-    """Kcn of at least 20 bytes (RFC 4449 §3) and nonces of 1..64 bytes."""
-    raw = key_bytes(kcn, "kcn")
+def _kcn_sizes(raw: bytes | bytearray, home_nonce: Any, care_of_nonce: Any) -> tuple[bytes, bytes]:
     if len(raw) < MIN_KCN_SIZE:
         raise ValueError(f"kcn: must be at least {MIN_KCN_SIZE} bytes, not {len(raw)}")
     if len(raw) > 1024:
@@ -109,7 +117,41 @@ def check_kcn(kcn: Any, home_nonce: Any, care_of_nonce: Any) -> tuple[bytes, byt
         if not 1 <= len(nonce) <= 64:
             raise ValueError(f"{name}: must be 1..64 bytes, not {len(nonce)}")
         nonces.append(nonce)
-    return raw, nonces[0], nonces[1]
+    return nonces[0], nonces[1]
+
+
+def check_kbm(kbm: Any) -> bytes:
+    """A Kbm is exactly 20 bytes (draft-ietf-mip6-precfgKbm D2)."""
+    raw = key_bytes(kbm, "kbm")
+    _kbm_size(raw)
+    return raw
+
+
+def check_kcn(kcn: Any, home_nonce: Any, care_of_nonce: Any) -> tuple[bytes, bytes, bytes]:
+    """Kcn of at least 20 bytes (RFC 4449 §3) and nonces of 1..64 bytes."""
+    raw = key_bytes(kcn, "kcn")
+    return (raw, *_kcn_sizes(raw, home_nonce, care_of_nonce))
+
+
+def owned_kbm(kbm: Any) -> bytearray:
+    """:func:`check_kbm` into a private bytearray (wiped again if it is refused)."""
+    raw = owned_key(kbm, "kbm")
+    try:
+        _kbm_size(raw)
+    except ValueError:
+        wipe(raw)
+        raise
+    return raw
+
+
+def owned_kcn(kcn: Any, home_nonce: Any, care_of_nonce: Any) -> tuple[bytearray, bytes, bytes]:
+    """:func:`check_kcn` with the Kcn in a private bytearray (wiped again if it is refused)."""
+    raw = owned_key(kcn, "kcn")
+    try:
+        return (raw, *_kcn_sizes(raw, home_nonce, care_of_nonce))
+    except (TypeError, ValueError):
+        wipe(raw)
+        raise
 
 
 def check_packet(packet: Any, name: str) -> bytes:

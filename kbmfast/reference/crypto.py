@@ -10,7 +10,7 @@ from .._types import AUTHENTICATOR_SIZE
 from .._util import address_bytes, check_kbm, check_kcn, check_mh_for_mac, uint
 
 
-def mac96(kbm: bytes, care_of: bytes, correspondent: bytes, mh: bytes) -> bytes:
+def mac96(kbm: bytes | bytearray, care_of: bytes, correspondent: bytes, mh: bytes) -> bytes:
     """First(96, HMAC_SHA1(Kbm, care-of | correspondent | MH minus authenticator, checksum 0))."""
     data = care_of + correspondent + (mh[:4] + b"\0\0" + mh[6:])[:-AUTHENTICATOR_SIZE]
     return hmac.digest(kbm, data, "sha1")[:AUTHENTICATOR_SIZE]
@@ -30,7 +30,7 @@ def authenticator(kbm: Any, care_of: Any, correspondent: Any, mh: Any) -> bytes:
     return mac96(key, co, cn, check_mh_for_mac(mh))
 
 
-def keygen_token(kcn: bytes, address: bytes, nonce: bytes, which: int) -> bytes:
+def keygen_token(kcn: bytes | bytearray, address: bytes, nonce: bytes, which: int) -> bytes:
     """First(64, HMAC_SHA1(Kcn, address | nonce | 0 (home) or 1 (care-of)))."""
     return hmac.digest(kcn, address + nonce + bytes((which,)), "sha1")[:8]
 

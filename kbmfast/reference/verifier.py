@@ -47,13 +47,15 @@ from .statefile import SequenceState
 _addr = ipaddress.IPv6Address
 
 
-def peer_kbm(peer: Peer, home: bytes, care_of: bytes, deregistration: bool) -> bytes:
-    """The Kbm a peer's Binding Update is authenticated with (draft: configured; RFC 4449: derived)."""
+def peer_kbm(peer: Peer, home: bytes, care_of: bytes, deregistration: bool) -> bytes | bytearray:
+    """The Kbm a peer's Binding Update is authenticated with (draft: configured; RFC 4449: derived).
+
+    A configured Kbm is the peer's own bytearray (no copy: HMAC reads it in place), so that
+    removing the peer overwrites the only copy."""
     if peer.kind == KIND_KBM:
-        return bytes(peer.key)
-    key = bytes(peer.key)
-    hkt = keygen_token(key, home, peer.home_nonce, 0)
-    ckt = None if deregistration else keygen_token(key, care_of, peer.care_of_nonce, 1)
+        return peer.key
+    hkt = keygen_token(peer.key, home, peer.home_nonce, 0)
+    ckt = None if deregistration else keygen_token(peer.key, care_of, peer.care_of_nonce, 1)
     return kbm_from_tokens(hkt, ckt)
 
 
