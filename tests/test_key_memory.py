@@ -106,14 +106,16 @@ def test_no_key_left_in_memory(kb: types.ModuleType, tmp_path: os.PathLike[str],
     kcns = [secrets.token_bytes(20) for _ in range(5)]
     path = os.path.join(tmp_path, "keys.toml")
     _key_file(kb, path, kbms, kcns, simple)
-    packets = []
-    for i, key in enumerate(kbms):
-        home = f"2001:db8:1::{i + 1:x}"
-        packets.append(kb.build_binding_update(key, home=home, care_of="2001:db8:2::9", correspondent=CN, sequence=5, lifetime=60))
-    for i, key in enumerate(kcns):
-        home = f"2001:db8:4::{i + 1:x}"
-        kbm = kb.derive_kbm(key, bytes([i + 1] * 8), bytes([i + 2] * 8), home=home, care_of="2001:db8:2::9")
-        packets.append(kb.build_binding_update(kbm, home=home, care_of="2001:db8:2::9", correspondent=CN, sequence=5, lifetime=60))
+    away = "2001:db8:2::9"
+    homes = [f"2001:db8:1::{i + 1:x}" for i in range(len(kbms))] + [f"2001:db8:4::{i + 1:x}" for i in range(len(kcns))]
+    kbms_used = kbms + [
+        kb.derive_kbm(key, bytes([i + 1] * 8), bytes([i + 2] * 8), home=homes[len(kbms) + i], care_of=away)
+        for i, key in enumerate(kcns)
+    ]
+    packets = [
+        kb.build_binding_update(kbm, home=home, care_of=away, correspondent=CN, sequence=5, lifetime=60)
+        for kbm, home in zip(kbms_used, homes, strict=True)
+    ]
     job = {
         "path": path,
         "state": os.path.join(tmp_path, "state"),
@@ -124,9 +126,7 @@ def test_no_key_left_in_memory(kb: types.ModuleType, tmp_path: os.PathLike[str],
         "hex": simple,
     }
     code = _CHILD.format(module=kb.__name__, mask=MASK)
-    done = subprocess.run(
-        [sys.executable, "-P", "-c", code], input=json.dumps(job), capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, "-P", "-c", code], input=json.dumps(job), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.splitlines()[-1])
     assert found == [], f"keys still in memory after remove() + close(): {found}"
