@@ -17,7 +17,7 @@ from typing import Any
 
 from . import _stateformat as fmt
 from ._keys import KIND_KBM, KeyTable, Peer
-from ._lifecycle import DEFAULT_SYNC_MS, Durability, check_sync, track
+from ._lifecycle import DEFAULT_SYNC_MS, VERIFIER_ARGUMENTS, Durability, check_sync, track
 from ._mn import binding_update_list_class
 from ._native_edge import ffi, lib
 from ._types import (
@@ -374,6 +374,9 @@ class Verifier:
 
     def __repr__(self) -> str:
         return f"<kbmfast Verifier: {len(self.keys)} peers, state={self._path!r}>"
+
+
+Verifier.__doc__ = f"{Verifier.__doc__}{VERIFIER_ARGUMENTS}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -145,6 +145,9 @@ def make_builders(mac: MacFunction) -> tuple[BuildBindingUpdate, BuildBindingAck
         ext = wire.routing_header_2(hoa)
         return wire.ipv6_header(wire.NH_ROUTING, len(ext) + len(mh), cn, dst) + ext + mh
 
+    # named as the public functions they become (argument errors quote the qualified name)
+    for builder in (build_binding_update, build_binding_ack):
+        builder.__qualname__ = builder.__name__
     return build_binding_update, build_binding_ack
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import _stateformat as fmt
 from .._keys import KIND_KBM, KeyTable, Peer
-from .._lifecycle import DEFAULT_SYNC_MS, Durability, check_sync, track
+from .._lifecycle import DEFAULT_SYNC_MS, VERIFIER_ARGUMENTS, Durability, check_sync, track
 from .._types import (
     BA_STATUS,
     DEFAULT_REKEY_LIMIT,
@@ -62,10 +62,7 @@ def peer_kbm(peer: Peer, home: bytes, care_of: bytes, deregistration: bool) -> b
 class Verifier:
     """Authorizes Binding Updates from preconfigured peers and tracks their sequence numbers.
 
-    ``state`` is the path of the persistent sequence table (created if missing); ``None`` keeps
-    it in memory. ``rekey_limit`` is the cumulative sequence advance allowed under one key
-    (at most 32768: beyond that an old captured Binding Update would look newer again).
-    ``max_lifetime`` (seconds) caps the lifetime granted in Binding Acknowledgements.
+    The pure-Python oracle: the same answers as ``kbmfast.Verifier``, one call at a time.
     """
 
     def __init__(
@@ -260,6 +257,9 @@ class Verifier:
 
     def __repr__(self) -> str:
         return f"<reference Verifier: {len(self.keys)} peers, state={self._state.path!r}>"
+
+
+Verifier.__doc__ = f"{Verifier.__doc__}{VERIFIER_ARGUMENTS}"
 
 
 def acknowledge(keys: KeyTable, max_lifetime: int | None, result: Result, build: Any) -> bytes | None:
