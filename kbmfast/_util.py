@@ -37,11 +37,22 @@ def address_bytes(value: Any, name: str) -> bytes:
     raise TypeError(f"{name}: expected an IPv6 address (str, IPv6Address or 16 bytes), not {type(value).__name__}")
 
 
-def key_bytes(value: Any, name: str) -> bytes:
-    """Return a bytes-like key as bytes, refusing str (a common mistake: hex text)."""
+def key_bytes(value: Any, name: str) -> bytes | bytearray:
+    """Key material given to a function that only uses it: the caller's ``bytes`` object itself
+    (immutable: nothing to copy or wipe), or a private bytearray copy of any other bytes-like,
+    which the caller hands to :func:`release_key` when done. str is refused (a common mistake:
+    hex text)."""
+    if type(value) is bytes:
+        return value
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
+        return bytearray(value)
     raise TypeError(f"{name}: expected bytes-like key material, not {type(value).__name__}")
+
+
+def release_key(key: bytes | bytearray) -> None:
+    """Wipe ``key`` if :func:`key_bytes` made it (a bytearray); the caller's bytes stay theirs."""
+    if type(key) is bytearray:
+        wipe(key)
 
 
 def owned_key(value: Any, name: str) -> bytearray:
@@ -113,24 +124,36 @@ def _kcn_sizes(raw: bytes | bytearray, home_nonce: Any, care_of_nonce: Any) -> t
         raise ValueError(f"kcn: at most 1024 bytes, not {len(raw)}")
     nonces = []
     for name, value in (("home_nonce", home_nonce), ("care_of_nonce", care_of_nonce)):
-        nonce = key_bytes(value, name)
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{name}: expected bytes-like key material, not {type(value).__name__}")
+        nonce = bytes(value)
         if not 1 <= len(nonce) <= 64:
             raise ValueError(f"{name}: must be 1..64 bytes, not {len(nonce)}")
         nonces.append(nonce)
     return nonces[0], nonces[1]
 
 
-def check_kbm(kbm: Any) -> bytes:
-    """A Kbm is exactly 20 bytes (draft-ietf-mip6-precfgKbm D2)."""
+def check_kbm(kbm: Any) -> bytes | bytearray:
+    """A Kbm is exactly 20 bytes (draft-ietf-mip6-precfgKbm D2); as :func:`key_bytes` gives it
+    (hand it to :func:`release_key` when done)."""
     raw = key_bytes(kbm, "kbm")
-    _kbm_size(raw)
+    try:
+        _kbm_size(raw)
+    except ValueError:
+        release_key(raw)
+        raise
     return raw
 
 
-def check_kcn(kcn: Any, home_nonce: Any, care_of_nonce: Any) -> tuple[bytes, bytes, bytes]:
-    """Kcn of at least 20 bytes (RFC 4449 §3) and nonces of 1..64 bytes."""
+def check_kcn(kcn: Any, home_nonce: Any, care_of_nonce: Any) -> tuple[bytes | bytearray, bytes, bytes]:
+    """Kcn of at least 20 bytes (RFC 4449 §3) and nonces of 1..64 bytes; the Kcn as
+    :func:`key_bytes` gives it (hand it to :func:`release_key` when done)."""
     raw = key_bytes(kcn, "kcn")
-    return (raw, *_kcn_sizes(raw, home_nonce, care_of_nonce))
+    try:
+        return (raw, *_kcn_sizes(raw, home_nonce, care_of_nonce))
+    except (TypeError, ValueError):
+        release_key(raw)
+        raise
 
 
 def owned_kbm(kbm: Any) -> bytearray:

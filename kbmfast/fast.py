@@ -43,6 +43,7 @@ from ._util import (
     check_packet,
     check_verifier_args,
     near_limit_threshold,
+    release_key,
     wipe,
 )
 from .reference import build as _build
@@ -76,10 +77,15 @@ def _raise(rc: int, what: str) -> None:
 # Pure functions
 
 
-def mac96(kbm: bytes, care_of: bytes, correspondent: bytes, mh: bytes) -> bytes:
+def _key_arg(key: bytes | bytearray) -> Any:
+    """A key for the C core: bytes as they are, a (private) bytearray in place."""
+    return key if type(key) is bytes else ffi.from_buffer("uint8_t[]", key)
+
+
+def mac96(kbm: bytes | bytearray, care_of: bytes, correspondent: bytes, mh: bytes) -> bytes:
     """The authenticator over already-checked arguments (the builders' MAC)."""
     out = ffi.new("uint8_t[12]")
-    rc = lib.kbm_authenticator(kbm, care_of, correspondent, mh, len(mh), out)
+    rc = lib.kbm_authenticator(_key_arg(kbm), care_of, correspondent, mh, len(mh), out)
     if rc:
         _raise(rc, "authenticator")
     return bytes(ffi.buffer(out))
@@ -88,9 +94,12 @@ def mac96(kbm: bytes, care_of: bytes, correspondent: bytes, mh: bytes) -> bytes:
 def authenticator(kbm: Any, care_of: Any, correspondent: Any, mh: Any) -> bytes:
     """The 12-byte Binding Authorization Data value for the complete Mobility Header ``mh``."""
     key = check_kbm(kbm)
-    co = address_bytes(care_of, "care_of")
-    cn = address_bytes(correspondent, "correspondent")
-    return mac96(key, co, cn, check_mh_for_mac(mh))
+    try:
+        co = address_bytes(care_of, "care_of")
+        cn = address_bytes(correspondent, "correspondent")
+        return mac96(key, co, cn, check_mh_for_mac(mh))
+    finally:
+        release_key(key)
 
 
 def derive_kbm(
@@ -104,10 +113,13 @@ def derive_kbm(
 ) -> bytes:
     """RFC 4449: derive Kbm from a preconfigured Kcn and nonces the return-routability way."""
     key, hn, cn = check_kcn(kcn, home_nonce, care_of_nonce)
-    hoa = address_bytes(home, "home")
-    coa = address_bytes(care_of, "care_of")
-    out = ffi.new("uint8_t[20]")
-    rc = lib.kbm_derive(key, len(key), hn, len(hn), cn, len(cn), hoa, coa, 1 if deregistration else 0, out)
+    try:
+        hoa = address_bytes(home, "home")
+        coa = address_bytes(care_of, "care_of")
+        out = ffi.new("uint8_t[20]")
+        rc = lib.kbm_derive(_key_arg(key), len(key), hn, len(hn), cn, len(cn), hoa, coa, 1 if deregistration else 0, out)
+    finally:
+        release_key(key)
     if rc:
         _raise(rc, "derive_kbm")
     return bytes(ffi.buffer(out))

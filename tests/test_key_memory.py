@@ -1,6 +1,6 @@
 """Issue 9 item 12: no raw key is left in the process's memory once its peers are removed and
 the verifier is closed. A subprocess loads 20 keys from a key file, verifies a Binding Update
-from every peer, removes every peer, closes, collects garbage and then reads its own memory
+from every peer, acknowledges it, removes every peer, closes, collects garbage and then reads its own memory
 (/proc/self/maps + /proc/self/mem) looking for each key.
 
 The scanner must not itself hold a key: it is given each key masked (XOR 0x5a) and keeps only
@@ -46,12 +46,14 @@ del low, high
 
 keys = kb.KeyTable.load(job["path"])
 cn = kb.Verifier(keys, state=job["state"], sync="close")
-verdicts = [cn.verify(bytes.fromhex(p)).verdict for p in job["packets"]]
-assert all(v == kb.Verdict.ACCEPTED for v in verdicts), verdicts
+results = [cn.verify(bytes.fromhex(p)) for p in job["packets"]]
+assert all(r.verdict == kb.Verdict.ACCEPTED for r in results), results
+acks = [cn.acknowledge(r) for r in results]  # signed with each peer's key
+assert all(acks), acks
 for home in list(keys):
     keys.remove(home)
 cn.close()
-del cn, keys, verdicts
+del cn, keys, results, acks
 gc.collect()
 
 

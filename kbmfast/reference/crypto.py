@@ -7,7 +7,7 @@ import hmac
 from typing import Any
 
 from .._types import AUTHENTICATOR_SIZE
-from .._util import address_bytes, check_kbm, check_kcn, check_mh_for_mac, uint
+from .._util import address_bytes, check_kbm, check_kcn, check_mh_for_mac, release_key, uint
 
 
 def mac96(kbm: bytes | bytearray, care_of: bytes, correspondent: bytes, mh: bytes) -> bytes:
@@ -25,9 +25,12 @@ def authenticator(kbm: Any, care_of: Any, correspondent: Any, mh: Any) -> bytes:
     'a3168e73d2a06c8d4fb43c8f'
     """
     key = check_kbm(kbm)
-    co = address_bytes(care_of, "care_of")
-    cn = address_bytes(correspondent, "correspondent")
-    return mac96(key, co, cn, check_mh_for_mac(mh))
+    try:
+        co = address_bytes(care_of, "care_of")
+        cn = address_bytes(correspondent, "correspondent")
+        return mac96(key, co, cn, check_mh_for_mac(mh))
+    finally:
+        release_key(key)
 
 
 def keygen_token(kcn: bytes | bytearray, address: bytes, nonce: bytes, which: int) -> bytes:
@@ -57,10 +60,13 @@ def derive_kbm(
     '06fe1294dedbb6b085227e37ea4f9a198700c9f4'
     """
     key, hn, cn = check_kcn(kcn, home_nonce, care_of_nonce)
-    hoa = address_bytes(home, "home")
-    coa = address_bytes(care_of, "care_of")
-    hkt = keygen_token(key, hoa, hn, 0)
-    ckt = None if deregistration else keygen_token(key, coa, cn, 1)
+    try:
+        hoa = address_bytes(home, "home")
+        coa = address_bytes(care_of, "care_of")
+        hkt = keygen_token(key, hoa, hn, 0)
+        ckt = None if deregistration else keygen_token(key, coa, cn, 1)
+    finally:
+        release_key(key)
     return kbm_from_tokens(hkt, ckt)
 
 
