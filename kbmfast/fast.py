@@ -36,9 +36,7 @@ from ._types import (
 )
 from ._util import (
     address_bytes,
-    check_kbm,
     check_kcn,
-    check_mh_for_mac,
     check_offsets,
     check_packet,
     check_verifier_args,
@@ -48,7 +46,7 @@ from ._util import (
 )
 from .reference import build as _build
 from .reference import wire
-from .reference.crypto import sequence_newer
+from .reference.crypto import authenticator_with, sequence_newer
 from .reference.verifier import acknowledge as _acknowledge
 
 _addr = ipaddress.IPv6Address
@@ -93,13 +91,7 @@ def mac96(kbm: bytes | bytearray, care_of: bytes, correspondent: bytes, mh: byte
 
 def authenticator(kbm: Any, care_of: Any, correspondent: Any, mh: Any) -> bytes:
     """The 12-byte Binding Authorization Data value for the complete Mobility Header ``mh``."""
-    key = check_kbm(kbm)
-    try:
-        co = address_bytes(care_of, "care_of")
-        cn = address_bytes(correspondent, "correspondent")
-        return mac96(key, co, cn, check_mh_for_mac(mh))
-    finally:
-        release_key(key)
+    return authenticator_with(mac96, kbm, care_of, correspondent, mh)
 
 
 def derive_kbm(

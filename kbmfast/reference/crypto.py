@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from .._types import AUTHENTICATOR_SIZE
@@ -24,11 +25,18 @@ def authenticator(kbm: Any, care_of: Any, correspondent: Any, mh: Any) -> bytes:
     >>> authenticator(kbm, "2001:db8:2::200", "2001:db8:3::300", mh).hex()
     'a3168e73d2a06c8d4fb43c8f'
     """
+    return authenticator_with(mac96, kbm, care_of, correspondent, mh)
+
+
+def authenticator_with(
+    mac: Callable[[bytes | bytearray, bytes, bytes, bytes], bytes], kbm: Any, care_of: Any, correspondent: Any, mh: Any
+) -> bytes:
+    """``authenticator`` with a backend's ``mac``: the arguments checked, a key copy wiped."""
     key = check_kbm(kbm)
     try:
         co = address_bytes(care_of, "care_of")
         cn = address_bytes(correspondent, "correspondent")
-        return mac96(key, co, cn, check_mh_for_mac(mh))
+        return mac(key, co, cn, check_mh_for_mac(mh))
     finally:
         release_key(key)
 
