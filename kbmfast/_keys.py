@@ -391,16 +391,20 @@ def _read_private(name: str) -> bytearray:
         os.close(fd)
 
 
-#: One line of the key file as save() writes it: a table header, a key = value whose value
+#: The lines of a key file as save() writes it: each a table header, a key = value whose value
 #: needs no escape, a comment or nothing. Anything else goes to tomllib.
-_SIMPLE_LINE = re.compile(
-    rb'\[\[(peer)\]\]|(home|kbm|kcn|home_nonce|care_of_nonce) = "([0-9A-Fa-f:.]*)"|(version|epoch) = (0|[1-9][0-9]{0,5})|#[ -~]*|'
+_SIMPLE_LINES = re.compile(
+    rb"^(?:\[\[(peer)\]\]"
+    rb'|(home|kbm|kcn|home_nonce|care_of_nonce) = "([0-9A-Fa-f:.]*)"'
+    rb"|(version|epoch) = (0|[1-9][0-9]{0,5})|#[ -~]*|)$",
+    re.MULTILINE,
 )
 
 
 def _simple_toml(raw: bytearray) -> dict[str, Any] | None:
-    """What ``tomllib.loads(raw.decode())`` gives, for a file made only of :data:`_SIMPLE_LINE`
-    lines (every key file save() writes); None for anything else (tomllib reads it then).
+    """What ``tomllib.loads(raw.decode())`` gives, for a file made only of lines that
+    :data:`_SIMPLE_LINES` matches (every key file save() writes); None for anything else
+    (tomllib reads it then).
 
     Each accepted line means in TOML exactly what it means here: ``[[peer]]`` appends a table
     that the key = value lines below it fill; a key given twice in one table is left to
@@ -408,35 +412,31 @@ def _simple_toml(raw: bytearray) -> dict[str, Any] | None:
     ``raw`` (hex is decoded from it by :func:`_hex`, no copy of the text is made)."""
     doc: dict[str, Any] = {}
     table = doc
-    match = _SIMPLE_LINE.fullmatch
     view = memoryview(raw)
-    pos, end = 0, len(raw)
-    while pos <= end:
-        stop = raw.find(b"\n", pos)
-        if stop < 0:
-            stop = end
-        m = match(raw, pos, stop)
-        pos = stop + 1
-        if m is None:
+    line = 0  # where the next line starts: every line must match, one after the other
+    for m in _SIMPLE_LINES.finditer(raw):
+        if m.start() != line:
             return None
-        if m.start(1) >= 0:
+        line = m.end() + 1
+        kind = m.lastindex
+        if kind == 3:  # key = "value"
+            key = m.group(2).decode()
+            if key in table:
+                return None
+            start, stop = m.span(3)
+            table[key] = m.group(3).decode() if key == "home" else view[start:stop]
+        elif kind == 1:  # [[peer]]
             peers = doc.setdefault("peer", [])
             if not isinstance(peers, list):  # pragma: no cover - no line sets a plain 'peer'
                 return None
             table = {}
             peers.append(table)
-        elif m.start(2) >= 0:
-            key = m.group(2).decode()
+        elif kind == 5:  # version or epoch = n
+            key = m.group(4).decode()
             if key in table:
                 return None
-            start, stop = m.span(3)
-            table[key] = view[start:stop].toreadonly() if key != "home" else m.group(3).decode()
-        elif m.start(4) >= 0:
-            int_key = m.group(4).decode()
-            if int_key in table:
-                return None
-            table[int_key] = int(m.group(5))
-    return doc
+            table[key] = int(m.group(5))
+    return doc if line == len(raw) + 1 else None
 
 
 def _hex_pairs() -> dict[int, int]:
@@ -447,6 +447,7 @@ def _hex_pairs() -> dict[int, int]:
 
 _HEX_PAIRS = _hex_pairs()
 _MAX_HEX_BYTES = 1024  # the longest Kcn (nonces: 64 bytes)
+_PACKERS: dict[int, struct.Struct] = {}  # n -> Struct("nB"), for the lengths met
 
 
 def _hex(entry: dict[str, Any], field: str) -> bytearray:
@@ -462,9 +463,13 @@ def _hex(entry: dict[str, Any], field: str) -> bytearray:
         raise ValueError(f"'{field}' is not valid hex")
     if len(value) > 2 * _MAX_HEX_BYTES:
         raise ValueError(f"'{field}' is {len(value) // 2} bytes, more than any key or nonce may be")
-    out = bytearray(len(value) // 2)
+    pairs = value.cast("H")
+    out = bytearray(len(pairs))
+    packer = _PACKERS.get(len(out))
+    if packer is None:
+        packer = _PACKERS.setdefault(len(out), struct.Struct(f"{len(out)}B"))
     try:
-        struct.pack_into(f"{len(out)}B", out, 0, *map(_HEX_PAIRS.__getitem__, value.cast("H")))
+        packer.pack_into(out, 0, *map(_HEX_PAIRS.__getitem__, pairs))
     except KeyError:
         raise ValueError(f"'{field}' is not valid hex") from None
     return out

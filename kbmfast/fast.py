@@ -12,7 +12,7 @@ import os
 import struct
 from array import array
 from collections.abc import Iterable
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import Any
 
 from . import _stateformat as fmt
@@ -219,19 +219,19 @@ class Verifier:
             return
         specs = ffi.new("kbm_peer_spec[]", len(peers))
         # every key and nonce in one buffer (wiped below): no small allocation per peer, and
-        # each key copied from its bytearray straight into it (no bytes object holds a key)
-        material = bytearray(sum(len(p.key) + len(p.home_nonce) + len(p.care_of_nonce) for p in peers))
+        # join copies each key from its bytearray straight into it (no bytes object holds one)
+        material = bytearray().join(chain.from_iterable((p.key, p.home_nonce, p.care_of_nonce) for p in peers))
         base = ffi.from_buffer("uint8_t[]", material, require_writable=True)
         at = 0
         for spec, peer in zip(specs, peers, strict=True):
             ffi.memmove(spec.home, peer.home, 16)
             spec.kind = lib.KBM_KIND_KBM if peer.kind == KIND_KBM else lib.KBM_KIND_KCN
-            parts = []
-            for value in (peer.key, peer.home_nonce, peer.care_of_nonce):
-                ffi.memmove(base + at, value, len(value))
-                parts.append((base + at, len(value)))
-                at += len(value)
-            (spec.key, spec.key_len), (spec.home_nonce, spec.home_nonce_len), (spec.care_of_nonce, spec.care_of_nonce_len) = parts
+            spec.key, spec.key_len = base + at, len(peer.key)
+            at += len(peer.key)
+            spec.home_nonce, spec.home_nonce_len = base + at, len(peer.home_nonce)
+            at += len(peer.home_nonce)
+            spec.care_of_nonce, spec.care_of_nonce_len = base + at, len(peer.care_of_nonce)
+            at += len(peer.care_of_nonce)
             spec.epoch = peer.epoch
         try:
             rc = lib.kbm_verifier_set_peers(self._handle(), specs, len(peers))
