@@ -281,9 +281,12 @@ def _simple_toml(text: str) -> dict[str, Any] | None:
     doc = _keys._simple_toml(bytearray(text.encode()))
     if doc is None:
         return None
-    plain = {k: v for k, v in doc.items() if k != "peer"}
+    def text(table: dict[str, Any]) -> dict[str, Any]:
+        return {k: bytes(v).decode() if isinstance(v, memoryview) else v for k, v in table.items()}
+
+    plain = text(doc)
     if "peer" in doc:
-        plain["peer"] = [{k: bytes(v).decode() if isinstance(v, memoryview) else v for k, v in t.items()} for t in doc["peer"]]
+        plain["peer"] = [text(t) for t in doc["peer"]]
     return plain
 
 
