@@ -281,6 +281,7 @@ def _simple_toml(text: str) -> dict[str, Any] | None:
     doc = _keys._simple_toml(bytearray(text.encode()))
     if doc is None:
         return None
+
     def text(table: dict[str, Any]) -> dict[str, Any]:
         return {k: bytes(v).decode() if isinstance(v, memoryview) else v for k, v in table.items()}
 
