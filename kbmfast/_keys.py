@@ -69,6 +69,8 @@ class KeyTable:
     """A correspondent node's preconfigured peers, keyed by home address.
 
     Return routability stays the default: only peers entered here use a preconfigured key.
+    Every verifier built on the table follows its changes, all of them or none: a key one
+    verifier refuses is taken back from the others and leaves the table unchanged.
 
     >>> keys = KeyTable()
     >>> keys.add_kbm("2001:db8:1::100", bytes(range(20)))
