@@ -448,6 +448,7 @@ def _hex_pairs() -> dict[int, int]:
 
 
 _HEX_PAIRS = _hex_pairs()
+_ASCII_SPACE = re.compile(r"[ \t\n\r\f\v]+")
 _MAX_HEX_BYTES = 1024  # the longest Kcn (nonces: 64 bytes)
 _PACKERS: dict[int, struct.Struct] = {}  # n -> Struct("nB"), for the lengths met
 
@@ -458,7 +459,11 @@ def _hex(entry: dict[str, Any], field: str) -> bytearray:
     form, as bytes.fromhex allows it."""
     value = entry.get(field)
     if isinstance(value, str):
-        value = memoryview("".join(value.split()).encode("ascii", "replace"))
+        # bytes.fromhex's rule: ASCII whitespace may separate bytes, not split one
+        groups = _ASCII_SPACE.split(value.strip(" \t\n\r\f\v"))
+        if any(len(g) % 2 for g in groups):
+            raise ValueError(f"'{field}' is not valid hex")
+        value = memoryview("".join(groups).encode("ascii", "replace"))
     elif not isinstance(value, memoryview):
         raise ValueError(f"'{field}' must be a hex string")
     if len(value) % 2:
