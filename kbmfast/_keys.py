@@ -31,10 +31,12 @@ class Peer:
     """One preconfigured peer. Holds key material: never printed.
 
     ``key`` is a bytearray the peer owns (it takes the one it is given, no copy) and that
-    :meth:`wipe` overwrites when the table forgets the peer.
+    :meth:`wipe` overwrites when the table forgets the peer. ``wiped`` is set before that, so a
+    reader that copies ``key`` (one C-level copy, atomic under the GIL) and then finds
+    ``wiped`` false holds the whole key, not a half-overwritten one.
     """
 
-    __slots__ = ("care_of_nonce", "epoch", "home", "home_nonce", "key", "kind")
+    __slots__ = ("care_of_nonce", "epoch", "home", "home_nonce", "key", "kind", "wiped")
 
     def __init__(self, home: bytes, kind: int, key: bytearray, home_nonce: bytes, care_of_nonce: bytes, epoch: int) -> None:
         self.home = home
@@ -43,6 +45,7 @@ class Peer:
         self.home_nonce = bytes(home_nonce)
         self.care_of_nonce = bytes(care_of_nonce)
         self.epoch = epoch
+        self.wiped = False
 
     def fingerprint(self) -> bytes:
         """Identifies the key material for the one-key-per-peer rule (kept in memory only).
@@ -55,6 +58,7 @@ class Peer:
 
     def wipe(self) -> None:
         """Overwrite the key bytes in place."""
+        self.wiped = True
         wipe(self.key)
 
     def __repr__(self) -> str:

@@ -265,3 +265,22 @@ def test_key_change_refused_by_one_verifier_changes_none(kb: types.ModuleType) -
         keys.add_kbm(HOME, new)
         assert first.verify(bu(new, 4)).verdict == kb.Verdict.ACCEPTED
         assert second.verify(bu(new, 5)).verdict == kb.Verdict.ACCEPTED
+
+
+def test_reference_never_uses_a_key_being_overwritten() -> None:
+    """The reference verifier copies a peer's key, then checks the peer was not wiped meanwhile
+    (a rekey or remove in another thread): it never MACs with a half- or fully-zeroed key."""
+    from kbmfast._keys import KeyTable
+    from kbmfast.reference.verifier import current_kbm, peer_kbm
+
+    keys = KeyTable()
+    keys.add_kbm(HOME, KEY)
+    home = keys.peer(next(iter(keys)).packed)
+    assert home is not None
+    hoa, coa = home.home, bytes(15) + b"\x09"
+    keys.add_kbm(HOME, bytes(range(1, 21)))  # the rekey overwrites the old peer's key
+    assert home.wiped and peer_kbm(home, hoa, coa, False) is None
+    found = current_kbm(keys, hoa, coa, False)
+    assert found is not None and bytes(found[1]) == bytes(range(1, 21))
+    keys.remove(HOME)
+    assert current_kbm(keys, hoa, coa, False) is None
