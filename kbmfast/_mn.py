@@ -30,7 +30,7 @@ Mac = Callable[[bytes, bytes, bytes, bytes], bytes]
 class _Entry:
     __slots__ = ("care_of", "deregistration", "kbm", "outstanding")
 
-    def __init__(self, kbm: bytes) -> None:
+    def __init__(self, kbm: bytes | bytearray) -> None:
         self.kbm = bytearray(kbm)
         self.care_of = b""
         self.deregistration = False

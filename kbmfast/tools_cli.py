@@ -559,6 +559,9 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
     except kbmfast.KeyFileError as e:
         print(f"kbmfast verify: {e}", file=sys.stderr)
         return 2
+    if len(keys) == 0:
+        print(f"kbmfast verify: warning: key file {key_path} lists no peers: every Binding Update will be NOT_CONFIGURED",
+              file=sys.stderr)  # fmt: skip
     try:
         verifier = backend.Verifier(keys, state=args.state)
     except (OSError, ValueError) as e:

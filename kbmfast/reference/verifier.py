@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import _stateformat as fmt
 from .._keys import KIND_KBM, KeyTable, Peer
-from .._lifecycle import DEFAULT_SYNC_MS, Durability, check_sync, track
+from .._lifecycle import DEFAULT_SYNC_MS, VERIFIER_ARGUMENTS, Durability, check_sync, track
 from .._types import (
     BA_STATUS,
     DEFAULT_REKEY_LIMIT,
@@ -38,6 +38,7 @@ from .._util import (
     is_routable_unicast,
     is_unicast,
     near_limit_threshold,
+    wipe,
 )
 from . import wire
 from .build import build_binding_ack
@@ -47,23 +48,39 @@ from .statefile import SequenceState
 _addr = ipaddress.IPv6Address
 
 
-def peer_kbm(peer: Peer, home: bytes, care_of: bytes, deregistration: bool) -> bytes:
-    """The Kbm a peer's Binding Update is authenticated with (draft: configured; RFC 4449: derived)."""
+def peer_kbm(peer: Peer, home: bytes, care_of: bytes, deregistration: bool) -> bytearray | None:
+    """A private copy of the Kbm a peer's Binding Update is authenticated with (draft:
+    configured; RFC 4449: derived), for the caller to wipe; None if the table removed or
+    rekeyed the peer meanwhile (its key was being overwritten)."""
+    key = bytearray(peer.key)  # one copy, atomic under the GIL: before a wipe or after it
+    if peer.wiped:
+        wipe(key)
+        return None
     if peer.kind == KIND_KBM:
-        return bytes(peer.key)
-    key = bytes(peer.key)
-    hkt = keygen_token(key, home, peer.home_nonce, 0)
-    ckt = None if deregistration else keygen_token(key, care_of, peer.care_of_nonce, 1)
-    return kbm_from_tokens(hkt, ckt)
+        return key
+    try:
+        hkt = keygen_token(key, home, peer.home_nonce, 0)
+        ckt = None if deregistration else keygen_token(key, care_of, peer.care_of_nonce, 1)
+    finally:
+        wipe(key)
+    return bytearray(kbm_from_tokens(hkt, ckt))
+
+
+def current_kbm(keys: KeyTable, home: bytes, care_of: bytes, deregistration: bool) -> tuple[Peer, bytearray] | None:
+    """The peer configured for ``home`` and a copy of its Kbm (:func:`peer_kbm`), or None."""
+    while True:
+        peer = keys.peer(home)
+        if peer is None:
+            return None
+        kbm = peer_kbm(peer, home, care_of, deregistration)
+        if kbm is not None:
+            return peer, kbm
 
 
 class Verifier:
     """Authorizes Binding Updates from preconfigured peers and tracks their sequence numbers.
 
-    ``state`` is the path of the persistent sequence table (created if missing); ``None`` keeps
-    it in memory. ``rekey_limit`` is the cumulative sequence advance allowed under one key
-    (at most 32768: beyond that an old captured Binding Update would look newer again).
-    ``max_lifetime`` (seconds) caps the lifetime granted in Binding Acknowledgements.
+    The pure-Python oracle: the same answers as ``kbmfast.Verifier``, one call at a time.
     """
 
     def __init__(
@@ -165,12 +182,15 @@ class Verifier:
         if home_registration and any(isinstance(o, NonceIndices) for o in msg.options):
             return Result(Verdict.MALFORMED)
         # 6-7: key selection and the authenticator (Nonce Indices ignored, RFC 4449 §3).
-        peer = self.keys.peer(home)
-        if peer is None:
-            return Result(Verdict.NOT_CONFIGURED, **base)
         dereg = msg.lifetime == 0
-        kbm = peer_kbm(peer, home, care_of, dereg)
-        expected = mac96(kbm, home if dereg else care_of, cn, p[mh:])
+        found = current_kbm(self.keys, home, care_of, dereg)
+        if found is None:
+            return Result(Verdict.NOT_CONFIGURED, **base)
+        peer, kbm = found
+        try:
+            expected = mac96(kbm, home if dereg else care_of, cn, p[mh:])
+        finally:
+            wipe(kbm)
         if not hmac.compare_digest(expected, bad.authenticator):
             return Result(Verdict.BAD_AUTHENTICATOR, **base)
         # Authenticated from here on: every rejection is answered.
@@ -260,6 +280,9 @@ class Verifier:
         return f"<reference Verifier: {len(self.keys)} peers, state={self._state.path!r}>"
 
 
+Verifier.__doc__ = f"{Verifier.__doc__}{VERIFIER_ARGUMENTS}"
+
+
 def acknowledge(keys: KeyTable, max_lifetime: int | None, result: Result, build: Any) -> bytes | None:
     """Build the BA for a Result (shared by both backends: it is not on the hot path)."""
     if not isinstance(result, Result):
@@ -271,24 +294,27 @@ def acknowledge(keys: KeyTable, max_lifetime: int | None, result: Result, build:
         raise ValueError("result: not a Result that calls for a Binding Acknowledgement")
     assert result.correspondent is not None and result.source is not None and result.lifetime is not None
     home = result.home.packed
-    peer = keys.peer(home)
-    if peer is None:
-        raise KeyError(f"home {result.home} is no longer configured: cannot sign its acknowledgement")
     dereg = result.lifetime == 0
+    found = current_kbm(keys, home, result.care_of.packed, dereg)
+    if found is None:
+        raise KeyError(f"home {result.home} is no longer configured: cannot sign its acknowledgement")
+    kbm = found[1]
     care_of = home if dereg else result.care_of.packed
-    kbm = peer_kbm(peer, home, result.care_of.packed, dereg)
     lifetime = 0
     if status < 128:
         lifetime = result.lifetime if max_lifetime is None else min(result.lifetime, max_lifetime)
     sequence = result.last_sequence if status == 135 else result.sequence
-    packet: bytes = build(
-        kbm,
-        home=home,
-        care_of=care_of,
-        correspondent=result.correspondent,
-        sequence=sequence,
-        status=status,
-        lifetime=lifetime,
-        destination=result.source,
-    )
+    try:
+        packet: bytes = build(
+            kbm,
+            home=home,
+            care_of=care_of,
+            correspondent=result.correspondent,
+            sequence=sequence,
+            status=status,
+            lifetime=lifetime,
+            destination=result.source,
+        )
+    finally:
+        wipe(kbm)
     return packet
