@@ -159,6 +159,7 @@ class OutputFile:
     def __init__(self, path: str, *, private: bool = False) -> None:
         self.path = path
         self.tmp: str | None = None
+        self.committed = False
         try:
             self._open(private)
         except OSError as e:  # name the path as given, not the temporary file or the resolved one
@@ -195,6 +196,7 @@ class OutputFile:
         stream = self.stream
         if self.tmp is None:
             stream.close()
+            self.committed = True
             return
         try:
             stream.flush()
@@ -205,6 +207,7 @@ class OutputFile:
             self.discard()
             raise
         self.tmp = None
+        self.committed = True
         with contextlib.suppress(OSError):
             fd = os.open(os.path.dirname(self.target) or ".", os.O_RDONLY)
             try:

@@ -113,8 +113,8 @@ def run_check(args: argparse.Namespace) -> int:
 def run_compact(args: argparse.Namespace) -> int:
     """Rewrite (and optionally salvage or prune) a state file."""
     from . import _stateformat as fmt
-    from ._keys import KeyTable
     from ._types import KbmError
+    from .tools_cli import load_key_file
 
     if args.drop_unconfigured and not args.keys:
         raise CliError("--drop-unconfigured needs --keys")
@@ -131,7 +131,7 @@ def run_compact(args: argparse.Namespace) -> int:
             slots = fmt.read_slots(args.file)
         before = len(slots)
         if args.drop_unconfigured:
-            configured = {h.packed for h in KeyTable.load(args.keys)}
+            configured = {h.packed for h in load_key_file(args.keys, 1)}
             slots = [(a, w) for a, w in slots if a in configured]
             print(f"dropped {before - len(slots)} slots of unconfigured addresses", file=sys.stderr)
         fmt.write(target, slots)

@@ -611,16 +611,16 @@ def _last_frame(item: Any) -> int:
     return int(item.frames[n - 1])
 
 
-def _load_keys(path: str) -> Any:
-    """The key table, or CliError (status 2) naming the file and the cause."""
+def load_key_file(path: str, status: int = 2) -> Any:
+    """The key table, or CliError (``status``) naming the file and the cause."""
     import kbmfast
 
     try:
         return kbmfast.KeyTable.load(path)
     except kbmfast.KeyFileError as e:
-        raise CliError(str(e)) from None
+        raise CliError(str(e), status) from None
     except OSError as e:
-        raise CliError(f"key file {os_error_text(e, path)}") from None
+        raise CliError(f"key file {os_error_text(e, path)}", status) from None
 
 
 def _open_verifier(backend: Any, keys: Any, state: str | None) -> Any:
@@ -642,7 +642,7 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
     inputs = [*(("CAPTURE", c) for c in captures), ("--keys", key_path)]
     check_distinct(inputs, [("--state", args.state), ("--acks-out", args.acks_out)])
     check_stdout_distinct([*inputs, ("--state", args.state), ("--acks-out", args.acks_out)])
-    keys = _load_keys(key_path)
+    keys = load_key_file(key_path)
     try:
         acks_file = OutputFile(args.acks_out) if args.acks_out else None
     except OSError as e:
@@ -942,7 +942,7 @@ def run_gen(args: argparse.Namespace) -> int:
         what = next((n for n, (path, _) in zip(names, wanted, strict=False) if path == e.filename), "output")
         raise CliError(f"{what} {os_error_text(e)}; no file was written", 2 if what != "output" else 1) from None
     except Interrupted as e:
-        written = files and all(f.tmp is None for f in files)
+        written = files and all(f.committed for f in files)
         raise CliError(f"interrupted by {e}; {'every' if written else 'no'} file was written", e.status) from None
     print(f"kbmfast gen: {len(traffic.frames)} frames to {args.out}, keys of {len(traffic.keys)} peers to {keys_path}")
     return 0
