@@ -435,3 +435,44 @@ def test_bench_interrupted(tmp_path: pathlib.Path) -> None:
     assert "Traceback" not in err and "interrupted by SIGINT" in err
     assert "verifications/s" not in out
     assert not any(p.startswith("kbmfast-bench-") for p in os.listdir(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 6: the progress bar and --quiet
+
+
+def test_progress_bar_stays_off_the_lines_terminal(tmp_path: pathlib.Path) -> None:
+    """A real terminal (a pty) for stderr: no bar when the lines go to that same terminal, a bar
+    with --quiet or when the lines go elsewhere (a file, another terminal)."""
+    from kbmfast import tools_cli
+
+    master, slave = os.openpty()
+    other_master, other_slave = os.openpty()
+    try:
+        with open(slave, "w", closefd=False) as err, open(slave, "w", closefd=False) as out:
+            assert not tools_cli._Progress(err, out).on
+            assert tools_cli._Progress(err, out, quiet=True).on
+            with open(tmp_path / "lines", "w") as lines:
+                assert tools_cli._Progress(err, lines).on
+            with open(other_slave, "w", closefd=False) as elsewhere:
+                assert tools_cli._Progress(err, elsewhere).on
+        with open(tmp_path / "err", "w") as err, open(slave, "w", closefd=False) as out:
+            assert not tools_cli._Progress(err, out, quiet=True).on  # stderr not a terminal
+    finally:
+        for fd in (master, slave, other_master, other_slave):
+            os.close(fd)
+
+
+def test_quiet_summary_has_no_leading_blank_line(made: dict[str, pathlib.Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["verify", str(made["pcap"]), "--keys", str(made["keys"]), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("verdict ") and f"mobility packets{UPDATES:>18}" in out
+
+
+def test_skip_counts_only_the_frames_verified(made: dict[str, pathlib.Path], capsys: pytest.CaptureFixture[str]) -> None:
+    for skip, want in ((0, UPDATES), (1234, UPDATES - 1234), (UPDATES + 5, 0)):
+        assert cli.main(["verify", str(made["pcap"]), "--keys", str(made["keys"]), "--json", "--skip", str(skip)]) == 0
+        docs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert docs[-1]["summary"]["frames"] == docs[-1]["summary"]["mobility_packets"] == want
+        assert [d["frame"] for d in docs[:-1]] == list(range(skip + 1, UPDATES + 1))
+    assert cli.main(["verify", str(made["pcap"]), "--keys", str(made["keys"]), "--skip", "-1"]) == 2
