@@ -5,6 +5,12 @@ Each subcommand is one small function that registers its parser on the subparser
 needs beyond argparse is imported inside its handler. To add a subcommand (verify, gen, keys,
 state...), write ``def add_parser(sub: Subparsers[argparse.ArgumentParser]) -> None`` and its
 handler in the command's own module, and list it in ``_registrars()``.
+
+Handlers follow kbmfast._outputs: an ordinary error is ``raise CliError(message, status)`` (one
+line on stderr, no traceback); output files go through ``OutputFile``/``output_files`` (a
+temporary file renamed into place) after ``check_distinct`` (no output onto an input); a long
+loop runs inside ``_outputs.current.deferred()`` and polls ``_outputs.current.signum`` at its
+batch boundaries, elsewhere SIGINT/SIGTERM raise ``Interrupted`` (130/143).
 """
 
 from __future__ import annotations

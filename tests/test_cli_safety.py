@@ -395,8 +395,9 @@ def test_state_show_into_a_closed_pipe_and_interrupted(tmp_path: pathlib.Path) -
     assert m and int(m.group(1)) == sum(1 for x in out.splitlines() if x.startswith("{")) < 30000
 
 
-def test_gen_interrupted_while_writing_leaves_the_old_files(tmp_path: pathlib.Path) -> None:
-    """SIGINT while gen writes its truth (a FIFO read slowly): the existing capture and key
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_gen_interrupted_while_writing_leaves_the_old_files(tmp_path: pathlib.Path, sig: signal.Signals) -> None:
+    """A signal while gen writes its truth (a FIFO read slowly): the existing capture and key
     file are untouched, no temporary file remains."""
     out, keys, fifo = tmp_path / "t.pcap", tmp_path / "t.keys.toml", tmp_path / "truth.fifo"
     out.write_bytes(b"old capture")
@@ -407,11 +408,11 @@ def test_gen_interrupted_while_writing_leaves_the_old_files(tmp_path: pathlib.Pa
     assert child.stdout is not None and child.stderr is not None
     with open(fifo) as truth:
         assert json.loads(truth.readline())["frame"] == 1
-        child.send_signal(signal.SIGINT)
+        child.send_signal(sig)
         truth.read()
     err = child.stderr.read()
-    assert child.wait(timeout=300) == 130
-    assert "Traceback" not in err and "interrupted by SIGINT; no file was written" in err
+    assert child.wait(timeout=300) == 128 + sig
+    assert "Traceback" not in err and f"interrupted by {sig.name}; no file was written" in err
     assert out.read_bytes() == b"old capture" and keys.read_text() == "old keys"
     assert sorted(os.listdir(tmp_path)) == ["t.keys.toml", "t.pcap", "truth.fifo"]
 
