@@ -318,12 +318,14 @@ class Interrupts:
         self.signum: int | None = None
         self.handled = False  # the command stopped for the signal itself (no Interrupted raised)
         self.depth = 0
+        self.pid = os.getpid()
         self._old: dict[int, Any] = {}
 
     def install(self) -> bool:
         """Take over SIGINT and SIGTERM (only from the main thread); True if done."""
         if threading.current_thread() is not threading.main_thread():
             return False
+        self.pid = os.getpid()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
         return True
@@ -335,6 +337,10 @@ class Interrupts:
         self._old.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self.pid:  # a forked child before child_defaults(): what that sets
+            if signum == signal.SIGTERM:
+                os._exit(128 + signum)
+            return
         first = self.signum is None
         if first:
             self.signum = signum

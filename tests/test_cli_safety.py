@@ -419,14 +419,15 @@ def test_gen_interrupted_while_writing_leaves_the_old_files(tmp_path: pathlib.Pa
 
 def test_bench_interrupted(tmp_path: pathlib.Path) -> None:
     """Ctrl-C at a terminal (SIGINT to the whole process group, forked children included)
-    while the measures run: one line, status 130, its temporary directory removed."""
+    while the two-process measure runs: one line, status 130, its temporary directory removed."""
     env = dict(os.environ, TMPDIR=str(tmp_path))
     argv = kbmfast_argv("bench", "--quick", "--peers", "300", "--rounds", "2", "--repeat", "200", "--big-peers", "0")
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     try:
-        while not any(p.startswith("kbmfast-bench-") for p in os.listdir(tmp_path)):  # the measures have begun
+        # Wait for a state file of the processes measure: forked children are running then.
+        while not any(f.startswith("state.") for d in tmp_path.glob("kbmfast-bench-*") for f in os.listdir(d)):
             assert child.poll() is None
-            time.sleep(0.01)
+            time.sleep(0.001)
         os.killpg(child.pid, signal.SIGINT)
         out, err = child.communicate(timeout=300)
     finally:
