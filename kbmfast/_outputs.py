@@ -67,21 +67,21 @@ def os_error_text(e: OSError, what: str | None = None) -> str:
 # Files
 
 
-def _identity(path: str) -> tuple[str, tuple[int, ...]]:
-    """What names the file: ("inode", (dev, ino)) when it exists (symlinks followed), else
-    ("entry", (dev, ino of the parent directory), name) when the directory exists, else the
-    absolute path."""
+def _identity(path: str) -> tuple[object, ...]:
+    """What names the file: its (device, inode) when it exists (symlinks followed), else the
+    (device, inode) of its directory and its name (after resolving symlinks, as OutputFile
+    writes there), else its resolved path."""
     try:
         st = os.stat(path)
-        return "inode", (st.st_dev, st.st_ino)
+        return "inode", st.st_dev, st.st_ino
     except OSError:
         pass
-    parent, name = os.path.split(os.path.abspath(path))
+    parent, name = os.path.split(os.path.realpath(path))
     try:
         st = os.stat(parent)
     except OSError:
-        return "path", (hash(os.path.abspath(path)),)
-    return "entry", (st.st_dev, st.st_ino, hash(name))
+        return "path", os.path.realpath(path)
+    return "entry", st.st_dev, st.st_ino, name
 
 
 def check_distinct(inputs: Sequence[tuple[str, str | None]], outputs: Sequence[tuple[str, str | None]]) -> None:
@@ -90,7 +90,7 @@ def check_distinct(inputs: Sequence[tuple[str, str | None]], outputs: Sequence[t
     Each item is ``(what, path)``, e.g. ``("--acks-out", "a.pcap")``; a None path is left out.
     Standard output as ``-`` is not a file here.
     """
-    seen: dict[tuple[str, tuple[int, ...]], tuple[str, str, bool]] = {}
+    seen: dict[tuple[object, ...], tuple[str, str, bool]] = {}
     for what, path in inputs:
         if path is not None and path != "-":
             seen.setdefault(_identity(path), (what, path, True))

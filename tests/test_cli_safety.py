@@ -164,6 +164,10 @@ def test_gen_refuses_existing_and_shared_outputs(tmp_path: pathlib.Path, capsys:
     assert cli.main([*argv, "--keys", str(out)]) == 2  # --keys equal to --out
     assert "same file" in capsys.readouterr().err and not out.exists()
     assert cli.main([*argv, "--keys", str(tmp_path / "." / "t.pcap"), "--force"]) == 2
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(out)  # t.pcap does not exist yet: both would write it
+    assert cli.main([*argv, "--keys", str(dangling), "--force"]) == 2
+    dangling.unlink()
     assert cli.main([*argv, "--truth", str(keys), "--keys", str(keys), "--force"]) == 2
     assert keys.read_text() == "precious\n" and not out.exists()
     assert cli.main([*argv, "--keys", str(keys), "--force"]) == 0
