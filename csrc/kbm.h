@@ -26,7 +26,7 @@ enum kbm_status {
     KBM_EOFFSET = -7,    /* offsets decrease or run past the buffer */
 };
 
-/* ---- Verdicts (API.md; the same numbers as kbmfast.Verdict) ---- */
+/* ---- Verdicts (the same numbers as kbmfast.Verdict) ---- */
 enum kbm_verdict {
     KBM_ACCEPTED = 0,
     KBM_MALFORMED = 1,

@@ -3,7 +3,7 @@
    Every step before the sequence check is a pure function of the packet and the peer, so a
    chunk is parsed, looked up (prefetching buckets, peers and slots for the whole chunk) and
    MACed two at a time first; then the sequence stage runs strictly in packet order, which
-   gives the in-order semantics of API.md. The checks and their order are those of
+   gives the in-order semantics of verify_batch. The checks and their order are those of
    kbmfast/reference/verifier.py. */
 #include "internal.h"
 
@@ -92,7 +92,7 @@ static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
     j->minimal = (uint8_t)minimal_layout(p, j->n, &j->l);
     if (!j->minimal && kbm_scan(p, j->n, &j->l, &where))
         return;
-    /* a CN drops a non-routable HAO and any type 2 Routing header (SPEC_DIGEST §5 step 0) */
+    /* a CN drops a non-routable HAO and any type 2 Routing header (RFC 6275 §9.3.1, §6.1) */
     if ((j->l.hao >= 0 && !kbm_is_routable(p + j->l.hao)) || j->l.rh2 >= 0)
         return;
     if (!kbm_checksum_ok(p, j->n, &j->l)) {

@@ -301,9 +301,8 @@ class KeyTable:
             raise ValueError("needs either 'kbm' or 'kcn' with 'home_nonce' and 'care_of_nonce'")
         return hoa
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the key file atomically, mode 0600."""
-        name = os.fspath(path)
+    def to_toml(self) -> str:
+        """The key file's text, as :meth:`save` writes it (it holds the keys: keep it private)."""
         lines = ["# kbmfast key file: keep it private (mode 0600)", "version = 1", ""]
         for peer in self.peers():
             lines.append("[[peer]]")
@@ -316,11 +315,17 @@ class KeyTable:
                 lines.append(f'care_of_nonce = "{peer.care_of_nonce.hex()}"')
             lines.append(f"epoch = {peer.epoch}")
             lines.append("")
+        return "\n".join(lines)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the key file atomically, mode 0600."""
+        name = os.fspath(path)
+        text = self.to_toml()
         tmp = f"{name}.tmp.{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write("\n".join(lines))
+                f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, name)

@@ -9,6 +9,9 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from . import _outputs
+from ._outputs import EXIT_SIGPIPE, CliError, Interrupted, Stdout, check_distinct, os_error_text
+
 if TYPE_CHECKING:
     from .cli import Subparsers
 
@@ -47,27 +50,48 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
     compact.set_defaults(handler=run_compact)
 
 
+def _read_error(e: OSError, path: str) -> CliError:
+    return CliError(f"state file {os_error_text(e, path)}", 1)
+
+
 def run_show(args: argparse.Namespace) -> int:
-    """Print the slots of a valid state file."""
+    """Print the slots of a valid state file (stopping cleanly on SIGINT/SIGTERM or a closed
+    standard output: the slots printed are then said on stderr)."""
     from . import _stateformat as fmt
     from ._types import StateFileError
 
     try:
         slots = fmt.read_slots(args.file)
     except StateFileError as e:
-        print(f"kbmfast state show: {e}", file=sys.stderr)
-        return 1
+        raise CliError(str(e), 1) from None
+    except OSError as e:
+        raise _read_error(e, args.file) from None
+    out = Stdout()
+    interrupts = _outputs.current
+    printed = 0
+    with interrupts.deferred():
+        if not args.json:
+            out.write(f"{'address':<40} {'last sequence':>13} {'advance':>8} {'epoch':>6}\n")
+        for address, word in slots:
+            if interrupts.signum is not None or out.closed:
+                break
+            has, seq, advance, epoch = fmt.unpack_word(word)
+            addr = str(ipaddress.IPv6Address(address))
+            if args.json:
+                doc = {"address": addr, "last_sequence": seq if has else None, "advance": advance, "epoch": epoch}
+                line = json.dumps(doc)
+            else:
+                line = f"{addr:<40} {seq if has else '-':>13} {advance:>8} {epoch:>6}"
+            if out.write(line + "\n"):
+                printed += 1
+        out.flush()
+        if interrupts.signum is not None or out.closed:
+            interrupts.handled = True
+            why = f"interrupted by {interrupts.name}" if interrupts.signum is not None else "standard output closed"
+            print(f"kbmfast state show: {why} after {printed} of {len(slots)} slots", file=sys.stderr)
+            return EXIT_SIGPIPE if out.closed else interrupts.status
     if not args.json:
-        print(f"{'address':<40} {'last sequence':>13} {'advance':>8} {'epoch':>6}")
-    for address, word in slots:
-        has, seq, advance, epoch = fmt.unpack_word(word)
-        addr = str(ipaddress.IPv6Address(address))
-        if args.json:
-            print(json.dumps({"address": addr, "last_sequence": seq if has else None, "advance": advance, "epoch": epoch}))
-        else:
-            print(f"{addr:<40} {seq if has else '-':>13} {advance:>8} {epoch:>6}")
-    if not args.json:
-        print(f"{len(slots)} slots")
+        out.write(f"{len(slots)} slots\n")
     return 0
 
 
@@ -79,8 +103,9 @@ def run_check(args: argparse.Namespace) -> int:
     try:
         count = fmt.validate(args.file)
     except StateFileError as e:
-        print(f"kbmfast state check: {e}", file=sys.stderr)
-        return 1
+        raise CliError(str(e), 1) from None
+    except OSError as e:
+        raise _read_error(e, args.file) from None
     print(f"{args.file}: sound, {count} slots")
     return 0
 
@@ -88,12 +113,15 @@ def run_check(args: argparse.Namespace) -> int:
 def run_compact(args: argparse.Namespace) -> int:
     """Rewrite (and optionally salvage or prune) a state file."""
     from . import _stateformat as fmt
-    from ._keys import KeyTable
     from ._types import KbmError
+    from .tools_cli import load_key_file
 
     if args.drop_unconfigured and not args.keys:
-        print("kbmfast state compact: --drop-unconfigured needs --keys", file=sys.stderr)
-        return 2
+        raise CliError("--drop-unconfigured needs --keys")
+    if args.output is not None:
+        inputs = [("FILE", args.file), ("--keys", args.keys)]
+        check_distinct(inputs, [("--output", args.output)])
+    target = args.output or args.file
     try:
         if args.salvage:
             slots, problems = fmt.salvage(args.file)
@@ -103,12 +131,15 @@ def run_compact(args: argparse.Namespace) -> int:
             slots = fmt.read_slots(args.file)
         before = len(slots)
         if args.drop_unconfigured:
-            configured = {h.packed for h in KeyTable.load(args.keys)}
+            configured = {h.packed for h in load_key_file(args.keys, 1)}
             slots = [(a, w) for a, w in slots if a in configured]
             print(f"dropped {before - len(slots)} slots of unconfigured addresses", file=sys.stderr)
-        fmt.write(args.output or args.file, slots)
-    except (KbmError, OSError) as e:
-        print(f"kbmfast state compact: {e}", file=sys.stderr)
-        return 1
-    print(f"{args.output or args.file}: {len(slots)} slots written ({os.path.getsize(args.output or args.file)} bytes)")
+        fmt.write(target, slots)
+    except KbmError as e:
+        raise CliError(str(e), 1) from None
+    except OSError as e:
+        raise CliError(os_error_text(e), 1) from None
+    except Interrupted as e:
+        raise CliError(f"interrupted by {e}; {target} is as it was", e.status) from None
+    print(f"{target}: {len(slots)} slots written ({os.path.getsize(target)} bytes)")
     return 0

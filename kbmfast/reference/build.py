@@ -1,7 +1,7 @@
 """Building authenticated Binding Updates and Binding Acknowledgements.
 
 ``make_builders(mac)`` gives a backend its pair of builders signing with its own MAC, so both
-backends share one layout (SPEC_DIGEST §2.9 canonical padding) and one signature.
+backends share one layout (RFC 6275 §6.2 alignment: canonical padding) and one signature.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ MacFunction = Callable[[bytes | bytearray, bytes, bytes, bytes], bytes]
 
 
 def _seal(mh: bytearray, mac: MacFunction, kbm: bytes | bytearray, care_of: bytes, correspondent: bytes) -> None:
-    # MAC first over the MH with a zero checksum, checksum last (SPEC_DIGEST trap 3).
+    # MAC first over the MH with a zero checksum, checksum last (RFC 6275 §6.2.7).
     mh[-12:] = mac(kbm, care_of, correspondent, bytes(mh))
 
 

@@ -1,7 +1,8 @@
 """The correspondent node's Binding Update verifier, in plain Python (the oracle).
 
-The order of the checks is SPEC_DIGEST §5 with API.md's rule that authentication comes before
-any answer. ``Verifier.verify`` documents it step by step; csrc/verify.c follows the same steps.
+The order of the checks is RFC 6275 §9.2 and §9.5.1 with the rule that authentication comes
+before any answer (RFC 6275 §9.5.1: an unauthenticated BU is silently discarded; docs/spec-notes.md).
+``Verifier.verify`` documents it step by step; csrc/verify.c follows the same steps.
 """
 
 from __future__ import annotations
