@@ -322,6 +322,35 @@ def salvage(path: str | os.PathLike[str]) -> tuple[bytes, list[tuple[bytes, int,
     return salt, [(a, w, h) for a, (w, h) in kept.items()], problems
 
 
+def read_v1(path: str | os.PathLike[str]) -> list[tuple[bytes, bool, int, int]]:
+    """(address, has_seq, last sequence, advance) of every slot of a format version 1 file."""
+    name = os.fspath(path)
+    data = _read(name)
+    if len(data) < 64 or data[:8] != MAGIC or HEADER.unpack_from(data)[1:] != (1, 64, 32, 0):
+        raise StateFileError(f"state file {name}: not a version 1 kbmfast state file: nothing to migrate")
+    (count,) = struct.unpack_from("<Q", data, 24)
+    if 64 + count * 32 > len(data):
+        raise StateFileError(f"state file {name}: truncated (header says {count} slots, the file holds fewer)")
+    out = []
+    for i in range(count):
+        address = data[64 + i * 32 : 64 + i * 32 + 16]
+        (word,) = struct.unpack_from("<Q", data, 64 + i * 32 + 16)
+        advance = (word >> 32) & 0xFFFF
+        if word & 0xFFFE0000 or advance > MAX_ADVANCE:
+            raise StateFileError(f"state file {name}: slot {i} (address {_show(address)}) is corrupt: repair it first")
+        out.append((address, bool(word & HAS_SEQ), word & SEQ_MASK, advance))
+    return out
+
+
+def migrate(
+    v1: list[tuple[bytes, bool, int, int]], salt: bytes, fingerprints: dict[bytes, int]
+) -> list[tuple[bytes, int, tuple[int, ...]]]:
+    """Version 2 slots for version 1 ones. A version 1 advance is kept and charged to the
+    address's key in ``fingerprints`` (the key file's), or to no key yet (fingerprint 0: the
+    first key used takes the slot over with the advance as it is), never started over."""
+    return [(a, pack_word(has, seq, advance, fingerprints.get(a, 0)), ()) for a, has, seq, advance in v1]
+
+
 def encode(salt: bytes, slots: list[tuple[bytes, int, tuple[int, ...]]]) -> bytes:
     """A whole state file holding exactly these slots, under this salt (keep a file's salt:
     the fingerprints in its slots are keyed with it)."""

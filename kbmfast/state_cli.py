@@ -20,8 +20,8 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="inspect, check or repair a sequence state file",
         description="Inspect, check or repair the persistent sequence table that Verifier(state=...) keeps.",
     )
-    verbs = p.add_subparsers(dest="verb", required=True, metavar="{show,check,compact}")
-    show = verbs.add_parser("show", help="list every slot: address, last sequence, advance, key epoch")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="{show,check,compact,migrate}")
+    show = verbs.add_parser("show", help="list every slot: address, last sequence, advance, key fingerprint")
     show.add_argument("file", help="the state file")
     show.add_argument("--json", action="store_true", help="one JSON object per slot")
     show.set_defaults(handler=run_show)
@@ -45,6 +45,19 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
     compact.add_argument("--drop-unconfigured", action="store_true", help="drop slots of addresses not in --keys")
     compact.add_argument("--output", metavar="FILE", help="write here instead of replacing FILE")
     compact.set_defaults(handler=run_compact)
+    migrate = verbs.add_parser(
+        "migrate",
+        help="rewrite a format version 1 file as version 2",
+        description=(
+            "Rewrite a format version 1 state file (kbmfast before key fingerprints) as version 2. Stop every "
+            "verifier using the file first. With --keys, each configured peer's advance is charged to its key in "
+            "that key file; without, to whichever key the peer uses next. Sequence numbers and advances are kept."
+        ),
+    )
+    migrate.add_argument("file", help="the version 1 state file")
+    migrate.add_argument("--keys", metavar="KEYS", help="the key file the verifiers use")
+    migrate.add_argument("--output", metavar="FILE", help="write here instead of replacing FILE")
+    migrate.set_defaults(handler=run_migrate)
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -53,19 +66,21 @@ def run_show(args: argparse.Namespace) -> int:
     from ._types import StateFileError
 
     try:
-        slots = fmt.read_slots(args.file)
+        _, slots = fmt.read_slots(args.file)
     except StateFileError as e:
         print(f"kbmfast state show: {e}", file=sys.stderr)
         return 1
     if not args.json:
-        print(f"{'address':<40} {'last sequence':>13} {'advance':>8} {'epoch':>6}")
-    for address, word in slots:
-        has, seq, advance, epoch = fmt.unpack_word(word)
+        print(f"{'address':<40} {'last sequence':>13} {'advance':>8} {'key':>8} {'earlier':>7}")
+    for address, word, earlier in slots:
+        has, seq, advance, fp = fmt.unpack_word(word)
         addr = str(ipaddress.IPv6Address(address))
+        key = f"{fp:08x}" if fp else "-"
         if args.json:
-            print(json.dumps({"address": addr, "last_sequence": seq if has else None, "advance": advance, "epoch": epoch}))
+            row = {"address": addr, "last_sequence": seq if has else None, "advance": advance, "key": key}
+            print(json.dumps({**row, "earlier_keys": len(earlier)}))
         else:
-            print(f"{addr:<40} {seq if has else '-':>13} {advance:>8} {epoch:>6}")
+            print(f"{addr:<40} {seq if has else '-':>13} {advance:>8} {key:>8} {len(earlier):>7}")
     if not args.json:
         print(f"{len(slots)} slots")
     return 0
@@ -96,19 +111,43 @@ def run_compact(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.salvage:
-            slots, problems = fmt.salvage(args.file)
+            salt, slots, problems = fmt.salvage(args.file)
             for problem in problems:
                 print(f"salvage: {problem}", file=sys.stderr)
         else:
-            slots = fmt.read_slots(args.file)
+            salt, slots = fmt.read_slots(args.file)
         before = len(slots)
         if args.drop_unconfigured:
             configured = {h.packed for h in KeyTable.load(args.keys)}
-            slots = [(a, w) for a, w in slots if a in configured]
+            slots = [slot for slot in slots if slot[0] in configured]
             print(f"dropped {before - len(slots)} slots of unconfigured addresses", file=sys.stderr)
-        fmt.write(args.output or args.file, slots)
+        fmt.write(args.output or args.file, salt, slots)
     except (KbmError, OSError) as e:
         print(f"kbmfast state compact: {e}", file=sys.stderr)
         return 1
     print(f"{args.output or args.file}: {len(slots)} slots written ({os.path.getsize(args.output or args.file)} bytes)")
+    return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """Rewrite a version 1 state file as version 2."""
+    from . import _stateformat as fmt
+    from ._keys import KeyTable
+    from ._types import KbmError
+    from .reference.verifier import peer_fingerprint
+
+    try:
+        v1 = fmt.read_v1(args.file)
+        salt = os.urandom(fmt.SALT_SIZE)
+        fingerprints = {}
+        if args.keys:
+            fingerprints = {peer.home: peer_fingerprint(salt, peer) for peer in KeyTable.load(args.keys).peers()}
+        slots = fmt.migrate(v1, salt, fingerprints)
+        fmt.write(args.output or args.file, salt, slots)
+    except (KbmError, OSError) as e:
+        print(f"kbmfast state migrate: {e}", file=sys.stderr)
+        return 1
+    charged = sum(1 for a, *_ in v1 if a in fingerprints)
+    where = args.output or args.file
+    print(f"{where}: {len(slots)} slots migrated to format version {fmt.VERSION} ({charged} charged to a configured key)")
     return 0

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .. import _stateformat as fmt
+from .._types import StateFileError
 
 
 class SequenceState:
@@ -47,16 +48,16 @@ class SequenceState:
         size = os.fstat(self._fd).st_size
         count, salt = fmt.check_header(self.path or "", header, size)
         if salt != self.salt or header[: fmt.COUNT_OFFSET] != self._prefix:
-            raise fmt.StateFileError(f"state file {self.path}: damaged header (it changed while in use)")
+            raise StateFileError(f"state file {self.path}: damaged header (it changed while in use)")
         if count < self._count:
-            raise fmt.StateFileError(f"state file {self.path}: damaged header (its slot count went down)")
+            raise StateFileError(f"state file {self.path}: damaged header (its slot count went down)")
         if count > self._count:
             raw = os.pread(self._fd, (count - self._count) * fmt.SLOT_SIZE, fmt.HEADER_SIZE + self._count * fmt.SLOT_SIZE)
             for i in range(self._count, count):
                 slot = raw[(i - self._count) * fmt.SLOT_SIZE : (i - self._count + 1) * fmt.SLOT_SIZE]
                 fmt.check_slot(self.path or "", self.salt, i, slot)
                 if slot[:16] in self._slots:
-                    raise fmt.StateFileError(f"state file {self.path}: slot {i} repeats an address ({fmt._show(slot[:16])})")
+                    raise StateFileError(f"state file {self.path}: slot {i} repeats an address ({fmt._show(slot[:16])})")
                 self._slots[slot[:16]] = i
             self._count = count
 
@@ -85,7 +86,7 @@ class SequenceState:
                 return
             i = self._count
             if i >= fmt.MAX_SLOTS:
-                raise fmt.StateFileError(f"state file {self.path}: the sequence table is full")
+                raise StateFileError(f"state file {self.path}: the sequence table is full")
             os.pwrite(self._fd, fmt.encode_slot(self.salt, i, address, 0), fmt.HEADER_SIZE + i * fmt.SLOT_SIZE)
             # the slot is complete before the count (and its check) that makes it visible
             os.pwrite(self._fd, struct.pack("<Q", fmt.count_word(self._prefix, self.salt, i + 1)), fmt.COUNT_OFFSET)
