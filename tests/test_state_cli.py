@@ -7,11 +7,10 @@ import os
 import types
 
 import pytest
+from helpers import a16
 
 from kbmfast import _stateformat as fmt
 from kbmfast.cli import main
-
-from helpers import a16
 
 HOME, AWAY, CN = "2001:db8:1::1", "2001:db8:2::2", "2001:db8:3::3"
 KEY = bytes(range(60, 80))
@@ -166,7 +165,7 @@ def test_version_1_is_refused_and_migrated(kb: types.ModuleType, tmp_path: os.Pa
     keys = kb.KeyTable()
     keys.add_kbm(HOME, KEY)
     keys.save(keyfile)
-    with pytest.raises(kb.StateFileError, match="version 1 .* state migrate"):
+    with pytest.raises(kb.StateFileError, match=r"version 1 .* state migrate"):
         kb.Verifier(keys, state=path)
     assert main(["state", "migrate", path, "--keys", keyfile]) == 0
     with kb.Verifier(keys, state=path, rekey_limit=301) as cn:
