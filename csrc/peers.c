@@ -260,6 +260,7 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
             goto out;
         /* a used-up or replaced key is refused here, with the peer's index for the message */
         uint32_t fp = kbm_state_fingerprint(&v->state, spec);
+        burn_stack(); /* the fingerprint's HMAC read the raw key */
         rc = kbm_state_key_status(&v->state, slot, fp, v->rekey_limit);
         if (rc) {
             *failed = done;
