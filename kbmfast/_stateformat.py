@@ -124,10 +124,15 @@ def slot_problem(salt: bytes, index: int, slot: bytes) -> str | None:
         return "its check does not match its address and place"
     if (word >> ADVANCE_SHIFT) & 0xFFFF > MAX_ADVANCE:
         return "impossible sequence advance"
+    if slot[HISTORY_OFFSET:] == _NO_HISTORY:
+        return None
     earlier = struct.unpack_from(f"<{HISTORY}I", slot, HISTORY_OFFSET)
     if any(fp > FP_MAX for fp in earlier) or any(earlier[i] == 0 and earlier[i + 1] for i in range(HISTORY - 1)):
         return "damaged key history"
     return None
+
+
+_NO_HISTORY = bytes(SLOT_SIZE - HISTORY_OFFSET)
 
 
 def check_slot(name: str, salt: bytes, index: int, slot: bytes) -> None:
