@@ -235,7 +235,7 @@ class KeyStateMachine(RuleBasedStateMachine):
             for p in range(2):
                 self._add(table, p, 0)
             self.tables.append(table)
-            self.verifiers.append(self.kb.Verifier(table, state=self.state, rekey_limit=LIMIT))
+            self.verifiers.append(self.kb.Verifier(table, state=self.state, rekey_limit=LIMIT, sync="close"))
         self.configured: list[list[int | None]] = [[0, 0] for _ in range(self.workers)]
         self.mn_seq = [100, 200]
         # the slot: (key it counts for, advance, last sequence) and the keys it has left
@@ -324,12 +324,12 @@ class KeyStateMachine(RuleBasedStateMachine):
         if must:
             named = "|".join(PEERS[p] for p in must)
             with pytest.raises(ValueError, match=f"home ({named}): this (key is used up|is an earlier key)"):
-                self.kb.Verifier(table, state=self.state, rekey_limit=LIMIT)
+                self.kb.Verifier(table, state=self.state, rekey_limit=LIMIT, sync="close")
         for p in must:
             table.remove(PEERS[p])
             self.configured[w][p] = None
         self.tables[w] = table
-        self.verifiers[w] = self.kb.Verifier(table, state=self.state, rekey_limit=LIMIT)
+        self.verifiers[w] = self.kb.Verifier(table, state=self.state, rekey_limit=LIMIT, sync="close")
 
     # -- rules ----------------------------------------------------------------------------------
 
