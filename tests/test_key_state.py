@@ -164,7 +164,9 @@ def test_two_workers_with_different_epochs_share_one_count(tmp_path: Any) -> Non
             assert verdicts(here, kbmfast, KEY, 65535, 0) == ["KEY_EXHAUSTED", "SEQUENCE_OUT_OF_WINDOW"]
         finally:
             worker.stdin.close()
-            assert worker.wait(timeout=60) == 0
+            rc = worker.wait(timeout=60)
+            worker.stdout.close()
+            assert rc == 0
 
 
 def test_a_worker_with_an_older_key_is_refused_once_the_new_one_is_used(tmp_path: Any) -> None:
