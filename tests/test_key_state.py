@@ -414,7 +414,7 @@ class KeyStateMachine(RuleBasedStateMachine):
         assert not getattr(self, "violations", []), self.violations
 
 
-MODEL_SETTINGS = settings(max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MODEL_SETTINGS = settings(max_examples=300, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class CModel(KeyStateMachine):

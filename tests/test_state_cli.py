@@ -174,3 +174,20 @@ def test_version_1_is_refused_and_migrated(kb: types.ModuleType, tmp_path: os.Pa
         assert cn.verify(bu).verdict == kb.Verdict.ACCEPTED  # the advance went on: 300 + 1
         bu = kb.build_binding_update(KEY, home=HOME, care_of=AWAY, correspondent=CN, sequence=4244, lifetime=8)
         assert cn.verify(bu).verdict == kb.Verdict.KEY_EXHAUSTED
+
+
+def test_count_lowered_under_a_running_verifier_is_refused(kb: types.ModuleType, tmp_path: os.PathLike[str]) -> None:
+    """Damage done while a verifier runs is found when it next reads the count (an append)."""
+    path = os.path.join(tmp_path, "s")
+    keys = kb.KeyTable()
+    keys.add_kbm(HOME, KEY)
+    keys.add_kbm("2001:db8:1::2", bytes(20))
+    with kb.Verifier(keys, state=path) as cn:
+        with open(path, "r+b") as f:
+            f.seek(fmt.COUNT_OFFSET)
+            f.write((1).to_bytes(4, "little"))
+        with pytest.raises(kb.StateFileError, match=path):
+            keys.add_kbm("2001:db8:1::3", bytes(range(1, 21)))
+        assert "2001:db8:1::3" not in keys
+        bu = kb.build_binding_update(KEY, home=HOME, care_of=AWAY, correspondent=CN, sequence=1, lifetime=8)
+        assert cn.verify(bu).verdict == kb.Verdict.ACCEPTED  # the slots it already has are sound
