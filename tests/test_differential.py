@@ -630,29 +630,32 @@ def test_state_file_shared_live_between_backends(tmp_path: Path, opened_first: A
                 sequence += 1 + turn
 
 
+@pytest.mark.parametrize("which", [1, 5], ids=["kbm", "kcn"])
 @pytest.mark.parametrize(("first", "second"), [(kbmfast, ref), (ref, kbmfast)], ids=["c-then-reference", "reference-then-c"])
-def test_state_file_carries_key_use_across_backends(tmp_path: Path, first: Any, second: Any) -> None:
+def test_state_file_carries_key_use_across_backends(tmp_path: Path, first: Any, second: Any, which: int) -> None:
     """The cumulative sequence advance, the key fingerprint and the earlier keys survive a change
-    of backend: both compute the same fingerprint for the same key under the file's salt."""
+    of backend: both compute the same fingerprint for the same key under the file's salt (for an
+    RFC 4449 peer, over the Kcn and both nonces)."""
     path = tmp_path / "sequences.state"
-    peer = PEERS[5]  # an RFC 4449 peer: the fingerprint covers Kcn and both nonces
+    peer = PEERS[which]
+    name = ipaddress.IPv6Address(peer.home)
     with first.Verifier(key_table(), state=path, rekey_limit=10) as a:
         assert [a.verify(next_bu(first, peer, s)).verdict for s in (100, 105, 110)] == [Verdict.ACCEPTED] * 3
         assert a.verify(next_bu(first, peer, 111)).verdict == Verdict.KEY_EXHAUSTED
-    with pytest.raises(ValueError, match="2001:db8:200::2: this key is used up"):
+    with pytest.raises(ValueError, match=f"home {name}: this key is used up"):
         second.Verifier(key_table(), state=path, rekey_limit=10)
     with second.Verifier(key_table(), state=path, rekey_limit=12) as b:  # the advance went on: 10
         assert b.last_sequence(peer.home) == 110
         assert [b.verify(next_bu(second, peer, s)).verdict for s in (111, 112, 113)] == [Verdict.ACCEPTED] * 2 + [
             Verdict.KEY_EXHAUSTED
         ]
-    new = PeerSpec(peer.home, bytes(reversed(peer.key)), True, peer.home_nonce, peer.care_of_nonce)
+    new = PeerSpec(peer.home, bytes(reversed(peer.key)), peer.kcn, peer.home_nonce, peer.care_of_nonce)
     keys = key_table()
     new.add_to(keys)  # a new key: a fresh count
     with second.Verifier(keys, state=path, rekey_limit=12) as b:
         assert b.verify(next_bu(second, new, 112)).verdict == Verdict.SEQUENCE_OUT_OF_WINDOW
         assert b.verify(next_bu(second, new, 120)).verdict == Verdict.ACCEPTED
-    with pytest.raises(ValueError, match="2001:db8:200::2: this is an earlier key"):
+    with pytest.raises(ValueError, match=f"home {name}: this is an earlier key"):
         first.Verifier(key_table(), state=path, rekey_limit=12)
     with first.Verifier(keys, state=path, rekey_limit=12) as a:
         assert a.last_sequence(peer.home) == 120
