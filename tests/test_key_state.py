@@ -196,10 +196,25 @@ def test_mobile_node_refuses_an_earlier_key(kb: types.ModuleType, tmp_path: Any)
     mn.close()
 
 
+def test_history_bound(kb: types.ModuleType) -> None:
+    """A slot remembers 9 earlier keys: the 10th key back may come again (documented bound)."""
+    keys = kbmfast.KeyTable()
+    with kb.Verifier(keys) as cn:
+        for n in range(11):
+            keys.add_kbm(HOME, bytes([n]) * 20)
+            assert verdicts(cn, kb, bytes([n]) * 20, 100 + n) == ["ACCEPTED"]
+        for n in range(1, 10):
+            with pytest.raises(ValueError, match="this is an earlier key"):
+                keys.add_kbm(HOME, bytes([n]) * 20)
+        keys.add_kbm(HOME, bytes(20))  # key 0 has left the history
+        assert verdicts(cn, kb, bytes(20), 100, 111) == ["SEQUENCE_OUT_OF_WINDOW", "ACCEPTED"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The model
 
 LIMIT = 6  # a small rekey_limit, so exhaustion is reachable in a few steps
+KEYS = 10  # keys per peer: the current one and 9 earlier ones fill a slot's history exactly
 PEERS = ("2001:db8:10::1", "2001:db8:20::2")  # a draft Kbm peer and an RFC 4449 Kcn peer
 STEPS = st.sampled_from([1, 1, 1, 2, 3, 5, 7, 32767, 32768, 40000])
 
@@ -355,7 +370,10 @@ class KeyStateMachine(RuleBasedStateMachine):
 
     @rule(w=st.integers(0, 1), peer=st.integers(0, 1), everywhere=st.booleans())
     def rekey(self, w: int, peer: int, everywhere: bool) -> None:
-        """A new key, in one worker's table or in all of them."""
+        """A new key, in one worker's table or in all of them (at most KEYS per peer, so the
+        slot's history of earlier keys never overflows: test_history_bound covers that)."""
+        if self.keys_made[peer] >= KEYS:
+            return
         n = self.keys_made[peer]
         self.keys_made[peer] += 1
         for i in range(self.workers) if everywhere else [w % self.workers]:
