@@ -24,6 +24,8 @@ enum kbm_status {
     KBM_EFULL = -5,      /* the state file or peer table reached its size limit */
     KBM_ENOENT = -6,     /* no such peer */
     KBM_EOFFSET = -7,    /* offsets decrease or run past the buffer */
+    KBM_EEXHAUSTED = -8, /* a peer's key is used up (its advance reached rekey_limit) */
+    KBM_EEARLIER = -9,   /* a peer's key is one the state file has seen it replace */
 };
 
 /* ---- Verdicts (the same numbers as kbmfast.Verdict) ---- */
@@ -111,6 +113,7 @@ typedef struct kbm_verifier kbm_verifier;
 #define KBM_KIND_KBM 1 /* draft: the configured Kbm */
 #define KBM_KIND_KCN 2 /* RFC 4449: Kcn and nonces; Kbm derived per care-of address */
 #define KBM_NONCE_MAX 64
+#define KBM_KEY_MAX 1024 /* a Kcn's longest */
 
 /* A peer as the caller describes it (key bytes are copied into midstates, then forgotten). */
 typedef struct {
@@ -122,7 +125,6 @@ typedef struct {
     size_t home_nonce_len;
     const uint8_t *care_of_nonce;
     size_t care_of_nonce_len;
-    uint16_t epoch;
 } kbm_peer_spec;
 
 /* What a verdict refers to, for building a Result: offsets of the addresses in the packet. */
@@ -140,8 +142,10 @@ typedef struct {
 kbm_verifier *kbm_verifier_new(const char *state_path, uint32_t rekey_limit, int *status);
 /* Wipes every key and unmaps the state. */
 void kbm_verifier_free(kbm_verifier *v);
-/* Adds or replaces peers (one copy-on-write swap for the whole list; verifiers never block). */
-int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *peers, size_t n);
+/* Adds or replaces peers (one copy-on-write swap for the whole list; verifiers never block).
+   A key the state file shows used up or replaced is refused (KBM_EEXHAUSTED, KBM_EEARLIER)
+   with *failed = its index, and nothing changes. */
+int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *peers, size_t n, size_t *failed);
 int kbm_verifier_remove_peer(kbm_verifier *v, const uint8_t home[16]);
 /* Verifies packet i = buf[offsets[i] .. offsets[i+1]) for i < n, in order, writing verdicts
    (and details when details != NULL). Returns 0, or KBM_EOFFSET with *where = bad index. */
@@ -151,6 +155,9 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
 int kbm_verifier_last_sequence(kbm_verifier *v, const uint8_t home[16], uint16_t *seq);
 /* The state slot word of home (docs/state-format.md): 1 and *word if it has a slot, else 0. */
 int kbm_verifier_slot_word(kbm_verifier *v, const uint8_t home[16], uint64_t *word);
+/* The sequence advance counted for home's current key (docs/state-format.md): 1 and *advance
+   when home is configured, 0 when not; an earlier key counts as rekey_limit. */
+int kbm_verifier_key_advance(kbm_verifier *v, const uint8_t home[16], uint32_t *advance);
 /* msync + fsync of the state file (no-op in memory). */
 int kbm_verifier_flush(kbm_verifier *v);
 

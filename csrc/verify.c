@@ -198,7 +198,7 @@ static void mac_pending(job *jobs, size_t m)
 }
 
 /* Authentication, then the answers only an authenticated Binding Update may get. */
-static uint8_t decide(job *j, const kbm_verifier *v, uint16_t *last_out)
+static uint8_t decide(job *j, kbm_verifier *v, uint16_t *last_out)
 {
     if (!kbm_ct_equal12_inline(j->mac, j->p + j->l.bad))
         return KBM_BAD_AUTHENTICATOR;
@@ -209,8 +209,9 @@ static uint8_t decide(job *j, const kbm_verifier *v, uint16_t *last_out)
     const struct kbm_peer *peer = j->peer;
     _Atomic uint64_t *word = kbm_state_word(&v->state, peer->slot);
     uint64_t w = atomic_load(word);
+    uint32_t retired = 0; /* a fingerprint this call saw go into the slot's history */
     for (;;) {
-        uint32_t advance = KBM_W_EPOCH(w) == peer->epoch ? KBM_W_ADVANCE(w) : 0;
+        uint32_t advance = KBM_W_ADVANCE(w);
         int has = (w & KBM_W_HAS_SEQ) != 0;
         uint16_t last = KBM_W_SEQ(w);
         uint32_t step = has ? (uint16_t)(j->seq - last) : 0;
@@ -220,11 +221,22 @@ static uint8_t decide(job *j, const kbm_verifier *v, uint16_t *last_out)
         }
         if (j->lifetime != 0 && memcmp(j->home, j->care_of, 16) == 0)
             return KBM_INVALID_CARE_OF;
+        uint32_t current = KBM_W_FP(w);
+        if (__builtin_expect(current != peer->fp && current != 0, 0)) {
+            /* The slot counts for another key (another process installed ours, or still uses
+               an older one). An earlier key is refused; else the slot's key goes into the
+               history (under the file lock) before the CAS below names ours. */
+            if (current != retired) {
+                if (kbm_state_retire(&v->state, peer->slot, current, peer->fp) != 0)
+                    return KBM_KEY_EXHAUSTED;
+                retired = current;
+            }
+            advance = 0;
+        }
         if (advance + step > v->rekey_limit)
             return KBM_KEY_EXHAUSTED;
         /* the one write: a concurrent acceptance makes it fail and we judge again */
-        if (atomic_compare_exchange_weak(word, &w, KBM_W_PACK(j->seq, advance + step,
-                                                              peer->epoch)))
+        if (atomic_compare_exchange_weak(word, &w, KBM_W_PACK(j->seq, advance + step, peer->fp)))
             return KBM_ACCEPTED;
     }
 }

@@ -162,7 +162,9 @@ class KeyTable:
         return f"<KeyTable: {len(self._peers)} peers>"
 
     def epoch(self, home: Any) -> int:
-        """The key epoch of ``home``: bumped by each rekey, stored in the state file."""
+        """The key epoch of ``home``: bumped by each rekey and kept in the key file, for the
+        operator's records only. It decides nothing about replay: the state file counts each
+        key's sequence advance by a fingerprint of the key itself (docs/state-format.md)."""
         return self._peers[address_bytes(home, "home")].epoch
 
     # -- for verifiers -------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def _raise(rc: int, what: str) -> None:
         err = ffi.errno
         raise OSError(err, f"{what}: {os.strerror(err)}")
     if rc == lib.KBM_ESTATE:
-        raise StateFileError(f"{what}: not a valid kbmfast state file")
+        raise StateFileError(f"{what}: damaged, or not a valid kbmfast state file (see 'kbmfast state check')")
     if rc == lib.KBM_EFULL:
         raise KbmError(f"{what}: the sequence table is full")
     if rc == lib.KBM_ENOENT:
@@ -232,11 +232,14 @@ class Verifier:
             at += len(peer.home_nonce)
             spec.care_of_nonce, spec.care_of_nonce_len = base + at, len(peer.care_of_nonce)
             at += len(peer.care_of_nonce)
-            spec.epoch = peer.epoch
+        failed = ffi.new("size_t *")
         try:
-            rc = lib.kbm_verifier_set_peers(self._handle(), specs, len(peers))
+            rc = lib.kbm_verifier_set_peers(self._handle(), specs, len(peers), failed)
         finally:
             wipe(material)
+        if rc in (lib.KBM_EEXHAUSTED, lib.KBM_EEARLIER):
+            status = fmt.KEY_EXHAUSTED if rc == lib.KBM_EEXHAUSTED else fmt.KEY_EARLIER
+            raise ValueError(fmt.key_refusal(peers[failed[0]].home, status, self.rekey_limit))
         if rc:
             _raise(rc, f"state file {self._path}" if self._path else "adding peers")
 
@@ -343,13 +346,10 @@ class Verifier:
         """Configured peers whose sequence advance under the current key is past ``fraction``
         of ``rekey_limit``: rekey them before they reach KEY_EXHAUSTED."""
         limit = near_limit_threshold(fraction, self.rekey_limit)
-        word = ffi.new("uint64_t *")
+        advance = ffi.new("uint32_t *")
         near = []
         for peer in self.keys.peers():
-            rc = lib.kbm_verifier_slot_word(self._handle(), peer.home, word)
-            if rc < 0:
-                _raise(rc, f"state file {self._path}")
-            if rc and fmt.advance_under(int(word[0]), peer.epoch) >= limit:
+            if lib.kbm_verifier_key_advance(self._handle(), peer.home, advance) and advance[0] >= limit:
                 near.append(_addr(peer.home))
         return near
 

@@ -23,8 +23,8 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="inspect, check or repair a sequence state file",
         description="Inspect, check or repair the persistent sequence table that Verifier(state=...) keeps.",
     )
-    verbs = p.add_subparsers(dest="verb", required=True, metavar="{show,check,compact}")
-    show = verbs.add_parser("show", help="list every slot: address, last sequence, advance, key epoch")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="{show,check,compact,migrate}")
+    show = verbs.add_parser("show", help="list every slot: address, last sequence, advance, key fingerprint")
     show.add_argument("file", help="the state file")
     show.add_argument("--json", action="store_true", help="one JSON object per slot")
     show.set_defaults(handler=run_show)
@@ -48,6 +48,19 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
     compact.add_argument("--drop-unconfigured", action="store_true", help="drop slots of addresses not in --keys")
     compact.add_argument("--output", metavar="FILE", help="write here instead of replacing FILE")
     compact.set_defaults(handler=run_compact)
+    migrate = verbs.add_parser(
+        "migrate",
+        help="rewrite a format version 1 file as version 2",
+        description=(
+            "Rewrite a format version 1 state file (kbmfast before key fingerprints) as version 2. Stop every "
+            "verifier using the file first. With --keys, each configured peer's advance is charged to its key in "
+            "that key file; without, to whichever key the peer uses next. Sequence numbers and advances are kept."
+        ),
+    )
+    migrate.add_argument("file", help="the version 1 state file")
+    migrate.add_argument("--keys", metavar="KEYS", help="the key file the verifiers use")
+    migrate.add_argument("--output", metavar="FILE", help="write here instead of replacing FILE")
+    migrate.set_defaults(handler=run_migrate)
 
 
 def _read_error(e: OSError, path: str) -> CliError:
@@ -61,7 +74,7 @@ def run_show(args: argparse.Namespace) -> int:
     from ._types import StateFileError
 
     try:
-        slots = fmt.read_slots(args.file)
+        _, slots = fmt.read_slots(args.file)
     except StateFileError as e:
         raise CliError(str(e), 1) from None
     except OSError as e:
@@ -71,17 +84,18 @@ def run_show(args: argparse.Namespace) -> int:
     printed = 0
     with interrupts.deferred():
         if not args.json:
-            out.write(f"{'address':<40} {'last sequence':>13} {'advance':>8} {'epoch':>6}\n")
-        for address, word in slots:
+            out.write(f"{'address':<40} {'last sequence':>13} {'advance':>8} {'key':>8} {'earlier':>7}\n")
+        for address, word, earlier in slots:
             if interrupts.signum is not None or out.closed:
                 break
-            has, seq, advance, epoch = fmt.unpack_word(word)
+            has, seq, advance, fp = fmt.unpack_word(word)
             addr = str(ipaddress.IPv6Address(address))
+            key = f"{fp:08x}" if fp else "-"
             if args.json:
-                doc = {"address": addr, "last_sequence": seq if has else None, "advance": advance, "epoch": epoch}
-                line = json.dumps(doc)
+                doc = {"address": addr, "last_sequence": seq if has else None, "advance": advance, "key": key}
+                line = json.dumps({**doc, "earlier_keys": len(earlier)})
             else:
-                line = f"{addr:<40} {seq if has else '-':>13} {advance:>8} {epoch:>6}"
+                line = f"{addr:<40} {seq if has else '-':>13} {advance:>8} {key:>8} {len(earlier):>7}"
             if out.write(line + "\n"):
                 printed += 1
         out.flush()
@@ -124,17 +138,17 @@ def run_compact(args: argparse.Namespace) -> int:
     target = args.output or args.file
     try:
         if args.salvage:
-            slots, problems = fmt.salvage(args.file)
+            salt, slots, problems = fmt.salvage(args.file)
             for problem in problems:
                 print(f"salvage: {problem}", file=sys.stderr)
         else:
-            slots = fmt.read_slots(args.file)
+            salt, slots = fmt.read_slots(args.file)
         before = len(slots)
         if args.drop_unconfigured:
             configured = {h.packed for h in load_key_file(args.keys, 1)}
-            slots = [(a, w) for a, w in slots if a in configured]
+            slots = [slot for slot in slots if slot[0] in configured]
             print(f"dropped {before - len(slots)} slots of unconfigured addresses", file=sys.stderr)
-        fmt.write(target, slots)
+        fmt.write(target, salt, slots)
     except KbmError as e:
         raise CliError(str(e), 1) from None
     except OSError as e:
@@ -142,4 +156,33 @@ def run_compact(args: argparse.Namespace) -> int:
     except Interrupted as e:
         raise CliError(f"interrupted by {e}; {target} is as it was", e.status) from None
     print(f"{target}: {len(slots)} slots written ({os.path.getsize(target)} bytes)")
+    return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """Rewrite a version 1 state file as version 2."""
+    from . import _stateformat as fmt
+    from ._types import KbmError
+    from .reference.verifier import peer_fingerprint
+    from .tools_cli import load_key_file
+
+    if args.output is not None:
+        check_distinct([("FILE", args.file), ("--keys", args.keys)], [("--output", args.output)])
+    where = args.output or args.file
+    try:
+        v1 = fmt.read_v1(args.file)
+        salt = os.urandom(fmt.SALT_SIZE)
+        fingerprints = {}
+        if args.keys:
+            fingerprints = {peer.home: peer_fingerprint(salt, peer) for peer in load_key_file(args.keys, 1).peers()}
+        slots = fmt.migrate(v1, salt, fingerprints)
+        fmt.write(where, salt, slots)
+    except KbmError as e:
+        raise CliError(str(e), 1) from None
+    except OSError as e:
+        raise CliError(os_error_text(e), 1) from None
+    except Interrupted as e:
+        raise CliError(f"interrupted by {e}; {where} is as it was", e.status) from None
+    charged = sum(1 for a, *_ in v1 if a in fingerprints)
+    print(f"{where}: {len(slots)} slots migrated to format version {fmt.VERSION} ({charged} charged to a configured key)")
     return 0

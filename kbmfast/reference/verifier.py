@@ -78,6 +78,11 @@ def current_kbm(keys: KeyTable, home: bytes, care_of: bytes, deregistration: boo
             return peer, kbm
 
 
+def peer_fingerprint(salt: bytes, peer: Peer) -> int:
+    """The fingerprint of a peer's whole key identity under a state file's salt."""
+    return fmt.fingerprint(salt, peer.home, peer.kind, peer.key, peer.home_nonce, peer.care_of_nonce)
+
+
 class Verifier:
     """Authorizes Binding Updates from preconfigured peers and tracks their sequence numbers.
 
@@ -102,16 +107,40 @@ class Verifier:
         self._closed = False
         self._forked = False
         self._state = SequenceState(state)
-        for peer in keys.peers():
-            self._state.ensure(peer.home)
+        self._fps: dict[bytes, tuple[Peer, int]] = {}
+        try:
+            for peer in keys.peers():
+                self._install(peer)
+        except BaseException:
+            self._state.close()
+            raise
         keys.subscribe(self._on_key_change)
         self._durability = None if state is None else Durability(policy, self.flush)
         track(self)
 
+    def _install(self, peer: Peer) -> None:
+        """Give a peer its slot and its key's fingerprint; refuse a used-up or earlier key."""
+        self._state.ensure(peer.home)
+        fp = peer_fingerprint(self._state.salt, peer)
+        status = self._state.key_status(peer.home, fp, self.rekey_limit)
+        if status != fmt.KEY_OK:
+            raise ValueError(fmt.key_refusal(peer.home, status, self.rekey_limit))
+        self._fps[peer.home] = (peer, fp)
+
+    def _fingerprint(self, peer: Peer) -> int:
+        known = self._fps.get(peer.home)
+        if known is not None and known[0] is peer:
+            return known[1]
+        return peer_fingerprint(self._state.salt, peer)  # a table change another listener refused
+
     def _on_key_change(self, home: bytes, peer: Peer | None) -> None:
-        if peer is not None:
-            with self._lock:
-                self._state.ensure(home)
+        with self._lock:
+            if self._closed or self._forked:
+                return
+            if peer is not None:
+                self._install(peer)
+            else:
+                self._fps.pop(home, None)
 
     # -- verification --------------------------------------------------------------------------
 
@@ -197,18 +226,24 @@ class Verifier:
         # Authenticated from here on: every rejection is answered.
         if home_registration:
             return Result(Verdict.HOME_REGISTRATION, ba_status=131, **base)
-        has_seq, last, advance, epoch = fmt.unpack_word(self._state.get(home))
-        if epoch != peer.epoch:
-            advance = 0  # a new key: its sequence space is unused
+        has_seq, last, advance, current = fmt.unpack_word(self._state.get(home))
         seq = msg.sequence
         if has_seq and not 1 <= (seq - last) % 65536 <= 32767:
             return Result(Verdict.SEQUENCE_OUT_OF_WINDOW, ba_status=135, last_sequence=last, **base)
         if not dereg and home == care_of:
             return Result(Verdict.INVALID_CARE_OF, ba_status=174, **base)
+        fp = self._fingerprint(peer)
+        if current not in (0, fp):
+            # The slot counts for another key (another process installed this one, or still
+            # uses an older one): an earlier key is refused; otherwise the slot's key goes
+            # into the history before the word names this one, and the advance starts over.
+            if not self._state.retire(home, current, fp):
+                return Result(Verdict.KEY_EXHAUSTED, ba_status=129, **base)
+            advance = 0
         step = (seq - last) % 65536 if has_seq else 0
         if advance + step > self.rekey_limit:
             return Result(Verdict.KEY_EXHAUSTED, ba_status=129, **base)
-        self._state.put(home, fmt.pack_word(True, seq, advance + step, peer.epoch))
+        self._state.put(home, fmt.pack_word(True, seq, advance + step, fp))
         return Result(Verdict.ACCEPTED, ba_status=0 if base["ack"] else None, **base)
 
     def verify_batch(self, packets: Iterable[Any], results: bool = False) -> Any:
@@ -254,7 +289,10 @@ class Verifier:
             return [
                 _addr(peer.home)
                 for peer in self.keys.peers()
-                if fmt.advance_under(self._state.get(peer.home), peer.epoch) >= limit
+                if fmt.advance_under(
+                    self._state.get(peer.home), self._state.history(peer.home), self._fingerprint(peer), self.rekey_limit
+                )
+                >= limit
             ]
 
     def flush(self) -> None:
