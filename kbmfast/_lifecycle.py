@@ -100,9 +100,12 @@ class _Flusher:
 
     def __init__(self) -> None:
         self._members: weakref.WeakSet[Durability] = weakref.WeakSet()
+        # Adding to a WeakSet while another thread copies it raises "Set changed size during
+        # iteration", which would kill the flusher for good: both happen under this lock.
+        self._members_lock = threading.Lock()
         self._wake = threading.Event()
-        thread = threading.Thread(target=self._run, name="kbmfast-state-flusher", daemon=True)
-        thread.start()
+        self.thread = threading.Thread(target=self._run, name="kbmfast-state-flusher", daemon=True)
+        self.thread.start()
 
     @classmethod
     def instance(cls) -> _Flusher:
@@ -119,12 +122,14 @@ class _Flusher:
         cls._guard = threading.Lock()
 
     def add(self, member: Durability) -> None:
-        self._members.add(member)
+        with self._members_lock:
+            self._members.add(member)
         self._wake.set()
 
     def _run(self) -> None:
         while True:
-            members = list(self._members)
+            with self._members_lock:
+                members = list(self._members)
             intervals = [m.sync for m in members if isinstance(m.sync, int)]
             self._wake.wait(timeout=min(intervals, default=1000) / 2000)
             self._wake.clear()

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import types
 
 import pytest
@@ -141,3 +142,27 @@ def test_interval_sync_flushes_in_a_forked_child(kb: types.ModuleType, tmp_path:
     done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1:] == ["41"]
+
+
+def test_flusher_survives_members_added_while_it_runs() -> None:
+    """Durabilities registered from several threads while the flusher copies its member set
+    (WeakSet: "Set changed size during iteration") must not kill the flusher thread."""
+    from kbmfast._lifecycle import _Flusher
+
+    flushed = threading.Event()
+    keep = Durability(1, flushed.set)  # flushed by the thread once the churn is over
+    stop = time.monotonic() + 1.5
+
+    def churn() -> None:
+        while time.monotonic() < stop:
+            for _ in range(50):
+                Durability(1, lambda: None)  # dropped at once: added, then collected
+
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _Flusher.instance().thread.is_alive()
+    keep.changed()
+    assert flushed.wait(5), "the flusher no longer flushes"
