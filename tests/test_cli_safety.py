@@ -177,7 +177,7 @@ def test_gen_refuses_existing_and_shared_outputs(tmp_path: pathlib.Path, capsys:
 
 def test_state_compact_output_onto_its_input_is_refused(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "s.state"
-    _stateformat.write(state, [(bytes(15) + b"\x01", 0)])
+    _stateformat.write(state, bytes(16), [(bytes(15) + b"\x01", 0, ())])
     before = state.read_bytes()
     link = tmp_path / "link.state"
     os.link(state, link)
@@ -231,7 +231,7 @@ def error_cases(tmp: pathlib.Path, made: dict[str, pathlib.Path]) -> Iterator[tu
     missing, under_file, nodir = str(tmp / "missing"), str(afile / "x"), str(tmp / "nodir" / "a")
     state = tmp / "good.state"
     if not state.exists():
-        _stateformat.write(state, [])
+        _stateformat.write(state, bytes(16), [])
     yield ["verify", pcap, "--keys", str(keydir)], 2, str(keydir)
     yield ["verify", pcap, "--keys", missing], 2, missing
     yield ["verify", pcap, "--keys", keys, "--acks-out", nodir], 2, nodir
@@ -369,7 +369,9 @@ def test_verify_into_a_closed_pipe(tmp_path: pathlib.Path, made: dict[str, pathl
 
 
 def big_state(path: pathlib.Path, slots: int) -> None:
-    _stateformat.write(path, [(b"\x20\x01\x0d\xb8" + bytes(8) + i.to_bytes(4, "big"), 0) for i in range(1, slots + 1)])
+    _stateformat.write(
+        path, bytes(16), [(b"\x20\x01\x0d\xb8" + bytes(8) + i.to_bytes(4, "big"), 0, ()) for i in range(1, slots + 1)]
+    )
 
 
 def test_state_show_into_a_closed_pipe_and_interrupted(tmp_path: pathlib.Path) -> None:
