@@ -45,6 +45,7 @@ from kbmfast import Result, Verdict
 
 BACKENDS = (kbmfast, ref)
 FIXED_SEED = 0x4B424D46  # "KBMF"
+RR_VERDICTS = {Verdict.HOME_NONCE_EXPIRED, Verdict.CARE_OF_NONCE_EXPIRED, Verdict.NONCES_EXPIRED, Verdict.RR_TABLE_FULL}
 FUZZ_COUNT = int(os.environ.get("KBMFAST_FUZZ_COUNT", "1000000"))
 
 HYPOTHESIS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -173,7 +174,7 @@ def test_verify_stream_covers_every_verdict() -> None:
         base = any_packet(d)
         stream += [base] + [mutate(base)[1] for _ in range(2)]
     seen = Counter(r.verdict for r in check_stream(stream))
-    assert set(seen) == set(Verdict), seen
+    assert set(seen) == set(Verdict) - RR_VERDICTS, seen  # RR: tests/test_rr.py
 
 
 def test_acknowledge_agrees_on_handmade_results() -> None:
