@@ -948,7 +948,7 @@ class FakeClock:
 
 
 #: Home addresses with no configured key (RR peers) and one configured peer's home.
-RR_HOMES = tuple(a16(f"2001:db8:500::{i + 1:x}") for i in range(6)) + (PEERS[0].home,)
+RR_HOMES = (*(a16(f"2001:db8:500::{i + 1:x}") for i in range(6)), PEERS[0].home)
 
 
 def rr_init(mh_type: int, cookie: bytes, source: bytes, destination: bytes) -> bytes:
