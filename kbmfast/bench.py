@@ -1100,6 +1100,9 @@ def run(config: BenchConfig | None = None, workload: Workload | None = None, *, 
         plans += [plan_verify_buffer(w, batch), plan_verify_batch(w, batch)]
     plans += [plan_reference(w, c.reference_packets), plan_oneshot(w)]
     plans += [plan_compress(c.ceiling_blocks, streams) for streams in (1, 2)]
+    from ._rr_bench import rr_plans  # return routability (issue 12): its own module
+
+    plans += rr_plans(min(c.peers, 4096), 4, top, c.seed)
     plans += [
         plan_latency("c", w, c.latency_calls),
         plan_latency("c", w, c.latency_calls, cold=True),
@@ -1210,6 +1213,9 @@ def format_report(r: Report) -> str:
         rate(r.get(f"c.traffic.{kind}"), f"C verify_buffer, {kind} traffic (kbmfast.gen)")
         rate(r.get(f"reference.traffic.{kind}"), f"reference, {kind} traffic")
     lines.append(_row("ceiling (best compressions/s / 2)", si(r.ceiling)))
+    from ._rr_bench import rr_rows
+
+    lines += rr_rows(r.measures, r.ceiling, _row, si)  # of ceiling: of compressions/s ÷ their count
 
     lines += ["", _row("latency and SHA-1", "best", "median")]
     for m in r.measures:
