@@ -12,6 +12,7 @@
 #define CHUNK 32
 #define PENDING 0xFF
 #define RR_PENDING 0xFE
+_Static_assert(CHUNK <= KBM_RR_BATCH, "rr.c authenticates at most KBM_RR_BATCH items at once");
 #define FLAG_H 0x4000
 
 typedef struct {
@@ -204,6 +205,25 @@ static void mac_pending(job *jobs, size_t m)
         mac_one(&jobs[idx[i]]);
 }
 
+/* Return routability (rr.c): nonces, RR Kbm and MAC for the chunk's RR jobs, two at a time. */
+static void rr_authenticate(kbm_verifier *v, job *jobs, size_t m, uint8_t *rr_verdict)
+{
+    kbm_rr_item items[CHUNK];
+    size_t idx[CHUNK], k = 0;
+    for (size_t i = 0; i < m; i++) {
+        rr_verdict[i] = 0;
+        if (jobs[i].verdict == RR_PENDING) {
+            const job *j = &jobs[i];
+            items[k] = (kbm_rr_item){j->p, j->n, &j->l, j->home, j->care_of, j->dereg, 0};
+            idx[k++] = i;
+        }
+    }
+    if (k)
+        kbm_rr_authenticate(v, items, k);
+    for (size_t i = 0; i < k; i++)
+        rr_verdict[idx[i]] = items[i].verdict;
+}
+
 /* Authentication, then the answers only an authenticated Binding Update may get. */
 static uint8_t decide(job *j, kbm_verifier *v, uint16_t *last_out)
 {
@@ -291,14 +311,18 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
             if (jobs[k].verdict == PENDING)
                 resolve(&jobs[k], v, x);
         mac_pending(jobs, m);
+        uint8_t rr_verdict[CHUNK];
+        if (v->rr)
+            rr_authenticate(v, jobs, m, rr_verdict);
         for (size_t k = 0; k < m; k++) {
             job *j = &jobs[k];
             uint16_t last = 0;
             if (j->verdict == PENDING)
                 j->verdict = decide(j, v, &last);
             else if (j->verdict == RR_PENDING)
-                j->verdict = kbm_rr_decide(v, j->p, j->n, &j->l, j->home, j->care_of, j->seq,
-                                           j->dereg, &last);
+                j->verdict = rr_verdict[k] ? rr_verdict[k]
+                                           : kbm_rr_sequence(v, j->home, j->care_of, j->seq,
+                                                             j->dereg, &last);
             if (j->key == &j->derived)
                 kbm_wipe(&j->derived, sizeof j->derived);
             verdicts[base + k] = j->verdict;

@@ -377,7 +377,9 @@ class Verifier:
         """``reply`` for packet i = ``buffer[offsets[i]:offsets[i+1]]``, in C with the GIL
         released: the replies back to back and their n + 1 offsets (an empty slice: no reply)."""
         buf, offs = check_offsets(buffer, offsets, walk=False)
-        c_offs = ffi.new("uint64_t[]", offs.tolist())
+        c_offs = ffi.from_buffer("uint64_t[]", offs)
+        if int(ffi.cast("uintptr_t", c_offs)) % 8:  # a misaligned view: C loads whole words
+            c_offs = ffi.new("uint64_t[]", offs.tolist())
         try:
             return self._reply(ffi.from_buffer("uint8_t[]", buf), len(buf), c_offs, len(offs) - 1)
         except ValueError:

@@ -981,8 +981,12 @@ class RRSession:
         r = rng.random()
         if r < 0.3 or not self.home_tokens or not self.care_of_tokens:
             if rng.random() < 0.5:
-                return "init", rr_init(1, rng.randbytes(8), rng.choice(RR_HOMES), cn)
-            return "init", rr_init(2, rng.randbytes(8), rng.choice(CARE_OFS[:3] + RR_HOMES[:1]), cn)
+                packet = rr_init(1, rng.randbytes(8), rng.choice(RR_HOMES), cn)
+            else:
+                packet = rr_init(2, rng.randbytes(8), rng.choice(CARE_OFS[:3] + RR_HOMES[:1]), cn)
+            if rng.random() < 0.2:  # malformed, odd or merely padded init messages
+                return "mutated", self.mutate(packet)[1]
+            return "init", packet
         home, hidx, htok = rng.choice(self.home_tokens[-12:])
         care_of, cidx, ctok = rng.choice(self.care_of_tokens[-12:])
         dereg = rng.random() < 0.15
