@@ -160,39 +160,39 @@ static void one_block(uint8_t b[64], const uint8_t *msg, size_t len, uint32_t pr
     be32(b + 60, (uint32_t)((prefix + len) * 8));
 }
 
+/* tokens2's working memory: the caller wipes it once it is done with a batch (key material:
+   a stream with no block to hash keeps Kcn's midstates). */
+typedef struct {
+    uint8_t m[2][25], b[2][64], d[20];
+    uint32_t s[2][5];
+} tok_scratch;
+
 /* Keygen tokens for up to two (address, nonce, which) at once: First(64, HMAC_SHA1(Kcn, ...)). */
 static void tokens2(const kbm_mac_key *kcn, const uint8_t *a0, const uint8_t *n0, uint8_t w0,
                     size_t use0, const uint8_t *a1, const uint8_t *n1, uint8_t w1, size_t use1,
-                    uint8_t out0[8], uint8_t out1[8])
+                    uint8_t out0[8], uint8_t out1[8], tok_scratch *x)
 {
-    uint8_t m[2][25], b[2][64];
-    uint32_t s[2][5];
     const uint8_t *addr[2] = {a0, a1}, *nonce[2] = {n0, n1};
     uint8_t which[2] = {w0, w1};
     for (int i = 0; i < 2; i++) {
-        memcpy(m[i], addr[i], 16);
-        memcpy(m[i] + 16, nonce[i], NONCE_SIZE);
-        m[i][24] = which[i];
-        one_block(b[i], m[i], 25, 64);
-        memcpy(s[i], kcn->inner, sizeof s[i]);
+        memcpy(x->m[i], addr[i], 16);
+        memcpy(x->m[i] + 16, nonce[i], NONCE_SIZE);
+        x->m[i][24] = which[i];
+        one_block(x->b[i], x->m[i], 25, 64);
+        memcpy(x->s[i], kcn->inner, sizeof x->s[i]);
     }
-    kbm_sha1_compress2(s[0], b[0], use0, s[1], b[1], use1);
+    kbm_sha1_compress2(x->s[0], x->b[0], use0, x->s[1], x->b[1], use1);
     for (int i = 0; i < 2; i++) {
-        uint8_t d[20];
         for (int w = 0; w < 5; w++)
-            be32(d + 4 * w, s[i][w]);
-        one_block(b[i], d, 20, 64);
-        kbm_wipe(d, sizeof d);
-        memcpy(s[i], kcn->outer, sizeof s[i]);
+            be32(x->d + 4 * w, x->s[i][w]);
+        one_block(x->b[i], x->d, 20, 64);
+        memcpy(x->s[i], kcn->outer, sizeof x->s[i]);
     }
-    kbm_sha1_compress2(s[0], b[0], use0, s[1], b[1], use1);
-    be32(out0, s[0][0]);
-    be32(out0 + 4, s[0][1]);
-    be32(out1, s[1][0]);
-    be32(out1 + 4, s[1][1]);
-    kbm_wipe(m, sizeof m);
-    kbm_wipe(b, sizeof b);
-    kbm_wipe(s, sizeof s);
+    kbm_sha1_compress2(x->s[0], x->b[0], use0, x->s[1], x->b[1], use1);
+    be32(out0, x->s[0][0]);
+    be32(out0 + 4, x->s[0][1]);
+    be32(out1, x->s[1][0]);
+    be32(out1 + 4, x->s[1][1]);
 }
 
 /* Kbm = SHA1(tokens) as HMAC midstates, for up to two at once. */
@@ -242,9 +242,11 @@ static void auth2(const kbm_verifier *v, const kbm_mac_key *kcn, kbm_rr_item *a,
         hnb = hna, cnb = cna;
     uint8_t ta[16], tb[16];
     kbm_mac_key ka, kb;
-    tokens2(kcn, a->home, hna, 0, 1, bb->home, hnb, 0, use1, ta, tb);
+    tok_scratch x;
+    tokens2(kcn, a->home, hna, 0, 1, bb->home, hnb, 0, use1, ta, tb, &x);
     tokens2(kcn, a->care_of, cna, 1, !a->dereg, bb->care_of, cnb, 1, use1 && !bb->dereg,
-            ta + 8, tb + 8);
+            ta + 8, tb + 8, &x);
+    kbm_wipe(&x, sizeof x);
     kbm_keys2(ta, a->dereg ? 8 : 16, tb, bb->dereg ? 8 : 16, use1, &ka, &kb);
     uint8_t ma[KBM_AUTH_SIZE], mb[KBM_AUTH_SIZE];
     const uint8_t *mha = a->p + a->l->mh, *mhb = bb->p + bb->l->mh;
@@ -441,7 +443,8 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint
     pthread_mutex_unlock(&rr->mu);
     uint8_t copy[INIT_MAX];
     init_msg msgs[KBM_RR_BATCH];
-    uint8_t tokens[KBM_RR_BATCH][8];
+    uint8_t tokens[KBM_RR_BATCH][8], spare[8];
+    tok_scratch x;
     uint64_t at = 0;
     size_t k = 0;
     out_offsets[0] = 0;
@@ -458,11 +461,9 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint
             /* the tokens two at a time (interleaved SHA-NI), then the replies */
             for (size_t j = 0; j < k; j += 2) {
                 size_t j1 = j + 1 < k ? j + 1 : j;
-                uint8_t spare[8];
                 tokens2(&kcn, msgs[j].src, nonce, (uint8_t)(msgs[j].type - 1), 1, msgs[j1].src,
                         nonce, (uint8_t)(msgs[j1].type - 1), j + 1 < k, tokens[j],
-                        j + 1 < k ? tokens[j1] : spare);
-                kbm_wipe(spare, sizeof spare);
+                        j + 1 < k ? tokens[j1] : spare, &x);
             }
             for (size_t j = 0; j < k; j++)
                 build_test(&msgs[j], serial, tokens[j], out + at + REPLY_SIZE * j);
@@ -473,5 +474,7 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint
     kbm_wipe(&kcn, sizeof kcn);
     kbm_wipe(nonce, sizeof nonce);
     kbm_wipe(tokens, sizeof tokens);
+    kbm_wipe(spare, sizeof spare);
+    kbm_wipe(&x, sizeof x);
     return KBM_OK;
 }

@@ -91,9 +91,9 @@ def rr_plans(peers: int, rounds: int, batch: int, seed: int) -> list[Any]:
         return dt
 
     return [
-        Plan("c.rr.verify_buffer", f"C verify_buffer, RR Binding Updates, batch {batch}", len(offs) - 1, verify_once, batch,
+        Plan("c.rr.verify_buffer", f"C verify_buffer, RR BUs, batch {batch}", len(offs) - 1, verify_once, batch,
              "rr-verifications"),
-        Plan("c.rr.reply_buffer", f"C reply_buffer, HoTI/CoTI -> HoT/CoT, batch {batch}", len(init_offs) - 1, reply_once,
+        Plan("c.rr.reply_buffer", f"C reply_buffer, HoTI/CoTI, batch {batch}", len(init_offs) - 1, reply_once,
              batch, "replies"),
     ]  # fmt: skip
 
