@@ -443,3 +443,66 @@ def test_compat_rfc3775_for_rr_too(kb: types.ModuleType) -> None:
         mac_care_of=AWAY,
     )
     assert s.v.verify(bu).verdict == Verdict.ACCEPTED
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments, lifecycle, threads
+
+
+def test_reply_arguments_and_closed_verifier_agree() -> None:
+    import kbmfast
+    import kbmfast.reference as ref
+
+    answers = []
+    for kb in (kbmfast, ref):
+        s = Session(kb)
+        good = init(1, b"cookie-h", HOME)
+        got = []
+        for buffer, offsets in [
+            (good, array("Q", [0, 30, 20])),
+            (good, array("Q", [0, 100])),
+            (good, [0, len(good)]),
+            ("text", array("Q", [0, 4])),
+        ]:
+            try:
+                got.append(("returned", s.v.reply_buffer(buffer, offsets)))
+            except Exception as e:
+                got.append(("raised", type(e).__name__, str(e)))
+        for packet in (None, "text"):
+            try:
+                got.append(("returned", s.v.reply(packet)))
+            except Exception as e:
+                got.append(("raised", type(e).__name__, str(e)))
+        s.v.close()
+        with pytest.raises(ValueError, match="closed"):
+            s.v.reply(good)
+        answers.append(got)
+    assert answers[0] == answers[1]
+    assert all(a[0] == "raised" for a in answers[0][:2])
+
+
+def test_threads_verify_and_reply_while_time_moves(kb: types.ModuleType) -> None:
+    import threading
+
+    s = Session(kb)
+    pairs = [s.tests(home=f"2001:db8:1::{i + 1:x}") for i in range(8)]
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            for n in range(200):
+                home = f"2001:db8:1::{k + 1:x}"
+                r = s.v.verify(s.bu(*pairs[k], home=home, seq=n + 1))
+                assert r.verdict in (Verdict.ACCEPTED, Verdict.NONCES_EXPIRED), r
+                assert s.v.reply(init(1, b"cookie-h", home)) is not None
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(50):
+        s.clock.now += 5  # 250 s in all: the first nonces expire while the threads verify
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
