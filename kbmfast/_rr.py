@@ -52,6 +52,7 @@ class Snapshot:
     kcn: bytes
     oldest: int
     nonces: tuple[bytes, ...]
+    version: int = 0  # grows with every new snapshot of one ReturnRoutability
 
     def nonce(self, index: int) -> bytes | None:
         """The live nonce with this 16-bit index, or None (expired or never handed out)."""
@@ -106,6 +107,7 @@ class ReturnRoutability:
         self._next = 0  # serial of the next nonce; its index is serial & 0xFFFF
         self._nonces: deque[tuple[int, float, bytes]] = deque()  # (serial, made at, nonce)
         self._snapshot: Snapshot | None = None
+        self._version = 0
 
     def regenerate(self) -> None:
         """Draw a new Kcn and forget every nonce: tokens handed out so far no longer verify,
@@ -136,7 +138,9 @@ class ReturnRoutability:
             snap = self._snapshot
             if snap is None or changed:
                 oldest = q[0][0] if q else self._next
-                snap = self._snapshot = Snapshot(self._generation, bytes(self._kcn), oldest, tuple(n for _, _, n in q))
+                self._version += 1
+                nonces = tuple(n for _, _, n in q)
+                snap = self._snapshot = Snapshot(self._generation, bytes(self._kcn), oldest, nonces, self._version)
             return snap
 
     def __repr__(self) -> str:

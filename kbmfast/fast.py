@@ -10,6 +10,7 @@ import dataclasses
 import ipaddress
 import os
 import struct
+import threading
 from array import array
 from collections.abc import Iterable
 from itertools import accumulate, chain
@@ -188,6 +189,7 @@ class Verifier:
         self.return_routability = _rr.check_rr(return_routability)
         self.compat = _rr.check_compat(compat)
         self._pushed: _rr.Snapshot | None = None
+        self._push_lock = threading.Lock()
         self._durability: Durability | None = None
         self._forked = False
         self._path = None if state is None else fmt.prepare(state)
@@ -273,7 +275,12 @@ class Verifier:
         if rr is None:
             return
         snap = rr.snapshot(current=current)
-        if snap is not self._pushed:
+        if snap is self._pushed:
+            return
+        with self._push_lock:  # never an older snapshot over a newer one (threads race here)
+            pushed = self._pushed
+            if pushed is not None and snap.version <= pushed.version:
+                return
             material = bytearray(snap.kcn) + b"".join(snap.nonces)
             kcn = ffi.from_buffer("uint8_t[]", material)
             try:

@@ -506,3 +506,17 @@ def test_threads_verify_and_reply_while_time_moves(kb: types.ModuleType) -> None
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def test_an_older_snapshot_never_replaces_a_newer_one_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads may read the clock in one order and push in the other: the C core keeps
+    the newer secrets (else a nonce handed out by one thread would vanish for a moment)."""
+    import kbmfast
+
+    s = Session(kbmfast)
+    old = s.rr.snapshot(current=True)
+    s.clock.now += 30
+    hot, cot = s.tests()  # pushes the snapshot with the new nonce
+    assert hot.nonce_index == (old.newest + 1) & 0xFFFF
+    monkeypatch.setattr(s.rr, "snapshot", lambda now=None, current=False: old)  # a late thread's push
+    assert s.v.verify(s.bu(hot, cot)).verdict == Verdict.ACCEPTED
