@@ -520,3 +520,49 @@ def test_an_older_snapshot_never_replaces_a_newer_one_in_c(monkeypatch: pytest.M
     assert hot.nonce_index == (old.newest + 1) & 0xFFFF
     monkeypatch.setattr(s.rr, "snapshot", lambda now=None, current=False: old)  # a late thread's push
     assert s.v.verify(s.bu(hot, cot)).verdict == Verdict.ACCEPTED
+
+
+# ---------------------------------------------------------------------------------------------
+# The mobile node's side
+
+
+def test_mobile_node_runs_return_routability(kb: types.ModuleType) -> None:
+    s = Session(kb)
+    bul = kb.BindingUpdateList(HOME, clock=s.clock)
+    hoti, coti = bul.return_routability(CN, care_of=AWAY)
+    assert kb.parse_packet(hoti).source == ipaddress.IPv6Address(HOME)  # through the home agent
+    assert kb.parse_packet(coti).source == ipaddress.IPv6Address(AWAY)
+    hot, cot = s.v.reply(hoti), s.v.reply(coti)
+    # a test answering another init (another cookie) is not taken
+    assert not bul.process_test(s.v.reply(init(1, b"notmine!", HOME)))
+    assert bul.process_test(hot) and bul.process_test(cot)
+    r = s.v.verify(bul.binding_update(CN, care_of=AWAY, lifetime=1000))
+    assert r.verdict == Verdict.ACCEPTED
+    ack = bul.process_ack(s.v.acknowledge(r))
+    assert (ack.verdict, ack.lifetime) == (Verdict.ACCEPTED, 420)
+    # the next BU uses the next sequence number and the same tokens
+    r2 = s.v.verify(bul.binding_update(CN, care_of=AWAY, lifetime=1000))
+    assert r2.verdict == Verdict.ACCEPTED and r2.sequence == (r.sequence + 1) & 0xFFFF
+    # the CN forgets its nonces: BA 138, unauthenticated; the MN drops its tokens
+    s.rr.regenerate()
+    r3 = s.v.verify(bul.binding_update(CN, care_of=AWAY, lifetime=1000))
+    assert r3.verdict == Verdict.NONCES_EXPIRED
+    assert bul.process_ack(s.v.acknowledge(r3)).verdict == Verdict.NONCES_EXPIRED
+    with pytest.raises(ValueError, match="run return routability"):
+        bul.binding_update(CN, care_of=AWAY, lifetime=1000)
+    # tokens are used for MAX_TOKEN_LIFETIME (210 s) only
+    hoti, coti = bul.return_routability(CN, care_of=AWAY)
+    assert bul.process_test(s.v.reply(hoti)) and bul.process_test(s.v.reply(coti))
+    s.clock.now += 210
+    with pytest.raises(ValueError, match="run return routability"):
+        bul.binding_update(CN, care_of=AWAY, lifetime=1000)
+    # back home: the home token alone, a de-registration
+    hoti, _ = bul.return_routability(CN, care_of=AWAY)
+    assert bul.process_test(s.v.reply(hoti))
+    r4 = s.v.verify(bul.binding_update(CN, care_of=HOME, lifetime=400))
+    assert (r4.verdict, r4.lifetime, r4.care_of) == (Verdict.ACCEPTED, 0, ipaddress.IPv6Address(HOME))
+    assert bul.process_ack(s.v.acknowledge(r4)).verdict == Verdict.ACCEPTED
+    # a correspondent with a preconfigured key needs no RR
+    bul.add("2001:db8:3::301", bytes(range(20)))
+    with pytest.raises(ValueError, match="preconfigured"):
+        bul.return_routability("2001:db8:3::301", care_of=AWAY)
