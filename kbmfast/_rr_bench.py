@@ -98,12 +98,24 @@ def rr_plans(peers: int, rounds: int, batch: int, seed: int) -> list[Any]:
     ]  # fmt: skip
 
 
+_PER_OP = {"rr-verifications": RR_BU_COMPRESSIONS, "replies": REPLY_COMPRESSIONS}
+
+
+def rr_ratio(m: Any, ceiling: float) -> dict[str, float]:
+    """For an RR measure: its SHA-1 compressions per operation and its rate as a fraction of
+    (compressions/s ÷ that count); {} for any other measure."""
+    per = _PER_OP.get(m.unit)
+    if per is None:
+        return {}
+    return {"compressions_per_op": per, "of_compressions_per_op": m.best / (2 * ceiling / per)}  # ceiling = compr./s ÷ 2
+
+
 def rr_rows(measures: Any, ceiling: float, row: Any, si: Any) -> list[str]:
     """The report's RR lines: rate, and its fraction of (compressions/s ÷ compressions per op)."""
     out = []
     for m in measures:
-        per = {"rr-verifications": RR_BU_COMPRESSIONS, "replies": REPLY_COMPRESSIONS}.get(m.unit)
-        if per is not None:
-            ideal = 2 * ceiling / per  # the ceiling is compressions/s ÷ 2
-            out.append(row(m.label + f" ({per} compressions)", si(m.best), si(m.median), "", "", f"{m.best / ideal:.2f}"))
+        q = rr_ratio(m, ceiling)
+        if q:
+            label = m.label + f" ({q['compressions_per_op']:.0f} compressions)"
+            out.append(row(label, si(m.best), si(m.median), "", "", f"{q['of_compressions_per_op']:.2f}"))
     return out

@@ -55,6 +55,7 @@ from . import _stateformat
 from . import fast as _fast
 from ._native_edge import ffi, lib
 from ._outputs import child_defaults
+from ._rr_bench import rr_ratio
 
 HOME_PREFIX = ipaddress.IPv6Address("2001:db8:1::")
 CARE_OF_PREFIX = ipaddress.IPv6Address("2001:db8:2::")
@@ -1043,6 +1044,7 @@ class Report:
             }
             if m.unit == "verifications":
                 row.update(self.ratios(m))
+            row.update(rr_ratio(m, self.ceiling))  # return routability's rows
             if m.unit == "calls":
                 row["best_us_per_call"] = 1e6 / m.best
                 row["median_us_per_call"] = 1e6 / m.median
