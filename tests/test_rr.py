@@ -566,3 +566,24 @@ def test_mobile_node_runs_return_routability(kb: types.ModuleType) -> None:
     bul.add("2001:db8:3::301", bytes(range(20)))
     with pytest.raises(ValueError, match="preconfigured"):
         bul.return_routability("2001:db8:3::301", care_of=AWAY)
+
+
+def test_rr_with_an_alternate_care_of_address(kb: types.ModuleType) -> None:
+    s = Session(kb)
+    alt = "2001:db8:2::2aa"
+    hot, cot = s.tests(care_of=alt)  # the CoTI from the address to register
+    kbm = hashlib.sha1(hot.token + cot.token).digest()
+    indices = (hot.nonce_index, cot.nonce_index)
+    bu = kb.build_binding_update(
+        kbm, home=HOME, care_of=AWAY, correspondent=CN, sequence=1, lifetime=8, alternate_care_of=alt, nonce_indices=indices
+    )
+    r = s.v.verify(bu)
+    assert (r.verdict, str(r.care_of), str(r.source)) == (Verdict.ACCEPTED, alt, AWAY)
+    # tokens for the packet's source address do not do for another care-of address
+    hot2, cot2 = s.tests(care_of=AWAY)
+    kbm2 = hashlib.sha1(hot2.token + cot2.token).digest()
+    bu2 = kb.build_binding_update(
+        kbm2, home=HOME, care_of=AWAY, correspondent=CN, sequence=2, lifetime=8, alternate_care_of=alt,
+        nonce_indices=(hot2.nonce_index, cot2.nonce_index),
+    )  # fmt: skip
+    assert s.v.verify(bu2).verdict == Verdict.BAD_AUTHENTICATOR
