@@ -45,11 +45,12 @@ MH_HOTI, MH_COTI, MH_HOT, MH_COT = 1, 2, 3, 4
 class Snapshot:
     """The RR secrets valid at one instant: Kcn and the live nonces (serials oldest..oldest+n-1).
 
-    ``generation`` changes with Kcn. A nonce's index is its serial modulo 2**16.
+    ``generation`` changes with Kcn. A nonce's index is its serial modulo 2**16. ``kcn`` is the
+    ReturnRoutability's own bytearray (no copy), wiped when Kcn is regenerated.
     """
 
     generation: int
-    kcn: bytes
+    kcn: bytearray
     oldest: int
     nonces: tuple[bytes, ...]
     version: int = 0  # grows with every new snapshot of one ReturnRoutability
@@ -140,14 +141,14 @@ class ReturnRoutability:
                 oldest = q[0][0] if q else self._next
                 self._version += 1
                 nonces = tuple(n for _, _, n in q)
-                snap = self._snapshot = Snapshot(self._generation, bytes(self._kcn), oldest, nonces, self._version)
+                snap = self._snapshot = Snapshot(self._generation, self._kcn, oldest, nonces, self._version)
             return snap
 
     def __repr__(self) -> str:
         return f"<kbmfast ReturnRoutability nonce_interval={self.nonce_interval} live_nonces={len(self._nonces)}>"
 
 
-def keygen_token(kcn: bytes, address: bytes, nonce: bytes, which: int) -> bytes:
+def keygen_token(kcn: bytes | bytearray, address: bytes, nonce: bytes, which: int) -> bytes:
     """RFC 6275 §5.2.5: First(64, HMAC_SHA1(Kcn, address | nonce | 0 (home) or 1 (care-of)))."""
     return hmac.digest(kcn, address + nonce + bytes((which,)), "sha1")[:TOKEN_SIZE]
 
