@@ -498,9 +498,12 @@ int kbm_packet_fields(const uint8_t *p, size_t length, kbm_fields *f)
 static const char *const verdict_names[] = {
     "ACCEPTED", "MALFORMED", "BAD_CHECKSUM", "NOT_BINDING_UPDATE", "NOT_CONFIGURED",
     "MISSING_AUTHORIZATION", "BAD_AUTHENTICATOR", "SEQUENCE_OUT_OF_WINDOW",
-    "HOME_REGISTRATION", "INVALID_CARE_OF", "KEY_EXHAUSTED"};
+    "HOME_REGISTRATION", "INVALID_CARE_OF", "KEY_EXHAUSTED", "HOME_NONCE_EXPIRED",
+    "CARE_OF_NONCE_EXPIRED", "NONCES_EXPIRED", "RR_TABLE_FULL"};
 /* Binding Acknowledgement status per verdict, -1: none (kbmfast._types.BA_STATUS) */
-static const int16_t ba_status[] = {0, -1, -1, -1, -1, -1, -1, 135, 131, 174, 129};
+static const int16_t ba_status[] = {0, -1, -1, -1, -1, -1, -1, 135, 131, 174, 129, 136, 137, 138, 130};
+#define N_VERDICTS (sizeof verdict_names / sizeof *verdict_names)
+_Static_assert(sizeof ba_status / sizeof *ba_status == N_VERDICTS, "one BA status per verdict");
 static const char *const mh_names[] = {"BRR", "HoTI", "CoTI", "HoT", "CoT", "BU", "BA", "BE"};
 
 static char *pad(char *o, size_t have, size_t width)
@@ -652,7 +655,7 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
             uint64_t from = offsets[k], to = offsets[k + 1];
             unsigned v = verdicts[k];
             int64_t t = times[k];
-            if (from > to || to > buf_len || v > 10 || t < 0)
+            if (from > to || to > buf_len || v >= N_VERDICTS || t < 0)
                 break;
             start[m] = from;
             when[m] = t;
