@@ -1,15 +1,17 @@
 /* libFuzzer harness for the C core alone (build: tests/fuzz/run.sh; CI runs it under ASan+UBSan).
    Every input goes through the parser with option capture, and through a verifier holding one
    draft peer and one RFC 4449 peer whose home addresses the seeds use, so the whole pipeline
-   (parse, lookup, key derivation, MAC, sequence table) sees hostile bytes. The verdict must be
-   in range; anything else (a crash, an out-of-bounds read, UB) is found by the sanitizers. */
+   (parse, lookup, key derivation, MAC, sequence table) sees hostile bytes; and through a
+   second verifier with return routability (fixed Kcn and nonces), which answers the input as
+   a Home / Care-of Test Init and verifies it as an RR Binding Update. The verdict must be in
+   range; anything else (a crash, an out-of-bounds read, UB) is found by the sanitizers. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kbm.h"
 
-static kbm_verifier *verifier;
+static kbm_verifier *verifier, *rr_verifier;
 
 static void setup(void)
 {
@@ -33,6 +35,13 @@ static void setup(void)
     memcpy(specs[1].home, home2, 16);
     size_t failed;
     if (kbm_verifier_set_peers(verifier, specs, 2, &failed) != 0)
+        abort();
+    /* return routability: nonces with serials 0..2 (indices 0, 1, 2), a table of 4 RR peers */
+    static const uint8_t nonces[24] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+                                       17, 18, 19, 20, 21, 22, 23, 24};
+    rr_verifier = kbm_verifier_new(NULL, 32768, &status);
+    if (!rr_verifier || kbm_rr_enable(rr_verifier, 4) != 0 ||
+        kbm_rr_set(rr_verifier, kcn, 20, 0, nonces, 3) != 0)
         abort();
 }
 
@@ -58,6 +67,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kbm_detail detail;
     size_t bad;
     if (kbm_verify(verifier, p, size, offsets, 1, &verdict, &detail, &bad) != 0 || verdict > KBM_KEY_EXHAUSTED)
+        abort();
+    uint8_t reply[KBM_RR_REPLY_SIZE];
+    uint64_t reply_offsets[2];
+    if (kbm_rr_reply(rr_verifier, p, size, offsets, 1, reply, reply_offsets, &bad) != 0 ||
+        reply_offsets[1] % KBM_RR_REPLY_SIZE != 0)
+        abort();
+    if (kbm_verify(rr_verifier, p, size, offsets, 1, &verdict, &detail, &bad) != 0 || verdict > KBM_RR_TABLE_FULL)
         abort();
     free(p);
     return 0;
