@@ -24,6 +24,14 @@ enum kbm_status {
     KBM_EFULL = -5,      /* the state file or peer table reached its size limit */
     KBM_ENOENT = -6,     /* no such peer */
     KBM_EOFFSET = -7,    /* offsets decrease or run past the buffer */
+    /* The state file's open rules and its in-use checks (docs/state-format.md "Opening"): */
+    KBM_ESYMLINK = -10,  /* the state path is a symbolic link (never followed) */
+    KBM_ENOTREG = -11,   /* the state file is not a regular file */
+    KBM_EOWNER = -12,    /* the state file is not owned by the effective user */
+    KBM_EMODE = -13,     /* the state file is writable by group or others */
+    KBM_EBUSY = -14,     /* the state file is being rewritten (kbmfast state compact) */
+    KBM_ECHANGED = -15,  /* the state file was truncated, removed or replaced while in use;
+                            every later call on this verifier fails the same way */
 };
 
 /* ---- Verdicts (API.md; the same numbers as kbmfast.Verdict) ---- */

@@ -242,6 +242,9 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
         *where = n;
         return KBM_EOFFSET;
     }
+    int rc = kbm_state_check(&v->state); /* before any slot is touched: no SIGBUS, no zeros */
+    if (rc)
+        return rc;
     uint32_t g = kbm_read_begin(v);
     const struct kbm_index *x = atomic_load(&v->index);
     job jobs[CHUNK];
@@ -279,7 +282,7 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
         }
     }
     kbm_read_end(v, g);
-    return KBM_OK;
+    return kbm_state_check(&v->state); /* changed during the batch: no verdict is given */
 }
 
 int kbm_authenticator(const uint8_t kbm[KBM_SIZE], const uint8_t care_of[16],

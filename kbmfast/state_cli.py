@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -33,7 +34,7 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="rewrite the file with exactly its slots (atomically)",
         description=(
             "Rewrite a state file with exactly its slots, through a temporary file and a rename. Stop every "
-            "verifier using the file first: a running one keeps the old file mapped. --salvage keeps the sound "
+            "verifier using the file first: while one has it open, compact refuses (exit status 3). --salvage keeps the sound "
             "slots of a damaged file (an address with two slots loses both: rekey those peers). "
             "--keys with --drop-unconfigured also drops the slots of addresses not in that key file: their "
             "replay protection is gone, so never re-add such a peer with its old key."
@@ -95,18 +96,25 @@ def run_compact(args: argparse.Namespace) -> int:
         print("kbmfast state compact: --drop-unconfigured needs --keys", file=sys.stderr)
         return 2
     try:
-        if args.salvage:
-            slots, problems = fmt.salvage(args.file)
-            for problem in problems:
-                print(f"salvage: {problem}", file=sys.stderr)
-        else:
-            slots = fmt.read_slots(args.file)
-        before = len(slots)
-        if args.drop_unconfigured:
-            configured = {h.packed for h in KeyTable.load(args.keys)}
-            slots = [(a, w) for a, w in slots if a in configured]
-            print(f"dropped {before - len(slots)} slots of unconfigured addresses", file=sys.stderr)
-        fmt.write(args.output or args.file, slots)
+        with contextlib.ExitStack() as held:  # no verifier may have either file open meanwhile
+            held.enter_context(fmt.exclusive(args.file))
+            if args.output and os.path.lexists(args.output) and not os.path.samefile(args.file, args.output):
+                held.enter_context(fmt.exclusive(args.output))
+            if args.salvage:
+                slots, problems = fmt.salvage(args.file)
+                for problem in problems:
+                    print(f"salvage: {problem}", file=sys.stderr)
+            else:
+                slots = fmt.read_slots(args.file)
+            before = len(slots)
+            if args.drop_unconfigured:
+                configured = {h.packed for h in KeyTable.load(args.keys)}
+                slots = [(a, w) for a, w in slots if a in configured]
+                print(f"dropped {before - len(slots)} slots of unconfigured addresses", file=sys.stderr)
+            fmt.write(args.output or args.file, slots)
+    except fmt.InUse as e:
+        print(f"kbmfast state compact: {e}", file=sys.stderr)
+        return 3
     except (KbmError, OSError) as e:
         print(f"kbmfast state compact: {e}", file=sys.stderr)
         return 1

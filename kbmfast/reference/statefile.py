@@ -3,6 +3,9 @@
 Each peer has a slot whose 64-bit word is rewritten with one aligned 8-byte pwrite, so a crash
 leaves either the old or the new word. Slots are appended under an exclusive flock, after
 re-reading the slot count, so processes sharing a file agree on every address's slot.
+The file is opened by the rules of _stateformat (checked, never through a link) and marked "in
+use" for as long as it is open; every access first checks that it was not truncated, removed or
+replaced meanwhile, and once it was, every later one fails too.
 """
 
 from __future__ import annotations
@@ -23,16 +26,32 @@ class SequenceState:
         self._slots: dict[bytes, int] = {}
         self._fd = -1
         self._count = 0
+        self._changed = False
         if self.path is not None:
             self._open(self.path)
 
     def _open(self, name: str) -> None:
         fmt.prepare(name)
-        self._fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
-        self._refresh()
+        self._fd = fmt.open_in_use(name)
+        try:
+            self._refresh()
+        except BaseException:
+            self.close()
+            raise
+
+    def check(self) -> None:
+        """Raise StateFileError if the file was truncated, removed or replaced since it was opened
+        (and on every call after that): its words can no longer be trusted."""
+        if self._fd < 0:
+            return
+        if not self._changed and fmt.changed(os.fstat(self._fd), fmt.HEADER_SIZE + self._count * fmt.SLOT_SIZE):
+            self._changed = True
+        if self._changed:
+            raise fmt.changed_error(self.path or "")
 
     def _refresh(self) -> None:
         """Learn slots appended by other processes."""
+        self.check()
         header = os.pread(self._fd, fmt.HEADER_SIZE, 0)
         size = os.fstat(self._fd).st_size
         count = fmt.check_header(self.path or "", header, size)
@@ -49,6 +68,7 @@ class SequenceState:
         if self._fd < 0:
             self._words.setdefault(address, 0)
             return
+        self.check()
         if address in self._slots:
             return
         fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -70,6 +90,7 @@ class SequenceState:
         """The slot word of ``address`` (0 when it has none)."""
         if self._fd < 0:
             return self._words.get(address, 0)
+        self.check()
         i = self._slots.get(address)
         if i is None:
             self._refresh()
