@@ -50,8 +50,9 @@ int kbm_state_find(kbm_state *s, const uint8_t addr[16], uint32_t *slot);
 /* Like kbm_state_find, after indexing slots other processes appended; <0 on error. */
 int kbm_state_lookup(kbm_state *s, const uint8_t addr[16], uint32_t *slot);
 int kbm_state_flush(kbm_state *s);
-/* KBM_ECHANGED (then on every later call) once the file was truncated below its slots, removed
-   or renamed over since it was opened; one fstat. Called before any access to the mapping. */
+/* KBM_ECHANGED (then on every later call) once the file was truncated below its slots (or cut
+   and grown back: its magic reads as zeros), removed or renamed over since it was opened; one
+   fstat. Called before any access to the mapping. */
 int kbm_state_check(kbm_state *s);
 
 static inline _Atomic uint64_t *kbm_state_word(const kbm_state *s, uint32_t slot)

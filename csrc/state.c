@@ -94,7 +94,10 @@ int kbm_state_check(kbm_state *s)
     struct stat st;
     if (fstat(s->fd, &st) != 0)
         return KBM_EIO;
-    if (st.st_nlink == 0 || (uint64_t)st.st_size < atomic_load(&s->need)) {
+    /* the size first: only then is the header's page safe to read; a magic gone means the file
+       was cut and grown back (its pages now read as zeros) */
+    if (st.st_nlink == 0 || (uint64_t)st.st_size < atomic_load(&s->need) ||
+        memcmp(s->base, magic, 8) != 0) {
         atomic_store(&s->broken, KBM_ECHANGED);
         return KBM_ECHANGED;
     }

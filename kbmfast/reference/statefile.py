@@ -44,7 +44,10 @@ class SequenceState:
         (and on every call after that): its words can no longer be trusted."""
         if self._fd < 0:
             return
-        if not self._changed and fmt.changed(os.fstat(self._fd), fmt.HEADER_SIZE + self._count * fmt.SLOT_SIZE):
+        if not self._changed and (
+            fmt.changed(os.fstat(self._fd), fmt.HEADER_SIZE + self._count * fmt.SLOT_SIZE)
+            or os.pread(self._fd, len(fmt.MAGIC), 0) != fmt.MAGIC  # cut and grown back: zeros
+        ):
             self._changed = True
         if self._changed:
             raise fmt.changed_error(self.path or "")
