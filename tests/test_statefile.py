@@ -8,6 +8,7 @@ disk. Everything that could kill the process (SIGBUS) runs in a child process.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import resource
 import signal
@@ -321,6 +322,24 @@ def test_verifier_refuses_a_file_being_compacted(kb: types.ModuleType, tmp_path:
         with pytest.raises(kb.StateFileError, match="being rewritten"):
             kb.Verifier(keys(kb), state=path)
     kb.Verifier(keys(kb), state=path).close()
+
+
+def test_open_follows_a_rewrite_between_open_and_lock(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compact that renames its new file in after the verifier opened the old one but before it
+    took its lock: the verifier must not keep the old (unlinked) file, or the state splits."""
+    path = fresh(os.path.join(tmp_path, "cn.state"))
+    real = fmt._ofd_lock
+    raced: list[int] = []
+
+    def racing(fd: int, kind: int) -> bool:
+        if not raced:
+            raced.append(fd)
+            fmt.write(path, [(ipaddress.IPv6Address(HOME).packed, fmt.pack_word(True, 7, 0, 0))])
+        return real(fd, kind)
+
+    monkeypatch.setattr(fmt, "_ofd_lock", racing)
+    with kbmfast.reference.Verifier(keys(kbmfast.reference), state=path) as cn:
+        assert raced and cn.last_sequence(HOME) == 7
 
 
 # ---- item 14: creating the file on a full disk --------------------------------------------------
