@@ -5,7 +5,7 @@ KBMFAST_BENCH_QUICK=1: 20 k from 500 peers), then, on the same packets:
 
 - ``kbmfast verify CAPTURE --keys KEYS`` through ``cli.main``, stdout to /dev/null (key file
   loading included: it is part of the command, and measured on its own too);
-- reading alone: ``CaptureReader.batches`` (mmap, record walk, link and IPv6 headers, gather);
+- reading alone: ``CaptureReader.batches`` (windowed read, record walk, link and IPv6 headers, gather);
 - ``Verifier.verify_buffer`` on the same batches already in memory, and ``verify_batch`` on a
   list of the packets (4096 a call), each with a fresh verifier.
 
@@ -134,7 +134,7 @@ def test_key_file_load(benchmark: BenchmarkFixture, record: Recorder, cap: Captu
 
 @pytest.mark.benchmark(group="capture: end to end vs in memory")
 def test_capture_read(benchmark: BenchmarkFixture, record: Recorder, cap: Capture, repeat: int) -> None:
-    """CaptureReader alone: mmap, record walk, link/IPv6 headers, batches."""
+    """CaptureReader alone: windowed read, record walk, link/IPv6 headers, batches."""
     sizes: list[int] = []
 
     def once() -> None:

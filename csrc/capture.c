@@ -129,6 +129,28 @@ static void damage(kbm_capture *c, int code, uint64_t frame, uint64_t a, uint64_
     c->done = 1;
 }
 
+/* A record or block of `need` bytes at pos runs past buf: in a window, the caller moves it on
+   (1); at the end of the file it is damage (0). */
+static int more(kbm_capture *c, uint64_t need)
+{
+    if (!c->partial)
+        return 0;
+    c->need_more = 1;
+    c->need = need;
+    return 1;
+}
+
+/* The walk used up buf: the end of the file, or of a window (the caller moves it on). */
+static void at_end(kbm_capture *c)
+{
+    if (c->pos < c->size)
+        return;
+    if (c->partial)
+        (void)more(c, 1);
+    else
+        c->done = 1;
+}
+
 /* units * num / den (an interface's if_tsresol, see kbm_cap_iface) in µs; 0 on overflow of
    the signed 64-bit range. */
 static int scale_time(const kbm_cap_iface *f, uint64_t ts, int64_t *us)
@@ -222,7 +244,8 @@ static size_t walk_pcap(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t max
         size_t pos = c->pos;
         uint64_t frame = c->frames + 1;
         if (size - pos < 16) {
-            damage(c, KBM_CAP_E_RECORD_TRUNCATED, frame, size - pos, 0);
+            if (!more(c, 16))
+                damage(c, KBM_CAP_E_RECORD_TRUNCATED, frame, size - pos, 0);
             return n;
         }
         uint32_t sec = rd32(buf + pos, big), frac = rd32(buf + pos + 4, big);
@@ -232,11 +255,17 @@ static size_t walk_pcap(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t max
             return n;
         }
         if (caplen > size - pos - 16) {
-            damage(c, KBM_CAP_E_RECORD_PAST_END, frame, caplen, size - pos - 16);
+            if (!more(c, 16 + (uint64_t)caplen))
+                damage(c, KBM_CAP_E_RECORD_PAST_END, frame, caplen, size - pos - 16);
             return n;
         }
-        /* a packet that would overflow the byte budget waits for the next call */
-        if (n && max_bytes) {
+        uint32_t second = c->nanoseconds ? 1000000000u : 1000000u;
+        if (frac >= second) { /* not a time: its fraction of a second is a second or more */
+            damage(c, KBM_CAP_E_RECORD_FRACTION, frame, frac, second);
+            return n;
+        }
+        /* a packet that would overflow the byte budget waits for the next chunk */
+        if (*bytes && max_bytes) {
             int64_t ip = kbm_cap_ipv6_start(buf, pos + 16, caplen, c->linktype);
             if (ip >= 0 && *bytes + (uint64_t)(pos + 16 + caplen - (size_t)ip) > max_bytes)
                 return n;
@@ -247,8 +276,7 @@ static size_t walk_pcap(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t max
         if (take(c, pos + 16, caplen, c->linktype, us, o, n))
             *bytes += o->ip_len[n++];
     }
-    if (c->pos >= size)
-        c->done = 1;
+    at_end(c);
     return n;
 }
 
@@ -261,7 +289,8 @@ static size_t walk_pcapng(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t m
         size_t pos = c->pos;
         uint64_t where = c->frames + 1;
         if (size - pos < 12) {
-            damage(c, KBM_CAP_E_BLOCK_TRUNCATED, where, size - pos, 0);
+            if (!more(c, 12))
+                damage(c, KBM_CAP_E_BLOCK_TRUNCATED, where, size - pos, 0);
             return n;
         }
         int big = c->big_endian;
@@ -284,7 +313,8 @@ static size_t walk_pcapng(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t m
             return n;
         }
         if (total > size - pos) {
-            damage(c, KBM_CAP_E_BLOCK_PAST_END, where, total, size - pos);
+            if (!more(c, total))
+                damage(c, KBM_CAP_E_BLOCK_PAST_END, where, total, size - pos);
             return n;
         }
         if (rd32(buf + pos + total - 4, big) != total) {
@@ -351,7 +381,7 @@ static size_t walk_pcapng(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t m
                 damage(c, KBM_CAP_E_TIME, frame, ts, 0);
                 return n;
             }
-            if (n && max_bytes) {
+            if (*bytes && max_bytes) {
                 int64_t ip = kbm_cap_ipv6_start(buf, data, caplen, f->linktype);
                 if (ip >= 0 && *bytes + (uint64_t)(data + caplen - (size_t)ip) > max_bytes)
                     return n;
@@ -364,8 +394,7 @@ static size_t walk_pcapng(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t m
         }
         c->pos = pos + total;
     }
-    if (c->pos >= size)
-        c->done = 1;
+    at_end(c);
     return n;
 }
 
@@ -373,7 +402,8 @@ size_t kbm_capture_walk(kbm_capture *c, kbm_cap_out *out, size_t max, uint64_t m
 {
     size_t n = 0;
     c->need_ifaces = 0;
-    c->walked_bytes = 0;
+    c->need_more = 0;
+    c->need = 0;
     if (c->done || max == 0)
         return 0;
     if (c->format == KBM_CAP_PCAP)
@@ -389,13 +419,16 @@ int kbm_capture_gather(const uint8_t *buf, size_t size, const uint64_t *ip_off,
                        const uint32_t *ip_len, size_t n, uint8_t *data, size_t data_len,
                        uint64_t *offsets)
 {
-    size_t at = 0;
-    offsets[0] = 0;
+    uint64_t start = offsets[0]; /* read once */
+    if (start > data_len)
+        return KBM_EINVAL;
+    size_t at = (size_t)start;
     for (size_t i = 0; i < n; i++) {
+        uint64_t from = ip_off[i]; /* each read once: checked, then used */
         size_t len = ip_len[i];
-        if (ip_off[i] > size || len > size - ip_off[i] || len > data_len - at)
+        if (from > size || len > size - from || len > data_len - at)
             return KBM_EINVAL;
-        memcpy(data + at, buf + ip_off[i], len);
+        memcpy(data + at, buf + from, len);
         at += len;
         offsets[i + 1] = at;
     }
@@ -607,18 +640,26 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
         return 0;
     kbm_fields fs[GROUP];
     size_t at[GROUP][2];
+    /* the caller's offsets, verdicts and times, each read once: checked, then only these used */
+    uint64_t start[GROUP];
+    int64_t when[GROUP];
+    uint8_t verdict[GROUP];
     while (i < n) {
         /* a group: fields and address slots first (prefetched), then the lines */
         size_t m = 0, want = n - i < GROUP ? n - i : GROUP;
         for (; m < want; m++) {
             size_t k = i + m;
-            if (offsets[k] > offsets[k + 1] || offsets[k + 1] > buf_len || verdicts[k] > 10 ||
-                times[k] < 0)
-                break;
-            const uint8_t *p = buf + offsets[k];
-            size_t len = (size_t)(offsets[k + 1] - offsets[k]);
-            (void)kbm_packet_fields(p, len, &fs[m]);
+            uint64_t from = offsets[k], to = offsets[k + 1];
             unsigned v = verdicts[k];
+            int64_t t = times[k];
+            if (from > to || to > buf_len || v > 10 || t < 0)
+                break;
+            start[m] = from;
+            when[m] = t;
+            verdict[m] = (uint8_t)v;
+            const uint8_t *p = buf + from;
+            size_t len = (size_t)(to - from);
+            (void)kbm_packet_fields(p, len, &fs[m]);
             if (v != 1 && v != 2 && v != 3 && len >= 40) {
                 at[m][0] = slot_of(p + fs[m].home, slots);
                 at[m][1] = slot_of(p + fs[m].care_of, slots);
@@ -633,14 +674,14 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
                 return i;
             }
             const kbm_fields *f = &fs[g];
-            const uint8_t *p = buf + offsets[i];
-            unsigned v = verdicts[i];
+            const uint8_t *p = buf + start[g];
+            unsigned v = verdict[g];
             int with_fields = at[g][0] != SIZE_MAX;
             o = num_right(o, frames[i], 8);
             *o++ = ' ', *o++ = ' ';
             {
                 char tmp[20], t[28];
-                uint64_t us = (uint64_t)times[i];
+                uint64_t us = (uint64_t)when[g];
                 size_t k = digits(us / 1000000, tmp), w = 20 - k;
                 memcpy(t, tmp + k, w);
                 t[w] = '.';

@@ -17,16 +17,19 @@
 /* ---- state.c: the sequence table (docs/state-format.md) ---- */
 
 #define KBM_STATE_HEADER 64
-#define KBM_STATE_SLOT 32
+#define KBM_STATE_SLOT 64
 #define KBM_STATE_MAX_SLOTS (1u << 25)
+#define KBM_STATE_VERSION 2
+#define KBM_STATE_SALT 16
+#define KBM_STATE_HISTORY 9 /* earlier key fingerprints per slot (bytes 28-63) */
 
-/* slot word: seq (0-15), has-seq (16), advance (32-47), key epoch (48-63) */
+/* slot word: seq (0-15), has-seq (16), advance (17-32), key fingerprint (33-63; 0: none yet) */
 #define KBM_W_HAS_SEQ (UINT64_C(1) << 16)
 #define KBM_W_SEQ(w) ((uint16_t)((w)&0xFFFF))
-#define KBM_W_ADVANCE(w) ((uint32_t)(((w) >> 32) & 0xFFFF))
-#define KBM_W_EPOCH(w) ((uint16_t)((w) >> 48))
-#define KBM_W_PACK(seq, adv, epoch)                                                            \
-    ((uint64_t)(seq) | KBM_W_HAS_SEQ | (uint64_t)(adv) << 32 | (uint64_t)(epoch) << 48)
+#define KBM_W_ADVANCE(w) ((uint32_t)(((w) >> 17) & 0xFFFF))
+#define KBM_W_FP(w) ((uint32_t)((w) >> 33))
+#define KBM_W_PACK(seq, adv, fp)                                                               \
+    ((uint64_t)(seq) | KBM_W_HAS_SEQ | (uint64_t)(adv) << 17 | (uint64_t)(fp) << 33)
 
 typedef struct {
     int fd;          /* -1: anonymous memory */
@@ -39,6 +42,9 @@ typedef struct {
     uint64_t seed[2];
     _Atomic size_t need; /* bytes the indexed slots need: a shorter file was truncated */
     _Atomic int broken;  /* 0, or the status every call returns once the file changed */
+    uint8_t salt[KBM_STATE_SALT]; /* the file's: keys the fingerprints and checks */
+    pthread_mutex_t mu; /* taken with the file's flock (flock does not exclude our threads) */
+    int mu_ready;
 } kbm_state;
 
 int kbm_state_open(kbm_state *s, const char *path, const uint64_t seed[2]);
@@ -54,6 +60,18 @@ int kbm_state_flush(kbm_state *s);
    and grown back: its magic reads as zeros), removed or renamed over since it was opened; one
    fstat. Called before any access to the mapping. */
 int kbm_state_check(kbm_state *s);
+/* The fingerprint of a peer's key identity under the file's salt: 1..2^31-1 (_stateformat). */
+uint32_t kbm_state_fingerprint(const kbm_state *s, const kbm_peer_spec *spec);
+/* Installing a key: KBM_OK, KBM_EEXHAUSTED (the slot's key, used up) or KBM_EEARLIER; or
+   kbm_state_check's status. */
+int kbm_state_key_status(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t rekey_limit);
+/* Key fp replaces the slot's key current: 1 when fp is an earlier key (refuse); else 0 once
+   current is in the slot's history (written before the caller stores the new word); <0 error
+   (KBM_ECHANGED: kbm_state_check failed, nothing was touched). */
+int kbm_state_retire(kbm_state *s, uint32_t slot, uint32_t current, uint32_t fp);
+/* The advance the slot counts for key fp (fmt.advance_under); rekey_limit for an earlier key.
+   The caller runs kbm_state_check first (the word and history are in the mapping). */
+uint32_t kbm_state_advance(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t rekey_limit);
 
 static inline _Atomic uint64_t *kbm_state_word(const kbm_state *s, uint32_t slot)
 {
@@ -79,7 +97,7 @@ struct kbm_peer {
     kbm_mac_key key; /* draft: Kbm; RFC 4449: the de-registration Kbm, SHA1(hkt) */
     struct kbm_kcn *kcn;
     uint32_t slot;
-    uint16_t epoch;
+    uint32_t fp; /* the key's fingerprint in the state file (kbm_state_fingerprint) */
 };
 
 struct kbm_bucket {

@@ -24,6 +24,8 @@ enum kbm_status {
     KBM_EFULL = -5,      /* the state file or peer table reached its size limit */
     KBM_ENOENT = -6,     /* no such peer */
     KBM_EOFFSET = -7,    /* offsets decrease or run past the buffer */
+    KBM_EEXHAUSTED = -8, /* a peer's key is used up (its advance reached rekey_limit) */
+    KBM_EEARLIER = -9,   /* a peer's key is one the state file has seen it replace */
     /* The state file's open rules and its in-use checks (docs/state-format.md "Opening"): */
     KBM_ESYMLINK = -10,  /* the state path is a symbolic link (never followed) */
     KBM_ENOTREG = -11,   /* the state file is not a regular file */
@@ -34,7 +36,7 @@ enum kbm_status {
                             every later call on this verifier fails the same way */
 };
 
-/* ---- Verdicts (API.md; the same numbers as kbmfast.Verdict) ---- */
+/* ---- Verdicts (the same numbers as kbmfast.Verdict) ---- */
 enum kbm_verdict {
     KBM_ACCEPTED = 0,
     KBM_MALFORMED = 1,
@@ -87,7 +89,9 @@ int kbm_checksum_ok(const uint8_t *p, size_t n, const kbm_layout *l);
 /* The checksum to transmit for mh (its own checksum field ignored). */
 uint16_t kbm_mh_checksum(const uint8_t src[16], const uint8_t dst[16], const uint8_t *mh,
                          size_t len);
-/* Parses the Mobility Header found by kbm_scan. Returns 0, KBM_UNKNOWN_MH, or a kbm_perr.
+/* Parses the Mobility Header found by kbm_scan, whose layout l must be for the same p and n:
+   the MH Type and length are taken from it, not read again (p may be changing under the call).
+   Returns 0, KBM_UNKNOWN_MH, or a kbm_perr.
    opts may be NULL; otherwise it receives up to max options and *nopts their count. */
 int kbm_parse_mh(const uint8_t *p, size_t n, kbm_layout *l, kbm_option *opts, size_t max,
                  size_t *nopts, uint32_t *where);
@@ -117,6 +121,7 @@ typedef struct kbm_verifier kbm_verifier;
 #define KBM_KIND_KBM 1 /* draft: the configured Kbm */
 #define KBM_KIND_KCN 2 /* RFC 4449: Kcn and nonces; Kbm derived per care-of address */
 #define KBM_NONCE_MAX 64
+#define KBM_KEY_MAX 1024 /* a Kcn's longest */
 
 /* A peer as the caller describes it (key bytes are copied into midstates, then forgotten). */
 typedef struct {
@@ -128,7 +133,6 @@ typedef struct {
     size_t home_nonce_len;
     const uint8_t *care_of_nonce;
     size_t care_of_nonce_len;
-    uint16_t epoch;
 } kbm_peer_spec;
 
 /* What a verdict refers to, for building a Result: offsets of the addresses in the packet. */
@@ -146,8 +150,10 @@ typedef struct {
 kbm_verifier *kbm_verifier_new(const char *state_path, uint32_t rekey_limit, int *status);
 /* Wipes every key and unmaps the state. */
 void kbm_verifier_free(kbm_verifier *v);
-/* Adds or replaces peers (one copy-on-write swap for the whole list; verifiers never block). */
-int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *peers, size_t n);
+/* Adds or replaces peers (one copy-on-write swap for the whole list; verifiers never block).
+   A key the state file shows used up or replaced is refused (KBM_EEXHAUSTED, KBM_EEARLIER)
+   with *failed = its index, and nothing changes. */
+int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *peers, size_t n, size_t *failed);
 int kbm_verifier_remove_peer(kbm_verifier *v, const uint8_t home[16]);
 /* Verifies packet i = buf[offsets[i] .. offsets[i+1]) for i < n, in order, writing verdicts
    (and details when details != NULL). Returns 0, or KBM_EOFFSET with *where = bad index. */
@@ -157,6 +163,10 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
 int kbm_verifier_last_sequence(kbm_verifier *v, const uint8_t home[16], uint16_t *seq);
 /* The state slot word of home (docs/state-format.md): 1 and *word if it has a slot, else 0. */
 int kbm_verifier_slot_word(kbm_verifier *v, const uint8_t home[16], uint64_t *word);
+/* The sequence advance counted for home's current key (docs/state-format.md): 1 and *advance
+   when home is configured, 0 when not; an earlier key counts as rekey_limit. <0 (KBM_ECHANGED)
+   when the state file changed while in use. */
+int kbm_verifier_key_advance(kbm_verifier *v, const uint8_t home[16], uint32_t *advance);
 /* msync + fsync of the state file (no-op in memory). */
 int kbm_verifier_flush(kbm_verifier *v);
 
@@ -202,6 +212,7 @@ enum kbm_cap_error {
     KBM_CAP_E_PB_CAPLEN,            /* a: caplen, b: bytes held */
     KBM_CAP_E_IFACE,                /* a: interface number */
     KBM_CAP_E_TIME,                 /* a: timestamp units (us past the signed 64-bit range) */
+    KBM_CAP_E_RECORD_FRACTION,      /* a: the pcap record's us (ns) field, b: 10^6 (10^9) */
 };
 
 /* An interface's timestamp units to us: MUL: units * factor; DIV: units / factor (factor 0:
@@ -215,10 +226,17 @@ typedef struct {
     uint64_t factor;
 } kbm_cap_iface;
 
-/* A walk over a whole capture in memory; kbm_capture_open fills it, kbm_capture_walk goes on. */
+/* A walk over a capture in memory; kbm_capture_open fills it, kbm_capture_walk goes on.
+   buf holds the whole file, or (partial = 1) a window of it: a record or block that runs past
+   the window's end then stops the walk with need_more = 1 instead of being damage, and the
+   caller moves the window (buf[pos:] first, at least `need` bytes of it, pos = 0) and walks
+   again. Offsets (pos, error_offset, ip_off) count from buf. */
 typedef struct {
     const uint8_t *buf;
     size_t size;
+    int partial;          /* set by the caller: more of the file follows buf[size - 1] */
+    int need_more;        /* set when the record or block at pos is not whole in buf */
+    uint64_t need;        /* then: the bytes from pos that show it (at least) */
     int format;           /* KBM_CAP_PCAP or KBM_CAP_PCAPNG */
     int big_endian;       /* pcap: file byte order; pcapng: the current section's */
     int nanoseconds;      /* pcap */
@@ -234,7 +252,8 @@ typedef struct {
     uint64_t error_frame; /* whose record or block starts at byte error_offset */
     size_t error_offset;
     uint64_t error_a, error_b;
-    uint64_t walked_bytes; /* total length of the packets the last kbm_capture_walk found */
+    uint64_t walked_bytes; /* total length of the chunk's packets: the caller sets 0 to start
+                              a chunk (whose first packet is always taken), the walk adds */
 } kbm_capture;
 
 /* Per mobility packet: IPv6 header's offset in the file, length, frame number, time in us. */
@@ -247,10 +266,12 @@ typedef struct {
 
 int kbm_capture_open(kbm_capture *c, const uint8_t *buf, size_t size);
 /* Walks on until max mobility packets are found (or, with max_bytes != 0, until the next would
-   take their total length past max_bytes; one is always taken), the end, damage, or an IDB that
-   does not fit the interface table. Returns the number of packets written to out. */
+   take walked_bytes past max_bytes; a chunk's first is always taken), the end, damage, an IDB
+   that does not fit the interface table, or (partial) the end of the window. Returns the number
+   of packets written to out. */
 size_t kbm_capture_walk(kbm_capture *c, kbm_cap_out *out, size_t max, uint64_t max_bytes);
-/* Copies the n packets back to back into data (data_len bytes) with offsets[0..n]. */
+/* Copies the n packets back to back into data (data_len bytes) from offsets[0] on (set by the
+   caller: the bytes data already holds), and sets offsets[1..n]. */
 int kbm_capture_gather(const uint8_t *buf, size_t size, const uint64_t *ip_off,
                        const uint32_t *ip_len, size_t n, uint8_t *data, size_t data_len,
                        uint64_t *offsets);

@@ -89,13 +89,14 @@ int kbm_scan(const uint8_t *p, size_t n, kbm_layout *l, uint32_t *where)
         }
         if (off + 2 > n)
             FAIL(KBM_E_EXT_TRUNCATED, off);
-        size_t end = off + ((size_t)p[off + 1] + 1) * 8;
+        uint8_t hdr_len = p[off + 1]; /* read once: the end below and RH2's 16 bytes rest on it */
+        size_t end = off + ((size_t)hdr_len + 1) * 8;
         if (end > n)
             FAIL(KBM_E_EXT_TRUNCATED, off);
         if (nh == NH_ROUTING) {
             if (p[off + 2] != 2)
                 FAIL(KBM_E_ROUTING_TYPE, off + 2);
-            if (p[off + 1] != 2)
+            if (hdr_len != 2)
                 FAIL(KBM_E_RH2_FORMAT, off + 1);
             if (p[off + 3] != 1)
                 FAIL(KBM_E_RH2_FORMAT, off + 3);
@@ -192,15 +193,19 @@ uint16_t kbm_mh_checksum(const uint8_t src[16], const uint8_t dst[16], const uin
 int kbm_parse_mh(const uint8_t *p, size_t n, kbm_layout *l, kbm_option *opts, size_t max,
                  size_t *nopts, uint32_t *where)
 {
+    /* The MH Type and Header Len are the values kbm_scan read (its layout and n - mh = (Header
+       Len + 1) * 8), never read again: the buffer may be changing under us (a caller's
+       bytearray shared with another thread), and a second read could pass the length check
+       below for a header shorter than the type's fixed fields. */
     size_t mh = (size_t)l->mh, count = 0;
-    uint8_t type = p[mh + 2];
+    uint8_t type = l->mh_type;
     if (nopts)
         *nopts = 0;
     if (type >= sizeof min_header_len)
         return KBM_UNKNOWN_MH;
     if (p[mh] != NH_NONE)
         FAIL(KBM_E_PAYLOAD_PROTO, mh);
-    if (p[mh + 1] < min_header_len[type])
+    if ((n - mh) / 8 - 1 < min_header_len[type])
         FAIL(KBM_E_HEADER_LEN, mh + 1);
 
     unsigned seen = 0;

@@ -142,7 +142,6 @@ static void publish(kbm_verifier *v, struct kbm_index *fresh, struct kbm_kcn **r
 static int peer_init(struct kbm_peer *p, const kbm_peer_spec *s)
 {
     memcpy(p->home, s->home, 16);
-    p->epoch = s->epoch;
     p->kcn = NULL;
     if (s->kind == KBM_KIND_KBM) {
         if (s->key_len != KBM_SIZE)
@@ -234,7 +233,7 @@ static int copy_index(const struct kbm_index *old, size_t extra, const uint64_t 
     return KBM_OK;
 }
 
-int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n)
+int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n, size_t *failed)
 {
     int rc;
     pthread_mutex_lock(&v->write_lock);
@@ -251,13 +250,27 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
     for (; done < n; done++) {
         struct kbm_peer p;
         uint32_t slot;
-        rc = kbm_state_slot(&v->state, specs[done].home, &slot);
+        const kbm_peer_spec *spec = &specs[done];
+        rc = KBM_EINVAL;
+        if (spec->key_len > KBM_KEY_MAX || spec->home_nonce_len > KBM_NONCE_MAX ||
+            spec->care_of_nonce_len > KBM_NONCE_MAX || (spec->key_len && !spec->key))
+            goto out;
+        rc = kbm_state_slot(&v->state, spec->home, &slot);
         if (rc)
             goto out;
-        rc = peer_init(&p, &specs[done]);
+        /* a used-up or replaced key is refused here, with the peer's index for the message */
+        uint32_t fp = kbm_state_fingerprint(&v->state, spec);
+        burn_stack(); /* the fingerprint's HMAC read the raw key */
+        rc = kbm_state_key_status(&v->state, slot, fp, v->rekey_limit);
+        if (rc) {
+            *failed = done;
+            goto out;
+        }
+        rc = peer_init(&p, spec);
         if (rc)
             goto out;
         p.slot = slot;
+        p.fp = fp;
         uint64_t h = kbm_hash16(v->seed, p.home);
         struct kbm_peer *have = (struct kbm_peer *)kbm_index_find(x, h, p.home);
         if (have) {
@@ -385,6 +398,20 @@ int kbm_verifier_slot_word(kbm_verifier *v, const uint8_t home[16], uint64_t *wo
     if (found > 0)
         *word = atomic_load(kbm_state_word(&v->state, slot));
     return found;
+}
+
+int kbm_verifier_key_advance(kbm_verifier *v, const uint8_t home[16], uint32_t *advance)
+{
+    int rc = kbm_state_check(&v->state); /* the slot word and history are in the mapping */
+    if (rc)
+        return rc;
+    uint32_t g = kbm_read_begin(v);
+    const struct kbm_index *x = atomic_load(&v->index);
+    const struct kbm_peer *p = kbm_index_find(x, kbm_hash16(v->seed, home), home);
+    if (p)
+        *advance = kbm_state_advance(&v->state, p->slot, p->fp, v->rekey_limit);
+    kbm_read_end(v, g);
+    return p != NULL;
 }
 
 int kbm_verifier_flush(kbm_verifier *v)

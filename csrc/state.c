@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,14 +23,88 @@ static const uint8_t magic[8] = {'K', 'B', 'M', 'S', 'T', 'A', 'T', 'E'};
 #define GROW_SLOTS 4096
 #define LOCK_OFFSET 0  /* the byte of the "in use" lock (_stateformat.LOCK_OFFSET) */
 #define REOPEN_TRIES 8
+#define SLOT_CHECK 24   /* a slot's CRC-32 over salt, index and address */
+#define SLOT_HISTORY 28 /* then KBM_STATE_HISTORY earlier fingerprints, newest first */
+#define FP_MAX UINT32_C(0x7FFFFFFF)
 
-/* flock, retried when a signal interrupts the wait (CPython's handlers do not restart it) */
-static int lock(int fd)
+/* ---- CRC-32 (zlib's: reflected 0xEDB88320), the header's and the slots' checks ---- */
+
+static uint32_t crc_table[256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void)
 {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ UINT32_C(0xEDB88320) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n)
+{
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++)
+        crc = crc_table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* The count word: the slot count (bits 0-31) and CRC-32(header bytes 0-23 | salt | count). */
+static uint64_t make_count_word(const kbm_state *s, uint32_t count)
+{
+    uint8_t c[4];
+    memcpy(c, &count, 4);
+    uint32_t crc = crc32_update(0, s->base, 24);
+    crc = crc32_update(crc, s->salt, KBM_STATE_SALT);
+    crc = crc32_update(crc, c, 4);
+    return (uint64_t)count | (uint64_t)crc << 32;
+}
+
+static uint32_t slot_check(const kbm_state *s, uint32_t index, const uint8_t addr[16])
+{
+    uint8_t i[4];
+    memcpy(i, &index, 4);
+    uint32_t crc = crc32_update(0, s->salt, KBM_STATE_SALT);
+    crc = crc32_update(crc, i, 4);
+    return crc32_update(crc, addr, 16);
+}
+
+static uint8_t *slot_at(const kbm_state *s, size_t i)
+{
+    return s->base + KBM_STATE_HEADER + i * KBM_STATE_SLOT;
+}
+
+static _Atomic uint32_t *history(const kbm_state *s, uint32_t slot)
+{
+    return (_Atomic uint32_t *)(void *)(slot_at(s, slot) + SLOT_HISTORY);
+}
+
+/* The mutex, then flock, retried when a signal interrupts the wait (CPython's handlers do not
+   restart it). flock belongs to the open file, so our own threads need the mutex. */
+static int lock(kbm_state *s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->fd < 0)
+        return 0;
     int rc;
-    while ((rc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
+    while ((rc = flock(s->fd, LOCK_EX)) != 0 && errno == EINTR)
         ;
+    if (rc != 0) {
+        int saved = errno;
+        pthread_mutex_unlock(&s->mu);
+        errno = saved;
+    }
     return rc;
+}
+
+static void unlock(kbm_state *s)
+{
+    int saved = errno;
+    if (s->fd >= 0)
+        flock(s->fd, LOCK_UN);
+    pthread_mutex_unlock(&s->mu);
+    errno = saved;
 }
 
 static _Atomic uint64_t *count_word(const kbm_state *s)
@@ -48,7 +123,7 @@ static int index_insert(kbm_state *s, const uint8_t addr[16], uint32_t slot)
             uint32_t e = s->index[i];
             if (!e)
                 continue;
-            const uint8_t *a = s->base + KBM_STATE_HEADER + (size_t)(e - 1) * KBM_STATE_SLOT;
+            const uint8_t *a = slot_at(s, (size_t)(e - 1));
             size_t j = kbm_hash16(s->seed, a) & (cap - 1);
             while (grown[j])
                 j = (j + 1) & (cap - 1);
@@ -69,7 +144,7 @@ int kbm_state_find(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
 {
     size_t j = kbm_hash16(s->seed, addr) & s->index_mask;
     for (uint32_t e; (e = s->index[j]) != 0; j = (j + 1) & s->index_mask) {
-        const uint8_t *a = s->base + KBM_STATE_HEADER + (size_t)(e - 1) * KBM_STATE_SLOT;
+        const uint8_t *a = slot_at(s, (size_t)(e - 1));
         if (memcmp(a, addr, 16) == 0) {
             *slot = e - 1;
             return 1;
@@ -164,13 +239,16 @@ static int open_in_use(const char *path, int *fd)
     return KBM_ECHANGED;
 }
 
-/* Index the slots other processes appended since we last looked. */
+/* Index the slots other processes appended since we last looked; damage is KBM_ESTATE. */
 static int refresh(kbm_state *s)
 {
     int rc = kbm_state_check(s);
     if (rc)
         return rc;
-    uint64_t count = atomic_load(count_word(s));
+    uint64_t word = atomic_load(count_word(s));
+    uint64_t count = word & 0xFFFFFFFF;
+    if (word != make_count_word(s, (uint32_t)count) || count < s->count)
+        return KBM_ESTATE; /* the count is not the one its check binds, or it went down */
     if (s->fd >= 0) {
         struct stat st;
         if (fstat(s->fd, &st) != 0)
@@ -181,10 +259,11 @@ static int refresh(kbm_state *s)
         KBM_STATE_HEADER + count * KBM_STATE_SLOT > s->file_size)
         return KBM_ESTATE;
     for (size_t i = s->count; i < count; i++) {
-        const uint8_t *a = s->base + KBM_STATE_HEADER + i * KBM_STATE_SLOT;
-        uint32_t existing;
-        if (kbm_state_find(s, a, &existing))
-            return KBM_ESTATE; /* two slots for one address */
+        const uint8_t *a = slot_at(s, i);
+        uint32_t existing, check;
+        memcpy(&check, a + SLOT_CHECK, 4);
+        if (check != slot_check(s, (uint32_t)i, a) || kbm_state_find(s, a, &existing))
+            return KBM_ESTATE; /* a damaged slot, or two slots for one address */
         rc = index_insert(s, a, (uint32_t)i);
         if (rc)
             return rc;
@@ -201,16 +280,29 @@ int kbm_state_open(kbm_state *s, const char *path, const uint64_t seed[2])
     s->seed[1] = seed[1];
     s->reserved = KBM_STATE_HEADER + (size_t)KBM_STATE_MAX_SLOTS * KBM_STATE_SLOT;
     s->index_mask = 63;
-    s->index = calloc(64, sizeof *s->index);
-    if (!s->index)
+    pthread_once(&crc_once, crc_init);
+    if (pthread_mutex_init(&s->mu, NULL) != 0)
         return KBM_ENOMEM;
+    s->mu_ready = 1;
+    s->index = calloc(64, sizeof *s->index);
+    if (!s->index) {
+        kbm_state_close(s);
+        return KBM_ENOMEM;
+    }
     int rc = KBM_EIO;
     if (!path) {
         s->base = mmap(NULL, s->reserved, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (s->base == MAP_FAILED)
             goto fail;
+        if (getrandom(s->salt, sizeof s->salt, 0) != (ssize_t)sizeof s->salt)
+            goto fail;
+        /* the same header a file has, so one code path serves both */
+        const uint32_t fields[4] = {KBM_STATE_VERSION, KBM_STATE_HEADER, KBM_STATE_SLOT, 0};
         memcpy(s->base, magic, 8);
+        memcpy(s->base + 8, fields, sizeof fields);
+        memcpy(s->base + 32, s->salt, sizeof s->salt);
+        atomic_store(count_word(s), make_count_word(s, 0));
         s->file_size = s->reserved;
         return KBM_OK;
     }
@@ -227,8 +319,14 @@ int kbm_state_open(kbm_state *s, const char *path, const uint64_t seed[2])
         goto fail;
     s->file_size = (size_t)st.st_size;
     rc = KBM_ESTATE;
+    uint32_t fields[4];
     if (s->file_size < KBM_STATE_HEADER || memcmp(s->base, magic, 8) != 0)
         goto fail;
+    memcpy(fields, s->base + 8, sizeof fields);
+    if (fields[0] != KBM_STATE_VERSION || fields[1] != KBM_STATE_HEADER ||
+        fields[2] != KBM_STATE_SLOT || fields[3] != 0)
+        goto fail;
+    memcpy(s->salt, s->base + 32, sizeof s->salt);
     rc = refresh(s);
     if (rc)
         goto fail;
@@ -250,6 +348,9 @@ void kbm_state_close(kbm_state *s)
         close(s->fd);
     }
     free(s->index);
+    if (s->mu_ready)
+        pthread_mutex_destroy(&s->mu);
+    s->mu_ready = 0;
     s->base = NULL;
     s->index = NULL;
     s->fd = -1;
@@ -274,15 +375,17 @@ static int append(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
         }
         s->file_size = grown;
     }
-    uint8_t *p = s->base + KBM_STATE_HEADER + i * KBM_STATE_SLOT;
+    uint8_t *p = slot_at(s, i);
+    uint32_t check = slot_check(s, (uint32_t)i, addr);
     memcpy(p, addr, 16);
     atomic_store(kbm_state_word(s, (uint32_t)i), 0);
-    memset(p + 24, 0, 8);
+    memcpy(p + SLOT_CHECK, &check, 4);
+    memset(p + SLOT_HISTORY, 0, KBM_STATE_SLOT - SLOT_HISTORY);
     int rc = index_insert(s, addr, (uint32_t)i);
     if (rc)
         return rc;
-    /* the slot is whole before the count that makes it visible */
-    atomic_store(count_word(s), (uint64_t)(i + 1));
+    /* the slot is whole before the count (and its check) that makes it visible */
+    atomic_store(count_word(s), make_count_word(s, (uint32_t)(i + 1)));
     set_count(s, i + 1);
     *slot = (uint32_t)i;
     return KBM_OK;
@@ -295,16 +398,12 @@ int kbm_state_slot(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
         return rc;
     if (kbm_state_find(s, addr, slot))
         return KBM_OK;
-    if (s->fd < 0)
-        return append(s, addr, slot);
-    if (lock(s->fd) != 0)
+    if (lock(s) != 0)
         return KBM_EIO;
-    rc = refresh(s);
+    rc = s->fd < 0 ? KBM_OK : refresh(s);
     if (rc == KBM_OK && !kbm_state_find(s, addr, slot))
         rc = append(s, addr, slot);
-    int saved = errno;
-    flock(s->fd, LOCK_UN);
-    errno = saved;
+    unlock(s);
     return rc;
 }
 
@@ -325,13 +424,102 @@ int kbm_state_lookup(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
         return rc;
     if (kbm_state_find(s, addr, slot) || s->fd < 0)
         return kbm_state_find(s, addr, slot);
-    if (lock(s->fd) != 0)
+    if (lock(s) != 0)
         return KBM_EIO;
     rc = refresh(s);
     if (rc == KBM_OK)
         rc = kbm_state_find(s, addr, slot);
-    int saved = errno;
-    flock(s->fd, LOCK_UN);
-    errno = saved;
+    unlock(s);
     return rc;
+}
+
+/* ---- Keys (docs/state-format.md, "Keys"; kbmfast/_stateformat.py has the same rules) ---- */
+
+uint32_t kbm_state_fingerprint(const kbm_state *s, const kbm_peer_spec *spec)
+{
+    /* HMAC-SHA1(salt, address | kind | key length (2, big-endian) | key | nonce lengths and
+       nonces), reduced to 1..2^31-1; key_len <= 1024 and nonces <= KBM_NONCE_MAX (checked) */
+    uint8_t msg[16 + 3 + 1024 + 2 + 2 * KBM_NONCE_MAX], digest[20];
+    size_t n = 0;
+    memcpy(msg, spec->home, 16);
+    n = 16;
+    msg[n++] = (uint8_t)(spec->kind == KBM_KIND_KBM ? 1 : 2);
+    msg[n++] = (uint8_t)(spec->key_len >> 8);
+    msg[n++] = (uint8_t)spec->key_len;
+    if (spec->key_len)
+        memcpy(msg + n, spec->key, spec->key_len);
+    n += spec->key_len;
+    msg[n++] = (uint8_t)spec->home_nonce_len;
+    if (spec->home_nonce_len)
+        memcpy(msg + n, spec->home_nonce, spec->home_nonce_len);
+    n += spec->home_nonce_len;
+    msg[n++] = (uint8_t)spec->care_of_nonce_len;
+    if (spec->care_of_nonce_len)
+        memcpy(msg + n, spec->care_of_nonce, spec->care_of_nonce_len);
+    n += spec->care_of_nonce_len;
+    kbm_hmac_sha1(s->salt, sizeof s->salt, msg, n, digest);
+    uint32_t h;
+    memcpy(&h, digest, 4);
+    kbm_wipe(msg, sizeof msg);
+    kbm_wipe(digest, sizeof digest);
+    return h % FP_MAX + 1;
+}
+
+static int in_history(const kbm_state *s, uint32_t slot, uint32_t fp)
+{
+    _Atomic uint32_t *h = history(s, slot);
+    for (int i = 0; i < KBM_STATE_HISTORY; i++)
+        if (atomic_load_explicit(&h[i], memory_order_relaxed) == fp)
+            return 1;
+    return 0;
+}
+
+int kbm_state_key_status(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t rekey_limit)
+{
+    int changed = kbm_state_check(s); /* the word and history are in the mapping */
+    if (changed)
+        return changed;
+    if (lock(s) != 0)
+        return KBM_EIO;
+    uint64_t w = atomic_load(kbm_state_word(s, slot));
+    int rc = KBM_OK;
+    if (KBM_W_FP(w) == fp) {
+        if ((w & KBM_W_HAS_SEQ) && KBM_W_ADVANCE(w) >= rekey_limit)
+            rc = KBM_EEXHAUSTED;
+    } else if (in_history(s, slot, fp)) {
+        rc = KBM_EEARLIER;
+    }
+    unlock(s);
+    return rc;
+}
+
+int kbm_state_retire(kbm_state *s, uint32_t slot, uint32_t current, uint32_t fp)
+{
+    int changed = kbm_state_check(s); /* the history is in the mapping */
+    if (changed)
+        return changed;
+    if (lock(s) != 0)
+        return KBM_EIO;
+    int rc = 1;
+    if (!in_history(s, slot, fp)) {
+        rc = 0;
+        if (!in_history(s, slot, current)) {
+            /* shift right one entry at a time from the end, then the newest in front: a crash
+               midway leaves a repeated entry, never a gap or a lost newer one */
+            _Atomic uint32_t *h = history(s, slot);
+            for (int i = KBM_STATE_HISTORY - 1; i > 0; i--)
+                atomic_store(&h[i], atomic_load(&h[i - 1]));
+            atomic_store(&h[0], current);
+        }
+    }
+    unlock(s);
+    return rc;
+}
+
+uint32_t kbm_state_advance(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t rekey_limit)
+{
+    uint64_t w = atomic_load(kbm_state_word(s, slot));
+    if (KBM_W_FP(w) == fp || KBM_W_FP(w) == 0)
+        return KBM_W_ADVANCE(w);
+    return in_history(s, slot, fp) ? rekey_limit : 0;
 }

@@ -3,7 +3,7 @@
    Every step before the sequence check is a pure function of the packet and the peer, so a
    chunk is parsed, looked up (prefetching buckets, peers and slots for the whole chunk) and
    MACed two at a time first; then the sequence stage runs strictly in packet order, which
-   gives the in-order semantics of API.md. The checks and their order are those of
+   gives the in-order semantics of verify_batch. The checks and their order are those of
    kbmfast/reference/verifier.py. */
 #include "internal.h"
 
@@ -92,7 +92,7 @@ static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
     j->minimal = (uint8_t)minimal_layout(p, j->n, &j->l);
     if (!j->minimal && kbm_scan(p, j->n, &j->l, &where))
         return;
-    /* a CN drops a non-routable HAO and any type 2 Routing header (SPEC_DIGEST §5 step 0) */
+    /* a CN drops a non-routable HAO and any type 2 Routing header (RFC 6275 §9.3.1, §6.1) */
     if ((j->l.hao >= 0 && !kbm_is_routable(p + j->l.hao)) || j->l.rh2 >= 0)
         return;
     if (!kbm_checksum_ok(p, j->n, &j->l)) {
@@ -198,7 +198,7 @@ static void mac_pending(job *jobs, size_t m)
 }
 
 /* Authentication, then the answers only an authenticated Binding Update may get. */
-static uint8_t decide(job *j, const kbm_verifier *v, uint16_t *last_out)
+static uint8_t decide(job *j, kbm_verifier *v, uint16_t *last_out)
 {
     if (!kbm_ct_equal12_inline(j->mac, j->p + j->l.bad))
         return KBM_BAD_AUTHENTICATOR;
@@ -209,8 +209,9 @@ static uint8_t decide(job *j, const kbm_verifier *v, uint16_t *last_out)
     const struct kbm_peer *peer = j->peer;
     _Atomic uint64_t *word = kbm_state_word(&v->state, peer->slot);
     uint64_t w = atomic_load(word);
+    uint32_t retired = 0; /* a fingerprint this call saw go into the slot's history */
     for (;;) {
-        uint32_t advance = KBM_W_EPOCH(w) == peer->epoch ? KBM_W_ADVANCE(w) : 0;
+        uint32_t advance = KBM_W_ADVANCE(w);
         int has = (w & KBM_W_HAS_SEQ) != 0;
         uint16_t last = KBM_W_SEQ(w);
         uint32_t step = has ? (uint16_t)(j->seq - last) : 0;
@@ -220,11 +221,22 @@ static uint8_t decide(job *j, const kbm_verifier *v, uint16_t *last_out)
         }
         if (j->lifetime != 0 && memcmp(j->home, j->care_of, 16) == 0)
             return KBM_INVALID_CARE_OF;
+        uint32_t current = KBM_W_FP(w);
+        if (__builtin_expect(current != peer->fp && current != 0, 0)) {
+            /* The slot counts for another key (another process installed ours, or still uses
+               an older one). An earlier key is refused; else the slot's key goes into the
+               history (under the file lock) before the CAS below names ours. */
+            if (current != retired) {
+                if (kbm_state_retire(&v->state, peer->slot, current, peer->fp) != 0)
+                    return KBM_KEY_EXHAUSTED;
+                retired = current;
+            }
+            advance = 0;
+        }
         if (advance + step > v->rekey_limit)
             return KBM_KEY_EXHAUSTED;
         /* the one write: a concurrent acceptance makes it fail and we judge again */
-        if (atomic_compare_exchange_weak(word, &w, KBM_W_PACK(j->seq, advance + step,
-                                                              peer->epoch)))
+        if (atomic_compare_exchange_weak(word, &w, KBM_W_PACK(j->seq, advance + step, peer->fp)))
             return KBM_ACCEPTED;
     }
 }
@@ -249,11 +261,18 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
     const struct kbm_index *x = atomic_load(&v->index);
     job jobs[CHUNK];
     int accepted = 0;
+    uint64_t off[CHUNK + 1];
     for (size_t base = 0; base < n; base += CHUNK) {
         size_t m = n - base < CHUNK ? n - base : CHUNK;
+        /* The offsets are the caller's memory, which another thread may change at any time:
+           each is read once, into off, and only that copy is checked and used. A packet whose
+           copy fails the check above (the caller changed them during the call) is empty, so
+           MALFORMED: a garbage answer for a garbage caller, never a read out of bounds. */
+        memcpy(off, offsets + base, (m + 1) * sizeof off[0]);
         for (size_t k = 0; k < m; k++) {
-            jobs[k].p = buf + offsets[base + k];
-            jobs[k].n = (size_t)(offsets[base + k + 1] - offsets[base + k]);
+            int sane = off[k] <= off[k + 1] && off[k + 1] <= buf_len;
+            jobs[k].p = buf + (sane ? off[k] : 0);
+            jobs[k].n = sane ? (size_t)(off[k + 1] - off[k]) : 0;
             parse(&jobs[k], v, x);
         }
         for (size_t k = 0; k < m; k++)
@@ -285,8 +304,10 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
     }
     kbm_read_end(v, g);
     /* Changed during the batch: no verdict is given. Only an acceptance can have come from a
-       slot that read as zeros, so a batch without one needs no second look. */
-    return accepted ? kbm_state_check(&v->state) : KBM_OK;
+       slot that read as zeros, so a batch without one needs no second look (unless a key
+       change's kbm_state_retire already found the file changed: that is sticky). */
+    return accepted ? kbm_state_check(&v->state)
+                    : atomic_load_explicit(&v->state.broken, memory_order_relaxed);
 }
 
 int kbm_authenticator(const uint8_t kbm[KBM_SIZE], const uint8_t care_of[16],

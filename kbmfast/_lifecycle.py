@@ -19,6 +19,38 @@ from typing import Any
 
 DEFAULT_SYNC_MS = 1000
 
+#: The arguments of ``Verifier`` (both backends append it to their class docstring, so that
+#: ``help(kbmfast.Verifier)`` explains them).
+VERIFIER_ARGUMENTS = """
+    Arguments (all but ``keys`` by keyword):
+
+    ``keys``
+        The :class:`KeyTable` of preconfigured peers. The verifier follows it: a peer added,
+        rekeyed or removed there is used (or forgotten) at once.
+    ``state``
+        Path of the persistent sequence table, created if missing and safely shared by threads
+        and processes; ``None`` keeps it in memory, so a restart forgets every sequence number.
+    ``rekey_limit`` (default and maximum 32768)
+        The total advance of sequence numbers allowed under one key. A Binding Update that would
+        go past it is refused with ``KEY_EXHAUSTED`` (BA status 129) until the peer is rekeyed:
+        beyond 32768 an old captured Binding Update would compare as newer again.
+        ``keys_near_limit()`` lists the peers to rekey soon.
+    ``max_lifetime`` (seconds, default ``None``)
+        Caps the lifetime granted in the Binding Acknowledgements ``acknowledge()`` builds;
+        ``None`` grants what the mobile node asked for. Verdicts do not depend on it.
+    ``sync`` (default 1000)
+        When the state file reaches stable storage: ``"always"`` (fsync after every call), an
+        int N (a background thread flushes at most N ms after a change) or ``"close"`` (only on
+        ``close()``). Every acceptance is in the file before ``verify`` returns, so a killed
+        process never accepts it again; ``sync`` bounds what a power loss or kernel crash can
+        lose (with N, Binding Updates accepted in the last N ms may be accepted once more).
+        Without a ``state`` file there is nothing to flush.
+
+    ``close()`` (or ``with``) flushes the state and wipes the verifier's keys; verifiers still
+    open are closed at interpreter exit. A verifier cannot be used in a process forked after
+    it was created: create one in the child.
+    """
+
 
 def check_sync(sync: Any) -> str | int:
     """Validate a ``sync=`` argument."""
@@ -68,9 +100,12 @@ class _Flusher:
 
     def __init__(self) -> None:
         self._members: weakref.WeakSet[Durability] = weakref.WeakSet()
+        # Adding to a WeakSet while another thread copies it raises "Set changed size during
+        # iteration", which would kill the flusher for good: both happen under this lock.
+        self._members_lock = threading.Lock()
         self._wake = threading.Event()
-        thread = threading.Thread(target=self._run, name="kbmfast-state-flusher", daemon=True)
-        thread.start()
+        self.thread = threading.Thread(target=self._run, name="kbmfast-state-flusher", daemon=True)
+        self.thread.start()
 
     @classmethod
     def instance(cls) -> _Flusher:
@@ -79,13 +114,22 @@ class _Flusher:
                 cls._instance = cls()
             return cls._instance
 
+    @classmethod
+    def _forget(cls) -> None:
+        """In a forked child: the parent's flusher thread does not exist here, so the next
+        interval verifier starts a new one (and the guard may have been held at the fork)."""
+        cls._instance = None
+        cls._guard = threading.Lock()
+
     def add(self, member: Durability) -> None:
-        self._members.add(member)
+        with self._members_lock:
+            self._members.add(member)
         self._wake.set()
 
     def _run(self) -> None:
         while True:
-            members = list(self._members)
+            with self._members_lock:
+                members = list(self._members)
             intervals = [m.sync for m in members if isinstance(m.sync, int)]
             self._wake.wait(timeout=min(intervals, default=1000) / 2000)
             self._wake.clear()
@@ -106,6 +150,11 @@ def track(verifier: Any) -> None:
     _live.add(verifier)
 
 
+def _after_fork_in_child() -> None:
+    _Flusher._forget()
+    _disown_all()
+
+
 def _disown_all() -> None:
     # A forked child inherits the parent's verifiers mid-flight (locks, reader counts, the
     # state file's lock): none of it is usable there, so they refuse work with a clear error.
@@ -114,7 +163,7 @@ def _disown_all() -> None:
     _live.clear()
 
 
-os.register_at_fork(after_in_child=_disown_all)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register

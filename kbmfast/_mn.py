@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _stateformat as fmt
+from ._keys import KIND_KBM
 from ._types import (
     BindingAck,
     BindingAuthorizationData,
@@ -28,10 +29,11 @@ Mac = Callable[[bytes, bytes, bytes, bytes], bytes]
 
 
 class _Entry:
-    __slots__ = ("care_of", "deregistration", "kbm", "outstanding")
+    __slots__ = ("care_of", "deregistration", "fp", "kbm", "outstanding")
 
-    def __init__(self, kbm: bytes) -> None:
+    def __init__(self, kbm: bytes | bytearray, fp: int) -> None:
         self.kbm = bytearray(kbm)
+        self.fp = fp  # the key's fingerprint in the state file
         self.care_of = b""
         self.deregistration = False
         self.outstanding: int | None = None
@@ -69,12 +71,20 @@ class BindingUpdateList:
                         f"correspondent {ipaddress.IPv6Address(cn)}: this Kbm is already used for another "
                         "correspondent (a different Kbm for each node in the Binding Update List)"
                     )
-            old = self._entries.get(cn)
-            self._entries[cn] = _Entry(key)
             self._state.ensure(cn)
-            if old is not None and not hmac.compare_digest(bytes(old.kbm), key):
-                has, last, _, epoch = fmt.unpack_word(self._state.get(cn))
-                self._state.put(cn, fmt.pack_word(has, last, 0, (epoch + 1) & 0xFFFF))
+            fp = fmt.fingerprint(self._state.salt, cn, KIND_KBM, key)
+            has, last, advance, current = fmt.unpack_word(self._state.get(cn))
+            if current not in (0, fp):
+                # a new key: the old one goes into the slot's history, the advance starts over
+                if not self._state.retire(cn, current, fp):
+                    raise ValueError(
+                        f"correspondent {ipaddress.IPv6Address(cn)}: this is an earlier Kbm of this correspondent, "
+                        "replaced by a newer one in the state file: configure a new key"
+                    )
+                advance = 0
+            if current != fp:
+                self._state.put(cn, fmt.pack_word(has, last, advance, fp) if has else fmt.pack_word(False, 0, 0, fp))
+            self._entries[cn] = _Entry(key, fp)
 
     def _entry(self, cn: bytes) -> _Entry:
         entry = self._entries.get(cn)
@@ -89,10 +99,10 @@ class BindingUpdateList:
         lifetime_units(lifetime)
         with self._lock:
             entry = self._entry(cn)
-            has, last, advance, epoch = fmt.unpack_word(self._state.get(cn))
+            has, last, advance, _ = fmt.unpack_word(self._state.get(cn))
             seq = (last + 1) & 0xFFFF if has else secrets.randbelow(65536)
             # persisted before it leaves: a restart never sends this number again
-            self._state.put(cn, fmt.pack_word(True, seq, min(advance + (1 if has else 0), fmt.MAX_ADVANCE), epoch))
+            self._state.put(cn, fmt.pack_word(True, seq, min(advance + (1 if has else 0), fmt.MAX_ADVANCE), entry.fp))
             self._state.flush()
             home = self.home.packed
             packet = self._build(
@@ -145,8 +155,8 @@ class BindingUpdateList:
                 return Result(Verdict.BAD_AUTHENTICATOR, **base)
             base.update(lifetime=msg.lifetime, ba_status=msg.status)
             if msg.status == 135:
-                _, _, advance, epoch = fmt.unpack_word(self._state.get(cn))
-                self._state.put(cn, fmt.pack_word(True, msg.sequence, advance, epoch))
+                _, _, advance, _ = fmt.unpack_word(self._state.get(cn))
+                self._state.put(cn, fmt.pack_word(True, msg.sequence, advance, entry.fp))
                 self._state.flush()
                 return Result(Verdict.SEQUENCE_OUT_OF_WINDOW, last_sequence=msg.sequence, **base)
             if msg.sequence != entry.outstanding:

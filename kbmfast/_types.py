@@ -25,7 +25,7 @@ DEFAULT_REKEY_LIMIT = 32768
 
 
 class Verdict(enum.IntEnum):
-    """The uint8 verdict codes of ``Verifier.verify_batch`` (API.md)."""
+    """The uint8 verdict codes of ``Verifier.verify_batch`` (README.md lists them with their BA)."""
 
     ACCEPTED = 0
     MALFORMED = 1

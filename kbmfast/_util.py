@@ -37,11 +37,35 @@ def address_bytes(value: Any, name: str) -> bytes:
     raise TypeError(f"{name}: expected an IPv6 address (str, IPv6Address or 16 bytes), not {type(value).__name__}")
 
 
-def key_bytes(value: Any, name: str) -> bytes:
-    """Return a bytes-like key as bytes, refusing str (a common mistake: hex text)."""
+def key_bytes(value: Any, name: str) -> bytes | bytearray:
+    """Key material given to a function that only uses it: the caller's ``bytes`` object itself
+    (immutable: nothing to copy or wipe), or a private bytearray copy of any other bytes-like,
+    which the caller hands to :func:`release_key` when done. str is refused (a common mistake:
+    hex text)."""
+    if type(value) is bytes:
+        return value
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
+        return bytearray(value)
     raise TypeError(f"{name}: expected bytes-like key material, not {type(value).__name__}")
+
+
+def release_key(key: bytes | bytearray) -> None:
+    """Wipe ``key`` if :func:`key_bytes` made it (a bytearray); the caller's bytes stay theirs."""
+    if type(key) is bytearray:
+        wipe(key)
+
+
+def owned_key(value: Any, name: str) -> bytearray:
+    """A private copy of bytes-like key material for a KeyTable to keep and later :func:`wipe`
+    (copied straight into the bytearray: no intermediate bytes object holds the key)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytearray(value)
+    raise TypeError(f"{name}: expected bytes-like key material, not {type(value).__name__}")
+
+
+def wipe(buf: bytearray) -> None:
+    """Overwrite ``buf`` with zeros in place (the same length: it is never reallocated)."""
+    buf[:] = bytes(len(buf))
 
 
 def lifetime_units(seconds: Any, name: str = "lifetime") -> int:
@@ -88,28 +112,69 @@ def check_mh_for_mac(mh: Any) -> bytes:
     return raw
 
 
-def check_kbm(kbm: Any) -> bytes:
-    """A Kbm is exactly 20 bytes (draft-ietf-mip6-precfgKbm D2)."""
-    raw = key_bytes(kbm, "kbm")
+def _kbm_size(raw: bytes | bytearray) -> None:
     if len(raw) != KBM_SIZE:
         raise ValueError(f"kbm: must be {KBM_SIZE} bytes, not {len(raw)}")
-    return raw
 
 
-def check_kcn(kcn: Any, home_nonce: Any, care_of_nonce: Any) -> tuple[bytes, bytes, bytes]:
-    """Kcn of at least 20 bytes (RFC 4449 §3) and nonces of 1..64 bytes."""
-    raw = key_bytes(kcn, "kcn")
+def _kcn_sizes(raw: bytes | bytearray, home_nonce: Any, care_of_nonce: Any) -> tuple[bytes, bytes]:
     if len(raw) < MIN_KCN_SIZE:
         raise ValueError(f"kcn: must be at least {MIN_KCN_SIZE} bytes, not {len(raw)}")
     if len(raw) > 1024:
         raise ValueError(f"kcn: at most 1024 bytes, not {len(raw)}")
     nonces = []
     for name, value in (("home_nonce", home_nonce), ("care_of_nonce", care_of_nonce)):
-        nonce = key_bytes(value, name)
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{name}: expected bytes-like key material, not {type(value).__name__}")
+        nonce = bytes(value)
         if not 1 <= len(nonce) <= 64:
             raise ValueError(f"{name}: must be 1..64 bytes, not {len(nonce)}")
         nonces.append(nonce)
-    return raw, nonces[0], nonces[1]
+    return nonces[0], nonces[1]
+
+
+def check_kbm(kbm: Any) -> bytes | bytearray:
+    """A Kbm is exactly 20 bytes (draft-ietf-mip6-precfgKbm D2); as :func:`key_bytes` gives it
+    (hand it to :func:`release_key` when done)."""
+    raw = key_bytes(kbm, "kbm")
+    try:
+        _kbm_size(raw)
+    except ValueError:
+        release_key(raw)
+        raise
+    return raw
+
+
+def check_kcn(kcn: Any, home_nonce: Any, care_of_nonce: Any) -> tuple[bytes | bytearray, bytes, bytes]:
+    """Kcn of at least 20 bytes (RFC 4449 §3) and nonces of 1..64 bytes; the Kcn as
+    :func:`key_bytes` gives it (hand it to :func:`release_key` when done)."""
+    raw = key_bytes(kcn, "kcn")
+    try:
+        return (raw, *_kcn_sizes(raw, home_nonce, care_of_nonce))
+    except (TypeError, ValueError):
+        release_key(raw)
+        raise
+
+
+def owned_kbm(kbm: Any) -> bytearray:
+    """:func:`check_kbm` into a private bytearray (wiped again if it is refused)."""
+    raw = owned_key(kbm, "kbm")
+    try:
+        _kbm_size(raw)
+    except ValueError:
+        wipe(raw)
+        raise
+    return raw
+
+
+def owned_kcn(kcn: Any, home_nonce: Any, care_of_nonce: Any) -> tuple[bytearray, bytes, bytes]:
+    """:func:`check_kcn` with the Kcn in a private bytearray (wiped again if it is refused)."""
+    raw = owned_key(kcn, "kcn")
+    try:
+        return (raw, *_kcn_sizes(raw, home_nonce, care_of_nonce))
+    except (TypeError, ValueError):
+        wipe(raw)
+        raise
 
 
 def check_packet(packet: Any, name: str) -> bytes:

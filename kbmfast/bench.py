@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import accumulate
 from time import perf_counter
-from typing import Any
+from typing import Any, BinaryIO
 
 import kbmfast
 import kbmfast.reference
@@ -54,6 +54,7 @@ import kbmfast.reference
 from . import _stateformat
 from . import fast as _fast
 from ._native_edge import ffi, lib
+from ._outputs import child_defaults
 
 HOME_PREFIX = ipaddress.IPv6Address("2001:db8:1::")
 CARE_OF_PREFIX = ipaddress.IPv6Address("2001:db8:2::")
@@ -503,6 +504,7 @@ def plan_compress(blocks: int, streams: int) -> Plan:
 
 
 def _compress_worker(blocks: int, start: Any, conn: Any) -> None:
+    child_defaults()
     start.wait()
     t0 = perf_counter()
     lib.kbm_bench_compress(blocks, 1)
@@ -640,6 +642,7 @@ def plan_threads(w: Workload, threads: int, batch: int, *, pin: bool = True) -> 
 
 
 def _process_worker(keys: kbmfast.KeyTable, pairs: Any, path: str, start: Any, conn: Any) -> None:
+    child_defaults()
     with kbmfast.Verifier(keys, state=path) as v:
         start.wait()
         t0 = perf_counter()
@@ -870,6 +873,7 @@ def big_table(peers: int, rounds: int, batch: int, seed: int, plot: bool) -> dic
 
 
 def _big_table_child(conn: Any, *args: Any) -> None:
+    child_defaults()
     try:
         conn.send(big_table(*args))
     except BaseException as e:  # reported to the parent, which raises it
@@ -884,7 +888,14 @@ def run_big_table(c: BenchConfig, plot: bool) -> dict[str, Any]:
     child = ctx.Process(target=_big_table_child, args=(send, c.big_peers, c.big_rounds, max(c.batches), c.seed, plot))
     child.start()
     send.close()
-    result = recv.recv()
+    try:
+        result = recv.recv()
+    except EOFError:
+        result = None
+    except BaseException:  # interrupted: stop the child rather than wait for it
+        child.terminate()
+        child.join()
+        raise
     child.join()
     if isinstance(result, BaseException):
         raise result
@@ -1254,9 +1265,10 @@ _STYLES = {
 }
 
 
-def plot(r: Report, path: str) -> None:
+def plot(r: Report, path: str | BinaryIO, fmt: str | None = None) -> None:
     """Draw throughput against the number of peers and against the batch size, per backend,
-    with the SHA-1 ceiling as a line, into the PNG ``path`` (needs matplotlib: ``kbmfast[plot]``)."""
+    with the SHA-1 ceiling as a line, into ``path`` (a file name or a binary stream; ``fmt``,
+    e.g. "png", by default from the name) (needs matplotlib: ``kbmfast[plot]``)."""
     try:
         import matplotlib
 
@@ -1303,7 +1315,7 @@ def plot(r: Report, path: str) -> None:
     by_batch.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"kbmfast {env['kbmfast']}, minimal Binding Updates; {env['cpu']}, SHA-1 kernel {env['kernel']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format=fmt)
     plt.close(fig)
 
 

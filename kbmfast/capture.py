@@ -1,9 +1,11 @@
 """Reading and writing capture files: classic pcap and pcapng, for ``kbmfast verify`` and ``gen``.
 
 A small in-house reader (see docs/tools.md for why no capture library is used): the file is
-memory-mapped, record headers are walked in place, and the IPv6 packets that carry a Mobility
-Header are handed out in batches ready for ``Verifier.verify_buffer``: one ``bytes`` buffer with
-the packets back to back and ``n + 1`` uint64 offsets, in capture order.
+read in windows of :data:`WINDOW` bytes (never memory-mapped: a file truncated under a mapping
+kills the process with SIGBUS; a short read is reported instead, as
+:class:`CaptureChangedError`), record headers are walked in place, and the IPv6 packets that
+carry a Mobility Header are handed out in batches ready for ``Verifier.verify_buffer``: one
+``bytes`` buffer with the packets back to back and ``n + 1`` uint64 offsets, in capture order.
 
 Link types: Ethernet (with any number of 802.1Q / 802.1ad tags), raw IP (LINKTYPE_RAW 101 and
 the old DLT_RAW values 12 and 14), LINKTYPE_IPV6 (229), Linux cooked capture v1 (SLL, 113) and
@@ -16,7 +18,7 @@ Frame numbers count every frame from 1, as Wireshark does. A damaged capture sto
 with :class:`CaptureError` (frame number and byte offset) after every batch before the damage.
 
 Three engines give the same packets: the C walker of csrc/capture.c (the default whenever the
-C core is built: records, link and IPv6 headers and the gather in C, over the whole mapping);
+C core is built: records, link and IPv6 headers and the gather in C, window by window);
 with numpy, a vectorised path for classic pcap (record boundaries found by following the record
 chain over candidate headers, many at a time, headers examined column-wise); and the plain Python
 walk, the oracle the tests compare the other two with.
@@ -24,8 +26,8 @@ walk, the oracle the tests compare the other two with.
 
 from __future__ import annotations
 
-import mmap
 import os
+import stat
 import struct
 from array import array
 from collections.abc import Iterator
@@ -49,7 +51,9 @@ HAVE_C = _lib is not None
 __all__ = [
     "ENGINES",
     "HAVE_C",
+    "PCAP_MAX_TIME_US",
     "Batch",
+    "CaptureChangedError",
     "CaptureError",
     "Chunk",
     "CaptureReader",
@@ -109,6 +113,8 @@ MAX_BATCH_BYTES = 1 << 26
 ENGINES = ("c", "numpy", "plain")
 #: Microseconds past this do not fit a Batch's int64 times (a pcapng timestamp can claim more).
 _MAX_TIME_US = (1 << 63) - 1
+#: Bytes of the file the C walker reads at a time (more when one record or block is larger).
+WINDOW = 1 << 20  # 1 MiB: read, walked and gathered while still in the cache
 
 
 class CaptureError(Exception):
@@ -125,6 +131,11 @@ class CaptureError(Exception):
         self.reason = reason
         where = "in the file header" if frame == 0 else f"at frame {frame}"
         super().__init__(f"{path}: {reason} ({where}, byte offset {offset})")
+
+
+class CaptureChangedError(CaptureError):
+    """The file shrank while it was read (another process truncated or rewrote it): fewer bytes
+    could be read than it had when opened. Every frame before ``frame`` was read."""
 
 
 @dataclass
@@ -224,36 +235,70 @@ class _Progress:
 
 
 class CaptureReader:
-    """One capture file, opened and memory-mapped; iterate :meth:`batches` once.
+    """One capture file, opened; iterate :meth:`batches` once.
 
     Raises :class:`CaptureError` at once when the file is not a pcap or pcapng capture. During
     iteration, damage stops the batches and sets :attr:`error` (the reader never raises then,
     so every packet before the damage is verified). ``frames``, ``other`` (frames without a
     Mobility Header) and ``position`` (bytes consumed) grow as batches are handed out.
+
+    The capture is the file's first ``size`` bytes, its size when opened (bytes appended later
+    are not read). The file is read, never mapped: if it shrinks while it is read, :attr:`error`
+    is a :class:`CaptureChangedError` at the frame that could not be read.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self.error: CaptureError | None = None
         self._progress = _Progress()
-        self._file: BinaryIO = open(self.path, "rb")
+        self._whole: bytes | bytearray | None = None  # the file in memory, for the Python walks
+        self._shrunk: int | None = None  # bytes that could be read, when fewer than size
+        self._file = open(self.path, "rb", buffering=0)
         try:
-            self.size = os.fstat(self._file.fileno()).st_size
-            self._map: mmap.mmap | None = None
-            if self.size > 0:
-                try:
-                    self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-                except (OSError, ValueError):  # a pipe or a special file: read it whole
-                    self._map = None
-            self._buf: Any = self._map if self._map is not None else self._file.read()
-            self.size = len(self._buf)
-            self._init_format()
+            st = os.fstat(self._file.fileno())
+            if stat.S_ISREG(st.st_mode):
+                self.size = st.st_size
+                head = bytearray(min(self.size, 24))
+                got = self._read_into(memoryview(head), 0)
+                if got < len(head):
+                    self._shrunk = got
+                    raise CaptureChangedError(self.path, 0, 0, self._changed())
+            else:  # a pipe or a special file: read it whole, now
+                self._whole = self._file.readall()
+                self.size = len(self._whole)
+                head = bytearray(self._whole[:24])
+            self._init_format(head)
         except BaseException:
             self.close()
             raise
 
-    def _init_format(self) -> None:
-        buf = self._buf
+    def _read_into(self, view: memoryview, offset: int) -> int:
+        """Read the file's bytes from ``offset`` into ``view``; how many there were (fewer only
+        at the end of the file). Not for a pipe (read whole at open)."""
+        self._file.seek(offset)
+        got = 0
+        while got < len(view):
+            n = self._file.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        return got
+
+    def _changed(self) -> str:
+        return f"the file changed while it was read: {self.size} bytes when opened, {self._shrunk} could be read"
+
+    def _data(self) -> bytes | bytearray:
+        """The whole capture in memory (the numpy and plain walks), read on first use."""
+        if self._whole is None:
+            buf = bytearray(self.size)
+            got = self._read_into(memoryview(buf), 0)
+            if got < self.size:
+                self._shrunk = got
+                del buf[got:]
+            self._whole = buf
+        return self._whole
+
+    def _init_format(self, buf: bytes | bytearray) -> None:
         if self.size < 4:
             raise CaptureError(self.path, 0, 0, "not a capture file: shorter than any capture header")
         magic_le = struct.unpack_from("<I", buf)[0]
@@ -291,15 +336,8 @@ class CaptureReader:
         return self._progress.position
 
     def close(self) -> None:
-        """Release the mapping and the file; idempotent."""
-        if getattr(self, "_map", None) is not None:
-            assert self._map is not None
-            try:
-                self._map.close()
-            except BufferError:  # a batch still views the mapping; the GC will close it
-                pass
-            self._map = None
-        self._buf = b""
+        """Close the file and drop what was read of it; idempotent."""
+        self._whole = None
         self._file.close()
 
     def __enter__(self) -> CaptureReader:
@@ -368,7 +406,7 @@ class CaptureReader:
 
     def _collect(self, frames: Iterator[tuple[int, int, int, int, int]], size: int) -> Iterator[Batch]:
         """Batches from (frame, µs time, start, caplen, linktype) tuples."""
-        buf = self._buf
+        buf = self._data()
         view = memoryview(buf)
         progress = self._progress
         slices: list[memoryview] = []
@@ -396,14 +434,24 @@ class CaptureReader:
             view.release()
 
     def _damage(self, frame: int, offset: int, reason: str) -> None:
-        self.error = CaptureError(self.path, frame, offset, reason)
+        if self._shrunk is not None:  # whatever the walk found, the bytes it needed went away
+            self.error = CaptureChangedError(self.path, frame, offset, self._changed())
+        else:
+            self.error = CaptureError(self.path, frame, offset, reason)
+
+    def _ended(self, frame: int, offset: int) -> None:
+        """The walk used up the bytes read: the end, unless the file shrank first."""
+        if self._shrunk is not None and self.error is None:
+            self._damage(frame, offset, "")
 
     def _pcap_frames(self, pos: int = 24, frame: int = 0) -> Iterator[tuple[int, int, int, int, int]]:
-        buf, size, progress = self._buf, self.size, self._progress
+        buf, progress = self._data(), self._progress
+        size = len(buf)
         header = struct.Struct(self.order + "IIII")
         unpack = header.unpack_from
         linktype = self.linktypes[0]
         scale_down = 1000 if self.nanoseconds else 1
+        second = 1_000_000 * scale_down  # the fraction's units per second (µs or ns)
         while pos < size:
             frame += 1
             if size - pos < 16:
@@ -416,13 +464,18 @@ class CaptureReader:
             if pos + 16 + caplen > size:
                 self._damage(frame, pos, f"record runs past the end of the file ({caplen} bytes, {size - pos - 16} left)")
                 return
+            if frac >= second:
+                self._damage(frame, pos, f"record's fraction of a second is {frac} (a second is {second})")
+                return
             progress.frames = frame
             progress.position = pos + 16 + caplen
             yield frame, sec * 1_000_000 + frac // scale_down, pos + 16, caplen, linktype
             pos += 16 + caplen
+        self._ended(frame + 1, pos)
 
     def _pcapng_frames(self) -> Iterator[tuple[int, int, int, int, int]]:
-        buf, size, progress = self._buf, self.size, self._progress
+        buf, progress = self._data(), self._progress
+        size = len(buf)
         pos, frame = 0, 0
         order = "<"
         interfaces: list[tuple[int, int, int]] = []  # (linktype, numerator, denominator) for µs
@@ -495,6 +548,7 @@ class CaptureReader:
                 yield frame, time_us, data, caplen, linktype
             pos += total
             progress.position = pos
+        self._ended(frame + 1, pos)
 
 
 class Chunk:
@@ -546,72 +600,120 @@ _C_DAMAGE = {
     12: "packet block claims {a} captured bytes, holds {b}",
     13: "packet block names interface {a}, which is not described",
     14: "packet block's timestamp ({a} units) is past the 64-bit microsecond range",
+    15: "record's fraction of a second is {a} (a second is {b})",
 }
 
 
 class _CWalk:
-    """A kbm_capture over a reader's buffer (the mapping), walked into Chunks."""
+    """A kbm_capture walked into Chunks over a window of the reader's file: ``win[:have]`` holds
+    the file's bytes from ``base`` on. When the walker needs more (a record runs past the
+    window), the window moves on: the bytes from the walker's position first, then more read."""
 
     def __init__(self, reader: CaptureReader) -> None:
         assert _ffi is not None and _lib is not None
         self.reader = reader
         self.c = _ffi.new("kbm_capture *")
-        self.buf = _ffi.from_buffer("uint8_t[]", reader._buf) if reader.size else _ffi.new("uint8_t[]", 1)
-        rc = _lib.kbm_capture_open(self.c, self.buf, reader.size)
-        if rc != 0 or (self.c.format == _lib.KBM_CAP_PCAPNG) != (reader.format == "pcapng"):
-            raise AssertionError(f"the C walker reads {reader.path}'s header differently ({rc})")  # pragma: no cover
+        self.base = 0
+        if reader._whole is not None:  # a pipe, read whole at open
+            self.win: bytes | bytearray = reader._whole
+            self.have = len(self.win)
+        else:
+            self.win = bytearray(min(reader.size, max(WINDOW, 24)))  # the pcap header at least
+            self.have = self._read(0, len(self.win))
+        self.buf = self._view()
+        rc = _lib.kbm_capture_open(self.c, self.buf, self.have)
         self.ifaces = _ffi.new("kbm_cap_iface[]", 16)
         self.c.ifaces, self.c.cap_ifaces = self.ifaces, 16
+        self.c.partial = self.have < reader.size and reader._shrunk is None
         self.out = _ffi.new("kbm_cap_out *")
+        if rc != 0 or (self.c.format == _lib.KBM_CAP_PCAPNG) != (reader.format == "pcapng"):
+            if reader._shrunk is None:  # pragma: no cover - the header was read alike at open
+                raise AssertionError(f"the C walker reads {reader.path}'s header differently ({rc})")
+            reader._damage(0, 0, "")
+            self.c.done = 1
+
+    def _view(self) -> Any:
+        assert _ffi is not None
+        return _ffi.from_buffer("uint8_t[]", self.win) if len(self.win) else _ffi.new("uint8_t[]", 1)
+
+    def _read(self, at: int, count: int) -> int:
+        """Read ``count`` bytes of the file (from base + at) into win[at:]; note a short read."""
+        reader = self.reader
+        assert isinstance(self.win, bytearray)
+        got = reader._read_into(memoryview(self.win)[at : at + count], self.base + at)
+        if got < count and reader._shrunk is None:
+            reader._shrunk = self.base + at + got
+        return got
+
+    def _slide(self) -> None:
+        """Move the window on to the walker's position, holding at least what it needs."""
+        assert _ffi is not None and isinstance(self.win, bytearray)
+        c, reader = self.c, self.reader
+        pos, keep = c.pos, self.have - c.pos
+        rest = reader.size - self.base - pos  # the file's bytes from the walker's position on
+        cap = max(len(self.win), min(c.need, rest))
+        if cap > len(self.win):  # a record or block larger than the window
+            bigger = bytearray(cap)
+            bigger[:keep] = memoryview(self.win)[pos : self.have]
+            _ffi.release(self.buf)
+            self.win = bigger
+            self.buf = self._view()
+        else:
+            self.win[:keep] = memoryview(self.win)[pos : self.have]
+        self.base += pos
+        self.have = keep + self._read(keep, min(cap, rest) - keep)
+        c.buf, c.size, c.pos = self.buf, self.have, 0
+        c.partial = self.base + self.have < reader.size and reader._shrunk is None
 
     def fill(self, chunk: Chunk, max_bytes: int) -> bool:
         """Walk on into ``chunk``; False when no packet is left (the end or damage)."""
         assert _ffi is not None and _lib is not None
         c, out, reader = self.c, self.out, self.reader
         n = 0
-        total = 0
         fb = _ffi.from_buffer
         ip_off, ip_len = fb("uint64_t[]", chunk.ip_off), fb("uint32_t[]", chunk.ip_len)
         frames, times = fb("uint64_t[]", chunk.frames), fb("int64_t[]", chunk.times)
+        offsets = fb("uint64_t[]", chunk.offsets)
+        offsets[0] = 0
+        c.walked_bytes = 0
         while True:
             out.ip_off, out.ip_len, out.frame, out.time_us = ip_off + n, ip_len + n, frames + n, times + n
-            got = _lib.kbm_capture_walk(c, out, chunk.size - n, max(max_bytes - total, 1) if max_bytes else 0)
-            n += got
-            total += c.walked_bytes
-            if not c.need_ifaces:
+            got = _lib.kbm_capture_walk(c, out, chunk.size - n, max_bytes)
+            if got:  # gathered now: the window may move on before the chunk is full
+                total = c.walked_bytes
+                if len(chunk.data) < total:
+                    data = bytearray(max(total, 2 * len(chunk.data)) if c.need_more else total)
+                    data[: offsets[n]] = memoryview(chunk.data)[: offsets[n]]
+                    chunk.data = data
+                rc = _lib.kbm_capture_gather(
+                    self.buf, self.have, ip_off + n, ip_len + n, got, fb("uint8_t[]", chunk.data), len(chunk.data), offsets + n
+                )
+                if rc:  # pragma: no cover - the walker only hands out packets inside the window
+                    raise AssertionError("kbm_capture_gather refused the walker's packets")
+                n += got
+            if c.need_ifaces:
+                bigger = _ffi.new("kbm_cap_iface[]", 2 * c.cap_ifaces)
+                _ffi.memmove(bigger, self.ifaces, _ffi.sizeof("kbm_cap_iface") * c.n_ifaces)
+                self.ifaces = bigger
+                c.ifaces, c.cap_ifaces = bigger, 2 * c.cap_ifaces
+            elif c.need_more and n < chunk.size:
+                self._slide()
+            else:
                 break
-            bigger = _ffi.new("kbm_cap_iface[]", 2 * c.cap_ifaces)
-            _ffi.memmove(bigger, self.ifaces, _ffi.sizeof("kbm_cap_iface") * c.n_ifaces)
-            self.ifaces = bigger
-            c.ifaces, c.cap_ifaces = bigger, 2 * c.cap_ifaces
         progress = reader._progress
-        progress.frames, progress.other, progress.position = c.frames, c.other, c.pos
+        progress.frames, progress.other, progress.position = c.frames, c.other, self.base + c.pos
         if c.error and reader.error is None:
             reason = _C_DAMAGE[c.error].format(a=c.error_a, b=c.error_b)
-            reader._damage(c.error_frame, c.error_offset, reason)
+            reader._damage(c.error_frame, self.base + c.error_offset, reason)
+        elif c.done:
+            reader._ended(c.frames + 1, self.base + c.pos)
         chunk.n = n
-        if n == 0:
-            return False
-        if len(chunk.data) < total:
-            chunk.data = bytearray(total)
-        rc = _lib.kbm_capture_gather(
-            self.buf,
-            reader.size,
-            ip_off,
-            ip_len,
-            n,
-            fb("uint8_t[]", chunk.data),
-            len(chunk.data),
-            fb("uint64_t[]", chunk.offsets),
-        )
-        if rc:  # pragma: no cover - the walker only hands out packets inside the file
-            raise AssertionError("kbm_capture_gather refused the walker's packets")
-        return True
+        return n > 0
 
     def release(self) -> None:
-        """Drop the view of the mapping (so that the reader can close it)."""
+        """Drop the view of the window."""
         assert _ffi is not None
-        if self.reader.size:
+        if len(self.win):
             _ffi.release(self.buf)
 
 
@@ -640,8 +742,8 @@ _CHUNK = 1 << 23  # bytes of file examined per round
 def _fast_pcap(reader: CaptureReader, size: int) -> Iterator[Batch]:
     """Batches from a classic pcap, as ``_collect(_pcap_frames())`` would give them."""
     assert np is not None
-    buf = reader._buf
-    total = reader.size
+    buf = reader._data()
+    total = len(buf)
     u8 = np.frombuffer(buf, dtype=np.uint8)
     little = reader.order == "<"
     linktype = reader.linktypes[0]
@@ -651,7 +753,7 @@ def _fast_pcap(reader: CaptureReader, size: int) -> Iterator[Batch]:
     npending = 0
     pos = 24
     frame = 0
-    walker = _Walker(u8, total, little)
+    walker = _Walker(u8, total, little, 1_000_000_000 if nano else 1_000_000)
     if True:
         while pos < total:
             starts, pos_after = walker.run(pos)
@@ -683,6 +785,7 @@ def _fast_pcap(reader: CaptureReader, size: int) -> Iterator[Batch]:
             while npending >= size:
                 yield _flush(u8, pending, size)
                 npending -= size
+        reader._ended(frame + 1, pos)
         while npending:
             take = min(size, npending)
             yield _flush(u8, pending, take)
@@ -759,8 +862,8 @@ class _Walker:
     proved to be on the chain are returned, so the candidates decide the speed, never the result.
     """
 
-    def __init__(self, u8: Any, total: int, little: bool) -> None:
-        self.u8, self.total, self.little = u8, total, little
+    def __init__(self, u8: Any, total: int, little: bool, second: int) -> None:
+        self.u8, self.total, self.little, self.second = u8, total, little, second
         self.u32 = _u32_view(u8, little)
         self.lo = self.hi = -1
         self.top = -1
@@ -774,6 +877,7 @@ class _Walker:
         caplen = _u32(self.u32, cand + 8, little)
         nxt = cand + 16 + caplen
         sane = (caplen <= MAX_CAPLEN) & (caplen <= _u32(self.u32, cand + 12, little)) & (nxt <= total)
+        sane &= _u32(self.u32, cand + 4, little) < self.second  # else damage: the plain step says so
         self.cand, self.nxt = cand[sane], nxt[sane]
         n = len(self.cand)
         self.idx = np.searchsorted(self.cand, self.nxt)
@@ -880,20 +984,32 @@ def _classify(u8: Any, starts: Any, caplen: Any, linktype: int) -> tuple[Any, An
 # Writing
 
 
+#: The latest time a classic pcap record holds (its seconds field is 32 bits): 2106-02-07.
+PCAP_MAX_TIME_US = 0xFFFFFFFF * 1_000_000 + 999_999
+
+
 @dataclass
 class PcapWriter:
-    """Write a classic pcap (microsecond timestamps, little-endian) one packet at a time."""
+    """Write a classic pcap (microsecond timestamps, little-endian) one packet at a time.
+
+    A record's time is 0 to :data:`PCAP_MAX_TIME_US` µs since the epoch; a time outside (a
+    pcapng can stamp a packet far later) is clamped to that range and counted in ``clamped``.
+    """
 
     stream: BinaryIO
     linktype: int = LINKTYPE_RAW
     snaplen: int = 65535
     count: int = field(default=0, init=False)
+    clamped: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.stream.write(struct.pack("<IHHiIII", PCAP_MAGIC_US, 2, 4, 0, 0, self.snaplen, self.linktype))
 
     def write(self, frame: bytes, time_us: int) -> None:
         """Append one frame captured at ``time_us`` microseconds since the epoch."""
+        if not 0 <= time_us <= PCAP_MAX_TIME_US:
+            time_us = min(max(time_us, 0), PCAP_MAX_TIME_US)
+            self.clamped += 1
         sec, usec = divmod(time_us, 1_000_000)
         self.stream.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
         self.stream.write(frame)

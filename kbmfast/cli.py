@@ -5,12 +5,19 @@ Each subcommand is one small function that registers its parser on the subparser
 needs beyond argparse is imported inside its handler. To add a subcommand (verify, gen, keys,
 state...), write ``def add_parser(sub: Subparsers[argparse.ArgumentParser]) -> None`` and its
 handler in the command's own module, and list it in ``_registrars()``.
+
+Handlers follow kbmfast._outputs: an ordinary error is ``raise CliError(message, status)`` (one
+line on stderr, no traceback); output files go through ``OutputFile``/``output_files`` (a
+temporary file renamed into place) after ``check_distinct`` (no output onto an input); a long
+loop runs inside ``_outputs.current.deferred()`` and polls ``_outputs.current.signum`` at its
+batch boundaries, elsewhere SIGINT/SIGTERM raise ``Interrupted`` (130/143).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,12 +39,28 @@ def add_version(sub: Subparsers[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run_version)
 
 
-def run_version(args: argparse.Namespace) -> int:
-    """Print ``kbmfast X.Y.Z (C core, SHA-1 kernel: ...)``."""
+def version_text() -> str:
+    """``kbmfast X.Y.Z (C core, SHA-1 kernel: ...)``."""
     import kbmfast
 
-    print(f"kbmfast {kbmfast.__version__} (C core, SHA-1 kernel: {kbmfast.kernel})")
+    return f"kbmfast {kbmfast.__version__} (C core, SHA-1 kernel: {kbmfast.kernel})"
+
+
+def run_version(args: argparse.Namespace) -> int:
+    """Print ``kbmfast X.Y.Z (C core, SHA-1 kernel: ...)``."""
+    print(version_text())
     return 0
+
+
+class _VersionAction(argparse.Action):
+    """``kbmfast --version``: what ``kbmfast version`` prints (kbmfast imported only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and the SHA-1 kernel, and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(version_text())
+        parser.exit()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,9 +125,43 @@ def _non_negative(text: str) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """Run the benchmark (kbmfast.bench) and print its table or JSON; draw the plot if asked."""
+    """Run the benchmark (kbmfast.bench) and print its table or JSON; draw the plot if asked.
+
+    The plot's file is opened (as a temporary file beside it) before anything is measured, so a
+    path that cannot be written fails at once; an interrupt leaves no figures and no plot.
+    """
+    import importlib.util
+
     from kbmfast import bench
 
+    from ._outputs import CliError, Interrupted, OutputFile, os_error_text
+
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise CliError("--plot needs matplotlib: pip install 'kbmfast[plot]'", 1)
+    try:
+        plot_file = OutputFile(args.plot) if args.plot else None
+    except OSError as e:
+        raise CliError(f"--plot {os_error_text(e)}") from None
+    try:
+        status = _bench(args, bench, plot_file)
+    except Interrupted as e:
+        if plot_file is not None:
+            plot_file.discard()
+        raise CliError(f"interrupted by {e}; nothing measured is printed (run it again; --quick is shorter)", e.status) from None
+    except BaseException:
+        if plot_file is not None:
+            plot_file.discard()
+        raise
+    if plot_file is not None:
+        if status == 0:
+            plot_file.commit()
+            print(f"plot: {args.plot}", file=sys.stderr)
+        else:
+            plot_file.discard()
+    return status
+
+
+def _bench(args: argparse.Namespace, bench: Any, plot_file: Any) -> int:
     overrides: dict[str, Any] = {
         "peers": args.peers,
         "rounds": args.rounds,
@@ -117,10 +174,9 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         config = bench.BenchConfig.quick(**chosen) if args.quick else bench.BenchConfig(**chosen)
         report = bench.run(config, plot=bool(args.plot))
+        if plot_file is not None:
+            bench.plot(report, plot_file.stream, fmt=os.path.splitext(args.plot)[1][1:] or "png")
         print(json.dumps(report.to_dict(), indent=2) if args.json else bench.format_report(report))
-        if args.plot:
-            bench.plot(report, args.plot)
-            print(f"plot: {args.plot}", file=sys.stderr)
     except (ValueError, bench.BenchError) as e:
         print(f"kbmfast bench: {e}", file=sys.stderr)
         return 1
@@ -146,17 +202,57 @@ def build_parser(registrars: Sequence[Registrar] | None = None) -> argparse.Argu
         description="Authorize Mobile IPv6 Binding Updates with preconfigured Binding Management Keys (RFC 4449).",
         epilog="Run 'kbmfast COMMAND --help' for a command's options.",
     )
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in registrars or _registrars():
         register(sub)
     return parser
 
 
+def command_name(args: argparse.Namespace) -> str:
+    """``kbmfast verify``, ``kbmfast state show``...: the prefix of the command's messages."""
+    words = ["kbmfast", args.command]
+    words += [w for w in (getattr(args, "verb", None), getattr(args, "keys_command", None)) if w]
+    return " ".join(words)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``kbmfast`` command; returns the exit status."""
+    """Entry point of the ``kbmfast`` command; returns the exit status.
+
+    Ordinary errors end in one line on stderr and the command's documented status, never a
+    traceback: CliError (its status), an OSError that a command did not catch (status 1, the
+    path and the cause), SIGINT/SIGTERM (130/143, see kbmfast._outputs), a standard output
+    closed by its reader (141, quietly).
+    """
+    from . import _outputs
+
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
-    return handler(args)
+    name = command_name(args)
+    interrupts = _outputs.current = _outputs.Interrupts()
+    installed = interrupts.install()
+    try:
+        status = handler(args)
+        sys.stdout.flush()
+        return status
+    except _outputs.CliError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return e.status
+    except _outputs.Interrupted as e:
+        print(f"{name}: interrupted by {e}", file=sys.stderr)
+        return e.status
+    except KeyboardInterrupt:  # SIGINT outside the main thread's handler (e.g. called from a thread)
+        print(f"{name}: interrupted by SIGINT", file=sys.stderr)
+        return _outputs.EXIT_SIGINT
+    except BrokenPipeError:
+        _outputs.silence_stdout()
+        return _outputs.EXIT_SIGPIPE
+    except OSError as e:
+        print(f"{name}: {_outputs.os_error_text(e)}", file=sys.stderr)
+        return 1
+    finally:
+        if installed:
+            interrupts.restore()
 
 
 if __name__ == "__main__":

@@ -12,12 +12,12 @@ import os
 import struct
 from array import array
 from collections.abc import Iterable
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import Any
 
 from . import _stateformat as fmt
 from ._keys import KIND_KBM, KeyTable, Peer
-from ._lifecycle import DEFAULT_SYNC_MS, Durability, check_sync, track
+from ._lifecycle import DEFAULT_SYNC_MS, VERIFIER_ARGUMENTS, Durability, check_sync, track
 from ._mn import binding_update_list_class
 from ._native_edge import ffi, lib
 from ._types import (
@@ -36,17 +36,17 @@ from ._types import (
 )
 from ._util import (
     address_bytes,
-    check_kbm,
     check_kcn,
-    check_mh_for_mac,
     check_offsets,
     check_packet,
     check_verifier_args,
     near_limit_threshold,
+    release_key,
+    wipe,
 )
 from .reference import build as _build
 from .reference import wire
-from .reference.crypto import sequence_newer
+from .reference.crypto import authenticator_with, sequence_newer
 from .reference.verifier import acknowledge as _acknowledge
 
 _addr = ipaddress.IPv6Address
@@ -70,7 +70,7 @@ def _raise(rc: int, what: str, path: str | None = None) -> None:
         err = ffi.errno
         raise OSError(err, f"{what}: {os.strerror(err)}")
     if rc == lib.KBM_ESTATE:
-        raise StateFileError(f"{what}: not a valid kbmfast state file")
+        raise StateFileError(f"{what}: damaged, or not a valid kbmfast state file (see 'kbmfast state check')")
     if rc == lib.KBM_EFULL:
         raise KbmError(f"{what}: the sequence table is full")
     if rc == lib.KBM_ENOENT:
@@ -82,10 +82,15 @@ def _raise(rc: int, what: str, path: str | None = None) -> None:
 # Pure functions
 
 
-def mac96(kbm: bytes, care_of: bytes, correspondent: bytes, mh: bytes) -> bytes:
+def _key_arg(key: bytes | bytearray) -> Any:
+    """A key for the C core: bytes as they are, a (private) bytearray in place."""
+    return key if type(key) is bytes else ffi.from_buffer("uint8_t[]", key)
+
+
+def mac96(kbm: bytes | bytearray, care_of: bytes, correspondent: bytes, mh: bytes) -> bytes:
     """The authenticator over already-checked arguments (the builders' MAC)."""
     out = ffi.new("uint8_t[12]")
-    rc = lib.kbm_authenticator(kbm, care_of, correspondent, mh, len(mh), out)
+    rc = lib.kbm_authenticator(_key_arg(kbm), care_of, correspondent, mh, len(mh), out)
     if rc:
         _raise(rc, "authenticator")
     return bytes(ffi.buffer(out))
@@ -93,10 +98,7 @@ def mac96(kbm: bytes, care_of: bytes, correspondent: bytes, mh: bytes) -> bytes:
 
 def authenticator(kbm: Any, care_of: Any, correspondent: Any, mh: Any) -> bytes:
     """The 12-byte Binding Authorization Data value for the complete Mobility Header ``mh``."""
-    key = check_kbm(kbm)
-    co = address_bytes(care_of, "care_of")
-    cn = address_bytes(correspondent, "correspondent")
-    return mac96(key, co, cn, check_mh_for_mac(mh))
+    return authenticator_with(mac96, kbm, care_of, correspondent, mh)
 
 
 def derive_kbm(
@@ -110,10 +112,13 @@ def derive_kbm(
 ) -> bytes:
     """RFC 4449: derive Kbm from a preconfigured Kcn and nonces the return-routability way."""
     key, hn, cn = check_kcn(kcn, home_nonce, care_of_nonce)
-    hoa = address_bytes(home, "home")
-    coa = address_bytes(care_of, "care_of")
-    out = ffi.new("uint8_t[20]")
-    rc = lib.kbm_derive(key, len(key), hn, len(hn), cn, len(cn), hoa, coa, 1 if deregistration else 0, out)
+    try:
+        hoa = address_bytes(home, "home")
+        coa = address_bytes(care_of, "care_of")
+        out = ffi.new("uint8_t[20]")
+        rc = lib.kbm_derive(_key_arg(key), len(key), hn, len(hn), cn, len(cn), hoa, coa, 1 if deregistration else 0, out)
+    finally:
+        release_key(key)
     if rc:
         _raise(rc, "derive_kbm")
     return bytes(ffi.buffer(out))
@@ -220,8 +225,9 @@ class Verifier:
         if not peers:
             return
         specs = ffi.new("kbm_peer_spec[]", len(peers))
-        # every key and nonce in one buffer (wiped below): no small allocation per peer
-        material = bytearray().join(bytes(p.key) + p.home_nonce + p.care_of_nonce for p in peers)
+        # every key and nonce in one buffer (wiped below): no small allocation per peer, and
+        # join copies each key from its bytearray straight into it (no bytes object holds one)
+        material = bytearray().join(chain.from_iterable((p.key, p.home_nonce, p.care_of_nonce) for p in peers))
         base = ffi.from_buffer("uint8_t[]", material, require_writable=True)
         at = 0
         for spec, peer in zip(specs, peers, strict=True):
@@ -233,11 +239,14 @@ class Verifier:
             at += len(peer.home_nonce)
             spec.care_of_nonce, spec.care_of_nonce_len = base + at, len(peer.care_of_nonce)
             at += len(peer.care_of_nonce)
-            spec.epoch = peer.epoch
+        failed = ffi.new("size_t *")
         try:
-            rc = lib.kbm_verifier_set_peers(self._handle(), specs, len(peers))
+            rc = lib.kbm_verifier_set_peers(self._handle(), specs, len(peers), failed)
         finally:
-            ffi.memmove(base, bytes(len(material)), len(material))
+            wipe(material)
+        if rc in (lib.KBM_EEXHAUSTED, lib.KBM_EEARLIER):
+            status = fmt.KEY_EXHAUSTED if rc == lib.KBM_EEXHAUSTED else fmt.KEY_EARLIER
+            raise ValueError(fmt.key_refusal(peers[failed[0]].home, status, self.rekey_limit))
         if rc:
             _raise(rc, f"state file {self._path}" if self._path else "adding peers", self._path)
 
@@ -344,13 +353,13 @@ class Verifier:
         """Configured peers whose sequence advance under the current key is past ``fraction``
         of ``rekey_limit``: rekey them before they reach KEY_EXHAUSTED."""
         limit = near_limit_threshold(fraction, self.rekey_limit)
-        word = ffi.new("uint64_t *")
+        advance = ffi.new("uint32_t *")
         near = []
         for peer in self.keys.peers():
-            rc = lib.kbm_verifier_slot_word(self._handle(), peer.home, word)
+            rc = lib.kbm_verifier_key_advance(self._handle(), peer.home, advance)
             if rc < 0:
                 _raise(rc, f"state file {self._path}", self._path)
-            if rc and fmt.advance_under(int(word[0]), peer.epoch) >= limit:
+            if rc and advance[0] >= limit:
                 near.append(_addr(peer.home))
         return near
 
@@ -379,6 +388,9 @@ class Verifier:
 
     def __repr__(self) -> str:
         return f"<kbmfast Verifier: {len(self.keys)} peers, state={self._path!r}>"
+
+
+Verifier.__doc__ = f"{Verifier.__doc__}{VERIFIER_ARGUMENTS}"
 
 
 # ---------------------------------------------------------------------------------------------

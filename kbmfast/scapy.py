@@ -10,7 +10,7 @@
 
 Scapy computes a Mobility Header checksum over the wrong pseudo-header source when the
 Destination Options header holds more than the Home Address option (PadN + HAO, as every
-re-dissected packet does; SPEC_DIGEST §8.1). :func:`sign` therefore writes the checksum itself
+re-dissected packet does; tests/test_scapy_module.py shows it). :func:`sign` therefore writes the checksum itself
 (home address as pseudo-source, final destination) and returns a packet whose ``cksum`` field
 holds that value, which Scapy then keeps when it builds the packet again.
 """

@@ -8,7 +8,11 @@ import ipaddress
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from . import _outputs
+from ._outputs import EXIT_SIGPIPE, CliError, Interrupted, Stdout, check_distinct, os_error_text
 
 if TYPE_CHECKING:
     from .cli import Subparsers
@@ -21,8 +25,8 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="inspect, check or repair a sequence state file",
         description="Inspect, check or repair the persistent sequence table that Verifier(state=...) keeps.",
     )
-    verbs = p.add_subparsers(dest="verb", required=True, metavar="{show,check,compact}")
-    show = verbs.add_parser("show", help="list every slot: address, last sequence, advance, key epoch")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="{show,check,compact,migrate}")
+    show = verbs.add_parser("show", help="list every slot: address, last sequence, advance, key fingerprint")
     show.add_argument("file", help="the state file")
     show.add_argument("--json", action="store_true", help="one JSON object per slot")
     show.set_defaults(handler=run_show)
@@ -46,29 +50,65 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
     compact.add_argument("--drop-unconfigured", action="store_true", help="drop slots of addresses not in --keys")
     compact.add_argument("--output", metavar="FILE", help="write here instead of replacing FILE")
     compact.set_defaults(handler=run_compact)
+    migrate = verbs.add_parser(
+        "migrate",
+        help="rewrite a format version 1 file as version 2",
+        description=(
+            "Rewrite a format version 1 state file (kbmfast before key fingerprints) as version 2. Stop every "
+            "verifier using the file first: while one has it open, migrate refuses (exit status 3). "
+            "With --keys, each configured peer's advance is charged to its key in "
+            "that key file; without, to whichever key the peer uses next. Sequence numbers and advances are kept."
+        ),
+    )
+    migrate.add_argument("file", help="the version 1 state file")
+    migrate.add_argument("--keys", metavar="KEYS", help="the key file the verifiers use")
+    migrate.add_argument("--output", metavar="FILE", help="write here instead of replacing FILE")
+    migrate.set_defaults(handler=run_migrate)
+
+
+def _read_error(e: OSError, path: str) -> CliError:
+    return CliError(f"state file {os_error_text(e, path)}", 1)
 
 
 def run_show(args: argparse.Namespace) -> int:
-    """Print the slots of a valid state file."""
+    """Print the slots of a valid state file (stopping cleanly on SIGINT/SIGTERM or a closed
+    standard output: the slots printed are then said on stderr)."""
     from . import _stateformat as fmt
     from ._types import StateFileError
 
     try:
-        slots = fmt.read_slots(args.file)
+        _, slots = fmt.read_slots(args.file)
     except StateFileError as e:
-        print(f"kbmfast state show: {e}", file=sys.stderr)
-        return 1
+        raise CliError(str(e), 1) from None
+    except OSError as e:
+        raise _read_error(e, args.file) from None
+    out = Stdout()
+    interrupts = _outputs.current
+    printed = 0
+    with interrupts.deferred():
+        if not args.json:
+            out.write(f"{'address':<40} {'last sequence':>13} {'advance':>8} {'key':>8} {'earlier':>7}\n")
+        for address, word, earlier in slots:
+            if interrupts.signum is not None or out.closed:
+                break
+            has, seq, advance, fp = fmt.unpack_word(word)
+            addr = str(ipaddress.IPv6Address(address))
+            key = f"{fp:08x}" if fp else "-"
+            if args.json:
+                doc = {"address": addr, "last_sequence": seq if has else None, "advance": advance, "key": key}
+                line = json.dumps({**doc, "earlier_keys": len(earlier)})
+            else:
+                line = f"{addr:<40} {seq if has else '-':>13} {advance:>8} {key:>8} {len(earlier):>7}"
+            if out.write(line + "\n"):
+                printed += 1
+        out.flush()
+        if interrupts.signum is not None or out.closed:
+            interrupts.handled = True
+            why = f"interrupted by {interrupts.name}" if interrupts.signum is not None else "standard output closed"
+            print(f"kbmfast state show: {why} after {printed} of {len(slots)} slots", file=sys.stderr)
+            return EXIT_SIGPIPE if out.closed else interrupts.status
     if not args.json:
-        print(f"{'address':<40} {'last sequence':>13} {'advance':>8} {'epoch':>6}")
-    for address, word in slots:
-        has, seq, advance, epoch = fmt.unpack_word(word)
-        addr = str(ipaddress.IPv6Address(address))
-        if args.json:
-            print(json.dumps({"address": addr, "last_sequence": seq if has else None, "advance": advance, "epoch": epoch}))
-        else:
-            print(f"{addr:<40} {seq if has else '-':>13} {advance:>8} {epoch:>6}")
-    if not args.json:
-        print(f"{len(slots)} slots")
+        out.write(f"{len(slots)} slots\n")
     return 0
 
 
@@ -80,8 +120,9 @@ def run_check(args: argparse.Namespace) -> int:
     try:
         count = fmt.validate(args.file)
     except StateFileError as e:
-        print(f"kbmfast state check: {e}", file=sys.stderr)
-        return 1
+        raise CliError(str(e), 1) from None
+    except OSError as e:
+        raise _read_error(e, args.file) from None
     print(f"{args.file}: sound, {count} slots")
     return 0
 
@@ -89,34 +130,73 @@ def run_check(args: argparse.Namespace) -> int:
 def run_compact(args: argparse.Namespace) -> int:
     """Rewrite (and optionally salvage or prune) a state file."""
     from . import _stateformat as fmt
-    from ._keys import KeyTable
-    from ._types import KbmError
+    from .tools_cli import load_key_file
 
     if args.drop_unconfigured and not args.keys:
-        print("kbmfast state compact: --drop-unconfigured needs --keys", file=sys.stderr)
-        return 2
+        raise CliError("--drop-unconfigured needs --keys")
+    if args.output is not None:
+        inputs = [("FILE", args.file), ("--keys", args.keys)]
+        check_distinct(inputs, [("--output", args.output)])
+    target = args.output or args.file
+    with _rewriting(args.file, args.output):
+        if args.salvage:
+            salt, slots, problems = fmt.salvage(args.file)
+            for problem in problems:
+                print(f"salvage: {problem}", file=sys.stderr)
+        else:
+            salt, slots = fmt.read_slots(args.file)
+        before = len(slots)
+        if args.drop_unconfigured:
+            configured = {h.packed for h in load_key_file(args.keys, 1)}
+            slots = [slot for slot in slots if slot[0] in configured]
+            print(f"dropped {before - len(slots)} slots of unconfigured addresses", file=sys.stderr)
+        fmt.write(target, salt, slots)
+    print(f"{target}: {len(slots)} slots written ({os.path.getsize(target)} bytes)")
+    return 0
+
+
+@contextlib.contextmanager
+def _rewriting(file: str, output: str | None) -> Iterator[None]:
+    """Hold the state file, and an existing --output, against every verifier and mobile node while
+    they are rewritten (``_stateformat.exclusive``), and turn failures into CliError: exit 3 while
+    one has either open, 1 for an error, the signal's status for an interrupt."""
+    from . import _stateformat as fmt
+    from ._types import KbmError
+
+    target = output or file
     try:
-        with contextlib.ExitStack() as held:  # no verifier may have either file open meanwhile
-            held.enter_context(fmt.exclusive(args.file))
-            if args.output and os.path.lexists(args.output) and not os.path.samefile(args.file, args.output):
-                held.enter_context(fmt.exclusive(args.output))
-            if args.salvage:
-                slots, problems = fmt.salvage(args.file)
-                for problem in problems:
-                    print(f"salvage: {problem}", file=sys.stderr)
-            else:
-                slots = fmt.read_slots(args.file)
-            before = len(slots)
-            if args.drop_unconfigured:
-                configured = {h.packed for h in KeyTable.load(args.keys)}
-                slots = [(a, w) for a, w in slots if a in configured]
-                print(f"dropped {before - len(slots)} slots of unconfigured addresses", file=sys.stderr)
-            fmt.write(args.output or args.file, slots)
+        with contextlib.ExitStack() as held:
+            held.enter_context(fmt.exclusive(file))
+            if output is not None and os.path.lexists(output):  # check_distinct: not the same file
+                held.enter_context(fmt.exclusive(output))
+            yield
     except fmt.InUse as e:
-        print(f"kbmfast state compact: {e}", file=sys.stderr)
-        return 3
-    except (KbmError, OSError) as e:
-        print(f"kbmfast state compact: {e}", file=sys.stderr)
-        return 1
-    print(f"{args.output or args.file}: {len(slots)} slots written ({os.path.getsize(args.output or args.file)} bytes)")
+        raise CliError(str(e), 3) from None
+    except KbmError as e:
+        raise CliError(str(e), 1) from None
+    except OSError as e:
+        raise CliError(os_error_text(e), 1) from None
+    except Interrupted as e:
+        raise CliError(f"interrupted by {e}; {target} is as it was", e.status) from None
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """Rewrite a version 1 state file as version 2."""
+    from . import _stateformat as fmt
+    from .reference.verifier import peer_fingerprint
+    from .tools_cli import load_key_file
+
+    if args.output is not None:
+        check_distinct([("FILE", args.file), ("--keys", args.keys)], [("--output", args.output)])
+    where = args.output or args.file
+    with _rewriting(args.file, args.output):
+        v1 = fmt.read_v1(args.file)
+        salt = os.urandom(fmt.SALT_SIZE)
+        fingerprints = {}
+        if args.keys:
+            fingerprints = {peer.home: peer_fingerprint(salt, peer) for peer in load_key_file(args.keys, 1).peers()}
+        slots = fmt.migrate(v1, salt, fingerprints)
+        fmt.write(where, salt, slots)
+    charged = sum(1 for a, *_ in v1 if a in fingerprints)
+    print(f"{where}: {len(slots)} slots migrated to format version {fmt.VERSION} ({charged} charged to a configured key)")
     return 0

@@ -9,22 +9,38 @@ by verdict, and can write the Binding Acknowledgements a correspondent node woul
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import functools
 import ipaddress
 import json
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import sys
 import tempfile
 import time
+from array import array
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
+from . import _outputs
+from ._outputs import (
+    EXIT_SIGPIPE,
+    CliError,
+    Interrupted,
+    OutputFile,
+    Stdout,
+    check_distinct,
+    check_stdout_distinct,
+    os_error_text,
+    output_files,
+    refuse_existing,
+)
 from ._types import BA_STATUS, FLAG_A, Result, Verdict
 
 if TYPE_CHECKING:
@@ -291,8 +307,12 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
             "Acknowledgement the correspondent would send ('-': none). Address and sequence are shown for\n"
             "well-formed Binding Updates only.\n\n"
             "Exit status: 0 when every capture was read to its end (whatever the verdicts); 1 when a\n"
-            "capture is damaged (what came before the damage is still verified and printed); 2 for\n"
-            "usage, key-file or state-file errors."
+            "capture is missing or damaged (what came before the damage is still verified and printed);\n"
+            "2 for usage, key-file, state-file or output-file errors (nothing verified); 130 (SIGINT),\n"
+            "143 (SIGTERM), 141 (standard output closed, as by '| head'): stopped at a batch boundary,\n"
+            "with lines, acknowledgements and state all ending at the same frame, and a line on stderr\n"
+            "saying how to resume with --skip. --acks-out is written to a temporary file and renamed\n"
+            "into place, and may not be the same file as an input."
         ),
         epilog=(
             "examples:\n"
@@ -330,6 +350,14 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="verify with the C core (default) or the pure-Python reference (slow; same answers)",
     )
     p.add_argument("--batch", type=int, default=65536, metavar="N", help="packets per verify_buffer call (default 65536)")
+    p.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        metavar="N",
+        help="skip the first N frames of the first CAPTURE (frames keep their numbers): resumes an interrupted "
+        "run, whose last line on stderr gives N",
+    )
     p.set_defaults(handler=run_verify)
 
 
@@ -345,12 +373,25 @@ def _demo_files() -> Iterator[tuple[str, str]]:
         yield str(capture), keys
 
 
-class _Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
+def _same_terminal(a: IO[str], b: IO[str]) -> bool:
+    """Whether two streams are the same terminal."""
+    try:
+        if not (a.isatty() and b.isatty()):
+            return False
+        sa, sb = os.fstat(a.fileno()), os.fstat(b.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (sa.st_rdev, sa.st_ino) == (sb.st_rdev, sb.st_ino)
 
-    def __init__(self, stream: IO[str]) -> None:
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal, and not when the
+    lines go to that same terminal (the bar would cut into them); with ``quiet`` (no lines
+    before the summary) the bar shows, and is cleared before the summary."""
+
+    def __init__(self, stream: IO[str], lines_to: IO[str] | None = None, quiet: bool = False) -> None:
         self.stream = stream
-        self.on = stream.isatty()
+        self.on = stream.isatty() and (quiet or lines_to is None or not _same_terminal(stream, lines_to))
         self.last = 0.0
 
     def show(self, name: str, reader: CaptureReader) -> None:
@@ -378,12 +419,11 @@ class _Acks:
     verified, then followed through the batch's acceptances in order.
     """
 
-    def __init__(self, verifier: Any, path: str) -> None:
+    def __init__(self, verifier: Any, stream: BinaryIO) -> None:
         from .capture import PcapWriter
 
         self.verifier = verifier
-        self.stream = open(path, "wb")
-        self.writer = PcapWriter(self.stream)
+        self.writer = PcapWriter(stream)
 
     def snapshot(self, fields: Fields) -> dict[bytes, int | None]:
         homes = {bytes(fields.home[i]) for i in range(len(fields.mh_type)) if int(fields.mh_type[i]) == 5}
@@ -417,9 +457,6 @@ class _Acks:
             ack = self.verifier.acknowledge(result)
             if ack is not None:
                 self.writer.write(ack, int(batch.times[i]))
-
-    def close(self) -> None:
-        self.stream.close()
 
 
 class _Job:
@@ -527,123 +564,279 @@ def run_verify(args: argparse.Namespace) -> int:
     """Verify the captures; print lines and the summary; return the exit status."""
     if args.demo:
         if args.captures or args.keys:
-            print("kbmfast verify: --demo takes no CAPTURE and no --keys", file=sys.stderr)
-            return 2
+            raise CliError("--demo takes no CAPTURE and no --keys")
         with _demo_files() as (capture, keys):
             return _verify(args, [capture], keys)
     if not args.captures or not args.keys:
-        print("kbmfast verify: give one or more CAPTURE files and --keys KEYS (or --demo)", file=sys.stderr)
-        return 2
+        raise CliError("give one or more CAPTURE files and --keys KEYS (or --demo)")
     if args.batch < 1:
-        print("kbmfast verify: --batch must be at least 1", file=sys.stderr)
-        return 2
+        raise CliError("--batch must be at least 1")
+    if args.skip < 0:
+        raise CliError("--skip must be at least 0")
     return _verify(args, args.captures, args.keys)
+
+
+def _skip(item: Any, skip: int) -> Any:
+    """``item`` (a Chunk, changed in place, or a Batch) without the packets of frames up to
+    ``skip``; None when no packet is left."""
+    from .capture import Batch
+
+    if isinstance(item, Batch):
+        n = len(item)
+        if n == 0 or item.frames[n - 1] <= skip:
+            return None
+        if item.frames[0] > skip:
+            return item
+        k = bisect.bisect_right(item.frames, skip)
+        start = item.offsets[k]
+        offsets = array("Q", [o - start for o in item.offsets[k:]])
+        return Batch(item.data[start:], offsets, item.frames[k:], item.times[k:])
+    n = item.n
+    if n == 0 or item.frames[n - 1] <= skip:
+        return None
+    if item.frames[0] > skip:
+        return item
+    k = bisect.bisect_right(item.frames, skip, 0, n)
+    start, end = item.offsets[k], item.offsets[n]
+    item.data[: end - start] = item.data[start:end]
+    item.offsets[: n - k + 1] = array("Q", [o - start for o in item.offsets[k : n + 1]])
+    item.frames[: n - k] = item.frames[k:n]
+    item.times[: n - k] = item.times[k:n]
+    item.n = n - k
+    return item
+
+
+def _last_frame(item: Any) -> int:
+    n = item.n if hasattr(item, "n") else len(item)
+    return int(item.frames[n - 1])
+
+
+def load_key_file(path: str, status: int = 2) -> Any:
+    """The key table, or CliError (``status``) naming the file and the cause."""
+    import kbmfast
+
+    try:
+        return kbmfast.KeyTable.load(path)
+    except kbmfast.KeyFileError as e:
+        raise CliError(str(e), status) from None
+    except OSError as e:
+        raise CliError(f"key file {os_error_text(e, path)}", status) from None
+
+
+def _open_verifier(backend: Any, keys: Any, state: str | None) -> Any:
+    """The Verifier, or CliError (status 2) for a state file that cannot be used."""
+    try:
+        return backend.Verifier(keys, state=state)
+    except OSError as e:
+        raise CliError(f"state file {os_error_text(e, state)}") from None
+    except ValueError as e:  # StateFileError names the file itself
+        text = str(e)
+        raise CliError(text if text.startswith("state file") else f"state file {state}: {text}") from None
 
 
 def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int:
     import kbmfast
     import kbmfast.reference
 
-    from .capture import HAVE_C, CaptureError, CaptureReader
-    from .capture import np as _np
-
     backend: Any = kbmfast if args.backend == "c" else kbmfast.reference
+    inputs = [*(("CAPTURE", c) for c in captures), ("--keys", key_path)]
+    check_distinct(inputs, [("--state", args.state), ("--acks-out", args.acks_out)])
+    check_stdout_distinct([*inputs, ("--state", args.state), ("--acks-out", args.acks_out)])
+    keys = load_key_file(key_path)
+    if len(keys) == 0:
+        print(f"kbmfast verify: warning: key file {key_path} lists no peers: every Binding Update will be NOT_CONFIGURED",
+              file=sys.stderr)  # fmt: skip
     try:
-        keys = kbmfast.KeyTable.load(key_path)
-    except kbmfast.KeyFileError as e:
-        print(f"kbmfast verify: {e}", file=sys.stderr)
-        return 2
+        acks_file = OutputFile(args.acks_out) if args.acks_out else None
+    except OSError as e:
+        raise CliError(f"--acks-out {os_error_text(e)}") from None
     try:
-        verifier = backend.Verifier(keys, state=args.state)
-    except (OSError, ValueError) as e:
-        print(f"kbmfast verify: state file: {e}", file=sys.stderr)
-        return 2
-    out = sys.stdout
-    counts = [0] * len(Verdict)
-    totals = {"frames": 0, "other": 0, "acks": 0}
-    status = 0
-    progress = _Progress(sys.stderr)
-    addr = _Addresses()
-    fast = _FastFormatter(addr, _np) if _np is not None and not args.json else None
-    acks = _Acks(verifier, args.acks_out) if args.acks_out else None
-    work = _Job(verifier, acks, fast, args.json, args.quiet, _np)
-    lines = _CLines(verifier, args.quiet) if HAVE_C and not args.json and acks is None else None
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbmfast-verify")
-    try:
-        for path in captures:
+        verifier = _open_verifier(backend, keys, args.state)
+        run = _VerifyRun(args, verifier, acks_file)
+        try:
+            with _outputs.current.deferred():
+                run.all(captures)
+                _outputs.current.handled = True  # a signal from here on is reported by run.finish
+        finally:
+            run.close()
+    except BaseException:
+        if acks_file is not None:
+            acks_file.discard()
+        raise
+    if acks_file is not None:
+        acks_file.commit()
+        clamped = run.acks.writer.clamped if run.acks is not None else 0
+        if clamped:  # Binding Updates stamped past 2106: a pcap record cannot say so
+            print(
+                f"kbmfast verify: {clamped} acknowledgements stamped with the latest time a pcap "
+                "holds (2106-02-07 06:28:15.999999): their Binding Updates' times lie beyond it",
+                file=sys.stderr,
+            )
+    return run.finish(captures)
+
+
+class _VerifyRun:
+    """One ``kbmfast verify`` run over its captures, in batches, stopping at a batch boundary
+    on SIGINT/SIGTERM or when standard output is closed: every batch handed to the verifier
+    (whose state it changes) then has its lines written and its acknowledgements too."""
+
+    def __init__(self, args: argparse.Namespace, verifier: Any, acks_file: OutputFile | None) -> None:
+        from .capture import HAVE_C
+        from .capture import np as _np
+
+        self.args, self.verifier, self.np = args, verifier, _np
+        self.out = Stdout()
+        self.counts = [0] * len(Verdict)
+        self.totals = {"frames": 0, "other": 0, "acks": 0}
+        self.status = 0
+        self.progress = _Progress(sys.stderr, sys.stdout, args.quiet)
+        self.addr = _Addresses()
+        fast = _FastFormatter(self.addr, _np) if _np is not None and not args.json else None
+        self.acks = _Acks(verifier, acks_file.stream) if acks_file is not None else None
+        self.work = _Job(verifier, self.acks, fast, args.json, args.quiet, _np)
+        self.lines = _CLines(verifier, args.quiet) if HAVE_C and not args.json and self.acks is None else None
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbmfast-verify")
+        self.stopped_at: tuple[int, int] | None = None  # (capture index, frames of it done)
+
+    def stopping(self) -> bool:
+        """A signal arrived or standard output was closed."""
+        return _outputs.current.signum is not None or self.out.closed
+
+    def all(self, captures: list[str]) -> None:
+        """Verify every capture in turn (until a stop)."""
+        for index, path in enumerate(captures):
+            skip = self.args.skip if index == 0 else 0
+            if self.stopping():
+                self.stopped_at = (index, skip)
+                return
+            done = self.one(path, skip)
+            if done is not None:
+                self.stopped_at = (index, done)
+                return
+
+    def emit_lines(self, job: tuple[Chunk, Future[Any]]) -> None:
+        """Count and write a C-path chunk's lines."""
+        assert self.lines is not None
+        verdicts, batch_counts = job[1].result()
+        text = self.lines.format(job[0], verdicts) if not self.out.closed else b""
+        for code, k in enumerate(batch_counts):
+            self.counts[code] += k
+        if text:
+            self.out.write(text)
+
+    def emit(self, job: tuple[Batch, Future[Any]]) -> None:
+        """Count and write a batch's lines (or JSON) and its acknowledgements."""
+        batch, future = job
+        fields, verdicts, last, text, batch_counts = future.result()
+        for code, k in enumerate(batch_counts):
+            self.counts[code] += k
+        self.out.write(text)
+        if self.acks is not None:
+            before = self.acks.writer.count
+            self.acks.write(batch, fields, verdicts, last)
+            self.totals["acks"] += self.acks.writer.count - before
+
+    def one(self, path: str, skip: int) -> int | None:
+        """Verify one capture; None when read to its end (or unreadable), else the frames of it
+        done (skipped or verified) when stopped."""
+        from .capture import CaptureError, CaptureReader
+
+        try:
+            reader = CaptureReader(path)
+        except (OSError, CaptureError) as e:
+            message = str(e) if isinstance(e, CaptureError) else os_error_text(e, path)
+            print(f"kbmfast verify: {message}", file=sys.stderr)
+            self.status = 1
+            return None
+        mobility_before = sum(self.counts)
+        with reader:
+            if not self.args.json and not self.args.quiet:
+                self.out.write(f"# {path}\n{HEADER}\n")
+            lines = self.lines
+            # The C path (walk, gather, verify, format in C) when it applies, else batches.
+            batch = self.args.batch
+            items: Iterator[Any] = reader.chunks(batch, sets=2) if lines is not None else reader.batches(batch)
+            job: Any = lines.verify if lines is not None else functools.partial(_call_job, self.work, path)
+            finish: Any = self.emit_lines if lines is not None else self.emit
+            pending: tuple[Any, Future[Any]] | None = None
+            done = skip
+            stopped = False
             try:
-                reader = CaptureReader(path)
-            except (OSError, CaptureError) as e:
-                print(f"kbmfast verify: {e if isinstance(e, CaptureError) else f'{path}: {e.strerror}'}", file=sys.stderr)
-                status = 1
-                continue
-            with reader:
-                if not args.json and not args.quiet:
-                    out.write(f"# {path}\n{HEADER}\n")
-                pending: tuple[Any, Future[Any]] | None = None
-
-                def emit_lines(job: tuple[Chunk, Future[Any]]) -> None:
-                    assert lines is not None
-                    verdicts, batch_counts = job[1].result()
-                    text = lines.format(job[0], verdicts)
-                    for code, k in enumerate(batch_counts):
-                        counts[code] += k
-                    if text:
-                        if hasattr(out, "buffer"):
-                            out.flush()
-                            out.buffer.write(text)
-                        else:
-                            out.write(bytes(text).decode())
-
-                def emit(job: tuple[Batch, Future[Any]]) -> None:
-                    batch, future = job
-                    fields, verdicts, last, text, batch_counts = future.result()
-                    for code, k in enumerate(batch_counts):
-                        counts[code] += k
-                    if hasattr(out, "buffer"):
-                        out.flush()
-                        out.buffer.write(text)
-                    else:
-                        out.write(text.decode())
-                    if acks is not None:
-                        before = acks.writer.count
-                        acks.write(batch, fields, verdicts, last)
-                        totals["acks"] += acks.writer.count - before
-
-                # The C path (walk, gather, verify, format in C) when it applies, else batches.
-                items: Iterator[Any] = reader.chunks(args.batch, sets=2) if lines is not None else reader.batches(args.batch)
-                job: Any = lines.verify if lines is not None else functools.partial(_call_job, work, path)
-                finish = emit_lines if lines is not None else emit
                 for item in items:
-                    future = pool.submit(job, item)
+                    if self.stopping():
+                        stopped = True
+                        break
+                    if skip:
+                        item = _skip(item, skip)
+                        if item is None:
+                            continue
+                    future = self.pool.submit(job, item)
                     if pending is not None:
                         finish(pending)
                     pending = (item, future)
-                    progress.show(path, reader)
+                    done = _last_frame(item)
+                    self.progress.show(path, reader)
                 if pending is not None:
                     finish(pending)
-                totals["frames"] += reader.frames
-                totals["other"] += reader.other
-                progress.clear()
-                damage = reader.error
-                if damage is not None:
-                    print(
-                        f"kbmfast verify: {damage}; the {damage.frame - 1 if damage.frame else 0} frames before it were verified",
-                        file=sys.stderr,
-                    )
-                    status = 1
-    finally:
-        pool.shutdown()
-        verifier.close()
-        if acks is not None:
-            acks.close()
-    _summary(out, counts, totals, args.json, acks is not None)
-    return status
+            finally:
+                if hasattr(items, "close"):
+                    items.close()
+            if not stopped:
+                done = max(done, reader.frames)
+            frames = max(0, done - skip)
+            self.totals["frames"] += frames
+            self.totals["other"] += frames - (sum(self.counts) - mobility_before)
+            self.progress.clear()
+            damage = reader.error
+            if damage is not None and not stopped:
+                print(
+                    f"kbmfast verify: {damage}; the {damage.frame - 1 if damage.frame else 0} frames before it were verified",
+                    file=sys.stderr,
+                )
+                self.status = 1
+        return done if stopped else None
+
+    def close(self) -> None:
+        """Wait for the worker; flush and close the verifier (its state)."""
+        self.pool.shutdown()
+        self.verifier.close()
+
+    def finish(self, captures: list[str]) -> int:
+        """The summary (stdout) and, after a stop, the line that says how to resume (stderr)."""
+        interrupts = _outputs.current
+        signum = interrupts.signum
+        resume = None
+        if self.stopped_at is not None or signum is not None:
+            interrupts.handled = True
+            index, done = self.stopped_at if self.stopped_at is not None else (len(captures), 0)
+            resume = {"capture": captures[index] if index < len(captures) else None, "skip": done}
+            why = f"interrupted by {interrupts.name}" if signum is not None else "standard output closed"
+            if index < len(captures):
+                where = f"after {done} frames of {captures[index]}" + (f" and all of {index} earlier" if index else "")
+                again = " ".join(shlex.quote(c) for c in captures[index:])
+                skip = f" --skip {done}" if done else ""
+                hint = f"to resume: kbmfast verify {again}{skip} with the same --keys and --state" + (
+                    " and a new --acks-out" if self.acks is not None else ""
+                )
+            else:
+                where, hint = "after the last frame", "nothing is left to verify"
+            print(
+                f"kbmfast verify: {why} {where}; its lines, acknowledgements and state all end there; {hint}",
+                file=sys.stderr,
+            )
+        if not self.out.closed:
+            _summary(self.out, self.counts, self.totals, self.args, self.acks is not None, resume)
+            self.out.flush()
+        if self.out.closed:
+            return EXIT_SIGPIPE
+        return interrupts.status if signum is not None else self.status
 
 
-def _summary(out: IO[str], counts: list[int], totals: dict[str, int], as_json: bool, with_acks: bool) -> None:
+def _summary(
+    out: Stdout, counts: list[int], totals: dict[str, int], args: argparse.Namespace, with_acks: bool, resume: Any
+) -> None:
     mobility = sum(counts)
-    if as_json:
+    if args.json:
         doc: dict[str, Any] = {
             "verdicts": {v.name: counts[v] for v in Verdict},
             "mobility_packets": mobility,
@@ -652,9 +845,12 @@ def _summary(out: IO[str], counts: list[int], totals: dict[str, int], as_json: b
         }
         if with_acks:
             doc["acks_written"] = totals["acks"]
+        if resume is not None:
+            doc["interrupted"] = resume
         out.write(json.dumps({"summary": doc}) + "\n")
         return
-    lines = ["", f"{'verdict':<24}{'packets':>10}"]
+    lines = [] if args.quiet else [""]
+    lines.append(f"{'verdict':<24}{'packets':>10}")
     lines += [f"{v.name:<24}{counts[v]:>10}" for v in Verdict]
     lines.append(f"{'mobility packets':<24}{mobility:>10}")
     lines.append(f"{'other frames (skipped)':<24}{totals['other']:>10}")
@@ -707,6 +903,7 @@ def add_gen(sub: Subparsers[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--keys", metavar="KEYFILE", help="the key file to write (default: FILE with .keys.toml instead of its suffix)"
     )
+    p.add_argument("--force", action="store_true", help="overwrite existing output files (refused otherwise)")
     p.set_defaults(handler=run_gen)
 
 
@@ -716,30 +913,47 @@ def _default_keys(out: str) -> str:
 
 
 def run_gen(args: argparse.Namespace) -> int:
-    """Generate the traffic and write the capture, the key file and the truth."""
+    """Generate the traffic and write the capture, the key file and the truth.
+
+    The outputs must be distinct files and, without --force, must not exist. They are checked
+    and opened (as temporary files beside them) first, written, then renamed into place
+    together: an error or an interrupt leaves none of them changed.
+    """
     from . import gen
     from .capture import PcapWriter, write_pcapng
 
+    keys_path = args.keys or _default_keys(args.out)
+    outputs = [("--out", args.out), ("--keys", keys_path), ("--truth", args.truth)]
+    check_distinct([], outputs)
+    refuse_existing(outputs, args.force)
     try:
         mix = gen.parse_mix(args.mix)
         traffic = gen.generate(args.peers, args.updates, seed=args.seed, mix=mix)
     except ValueError as e:
-        print(f"kbmfast gen: {e}", file=sys.stderr)
-        return 2
-    with open(args.out, "wb") as f:
-        if args.format == "pcap":
-            writer = PcapWriter(f, linktype=1)
-            for frame, us in traffic.frames:
-                writer.write(frame, us)
-        else:
-            write_pcapng(f, traffic.frames)
-    keys_path = args.keys or _default_keys(args.out)
-    traffic.keys.save(keys_path)
-    if args.truth:
-        with open(args.truth, "w", encoding="utf-8") as f:
-            for entry in traffic.truth:
-                doc = {"frame": entry.frame, "kind": entry.kind, "verdict": entry.verdict.name, "ba_status": entry.ba_status}
-                f.write(json.dumps(doc) + "\n")
+        raise CliError(str(e)) from None
+    wanted = [(args.out, False), (keys_path, True)] + ([(args.truth, False)] if args.truth else [])
+    names = ["--out", "--keys", "--truth"]
+    files: list[OutputFile] = []
+    try:
+        with output_files(wanted, _outputs.current) as files:
+            if args.format == "pcap":
+                writer = PcapWriter(files[0].stream, linktype=1)
+                for frame, us in traffic.frames:
+                    writer.write(frame, us)
+            else:
+                write_pcapng(files[0].stream, traffic.frames)
+            files[1].stream.write(traffic.keys.to_toml().encode())
+            if args.truth:
+                out = files[2].stream
+                for entry in traffic.truth:
+                    doc = {"frame": entry.frame, "kind": entry.kind, "verdict": entry.verdict.name, "ba_status": entry.ba_status}
+                    out.write((json.dumps(doc) + "\n").encode())
+    except OSError as e:
+        what = next((n for n, (path, _) in zip(names, wanted, strict=False) if path == e.filename), "output")
+        raise CliError(f"{what} {os_error_text(e)}; no file was written", 2 if what != "output" else 1) from None
+    except Interrupted as e:
+        written = files and all(f.committed for f in files)
+        raise CliError(f"interrupted by {e}; {'every' if written else 'no'} file was written", e.status) from None
     print(f"kbmfast gen: {len(traffic.frames)} frames to {args.out}, keys of {len(traffic.keys)} peers to {keys_path}")
     return 0
 
@@ -762,7 +976,12 @@ def add_keys(sub: Subparsers[argparse.ArgumentParser]) -> None:
         epilog="example: kbmfast keys generate --peers 3 --out cn.keys --prefix 2001:db8:1::/64 --kind kcn",
     )
     g.add_argument("--peers", type=int, required=True, metavar="N", help="number of peers (home addresses PREFIX::1 on)")
-    g.add_argument("--out", required=True, metavar="FILE", help="the key file to write; an existing file is not overwritten")
+    g.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="the key file to write (mode 0600); an existing file is not overwritten; '-': standard output",
+    )
     g.add_argument("--prefix", default="2001:db8:1::/64", help="the home addresses' prefix (default 2001:db8:1::/64)")
     g.add_argument(
         "--kind",
@@ -776,20 +995,18 @@ def add_keys(sub: Subparsers[argparse.ArgumentParser]) -> None:
 
 
 def run_keys_generate(args: argparse.Namespace) -> int:
-    """Write N fresh random keys."""
+    """Write N fresh random keys (to standard output with ``--out -``)."""
     import kbmfast
 
     try:
         net = ipaddress.IPv6Network(args.prefix, strict=True)
     except ValueError as e:
-        print(f"kbmfast keys generate: --prefix: {e}", file=sys.stderr)
-        return 2
+        raise CliError(f"--prefix: {e}") from None
     if args.peers < 1 or args.peers > net.num_addresses - 1:
-        print(f"kbmfast keys generate: --peers must be in 1..{min(net.num_addresses - 1, 10**9)} for {net}", file=sys.stderr)
-        return 2
-    if os.path.lexists(args.out) and not args.force:
-        print(f"kbmfast keys generate: {args.out} exists; not overwriting it (use --force)", file=sys.stderr)
-        return 2
+        raise CliError(f"--peers must be in 1..{min(net.num_addresses - 1, 10**9)} for {net}")
+    to_stdout = args.out == "-"
+    if not to_stdout:
+        refuse_existing([("--out", args.out)], args.force)
     table = kbmfast.KeyTable()
     base = int(net.network_address)
     for i in range(1, args.peers + 1):
@@ -798,7 +1015,14 @@ def run_keys_generate(args: argparse.Namespace) -> int:
             table.add_kbm(home, secrets.token_bytes(kbmfast.KBM_SIZE))
         else:
             table.add_kcn(home, secrets.token_bytes(kbmfast.MIN_KCN_SIZE), secrets.token_bytes(8), secrets.token_bytes(8))
-    table.save(args.out)
+    text = table.to_toml()
+    if to_stdout:
+        return 0 if Stdout().write(text) else EXIT_SIGPIPE
+    try:
+        with output_files([(args.out, True)], _outputs.current) as files:
+            files[0].stream.write(text.encode())
+    except OSError as e:
+        raise CliError(f"--out {os_error_text(e)}") from None
     print(f"kbmfast keys generate: {args.peers} {args.kind} keys to {args.out} (mode 0600)")
     return 0
 

@@ -16,6 +16,7 @@ import pathlib
 import random
 import struct
 import tomllib
+from typing import Any
 
 import pytest
 
@@ -177,6 +178,37 @@ def test_damaged_captures_read_alike(tmp_path: pathlib.Path, traffic: gen.Traffi
     assert damaged > 100
 
 
+@pytest.mark.parametrize("window", [24, 97, 4096])
+def test_small_windows_read_alike(
+    tmp_path: pathlib.Path, traffic: gen.Traffic, monkeypatch: pytest.MonkeyPatch, window: int
+) -> None:
+    """The C walker reads the file a window at a time (capture.WINDOW): records and blocks that
+    straddle windows, larger than a window, or damaged across one read as the plain walk has them."""
+    from kbmfast import capture
+
+    monkeypatch.setattr(capture, "WINDOW", window)
+    packets = [f[14:] for f, _ in traffic.frames[:30]]
+    rng = random.Random(window)
+    seeds = [
+        pcap([wrap(1, p, i) for i, p in enumerate(packets)], 1, "<", False),
+        pcap([wrap(113, p, i) for i, p in enumerate(packets)], 113, ">", True),
+        pcapng(packets[:15], "<", 5) + pcapng(packets[15:], ">", 6),
+    ]
+    path = tmp_path / "w"
+    for data in seeds:
+        for variant in [data, *mutations(data, rng, 40)]:
+            path.write_bytes(variant)
+            try:
+                CaptureReader(path).close()
+            except Exception:  # not a capture any more
+                continue
+            for size in (3, 1000):
+                same(path, size)
+            with CaptureReader(path) as r:  # the packets arrive in full chunks whatever the window
+                sizes = [c.n for c in r.chunks(4)]
+                assert all(n == 4 for n in sizes[:-1])
+
+
 def test_timestamp_past_the_int64_range_is_damage(tmp_path: pathlib.Path) -> None:
     packet = bytes.fromhex("6000000000083b40") + bytes(32) + bytes.fromhex("3b00000000000000")
     o = "<"
@@ -275,11 +307,26 @@ def test_address_text_equals_python() -> None:
 # The key file's fast path
 
 
+def _simple_toml(text: str) -> dict[str, Any] | None:
+    """_keys._simple_toml on the file's bytes, its in-place values (memoryviews) as text."""
+    doc = _keys._simple_toml(bytearray(text.encode()))
+    if doc is None:
+        return None
+
+    def text(table: dict[str, Any]) -> dict[str, Any]:
+        return {k: bytes(v).decode() if isinstance(v, memoryview) else v for k, v in table.items()}
+
+    plain = text(doc)
+    if "peer" in doc:
+        plain["peer"] = [text(t) for t in doc["peer"]]
+    return plain
+
+
 def test_simple_toml_is_tomllib_or_declines(tmp_path: pathlib.Path) -> None:
     table = gen.generate(8, 10, seed=3).keys
     table.save(tmp_path / "k.toml")
     text = (tmp_path / "k.toml").read_text()
-    assert _keys._simple_toml(text) == tomllib.loads(text)
+    assert _simple_toml(text) == tomllib.loads(text)
     variants = [
         text,
         text.replace("epoch = 0", "epoch = 00", 1),  # not TOML: declined, tomllib refuses it
@@ -293,10 +340,10 @@ def test_simple_toml_is_tomllib_or_declines(tmp_path: pathlib.Path) -> None:
         'home = "2001:db8::1"\n[[peer]]\n',
     ]
     for v in variants:
-        fast = _keys._simple_toml(v)
+        fast = _simple_toml(v)
         try:
             slow: object = tomllib.loads(v)
         except tomllib.TOMLDecodeError:
             slow = None
         assert fast is None or fast == slow, v[:200]
-    assert _keys._simple_toml(variants[1]) is None and _keys._simple_toml(variants[3]) is None
+    assert _simple_toml(variants[1]) is None and _simple_toml(variants[3]) is None

@@ -630,28 +630,37 @@ def test_state_file_shared_live_between_backends(tmp_path: Path, opened_first: A
                 sequence += 1 + turn
 
 
+@pytest.mark.parametrize("which", [1, 5], ids=["kbm", "kcn"])
 @pytest.mark.parametrize(("first", "second"), [(kbmfast, ref), (ref, kbmfast)], ids=["c-then-reference", "reference-then-c"])
-def test_state_file_carries_key_use_across_backends(tmp_path: Path, first: Any, second: Any) -> None:
-    """The cumulative sequence advance (rekey_limit) and the key epoch survive a change of backend."""
+def test_state_file_carries_key_use_across_backends(tmp_path: Path, first: Any, second: Any, which: int) -> None:
+    """The cumulative sequence advance, the key fingerprint and the earlier keys survive a change
+    of backend: both compute the same fingerprint for the same key under the file's salt (for an
+    RFC 4449 peer, over the Kcn and both nonces)."""
     path = tmp_path / "sequences.state"
-    peer = PEERS[1]
+    peer = PEERS[which]
+    name = ipaddress.IPv6Address(peer.home)
     with first.Verifier(key_table(), state=path, rekey_limit=10) as a:
         assert [a.verify(next_bu(first, peer, s)).verdict for s in (100, 105, 110)] == [Verdict.ACCEPTED] * 3
         assert a.verify(next_bu(first, peer, 111)).verdict == Verdict.KEY_EXHAUSTED
-    with second.Verifier(key_table(), state=path, rekey_limit=10) as b:
+    with pytest.raises(ValueError, match=f"home {name}: this key is used up"):
+        second.Verifier(key_table(), state=path, rekey_limit=10)
+    with second.Verifier(key_table(), state=path, rekey_limit=12) as b:  # the advance went on: 10
         assert b.last_sequence(peer.home) == 110
-        assert b.verify(next_bu(second, peer, 111)).verdict == Verdict.KEY_EXHAUSTED
+        assert [b.verify(next_bu(second, peer, s)).verdict for s in (111, 112, 113)] == [Verdict.ACCEPTED] * 2 + [
+            Verdict.KEY_EXHAUSTED
+        ]
+    new = PeerSpec(peer.home, bytes(reversed(peer.key)), peer.kcn, peer.home_nonce, peer.care_of_nonce)
     keys = key_table()
-    peer.add_to(keys, epoch=1)  # a rekey (same key bytes, new epoch): the sequence space is fresh
-    with second.Verifier(keys, state=path, rekey_limit=10) as b:
-        assert b.verify(next_bu(second, peer, 110)).verdict == Verdict.SEQUENCE_OUT_OF_WINDOW
-        assert b.verify(next_bu(second, peer, 118)).verdict == Verdict.ACCEPTED
-    keys = key_table()
-    peer.add_to(keys, epoch=1)
-    with first.Verifier(keys, state=path, rekey_limit=10) as a:
-        assert a.last_sequence(peer.home) == 118
-        assert a.verify(next_bu(first, peer, 120)).verdict == Verdict.ACCEPTED
-        assert a.verify(next_bu(first, peer, 121)).verdict == Verdict.KEY_EXHAUSTED
+    new.add_to(keys)  # a new key: a fresh count
+    with second.Verifier(keys, state=path, rekey_limit=12) as b:
+        assert b.verify(next_bu(second, new, 112)).verdict == Verdict.SEQUENCE_OUT_OF_WINDOW
+        assert b.verify(next_bu(second, new, 120)).verdict == Verdict.ACCEPTED
+    with pytest.raises(ValueError, match=f"home {name}: this is an earlier key"):
+        first.Verifier(key_table(), state=path, rekey_limit=12)
+    with first.Verifier(keys, state=path, rekey_limit=12) as a:
+        assert a.last_sequence(peer.home) == 120
+        assert a.verify(next_bu(first, new, 124)).verdict == Verdict.ACCEPTED
+        assert a.verify(next_bu(first, new, 125)).verdict == Verdict.KEY_EXHAUSTED
 
 
 # ---------------------------------------------------------------------------------------------
@@ -731,8 +740,9 @@ def run_fuzz(seed: int, count: int, chunk: int = 1024) -> Counter[str]:
 def _key_event(rng: random.Random, tables: tuple[kbmfast.KeyTable, ...], changed: dict[PeerSpec, str]) -> None:
     """Now and then, the same configuration change in both key tables.
 
-    A peer may get a new epoch for its key (a rekey: fresh sequence space), a different key (its
+    A peer may get its key again with a new epoch (which changes nothing), a different key (its
     Binding Updates then fail to authenticate) or be removed; the next event on it undoes that.
+    A key the state shows used up or replaced is refused, by both backends alike.
     """
     r = rng.random()
     if r >= 0.6:
@@ -740,12 +750,16 @@ def _key_event(rng: random.Random, tables: tuple[kbmfast.KeyTable, ...], changed
     peer = rng.choice(PEERS)
     undo = changed.pop(peer, None)
     if undo is not None:
-        for table in tables:
-            peer.add_to(table)
+        outcomes = [outcome(peer.add_to, table) for table in tables]
+        if outcomes[0] != outcomes[1]:
+            raise Divergence(f"restoring {ipaddress.IPv6Address(peer.home)}'s key: {outcomes[0]} != {outcomes[1]}")
+        if outcomes[0][0] == "raised":
+            changed[peer] = undo
     elif r < 0.4:
         epoch = (tables[0].epoch(peer.home) + 1) & 0xFFFF
-        for table in tables:
-            peer.add_to(table, epoch=epoch)
+        outcomes = [outcome(peer.add_to, table, epoch) for table in tables]
+        if outcomes[0] != outcomes[1]:
+            raise Divergence(f"re-adding {ipaddress.IPv6Address(peer.home)}'s key: {outcomes[0]} != {outcomes[1]}")
     elif r < 0.5:
         other = PeerSpec(peer.home, rng.randbytes(len(peer.key)), peer.kcn, peer.home_nonce, peer.care_of_nonce)
         for table in tables:

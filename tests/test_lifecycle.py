@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import types
 
 import pytest
@@ -94,3 +95,74 @@ def test_open_verifiers_are_closed_at_exit(kb: types.ModuleType, tmp_path: os.Pa
     keys.add_kbm(HOME, KEY)
     with kb.Verifier(keys, state=path) as cn:
         assert cn.last_sequence(HOME) == 77
+
+
+_FORK_FLUSH = """
+import os, select, sys
+import {module} as kb
+home, away, cn_addr, key, parent_state, child_state = {args!r}
+keys = kb.KeyTable(); keys.add_kbm(home, key)
+parent = kb.Verifier(keys, state=parent_state, sync=5)  # the parent's flusher thread runs
+flushed_r, flushed_w = os.pipe()
+go_r, go_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    try:
+        child_keys = kb.KeyTable(); child_keys.add_kbm(home, key)
+        cn = kb.Verifier(child_keys, state=child_state, sync=5)
+        durability = cn._durability
+        real = durability._flush
+        def flush():
+            real()
+            os.write(flushed_w, b"F")
+        durability._flush = flush
+        packet = kb.build_binding_update(key, home=home, care_of=away, correspondent=cn_addr, sequence=41, lifetime=8)
+        assert cn.verify(packet).verdict == kb.Verdict.ACCEPTED
+        os.read(go_r, 1)  # stays alive, never closing the verifier, until the parent has looked
+    finally:
+        os._exit(0)
+ready, _, _ = select.select([flushed_r], [], [], 30)  # a guard against hanging, not a timing
+try:
+    if not ready:
+        sys.exit("the child's verifier never flushed")
+    with kb.Verifier(kb.KeyTable(), state=child_state) as reader:
+        last = reader.last_sequence(home)
+    print(last)
+finally:
+    os.write(go_w, b"x")
+    os.waitpid(pid, 0)
+    parent.close()
+"""
+
+
+def test_interval_sync_flushes_in_a_forked_child(kb: types.ModuleType, tmp_path: os.PathLike[str]) -> None:
+    """Issue 9 item 8: the flusher thread does not survive fork(); the child gets its own."""
+    args = (HOME, AWAY, CN, KEY, os.path.join(tmp_path, "parent"), os.path.join(tmp_path, "child"))
+    code = _FORK_FLUSH.format(module=kb.__name__, args=args)
+    done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1:] == ["41"]
+
+
+def test_flusher_survives_members_added_while_it_runs() -> None:
+    """Durabilities registered from several threads while the flusher copies its member set
+    (WeakSet: "Set changed size during iteration") must not kill the flusher thread."""
+    from kbmfast._lifecycle import _Flusher
+
+    flushed = threading.Event()
+    keep = Durability(1, flushed.set)  # flushed by the thread once the churn is over
+    stop = time.monotonic() + 1.5
+
+    def churn() -> None:
+        while time.monotonic() < stop:
+            for _ in range(50):
+                Durability(1, lambda: None)  # dropped at once: added, then collected
+
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _Flusher.instance().thread.is_alive()
+    keep.changed()
+    assert flushed.wait(5), "the flusher no longer flushes"

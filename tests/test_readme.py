@@ -26,6 +26,18 @@ def test_tour_runs(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, caps
     assert os.path.exists(tmp_path / "cn.state")
 
 
+def test_tour_state_persists(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """What the README says after the tour: a second run finds the first one's sequence in cn.state."""
+    monkeypatch.chdir(tmp_path)
+    (tour,) = [b for b in blocks("python") if "import kbmfast" in b]
+    for _ in range(2):
+        exec(compile(tour, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 6 and out[:2] == ["ACCEPTED", "SEQUENCE_OUT_OF_WINDOW"]
+    assert out[3:5] == ["SEQUENCE_OUT_OF_WINDOW", "SEQUENCE_OUT_OF_WINDOW"]
+    assert "cn.state` persists between runs" in README
+
+
 def test_key_file_example_loads(tmp_path: pathlib.Path) -> None:
     (example,) = blocks("toml")
     path = tmp_path / "keys.toml"

@@ -83,7 +83,7 @@ def test_a_scapy_built_update_verifies(kb: types.ModuleType) -> None:
     if parsed.checksum_valid:
         assert verdict == kb.Verdict.ACCEPTED
     else:
-        # Scapy's known quirk (SPEC_DIGEST §8.1): with PadN + HAO it sums over the care-of address
+        # Scapy's known quirk: with PadN + HAO it sums over the care-of address
         assert verdict == kb.Verdict.BAD_CHECKSUM
         fixed = bytearray(final)
         fixed[mh_off + 4 : mh_off + 6] = b"\0\0"

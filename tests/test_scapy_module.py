@@ -81,7 +81,7 @@ def test_sign_rebuilds_what_kbmfast_builds(extra: dict[str, object]) -> None:
 
 
 def test_sign_fixes_scapys_padn_hao_checksum() -> None:
-    """SPEC_DIGEST §8.1: Scapy's own checksum of a re-dissected PadN + HAO BU is wrong."""
+    """Scapy's own checksum of a re-dissected PadN + HAO BU is wrong."""
     good = kbmfast.build_binding_update(KBM, **bu_args({}))
     redissected = IPv6(good)
     del redissected[MIP6MH_BU].cksum

@@ -185,7 +185,7 @@ def test_compact_cleans_up_when_the_rename_fails(tmp_path: os.PathLike[str]) -> 
     with open(os.path.join(target, "x"), "w") as f:
         f.write("x")
     with pytest.raises(kbmfast.StateFileError, match="occupied: cannot replace"):
-        fmt.write(target, [])
+        fmt.write(target, bytes(fmt.SALT_SIZE), [])
     assert leftovers(str(tmp_path), {"occupied"}) == set()
 
 
@@ -216,7 +216,8 @@ CHANGED = textwrap.dedent(
         if change.endswith("+grown"):
             os.truncate(path, size)  # cut and grown back at once: the same size, zeros in it
     calls = [lambda: cn.verify(bu(1)), lambda: cn.verify_batch([bu(1), bu(2)]),
-             lambda: cn.verify_buffer(bu(1), array("Q", [0, 96])), lambda: cn.last_sequence("2001:db8:1::1")]
+             lambda: cn.verify_buffer(bu(1), array("Q", [0, 96])), lambda: cn.last_sequence("2001:db8:1::1"),
+             lambda: cn.keys_near_limit(0.01)]
     for i, call in enumerate(calls):
         if i == 1 and change in ("64", "0"):
             os.truncate(path, size)  # grown back (zeros): the verifier stays stopped
@@ -240,7 +241,7 @@ def test_file_changed_between_batches(tmp_path: os.PathLike[str], backend: str, 
     assert run.returncode == 0, (run.returncode, run.stderr)
     lines = [line for line in run.stdout.splitlines() if line.startswith(("first", "answered", "refused"))]
     assert lines[0] == "first ACCEPTED"
-    assert len(lines) == 5 and all(line.startswith("refused") for line in lines[1:]), lines
+    assert len(lines) == 6 and all(line.startswith("refused") for line in lines[1:]), lines
     assert all(path in line and "changed while in use" in line for line in lines[1:])
 
 
@@ -270,6 +271,38 @@ def test_compact_refuses_a_file_in_use(
     finally:
         holder.close()
     assert main(["state", "compact", path]) == 0
+
+
+def version_1_file(path: str) -> str:
+    """A format version 1 file holding one slot (seq 7 for HOME), as kbmfast before format 2 wrote."""
+    with open(path, "wb") as f:
+        f.write(b"KBMSTATE" + bytes.fromhex("01000000 40000000 20000000 00000000") + (1).to_bytes(8, "little") + bytes(32))
+        f.write(ipaddress.IPv6Address(HOME).packed + (7 | 1 << 16).to_bytes(8, "little") + bytes(8))
+    os.chmod(path, 0o600)
+    return path
+
+
+def test_migrate_refuses_a_file_in_use(
+    kb: types.ModuleType, tmp_path: os.PathLike[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """migrate rewrites a file like compact does: not while a verifier or mobile node holds the
+    --output it would replace (nor the file itself), and through a mkstemp temporary."""
+    old = version_1_file(os.path.join(tmp_path, "old.state"))
+    out = os.path.join(tmp_path, "cn.state")
+    holder = verifier(kb, out)
+    try:
+        assert main(["state", "migrate", old, "--output", out]) == 3
+        assert "in use" in capsys.readouterr().err
+        assert holder.last_sequence(HOME) is None  # type: ignore[attr-defined]
+    finally:
+        holder.close()  # type: ignore[attr-defined]
+    with fmt.exclusive(old):  # held as compact or another migrate would hold it
+        assert main(["state", "migrate", old]) == 3
+    assert main(["state", "migrate", old, "--output", out]) == 0
+    assert leftovers(str(tmp_path), {"old.state", "cn.state"}) == set()
+    assert os.stat(out).st_mode & 0o777 == 0o600
+    with verifier(kb, out) as cn:  # type: ignore[attr-defined]
+        assert cn.last_sequence(HOME) == 7
 
 
 def test_two_verifiers_in_one_process(tmp_path: os.PathLike[str]) -> None:
@@ -334,7 +367,8 @@ def test_open_follows_a_rewrite_between_open_and_lock(tmp_path: os.PathLike[str]
     def racing(fd: int, kind: int) -> bool:
         if not raced:
             raced.append(fd)
-            fmt.write(path, [(ipaddress.IPv6Address(HOME).packed, fmt.pack_word(True, 7, 0, 0))])
+            salt, _ = fmt.read_slots(path)  # the file's salt, as compact keeps it
+            fmt.write(path, salt, [(ipaddress.IPv6Address(HOME).packed, fmt.pack_word(True, 7, 0, 0), ())])
         return real(fd, kind)
 
     monkeypatch.setattr(fmt, "_ofd_lock", racing)
@@ -367,7 +401,7 @@ def test_create_on_a_full_disk(kb: types.ModuleType, tmp_path: os.PathLike[str])
             kb.Verifier(keys(kb), state=path)
         assert path in str(err.value)
         with pytest.raises(kb.StateFileError, match="No space left on device"):
-            fmt.write(os.path.join(disk, "compacted"), [(bytes(16), 0)] * 100)
+            fmt.write(os.path.join(disk, "compacted"), bytes(fmt.SALT_SIZE), [(bytes(16), 0, ())] * 100)
         assert leftovers(disk, {"filler"}) == set()
 
 

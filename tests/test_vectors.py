@@ -1,4 +1,4 @@
-"""Known answers: the spec-derived packets of SPEC_DIGEST §8.3, Scapy's vectors, and oracles."""
+"""Known answers: the spec-derived packets (self-computed), Scapy's vectors, and oracles."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from vectors import (
 import kbmfast
 import kbmfast.reference
 
-# ---- SPEC_DIGEST §8.3 (self-computed from the spec, not third-party) ------------------------
+# ---- From the spec text (self-computed from the spec, not third-party) ------------------------
 
 
 def test_spec_kbm_derivation(kb: types.ModuleType) -> None:

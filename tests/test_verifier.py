@@ -411,8 +411,9 @@ def _write(path: str, data: bytes) -> str:
         (b"", "truncated"),
         (b"KBMSTATE" + bytes(20), "truncated"),
         (b"NOTSTATE" + bytes(56), "not a kbmfast state file"),
-        (b"KBMSTATE" + (2).to_bytes(4, "little") + bytes(52), "newer"),
-        (b"KBMSTATE" + (1).to_bytes(4, "little") + bytes(52), "corrupt header"),
+        (b"KBMSTATE" + (3).to_bytes(4, "little") + bytes(52), "newer"),
+        (b"KBMSTATE" + (2).to_bytes(4, "little") + bytes(52), "corrupt header"),
+        (b"KBMSTATE" + bytes.fromhex("01000000 40000000 20000000 00000000") + bytes(40), "version 1 .*state migrate"),
     ],
 )
 def test_state_file_refused(kb: types.ModuleType, tmp_path: os.PathLike[str], content: bytes, message: str) -> None:
@@ -425,11 +426,20 @@ def test_state_file_refused(kb: types.ModuleType, tmp_path: os.PathLike[str], co
 def test_state_file_bad_slots(kb: types.ModuleType, tmp_path: os.PathLike[str]) -> None:
     from kbmfast import _stateformat as fmt
 
-    good = fmt.new_header(2) + a16(HOME) + fmt.pack_word(True, 5, 0, 0).to_bytes(8, "little") + bytes(8)
+    salt = bytes(range(16))
+    slot = fmt.encode_slot(salt, 0, a16(HOME), fmt.pack_word(True, 5, 0, 7))
+    good = fmt.new_header(2, salt) + slot
+    lowered = bytearray(good[:64])
+    lowered[24] = 1  # the count says 1, its check still says 2
     cases = {
         "count past end": (good, "truncated"),
-        "repeated": (good + a16(HOME) + bytes(16), "repeats an address"),
-        "reserved bits": (fmt.new_header(1) + a16(HOME) + (1 << 20).to_bytes(8, "little") + bytes(8), "slot 0 is corrupt"),
+        "repeated": (good + fmt.encode_slot(salt, 1, a16(HOME), 0), "repeats an address"),
+        "moved": (fmt.new_header(1, salt) + fmt.encode_slot(salt, 1, a16(HOME), 0), "slot 0 .* is corrupt"),
+        "advance": (fmt.new_header(1, salt) + fmt.encode_slot(salt, 0, a16(HOME), 40000 << 17), "slot 0 .* is corrupt"),
+        "history": (fmt.new_header(1, salt) + fmt.encode_slot(salt, 0, a16(HOME), 0, (0, 5)), "slot 0 .* is corrupt"),
+        "other salt": (fmt.new_header(1, bytes(16)) + slot, "slot 0 .* is corrupt"),
+        "count lowered": (lowered + slot + fmt.encode_slot(salt, 1, a16(AWAY), 0), "damaged header"),
+        "past the count": (fmt.new_header(0, salt) + slot + slot, "past the 0 slots"),
     }
     for name, (content, message) in cases.items():
         path = _write(os.path.join(tmp_path, name), content)

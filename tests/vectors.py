@@ -1,11 +1,11 @@
 """Test vectors.
 
-SPEC: self-computed from the spec text by the SPEC_DIGEST authors (§8.3) with Python's hmac and
+SPEC: self-computed from the spec text (RFC 6275 §6.2.7, §5.2; RFC 4449 §5) with Python's hmac and
 hashlib, cross-checked with `openssl dgst`. NOT third-party vectors: they prove we follow our
 reading of the spec, not that the reading is right.
 
 SCAPY: from secdev/scapy test/scapy/layers/inet6.uts (commit ac38b273), checksums recomputed
-independently in SPEC_DIGEST §8.1. Third-party.
+independently with our own code. Third-party.
 """
 
 KCN = bytes.fromhex("0102030405060708090a0b0c0d0e0f1011121314")

@@ -1,7 +1,8 @@
 """kbmfast.reference: the whole kbmfast API in pure Python, the oracle for the C core.
 
-Plainly written and slow on purpose: every rule of SPEC_DIGEST is here where a reader can check
-it. ``kbmfast`` (the C backend) must answer exactly as this module does on every input.
+Plainly written and slow on purpose: every rule of RFC 6275, RFC 4449 and draft-ietf-mip6-precfgKbm that the
+verifier applies is here where a reader can check it (docs/spec-notes.md lists the choices made).
+``kbmfast`` (the C backend) must answer exactly as this module does on every input.
 """
 
 from __future__ import annotations

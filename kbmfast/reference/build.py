@@ -1,7 +1,7 @@
 """Building authenticated Binding Updates and Binding Acknowledgements.
 
 ``make_builders(mac)`` gives a backend its pair of builders signing with its own MAC, so both
-backends share one layout (SPEC_DIGEST §2.9 canonical padding) and one signature.
+backends share one layout (RFC 6275 §6.2 alignment: canonical padding) and one signature.
 """
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .._types import IPPROTO_MH
-from .._util import address_bytes, check_kbm, lifetime_units, uint
+from .._util import address_bytes, check_kbm, lifetime_units, release_key, uint
 from . import wire
 from .crypto import mac96
 
 #: mac(kbm, care_of, correspondent, mh) -> 12 bytes, over the MH minus its last 12 bytes.
-MacFunction = Callable[[bytes, bytes, bytes, bytes], bytes]
+MacFunction = Callable[[bytes | bytearray, bytes, bytes, bytes], bytes]
 
 
-def _seal(mh: bytearray, mac: MacFunction, kbm: bytes, care_of: bytes, correspondent: bytes) -> None:
-    # MAC first over the MH with a zero checksum, checksum last (SPEC_DIGEST trap 3).
+def _seal(mh: bytearray, mac: MacFunction, kbm: bytes | bytearray, care_of: bytes, correspondent: bytes) -> None:
+    # MAC first over the MH with a zero checksum, checksum last (RFC 6275 §6.2.7).
     mh[-12:] = mac(kbm, care_of, correspondent, bytes(mh))
 
 
@@ -94,7 +94,6 @@ def make_builders(mac: MacFunction) -> tuple[BuildBindingUpdate, BuildBindingAck
         (and the one in the MAC) is that address. A zero lifetime is a de-registration: the MAC's
         care-of address is then the home address (RFC 6275 §6.2.7).
         """
-        key = check_kbm(kbm)
         hoa = address_bytes(home, "home")
         coa = address_bytes(care_of, "care_of")
         cn = address_bytes(correspondent, "correspondent")
@@ -107,7 +106,11 @@ def make_builders(mac: MacFunction) -> tuple[BuildBindingUpdate, BuildBindingAck
             nonce_indices = (uint(nonce_indices[0], "nonce_indices[0]", 16), uint(nonce_indices[1], "nonce_indices[1]", 16))
         mh = wire.binding_update_mh(seq, wire_flags(ack), units, alt, nonce_indices)
         mac_care_of = hoa if units == 0 else (alt if alt is not None else coa)
-        _seal(mh, mac, key, mac_care_of, cn)
+        key = check_kbm(kbm)
+        try:
+            _seal(mh, mac, key, mac_care_of, cn)
+        finally:
+            release_key(key)
         _checksum(mh, hoa, cn)
         if coa == hoa:
             return wire.ipv6_header(IPPROTO_MH, len(mh), coa, cn) + mh
@@ -132,19 +135,25 @@ def make_builders(mac: MacFunction) -> tuple[BuildBindingUpdate, BuildBindingAck
         Binding Update's source; default ``care_of``) with a type 2 Routing header carrying
         ``home`` whenever that destination is not the home address.
         """
-        key = check_kbm(kbm)
         hoa = address_bytes(home, "home")
         coa = address_bytes(care_of, "care_of")
         cn = address_bytes(correspondent, "correspondent")
         dst = coa if destination is None else address_bytes(destination, "destination")
         mh = wire.binding_ack_mh(uint(status, "status", 8), uint(sequence, "sequence", 16), lifetime_units(lifetime))
-        _seal(mh, mac, key, coa, cn)
+        key = check_kbm(kbm)
+        try:
+            _seal(mh, mac, key, coa, cn)
+        finally:
+            release_key(key)
         _checksum(mh, cn, hoa)
         if dst == hoa:
             return wire.ipv6_header(IPPROTO_MH, len(mh), cn, dst) + mh
         ext = wire.routing_header_2(hoa)
         return wire.ipv6_header(wire.NH_ROUTING, len(ext) + len(mh), cn, dst) + ext + mh
 
+    # named as the public functions they become (argument errors quote the qualified name)
+    for builder in (build_binding_update, build_binding_ack):
+        builder.__qualname__ = builder.__name__
     return build_binding_update, build_binding_ack
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from .._types import AUTHENTICATOR_SIZE
-from .._util import address_bytes, check_kbm, check_kcn, check_mh_for_mac, uint
+from .._util import address_bytes, check_kbm, check_kcn, check_mh_for_mac, release_key, uint
 
 
-def mac96(kbm: bytes, care_of: bytes, correspondent: bytes, mh: bytes) -> bytes:
+def mac96(kbm: bytes | bytearray, care_of: bytes, correspondent: bytes, mh: bytes) -> bytes:
     """First(96, HMAC_SHA1(Kbm, care-of | correspondent | MH minus authenticator, checksum 0))."""
     data = care_of + correspondent + (mh[:4] + b"\0\0" + mh[6:])[:-AUTHENTICATOR_SIZE]
     return hmac.digest(kbm, data, "sha1")[:AUTHENTICATOR_SIZE]
@@ -24,13 +25,23 @@ def authenticator(kbm: Any, care_of: Any, correspondent: Any, mh: Any) -> bytes:
     >>> authenticator(kbm, "2001:db8:2::200", "2001:db8:3::300", mh).hex()
     'a3168e73d2a06c8d4fb43c8f'
     """
+    return authenticator_with(mac96, kbm, care_of, correspondent, mh)
+
+
+def authenticator_with(
+    mac: Callable[[bytes | bytearray, bytes, bytes, bytes], bytes], kbm: Any, care_of: Any, correspondent: Any, mh: Any
+) -> bytes:
+    """``authenticator`` with a backend's ``mac``: the arguments checked, a key copy wiped."""
     key = check_kbm(kbm)
-    co = address_bytes(care_of, "care_of")
-    cn = address_bytes(correspondent, "correspondent")
-    return mac96(key, co, cn, check_mh_for_mac(mh))
+    try:
+        co = address_bytes(care_of, "care_of")
+        cn = address_bytes(correspondent, "correspondent")
+        return mac(key, co, cn, check_mh_for_mac(mh))
+    finally:
+        release_key(key)
 
 
-def keygen_token(kcn: bytes, address: bytes, nonce: bytes, which: int) -> bytes:
+def keygen_token(kcn: bytes | bytearray, address: bytes, nonce: bytes, which: int) -> bytes:
     """First(64, HMAC_SHA1(Kcn, address | nonce | 0 (home) or 1 (care-of)))."""
     return hmac.digest(kcn, address + nonce + bytes((which,)), "sha1")[:8]
 
@@ -57,10 +68,13 @@ def derive_kbm(
     '06fe1294dedbb6b085227e37ea4f9a198700c9f4'
     """
     key, hn, cn = check_kcn(kcn, home_nonce, care_of_nonce)
-    hoa = address_bytes(home, "home")
-    coa = address_bytes(care_of, "care_of")
-    hkt = keygen_token(key, hoa, hn, 0)
-    ckt = None if deregistration else keygen_token(key, coa, cn, 1)
+    try:
+        hoa = address_bytes(home, "home")
+        coa = address_bytes(care_of, "care_of")
+        hkt = keygen_token(key, hoa, hn, 0)
+        ckt = None if deregistration else keygen_token(key, coa, cn, 1)
+    finally:
+        release_key(key)
     return kbm_from_tokens(hkt, ckt)
 
 

@@ -1,7 +1,8 @@
 """The correspondent node's Binding Update verifier, in plain Python (the oracle).
 
-The order of the checks is SPEC_DIGEST §5 with API.md's rule that authentication comes before
-any answer. ``Verifier.verify`` documents it step by step; csrc/verify.c follows the same steps.
+The order of the checks is RFC 6275 §9.2 and §9.5.1 with the rule that authentication comes
+before any answer (RFC 6275 §9.5.1: an unauthenticated BU is silently discarded; docs/spec-notes.md).
+``Verifier.verify`` documents it step by step; csrc/verify.c follows the same steps.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from .. import _stateformat as fmt
 from .._keys import KIND_KBM, KeyTable, Peer
-from .._lifecycle import DEFAULT_SYNC_MS, Durability, check_sync, track
+from .._lifecycle import DEFAULT_SYNC_MS, VERIFIER_ARGUMENTS, Durability, check_sync, track
 from .._types import (
     BA_STATUS,
     DEFAULT_REKEY_LIMIT,
@@ -38,6 +39,7 @@ from .._util import (
     is_routable_unicast,
     is_unicast,
     near_limit_threshold,
+    wipe,
 )
 from . import wire
 from .build import build_binding_ack
@@ -47,23 +49,44 @@ from .statefile import SequenceState
 _addr = ipaddress.IPv6Address
 
 
-def peer_kbm(peer: Peer, home: bytes, care_of: bytes, deregistration: bool) -> bytes:
-    """The Kbm a peer's Binding Update is authenticated with (draft: configured; RFC 4449: derived)."""
+def peer_kbm(peer: Peer, home: bytes, care_of: bytes, deregistration: bool) -> bytearray | None:
+    """A private copy of the Kbm a peer's Binding Update is authenticated with (draft:
+    configured; RFC 4449: derived), for the caller to wipe; None if the table removed or
+    rekeyed the peer meanwhile (its key was being overwritten)."""
+    key = bytearray(peer.key)  # one copy, atomic under the GIL: before a wipe or after it
+    if peer.wiped:
+        wipe(key)
+        return None
     if peer.kind == KIND_KBM:
-        return bytes(peer.key)
-    key = bytes(peer.key)
-    hkt = keygen_token(key, home, peer.home_nonce, 0)
-    ckt = None if deregistration else keygen_token(key, care_of, peer.care_of_nonce, 1)
-    return kbm_from_tokens(hkt, ckt)
+        return key
+    try:
+        hkt = keygen_token(key, home, peer.home_nonce, 0)
+        ckt = None if deregistration else keygen_token(key, care_of, peer.care_of_nonce, 1)
+    finally:
+        wipe(key)
+    return bytearray(kbm_from_tokens(hkt, ckt))
+
+
+def current_kbm(keys: KeyTable, home: bytes, care_of: bytes, deregistration: bool) -> tuple[Peer, bytearray] | None:
+    """The peer configured for ``home`` and a copy of its Kbm (:func:`peer_kbm`), or None."""
+    while True:
+        peer = keys.peer(home)
+        if peer is None:
+            return None
+        kbm = peer_kbm(peer, home, care_of, deregistration)
+        if kbm is not None:
+            return peer, kbm
+
+
+def peer_fingerprint(salt: bytes, peer: Peer) -> int:
+    """The fingerprint of a peer's whole key identity under a state file's salt."""
+    return fmt.fingerprint(salt, peer.home, peer.kind, peer.key, peer.home_nonce, peer.care_of_nonce)
 
 
 class Verifier:
     """Authorizes Binding Updates from preconfigured peers and tracks their sequence numbers.
 
-    ``state`` is the path of the persistent sequence table (created if missing); ``None`` keeps
-    it in memory. ``rekey_limit`` is the cumulative sequence advance allowed under one key
-    (at most 32768: beyond that an old captured Binding Update would look newer again).
-    ``max_lifetime`` (seconds) caps the lifetime granted in Binding Acknowledgements.
+    The pure-Python oracle: the same answers as ``kbmfast.Verifier``, one call at a time.
     """
 
     def __init__(
@@ -84,16 +107,40 @@ class Verifier:
         self._closed = False
         self._forked = False
         self._state = SequenceState(state)
-        for peer in keys.peers():
-            self._state.ensure(peer.home)
+        self._fps: dict[bytes, tuple[Peer, int]] = {}
+        try:
+            for peer in keys.peers():
+                self._install(peer)
+        except BaseException:
+            self._state.close()
+            raise
         keys.subscribe(self._on_key_change)
         self._durability = None if state is None else Durability(policy, self.flush)
         track(self)
 
+    def _install(self, peer: Peer) -> None:
+        """Give a peer its slot and its key's fingerprint; refuse a used-up or earlier key."""
+        self._state.ensure(peer.home)
+        fp = peer_fingerprint(self._state.salt, peer)
+        status = self._state.key_status(peer.home, fp, self.rekey_limit)
+        if status != fmt.KEY_OK:
+            raise ValueError(fmt.key_refusal(peer.home, status, self.rekey_limit))
+        self._fps[peer.home] = (peer, fp)
+
+    def _fingerprint(self, peer: Peer) -> int:
+        known = self._fps.get(peer.home)
+        if known is not None and known[0] is peer:
+            return known[1]
+        return peer_fingerprint(self._state.salt, peer)  # a table change another listener refused
+
     def _on_key_change(self, home: bytes, peer: Peer | None) -> None:
-        if peer is not None:
-            with self._lock:
-                self._state.ensure(home)
+        with self._lock:
+            if self._closed or self._forked:
+                return
+            if peer is not None:
+                self._install(peer)
+            else:
+                self._fps.pop(home, None)
 
     # -- verification --------------------------------------------------------------------------
 
@@ -166,29 +213,38 @@ class Verifier:
         if home_registration and any(isinstance(o, NonceIndices) for o in msg.options):
             return Result(Verdict.MALFORMED)
         # 6-7: key selection and the authenticator (Nonce Indices ignored, RFC 4449 §3).
-        peer = self.keys.peer(home)
-        if peer is None:
-            return Result(Verdict.NOT_CONFIGURED, **base)
         dereg = msg.lifetime == 0
-        kbm = peer_kbm(peer, home, care_of, dereg)
-        expected = mac96(kbm, home if dereg else care_of, cn, p[mh:])
+        found = current_kbm(self.keys, home, care_of, dereg)
+        if found is None:
+            return Result(Verdict.NOT_CONFIGURED, **base)
+        peer, kbm = found
+        try:
+            expected = mac96(kbm, home if dereg else care_of, cn, p[mh:])
+        finally:
+            wipe(kbm)
         if not hmac.compare_digest(expected, bad.authenticator):
             return Result(Verdict.BAD_AUTHENTICATOR, **base)
         # Authenticated from here on: every rejection is answered.
         if home_registration:
             return Result(Verdict.HOME_REGISTRATION, ba_status=131, **base)
-        has_seq, last, advance, epoch = fmt.unpack_word(self._state.get(home))
-        if epoch != peer.epoch:
-            advance = 0  # a new key: its sequence space is unused
+        has_seq, last, advance, current = fmt.unpack_word(self._state.get(home))
         seq = msg.sequence
         if has_seq and not 1 <= (seq - last) % 65536 <= 32767:
             return Result(Verdict.SEQUENCE_OUT_OF_WINDOW, ba_status=135, last_sequence=last, **base)
         if not dereg and home == care_of:
             return Result(Verdict.INVALID_CARE_OF, ba_status=174, **base)
+        fp = self._fingerprint(peer)
+        if current not in (0, fp):
+            # The slot counts for another key (another process installed this one, or still
+            # uses an older one): an earlier key is refused; otherwise the slot's key goes
+            # into the history before the word names this one, and the advance starts over.
+            if not self._state.retire(home, current, fp):
+                return Result(Verdict.KEY_EXHAUSTED, ba_status=129, **base)
+            advance = 0
         step = (seq - last) % 65536 if has_seq else 0
         if advance + step > self.rekey_limit:
             return Result(Verdict.KEY_EXHAUSTED, ba_status=129, **base)
-        self._state.put(home, fmt.pack_word(True, seq, advance + step, peer.epoch))
+        self._state.put(home, fmt.pack_word(True, seq, advance + step, fp))
         return Result(Verdict.ACCEPTED, ba_status=0 if base["ack"] else None, **base)
 
     def verify_batch(self, packets: Iterable[Any], results: bool = False) -> Any:
@@ -236,7 +292,10 @@ class Verifier:
             return [
                 _addr(peer.home)
                 for peer in self.keys.peers()
-                if fmt.advance_under(self._state.get(peer.home), peer.epoch) >= limit
+                if fmt.advance_under(
+                    self._state.get(peer.home), self._state.history(peer.home), self._fingerprint(peer), self.rekey_limit
+                )
+                >= limit
             ]
 
     def flush(self) -> None:
@@ -263,6 +322,9 @@ class Verifier:
         return f"<reference Verifier: {len(self.keys)} peers, state={self._state.path!r}>"
 
 
+Verifier.__doc__ = f"{Verifier.__doc__}{VERIFIER_ARGUMENTS}"
+
+
 def acknowledge(keys: KeyTable, max_lifetime: int | None, result: Result, build: Any) -> bytes | None:
     """Build the BA for a Result (shared by both backends: it is not on the hot path)."""
     if not isinstance(result, Result):
@@ -274,24 +336,27 @@ def acknowledge(keys: KeyTable, max_lifetime: int | None, result: Result, build:
         raise ValueError("result: not a Result that calls for a Binding Acknowledgement")
     assert result.correspondent is not None and result.source is not None and result.lifetime is not None
     home = result.home.packed
-    peer = keys.peer(home)
-    if peer is None:
-        raise KeyError(f"home {result.home} is no longer configured: cannot sign its acknowledgement")
     dereg = result.lifetime == 0
+    found = current_kbm(keys, home, result.care_of.packed, dereg)
+    if found is None:
+        raise KeyError(f"home {result.home} is no longer configured: cannot sign its acknowledgement")
+    kbm = found[1]
     care_of = home if dereg else result.care_of.packed
-    kbm = peer_kbm(peer, home, result.care_of.packed, dereg)
     lifetime = 0
     if status < 128:
         lifetime = result.lifetime if max_lifetime is None else min(result.lifetime, max_lifetime)
     sequence = result.last_sequence if status == 135 else result.sequence
-    packet: bytes = build(
-        kbm,
-        home=home,
-        care_of=care_of,
-        correspondent=result.correspondent,
-        sequence=sequence,
-        status=status,
-        lifetime=lifetime,
-        destination=result.source,
-    )
+    try:
+        packet: bytes = build(
+            kbm,
+            home=home,
+            care_of=care_of,
+            correspondent=result.correspondent,
+            sequence=sequence,
+            status=status,
+            lifetime=lifetime,
+            destination=result.source,
+        )
+    finally:
+        wipe(kbm)
     return packet

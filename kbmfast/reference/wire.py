@@ -312,7 +312,7 @@ def ipv6_header(next_header: int, payload_length: int, source: bytes, destinatio
 
 
 def home_address_header(home: bytes) -> bytes:
-    """Destination Options header: PadN(4) then the HAO at 8n+6 (SPEC_DIGEST §2.2)."""
+    """Destination Options header: PadN(4) then the HAO at 8n+6 (RFC 6275 §6.3: alignment 8n+6)."""
     return bytes((IPPROTO_MH, 2)) + padding(4) + bytes((OPT_HOME_ADDRESS, 16)) + home
 
 
@@ -344,7 +344,7 @@ def binding_ack_mh(status: int, sequence: int, lifetime_units: int) -> bytearray
 
 
 def _finish_with_bad(body: bytearray) -> bytearray:
-    # BAD is last with no trailing padding, so it must start at 8n+2 (SPEC_DIGEST §2.9).
+    # BAD is last with no trailing padding, so it must start at 8n+2 (RFC 6275 §6.2.7).
     body += pad_to(len(body), 8, 2) + bytes((MOPT_BAD, 12)) + bytes(12)
     body[1] = len(body) // 8 - 1
     return body

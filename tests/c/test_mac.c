@@ -1,8 +1,10 @@
-/* Checks csrc/mac.c and the SHA-1 kernels against OpenSSL, RFC 2202 and the spec's known answer.
+/* Checks csrc/mac.c and the SHA-1 kernels against OpenSSL, RFC 2202 and the spec's known answer,
+   and that kbm_parse_mh never reads again what kbm_scan bounded.
      test_mac [seed]   run the checks (exit status 1 on any failure)
      test_mac bench    micro-benchmark */
 #define _POSIX_C_SOURCE 200809L
 
+#include "kbm.h"
 #include "mac.h"
 
 #include <stdio.h>
@@ -367,6 +369,33 @@ static double now(void)
 #define NKEYS 10000
 #define NMSG 1024
 
+/* kbm_parse_mh takes the MH Type and length that kbm_scan bounded from its layout, never from
+   the buffer again: bytes changed between the two calls (another thread writing the caller's
+   buffer) cannot turn an 8-byte Mobility Header into a Binding Update, whose fixed fields would
+   then be read past the packet (issue 9, item 7). */
+static void test_parse_mh_single_fetch(void)
+{
+    uint8_t p[48] = {0x60, 0, 0, 0, 0, 8, 135, 64, 0x20, 0x01, 0x0d, 0xb8};
+    p[23] = 1;
+    memcpy(p + 24, p + 8, 16);
+    p[39] = 2;
+    p[40] = 59; /* MH: Payload Proto 59, Header Len 0 (8 bytes), type 5 */
+    p[42] = 5;
+    kbm_layout l;
+    uint32_t where = 0;
+    check(kbm_scan(p, sizeof p, &l, &where) == 0 && l.mh == 40 && l.mh_type == 5, "scan", where, 0);
+    p[41] = 1; /* now claims 16 bytes: enough for a Binding Update, were it read again */
+    int rc = kbm_parse_mh(p, sizeof p, &l, NULL, 0, NULL, &where);
+    check(rc == KBM_E_HEADER_LEN && where == 41, "parse_mh uses the scanned length", (unsigned long)rc,
+          where);
+    p[41] = 0;
+    p[42] = 0; /* a Binding Refresh Request (no fixed fields) when scanned */
+    check(kbm_scan(p, sizeof p, &l, &where) == 0 && l.mh_type == 0, "scan BRR", where, 0);
+    p[42] = 5; /* then a Binding Update */
+    rc = kbm_parse_mh(p, sizeof p, &l, NULL, 0, NULL, &where);
+    check(rc == 0 && l.mh_type == 0, "parse_mh uses the scanned type", (unsigned long)rc, l.mh_type);
+}
+
 static int bench(void)
 {
     static uint8_t blocks[2][64 * 16];
@@ -480,6 +509,7 @@ int main(int argc, char **argv)
     printf("seed %#llx, CPU kernel: %s\n", (unsigned long long)rng_state, kbm_sha1_kernel());
 
     test_dispatch();
+    test_parse_mh_single_fetch();
     for (int pass = 0; pass < 2; pass++) {
         kbm_sha1_force_portable(pass);
         printf("kernel %s\n", kbm_sha1_kernel());

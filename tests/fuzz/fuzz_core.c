@@ -31,7 +31,8 @@ static void setup(void)
     };
     memcpy(specs[0].home, home1, 16);
     memcpy(specs[1].home, home2, 16);
-    if (kbm_verifier_set_peers(verifier, specs, 2) != 0)
+    size_t failed;
+    if (kbm_verifier_set_peers(verifier, specs, 2, &failed) != 0)
         abort();
 }
 
