@@ -26,6 +26,14 @@ enum kbm_status {
     KBM_EOFFSET = -7,    /* offsets decrease or run past the buffer */
     KBM_EEXHAUSTED = -8, /* a peer's key is used up (its advance reached rekey_limit) */
     KBM_EEARLIER = -9,   /* a peer's key is one the state file has seen it replace */
+    /* The state file's open rules and its in-use checks (docs/state-format.md "Opening"): */
+    KBM_ESYMLINK = -10,  /* the state path is a symbolic link (never followed) */
+    KBM_ENOTREG = -11,   /* the state file is not a regular file */
+    KBM_EOWNER = -12,    /* the state file is not owned by the effective user */
+    KBM_EMODE = -13,     /* the state file is writable by group or others */
+    KBM_EBUSY = -14,     /* the state file is being rewritten (kbmfast state compact) */
+    KBM_ECHANGED = -15,  /* the state file was truncated, removed or replaced while in use;
+                            every later call on this verifier fails the same way */
 };
 
 /* ---- Verdicts (the same numbers as kbmfast.Verdict) ---- */
@@ -156,7 +164,8 @@ int kbm_verifier_last_sequence(kbm_verifier *v, const uint8_t home[16], uint16_t
 /* The state slot word of home (docs/state-format.md): 1 and *word if it has a slot, else 0. */
 int kbm_verifier_slot_word(kbm_verifier *v, const uint8_t home[16], uint64_t *word);
 /* The sequence advance counted for home's current key (docs/state-format.md): 1 and *advance
-   when home is configured, 0 when not; an earlier key counts as rekey_limit. */
+   when home is configured, 0 when not; an earlier key counts as rekey_limit. <0 (KBM_ECHANGED)
+   when the state file changed while in use. */
 int kbm_verifier_key_advance(kbm_verifier *v, const uint8_t home[16], uint32_t *advance);
 /* msync + fsync of the state file (no-op in memory). */
 int kbm_verifier_flush(kbm_verifier *v);

@@ -55,8 +55,15 @@ _ORPHANS: list[Any] = []  # C verifiers inherited through fork(): left alone
 _MAX_OPTIONS = 2048
 
 
-def _raise(rc: int, what: str) -> None:
-    """Map a negative kbm_status to its exception (the one place this is done)."""
+def _raise(rc: int, what: str, path: str | None = None) -> None:
+    """Map a negative kbm_status to its exception (the one place this is done); ``path`` is the
+    state file, for the words of the file's own problems (_stateformat's, as in the reference)."""
+    if rc in (lib.KBM_ESYMLINK, lib.KBM_ENOTREG, lib.KBM_EOWNER, lib.KBM_EMODE):
+        raise fmt.unsafe_error(path or "")
+    if rc == lib.KBM_EBUSY:
+        raise StateFileError(f"state file {path} {fmt.BEING_REWRITTEN}")
+    if rc == lib.KBM_ECHANGED:
+        raise fmt.changed_error(path or "")
     if rc == lib.KBM_ENOMEM:
         raise MemoryError(what)
     if rc == lib.KBM_EIO:
@@ -188,7 +195,7 @@ class Verifier:
         status = ffi.new("int *")
         ptr = lib.kbm_verifier_new(ffi.NULL if self._path is None else os.fsencode(self._path), rekey_limit, status)
         if ptr == ffi.NULL:
-            _raise(status[0], f"state file {self._path}")
+            _raise(status[0], f"state file {self._path}", self._path)
         self._v: Any = ffi.gc(ptr, lib.kbm_verifier_free)
         self._set_peers(keys.peers())
         keys.subscribe(self._on_key_change)
@@ -241,7 +248,7 @@ class Verifier:
             status = fmt.KEY_EXHAUSTED if rc == lib.KBM_EEXHAUSTED else fmt.KEY_EARLIER
             raise ValueError(fmt.key_refusal(peers[failed[0]].home, status, self.rekey_limit))
         if rc:
-            _raise(rc, f"state file {self._path}" if self._path else "adding peers")
+            _raise(rc, f"state file {self._path}" if self._path else "adding peers", self._path)
 
     def _on_key_change(self, home: bytes, peer: Peer | None) -> None:
         if self._v is None:
@@ -251,7 +258,7 @@ class Verifier:
         else:
             rc = lib.kbm_verifier_remove_peer(self._v, home)
             if rc:
-                _raise(rc, f"removing peer {_addr(home)}")
+                _raise(rc, f"removing peer {_addr(home)}", self._path)
 
     # -- verification --------------------------------------------------------------------------
 
@@ -267,7 +274,7 @@ class Verifier:
         rc = _kbm_verify(v, buf, length, offsets, n, _from_buffer("uint8_t[]", verdicts, True), details, scratch[6])
         _SCRATCH.append(scratch)
         if rc:
-            _raise(rc, "verify")
+            _raise(rc, "verify", self._path)
         if self._durability is not None:
             self._durability.changed()
         return verdicts
@@ -286,7 +293,7 @@ class Verifier:
         n = offsets[1] = len(p)
         rc = _kbm_verify(v, p, n, c_offsets, 1, c_verdict, c_detail, c_where)
         if rc:
-            _raise(rc, "verify")
+            _raise(rc, "verify", self._path)
         if self._durability is not None:
             self._durability.changed()
         code, d = verdict[0], _unpack_detail(detail)
@@ -339,7 +346,7 @@ class Verifier:
         seq = ffi.new("uint16_t *")
         rc = lib.kbm_verifier_last_sequence(self._handle(), hoa, seq)
         if rc < 0:
-            _raise(rc, f"state file {self._path}")
+            _raise(rc, f"state file {self._path}", self._path)
         return int(seq[0]) if rc else None
 
     def keys_near_limit(self, fraction: float = 0.9) -> list[ipaddress.IPv6Address]:
@@ -349,7 +356,10 @@ class Verifier:
         advance = ffi.new("uint32_t *")
         near = []
         for peer in self.keys.peers():
-            if lib.kbm_verifier_key_advance(self._handle(), peer.home, advance) and advance[0] >= limit:
+            rc = lib.kbm_verifier_key_advance(self._handle(), peer.home, advance)
+            if rc < 0:
+                _raise(rc, f"state file {self._path}", self._path)
+            if rc and advance[0] >= limit:
                 near.append(_addr(peer.home))
         return near
 
@@ -357,7 +367,7 @@ class Verifier:
         """Push the state file to stable storage now (msync + fsync)."""
         rc = lib.kbm_verifier_flush(self._handle())
         if rc:
-            _raise(rc, f"state file {self._path}")
+            _raise(rc, f"state file {self._path}", self._path)
 
     def close(self) -> None:
         """Flush and close the state file, wipe the keys from C memory; idempotent."""
@@ -368,7 +378,7 @@ class Verifier:
             # now, or when a call another thread is still making returns.
             del v
             if rc:
-                _raise(rc, f"state file {self._path}")
+                _raise(rc, f"state file {self._path}", self._path)
 
     def __enter__(self) -> Verifier:
         return self

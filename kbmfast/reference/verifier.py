@@ -149,6 +149,7 @@ class Verifier:
         p = check_packet(packet, "packet")
         with self._lock:
             result = self._verify(p)
+            self._state.check()  # no answer from a file found changed under it
         self._changed()
         return result
 
@@ -252,6 +253,7 @@ class Verifier:
         with self._lock:
             self._open()
             out = [self._verify(p) for p in checked]
+            self._state.check()
         self._changed()
         if results:
             return out
@@ -263,6 +265,7 @@ class Verifier:
         with self._lock:
             self._open()
             out = array("B", [self._verify(bytes(buf[offs[i] : offs[i + 1]])).verdict for i in range(len(offs) - 1)])
+            self._state.check()
         self._changed()
         return out
 
