@@ -331,8 +331,3 @@ int kbm_derive(const uint8_t *kcn, size_t kcn_len, const uint8_t *home_nonce, si
     kbm_wipe(tokens, sizeof tokens);
     return KBM_OK;
 }
-
-const char *kbm_kernel(void)
-{
-    return kbm_sha1_kernel();
-}
