@@ -435,6 +435,28 @@ def plan_verify_buffer(w: Workload, batch: int) -> Plan:
     )
 
 
+def plan_verify_buffer_kernels(w: Workload, batch: int) -> list[Plan]:
+    """``plan_verify_buffer`` once per MAC kernel this CPU runs, each run switching to that
+    kernel and back: the kernels end to end, interleaved in one run."""
+    plans = []
+    forced = os.environ.get("KBMFAST_KERNEL", "").strip() or "auto"
+    for name, ok, _ in _fast.kernel_table():
+        if not ok:
+            continue
+        base = plan_verify_buffer(w, batch)
+
+        def once(name: str = name, run: Callable[[], float] = base.once) -> float:
+            lib.kbm_kernel_select(name.encode())
+            try:
+                return run()
+            finally:
+                lib.kbm_kernel_select(forced.encode())
+
+        label = f"{base.label}, {name} kernel"
+        plans.append(dataclasses.replace(base, name=f"c.verify_buffer.kernel.{name}", label=label, once=once))
+    return plans
+
+
 def plan_verify_batch(w: Workload, batch: int) -> Plan:
     """C ``verify_batch`` on lists of bytes (the convenience form: it packs each list)."""
     lists = split_list(w.packets, batch)
@@ -1135,6 +1157,7 @@ def run(config: BenchConfig | None = None, workload: Workload | None = None, *, 
     plans += [plan_reference(w, c.reference_packets), plan_oneshot(w)]
     plans += [plan_compress(c.ceiling_blocks, streams) for streams in (1, 2)]
     plans += plan_kernels(c.ceiling_blocks)
+    plans += plan_verify_buffer_kernels(w, top)
     plans += [
         plan_latency("c", w, c.latency_calls),
         plan_latency("c", w, c.latency_calls, cold=True),
@@ -1233,6 +1256,9 @@ def format_report(r: Report) -> str:
     for batch in c.batches:
         rate(r.get("c.verify_buffer", batch))
         rate(r.get("c.verify_batch", batch))
+    for m in r.measures:
+        if m.name.startswith("c.verify_buffer.kernel."):
+            rate(m)
     rate(r.get("reference.verify_batch"))
     rate(r.get("oneshot_hmac"))
     if c.big_peers:
@@ -1383,6 +1409,7 @@ __all__ = [
     "plan_compress",
     "plan_compress_parallel",
     "plan_kernels",
+    "plan_verify_buffer_kernels",
     "kernel_choice",
     "plan_latency",
     "plan_oneshot",
