@@ -19,17 +19,22 @@
 #define MB_K3 MB_SET1((int)0x8F1BBCDCu)
 #define MB_K4 MB_SET1((int)0xCA62C1D6u)
 
-/* w[t] for t < 16; past that the schedule in a 16-word ring (t is a literal) */
+/* w[t] for t < 16; past that the schedule in a 16-word ring (t is a literal). The word being
+   replaced goes first into the three-way XOR: it dies there, so AVX-512's ternary logic can
+   overwrite it without a copy. */
 #define MB_W(t)                                                                               \
     ((t) < 16 ? w[(t) & 15]                                                                   \
-              : (w[(t) & 15] = MB_ROL(MB_XOR(MB_XOR3(w[((t) + 13) & 15], w[((t) + 8) & 15],   \
-                                                     w[((t) + 2) & 15]),                      \
-                                             w[(t) & 15]),                                    \
+              : (w[(t) & 15] = MB_ROL(MB_XOR(MB_XOR3(w[(t) & 15], w[((t) + 13) & 15],         \
+                                                     w[((t) + 8) & 15]),                      \
+                                             w[((t) + 2) & 15]),                              \
                                       1)))
+/* rol(b, 30) is taken first, so b is dead once F has read it: AVX-512's ternary logic, which
+   overwrites its first operand, then needs no register copy. */
 #define MB_R(a, b, c, d, e, F, k, t)                                                          \
     do {                                                                                      \
-        e = MB_ADD(MB_ADD(e, MB_ROL(a, 5)), MB_ADD(MB_ADD(F(b, c, d), k), MB_W(t)));          \
-        b = MB_ROL(b, 30);                                                                    \
+        MB_V b30_ = MB_ROL(b, 30);                                                            \
+        e = MB_ADD(MB_ADD(e, MB_ADD(k, MB_W(t))), MB_ADD(MB_ROL(a, 5), F(b, c, d)));          \
+        b = b30_;                                                                             \
     } while (0)
 #define MB_R5(F, k, t)                                                                        \
     do {                                                                                      \
