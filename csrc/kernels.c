@@ -74,37 +74,6 @@ int kbm_kernel_supported(int id)
 
 /* ---- The batch ---- */
 
-/* The portable kernel: the padded blocks, then portable compressions only. */
-static void mac96_portable(const kbm_mac96_req *r)
-{
-    uint8_t buf[(32 + KBM_MH_MAX - 12 + 9 + 63) / 64 * 64];
-    uint32_t s[5];
-    size_t blocks = kbm_mac96_block(buf, r->co, r->cn, r->mh, r->mh_len);
-    memcpy(s, r->key->inner, sizeof s);
-    for (size_t i = 0; i < blocks; i++)
-        kbm_sha1_compress_portable(s, buf + 64 * i);
-    for (int j = 0; j < 5; j++) {
-        uint32_t x = s[j];
-        buf[4 * j] = (uint8_t)(x >> 24);
-        buf[4 * j + 1] = (uint8_t)(x >> 16);
-        buf[4 * j + 2] = (uint8_t)(x >> 8);
-        buf[4 * j + 3] = (uint8_t)x;
-    }
-    memset(buf + 20, 0, 44);
-    buf[20] = 0x80;
-    buf[62] = (uint8_t)((64 + 20) * 8 >> 8);
-    buf[63] = (uint8_t)((64 + 20) * 8);
-    memcpy(s, r->key->outer, sizeof s);
-    kbm_sha1_compress_portable(s, buf);
-    for (int j = 0; j < 3; j++) {
-        r->out[4 * j] = (uint8_t)(s[j] >> 24);
-        r->out[4 * j + 1] = (uint8_t)(s[j] >> 16);
-        r->out[4 * j + 2] = (uint8_t)(s[j] >> 8);
-        r->out[4 * j + 3] = (uint8_t)s[j];
-    }
-    kbm_wipe(s, sizeof s);
-}
-
 /* Two at a time on SHA-NI (the minimal ones built in registers). */
 static void narrow(const kbm_mac96_req *const *q, size_t n)
 {
@@ -173,7 +142,7 @@ void kbm_mac96_batch_with(int id, const kbm_mac96_req *r, size_t n)
         id = KBM_KERNEL_PORTABLE;
     if (id == KBM_KERNEL_PORTABLE) {
         for (size_t i = 0; i < n; i++)
-            mac96_portable(&r[i]);
+            kbm_mac96_portable(r[i].key, r[i].co, r[i].cn, r[i].mh, r[i].mh_len, r[i].out);
         return;
     }
     const size_t lanes = id == KBM_KERNEL_AVX512 ? 16 : id == KBM_KERNEL_AVX2 ? 8 : 0;
@@ -292,7 +261,7 @@ double kbm_kernel_calibration_ns(int id)
 
 uint32_t kbm_sha1_kernel_bench(int id, uint64_t blocks)
 {
-    static uint8_t data[MAX_LANES * 64];
+    uint8_t data[MAX_LANES * 64];
     uint32_t s[2][5] = {{1, 2, 3, 4, 5}, {6, 7, 8, 9, 10}};
     for (size_t i = 0; i < sizeof data; i++)
         data[i] = (uint8_t)(i * 13 + 5);

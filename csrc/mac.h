@@ -64,6 +64,10 @@ void kbm_mac_key_init(kbm_mac_key *k, const uint8_t *key, size_t key_len);
 #define KBM_MH_MAX 2048
 void kbm_mac96(const kbm_mac_key *k, const uint8_t care_of[16], const uint8_t correspondent[16],
                const uint8_t *mh, size_t mh_len, uint8_t out[12]);
+/* kbm_mac96 on portable C whatever the CPU (the "portable" batch kernel). */
+void kbm_mac96_portable(const kbm_mac_key *k, const uint8_t care_of[16],
+                        const uint8_t correspondent[16], const uint8_t *mh, size_t mh_len,
+                        uint8_t out[12]);
 /* The same for two independent messages at once (interleaved SHA-NI when available). */
 void kbm_mac96_x2(const kbm_mac_key *k0, const uint8_t co0[16], const uint8_t cn0[16],
                   const uint8_t *mh0, size_t len0, uint8_t out0[12],
