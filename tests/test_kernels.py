@@ -127,3 +127,30 @@ def test_unknown_kernel_in_the_cli_is_an_error_message(tmp_path: os.PathLike[str
     assert proc.returncode == 2
     assert "KBMFAST_KERNEL='bogus'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bench_reports_the_choice_and_every_kernels_ceiling() -> None:
+    """``kbmfast bench`` says which kernel runs and why, and measures every runnable kernel."""
+    from kbmfast import bench
+
+    choice = bench.kernel_choice()
+    assert choice.startswith(f"{kbmfast.kernel} (")
+    for name in RUNNABLE:
+        assert f"{name} " in choice
+    plans = bench.plan_kernels(6400)
+    assert [p.name for p in plans] == [f"compress.kernel.{k}" for k in RUNNABLE if k != "sha-ni"]
+    assert all(p.unit == "compressions" and p.once() > 0 for p in plans)
+
+
+def test_bench_runs_verify_buffer_on_each_kernel_and_restores_the_choice() -> None:
+    """The per-kernel verify_buffer plans check every verdict and leave the kernel as it was."""
+    from kbmfast import bench
+    from kbmfast._native_edge import ffi, lib
+
+    before = ffi.string(lib.kbm_kernel()).decode()
+    w = bench.make_workload(100, 2)
+    plans = bench.plan_verify_buffer_kernels(w, 64)
+    assert [p.name for p in plans] == [f"c.verify_buffer.kernel.{k}" for k in RUNNABLE]
+    for p in plans:
+        assert p.once() > 0
+        assert ffi.string(lib.kbm_kernel()).decode() == before
