@@ -118,3 +118,8 @@ def __getattr__(name: str) -> str:
 
         return use_kernel()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, ``kernel`` (computed on first use) included."""
+    return sorted([*globals(), "kernel"])

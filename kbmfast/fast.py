@@ -605,6 +605,11 @@ def __getattr__(name: str) -> str:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The module's names, ``kernel`` (computed on first use) included."""
+    return sorted([*globals(), "kernel"])
+
+
 __all__ = [
     "BindingUpdateList",
     "KeyTable",
