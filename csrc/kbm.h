@@ -182,6 +182,10 @@ uint32_t kbm_bench_kernel(int i, uint64_t blocks);
 /* Tests: spins until *flag becomes non-zero (1) or max_spins pass (0). Only another thread
    can set it, so a 1 proves the GIL is released around calls into the core. */
 int kbm_test_wait(const int *flag, uint64_t max_spins);
+/* Tests: from now on, treat the kernels whose bit (1 << i, kbm_kernel_info's i) is set as ones
+   this CPU cannot run, as on a CPU without them; call before the first verification (the
+   calibration runs once). Portable cannot be hidden (KBM_EINVAL). */
+int kbm_test_hide_kernels(unsigned mask);
 
 /* ---- Capture files in memory (capture.c): kbmfast verify's hot path ---- */
 

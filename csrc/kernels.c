@@ -58,6 +58,7 @@ static int kernel_ok[KBM_KERNELS];
 static double calibration_ns[KBM_KERNELS];
 static int calibrated = KBM_KERNEL_PORTABLE;
 static _Atomic int forced = -1;
+static _Atomic unsigned hidden; /* kbm_test_hide_kernels */
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT, calibrate_once = PTHREAD_ONCE_INIT;
 
 static void probe_all(void)
@@ -69,7 +70,16 @@ static void probe_all(void)
 int kbm_kernel_supported(int id)
 {
     pthread_once(&probe_once, probe_all);
-    return id >= 0 && id < KBM_KERNELS && kernel_ok[id];
+    return id >= 0 && id < KBM_KERNELS && kernel_ok[id] &&
+           !(atomic_load_explicit(&hidden, memory_order_relaxed) >> id & 1);
+}
+
+int kbm_test_hide_kernels(unsigned mask)
+{
+    if (mask & 1u << KBM_KERNEL_PORTABLE)
+        return KBM_EINVAL;
+    atomic_store_explicit(&hidden, mask, memory_order_relaxed);
+    return KBM_OK;
 }
 
 /* ---- The batch ---- */

@@ -110,15 +110,32 @@ def test_unknown_kernel_is_a_clear_error(value: str, words: str) -> None:
     assert "portable, sha-ni, avx2, avx512" in proc.stdout
 
 
+HIDE = "from kbmfast._native_edge import lib\nassert lib.kbm_test_hide_kernels({mask}) == 0\n"
+
+
 def test_unsupported_kernel_is_a_clear_error() -> None:
-    """A kernel this CPU cannot run is refused with the list of those it can (no SIGILL)."""
-    missing = [k for k in KERNELS if k not in RUNNABLE]
-    if not missing:
-        pytest.skip("this CPU runs every kernel")
-    code = "import kbmfast\ntry:\n    kbmfast.kernel\nexcept ValueError as e:\n    print(e)"
-    proc = _run(missing[0], code=code)
+    """A kernel this CPU cannot run (the wide ones hidden, as on a CPU without them) is refused
+    with the list of those it can run: no SIGILL, nothing selected."""
+    code = HIDE.format(mask=0b1100) + "import kbmfast\ntry:\n    kbmfast.kernel\nexcept ValueError as e:\n    print(e)"
+    proc = _run("avx512", code=code)
     assert proc.returncode == 0, proc.stderr
-    assert "cannot run" in proc.stdout and "portable" in proc.stdout
+    message = proc.stdout.splitlines()[-1]
+    assert "KBMFAST_KERNEL='avx512': this CPU cannot run that kernel" in message
+    runs = message.split("it runs: ")[1]
+    assert "portable" in runs and "avx" not in runs
+
+
+def test_calibration_only_picks_what_the_cpu_runs() -> None:
+    """With every kernel but portable hidden, the calibration picks portable, which answers like
+    the reference; hiding portable itself is refused."""
+    proc = _run(None, "16", code=HIDE.format(mask=0b1110) + SCRIPT)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["kernel"] == "portable"
+    assert out["c"] == out["ref"]
+    from kbmfast._native_edge import lib
+
+    assert lib.kbm_test_hide_kernels(1) == lib.KBM_EINVAL
 
 
 def test_unknown_kernel_in_the_cli_is_an_error_message(tmp_path: os.PathLike[str]) -> None:
