@@ -1106,6 +1106,7 @@ class Report:
             "config": dataclasses.asdict(self.config),
             "environment": self.environment,
             "ceiling_verifications_per_s": self.ceiling,
+            "ceiling_from": self.ceiling_source,
             "headline": self.headline,
             "verify_overhead_us": self.overhead_us,
             "measures": rows,
