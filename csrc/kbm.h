@@ -111,8 +111,15 @@ int kbm_authenticator(const uint8_t kbm[KBM_SIZE], const uint8_t care_of[16],
 int kbm_derive(const uint8_t *kcn, size_t kcn_len, const uint8_t *home_nonce, size_t hn_len,
                const uint8_t *care_of_nonce, size_t cn_len, const uint8_t home[16],
                const uint8_t care_of[16], int deregistration, uint8_t out[KBM_SIZE]);
-/* The SHA-1 kernel in use: "sha-ni" or "portable". */
+/* The MAC kernel verification uses: "portable", "sha-ni", "avx2" or "avx512"; on first use the
+   fastest one this CPU supports is picked by timing each (kernels.c), unless one was selected. */
 const char *kbm_kernel(void);
+/* Selects kernel `name` for this process; "auto" returns to the measured choice. Returns 0,
+   KBM_EINVAL for an unknown name, KBM_ENOENT when this CPU cannot run it. */
+int kbm_kernel_select(const char *name);
+/* Kernel i (0, 1, ...): its name (NULL past the last), whether this CPU supports it, and the
+   nanoseconds per minimal-Binding-Update MAC the calibration measured (0 if unsupported). */
+const char *kbm_kernel_info(int i, int *supported, double *ns);
 
 /* ---- The verifier (verify.c, peers.c, state.c) ---- */
 
@@ -178,9 +185,16 @@ int kbm_bench_oneshot(const uint8_t *buf, const uint64_t *offsets, size_t n,
                       const uint8_t *kbms, uint8_t *ok);
 /* Runs `blocks` SHA-1 compressions on 1 or 2 interleaved streams (the ceiling's measure). */
 uint32_t kbm_bench_compress(uint64_t blocks, int streams);
+/* Runs about `blocks` SHA-1 compressions with MAC kernel i (kbm_kernel_info), if supported:
+   each kernel's raw rate, the ceiling's measure. */
+uint32_t kbm_bench_kernel(int i, uint64_t blocks);
 /* Tests: spins until *flag becomes non-zero (1) or max_spins pass (0). Only another thread
    can set it, so a 1 proves the GIL is released around calls into the core. */
 int kbm_test_wait(const int *flag, uint64_t max_spins);
+/* Tests: from now on, treat the kernels whose bit (1 << i, kbm_kernel_info's i) is set as ones
+   this CPU cannot run, as on a CPU without them; call before the first verification (the
+   calibration runs once). Portable cannot be hidden (KBM_EINVAL). */
+int kbm_test_hide_kernels(unsigned mask);
 
 /* ---- Capture files in memory (capture.c): kbmfast verify's hot path ---- */
 

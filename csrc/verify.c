@@ -2,8 +2,9 @@
 
    Every step before the sequence check is a pure function of the packet and the peer, so a
    chunk is parsed, looked up (prefetching buckets, peers and slots for the whole chunk) and
-   MACed two at a time first; then the sequence stage runs strictly in packet order, which
-   gives the in-order semantics of verify_batch. The checks and their order are those of
+   MACed in one batch (kernels.c: 16 or 8 lanes at a time, or two SHA-NI streams) first; then
+   the sequence stage runs strictly in packet order, which gives the in-order semantics of
+   verify_batch. The checks and their order are those of
    kbmfast/reference/verifier.py. */
 #include "internal.h"
 
@@ -167,34 +168,19 @@ static void resolve(job *j, const kbm_verifier *v, const struct kbm_index *x)
     }
 }
 
-static void mac_one(job *a)
-{
-    const uint8_t *mh = a->p + a->l.mh;
-    if (a->minimal)
-        kbm_mac96_min(a->key, a->mac_co, a->p + 24, mh, a->mac);
-    else
-        kbm_mac96(a->key, a->mac_co, a->p + 24, mh, a->n - (size_t)a->l.mh, a->mac);
-}
-
+/* The MACs of the chunk's pending jobs in one call, so the multi-buffer kernels get full
+   lanes (up to CHUNK messages: two full 16-lane calls). */
 static void mac_pending(job *jobs, size_t m)
 {
-    size_t idx[CHUNK], k = 0;
-    for (size_t i = 0; i < m; i++)
-        if (jobs[i].verdict == PENDING)
-            idx[k++] = i;
-    size_t i = 0;
-    for (; i + 1 < k; i += 2) {
-        job *a = &jobs[idx[i]], *b = &jobs[idx[i + 1]];
-        const uint8_t *mha = a->p + a->l.mh, *mhb = b->p + b->l.mh;
-        if (a->minimal && b->minimal)
-            kbm_mac96_min_x2(a->key, a->mac_co, a->p + 24, mha, a->mac, b->key, b->mac_co,
-                             b->p + 24, mhb, b->mac);
-        else
-            kbm_mac96_x2(a->key, a->mac_co, a->p + 24, mha, a->n - (size_t)a->l.mh, a->mac,
-                         b->key, b->mac_co, b->p + 24, mhb, b->n - (size_t)b->l.mh, b->mac);
+    kbm_mac96_req r[CHUNK];
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++) {
+        job *a = &jobs[i];
+        if (a->verdict == PENDING)
+            r[k++] = (kbm_mac96_req){a->key, a->mac_co, a->p + 24, a->p + a->l.mh,
+                                     a->n - (size_t)a->l.mh, a->mac};
     }
-    if (i < k)
-        mac_one(&jobs[idx[i]]);
+    kbm_mac96_batch(r, k);
 }
 
 /* Authentication, then the answers only an authenticated Binding Update may get. */
@@ -339,9 +325,4 @@ int kbm_derive(const uint8_t *kcn, size_t kcn_len, const uint8_t *home_nonce, si
     kbm_wipe(&k, sizeof k);
     kbm_wipe(tokens, sizeof tokens);
     return KBM_OK;
-}
-
-const char *kbm_kernel(void)
-{
-    return kbm_sha1_kernel();
 }

@@ -185,6 +185,7 @@ class Verifier:
         sync: str | int = DEFAULT_SYNC_MS,
     ) -> None:
         check_verifier_args(keys, rekey_limit, max_lifetime)
+        use_kernel()
         policy = check_sync(sync)
         self.keys = keys
         self.rekey_limit = rekey_limit
@@ -570,8 +571,54 @@ _FAST_RESULT = _fast_result_ok()
 
 BindingUpdateList = binding_update_list_class(build_binding_update, mac96, "kbmfast")
 
-#: The SHA-1 kernel the C core dispatched to on this CPU ("sha-ni" or "portable").
-kernel: str = ffi.string(lib.kbm_kernel()).decode()
+_kernel_name: str | None = None
+
+
+def kernel_table() -> list[tuple[str, bool, float]]:
+    """Every MAC kernel the C core has: (name, this CPU runs it, ns per MAC the calibration measured)."""
+    supported, ns = ffi.new("int *"), ffi.new("double *")
+    table = []
+    i = 0
+    while (name := lib.kbm_kernel_info(i, supported, ns)) != ffi.NULL:
+        table.append((ffi.string(name).decode(), bool(supported[0]), float(ns[0])))
+        i += 1
+    return table
+
+
+def use_kernel() -> str:
+    """The MAC kernel verification uses, after applying ``KBMFAST_KERNEL`` (once per process).
+
+    Unset, empty or ``auto``: the fastest kernel this CPU supports, measured on first use.
+    Raises ValueError, and selects nothing, for a name the core does not know or this CPU
+    cannot run.
+    """
+    global _kernel_name
+    if _kernel_name is None:
+        wanted = os.environ.get("KBMFAST_KERNEL", "").strip()
+        if wanted:
+            rc = lib.kbm_kernel_select(os.fsencode(wanted))
+            if rc:
+                table = kernel_table()
+                if rc == lib.KBM_ENOENT:
+                    runs = ", ".join(name for name, ok, _ in table if ok)
+                    raise ValueError(f"KBMFAST_KERNEL={wanted!r}: this CPU cannot run that kernel (it runs: {runs})")
+                known = ", ".join(name for name, _, _ in table)
+                raise ValueError(f"KBMFAST_KERNEL={wanted!r}: no such kernel (kernels: {known}, or auto)")
+        _kernel_name = ffi.string(lib.kbm_kernel()).decode()
+    return _kernel_name
+
+
+def __getattr__(name: str) -> str:
+    """``kernel``: the MAC kernel in use ("portable", "sha-ni", "avx2", "avx512"), see use_kernel."""
+    if name == "kernel":
+        return use_kernel()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, ``kernel`` (computed on first use) included."""
+    return sorted([*globals(), "kernel"])
+
 
 __all__ = [
     "BindingUpdateList",
@@ -581,7 +628,8 @@ __all__ = [
     "build_binding_ack",
     "build_binding_update",
     "derive_kbm",
-    "kernel",
+    "kernel_table",
     "parse_packet",
     "sequence_newer",
+    "use_kernel",
 ]

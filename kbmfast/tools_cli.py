@@ -624,7 +624,15 @@ def load_key_file(path: str, status: int = 2) -> Any:
 
 
 def _open_verifier(backend: Any, keys: Any, state: str | None) -> Any:
-    """The Verifier, or CliError (status 2) for a state file that cannot be used."""
+    """The Verifier, or CliError (status 2) for a state file that cannot be used or a bad
+    KBMFAST_KERNEL."""
+    if backend.backend == "c":
+        from .fast import use_kernel
+
+        try:
+            use_kernel()
+        except ValueError as e:
+            raise CliError(str(e)) from None
     try:
         return backend.Verifier(keys, state=state)
     except OSError as e:
