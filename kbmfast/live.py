@@ -161,7 +161,7 @@ class LiveCapture:
         batch came; False when it could not be sent."""
         if not 0 <= index < self.batch_size:
             raise IndexError(index)
-        return lib.kbm_live_send(self._handle(), self._meta + index, packet, len(packet), self._stats) == 0
+        return bool(lib.kbm_live_send(self._handle(), self._meta + index, packet, len(packet), self._stats) == 0)
 
     def stats(self) -> dict[str, int]:
         """Counters: frames, other (not mobility packets), packets, batches, sent,
