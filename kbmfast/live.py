@@ -166,7 +166,8 @@ class LiveCapture:
     def stats(self) -> dict[str, int]:
         """Counters: frames, other (not mobility packets), packets, batches, sent,
         send_errors, and libpcap's received, dropped and interface-dropped."""
-        lib.kbm_live_pcap_stats(self._handle(), self._stats)
+        if self._h is not None:  # closed: the counters as they were at close
+            lib.kbm_live_pcap_stats(self._h, self._stats)
         s = self._stats
         return {
             "frames": int(s.frames),
@@ -188,8 +189,10 @@ class LiveCapture:
 
     def close(self) -> None:
         """Close the capture; idempotent."""
-        h, self._h = self._h, None
+        h = self._h
         if h is not None:
+            lib.kbm_live_pcap_stats(h, self._stats)
+            self._h = None
             ffi.release(h)
 
     def __enter__(self) -> LiveCapture:
