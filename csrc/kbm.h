@@ -309,10 +309,11 @@ enum kbm_live_status {
 
 typedef struct kbm_live kbm_live;
 
-/* Per captured mobility packet: its time, and the link-layer header before its IPv6 header
+/* Per captured mobility packet: its time and frame number, and the link-layer header before its IPv6 header
    (Ethernet: destination, source, VLAN tags, EtherType), for the answer. */
 typedef struct {
     int64_t time_us;
+    uint64_t frame;     /* the frame's number among those the filter passed (from 1) */
     uint8_t link_len;
     uint8_t link[KBM_LIVE_LINK_MAX];
 } kbm_live_meta;

@@ -170,6 +170,7 @@ static void on_frame(u_char *user, const struct pcap_pkthdr *h, const u_char *by
     c->offsets[c->n + 1] = at + (uint64_t)len;
     kbm_live_meta *m = &c->meta[c->n];
     m->time_us = (int64_t)h->ts.tv_sec * 1000000 + (int64_t)h->ts.tv_usec;
+    m->frame = c->st->frames;
     m->link_len = (uint8_t)ip;
     memcpy(m->link, bytes, (size_t)ip);
     c->n++;

@@ -51,7 +51,8 @@ _KINDS = {
 class Batch:
     """One batch: ``n`` packets, packet i is ``data[offsets[i]:offsets[i+1]]`` (from the IPv6
     header), ``verdicts[i]`` its verdict code (when verified), ``details`` the raw kbm_detail
-    records (16 bytes each) and ``times_us[i]`` its capture time (us since the epoch)."""
+    records (16 bytes each), ``times_us[i]`` its capture time (us since the epoch) and
+    ``frames[i]`` its frame number (counted from 1 among the frames the filter passed)."""
 
     n: int
     data: memoryview
@@ -59,6 +60,7 @@ class Batch:
     verdicts: bytearray
     details: bytearray
     times_us: list[int]
+    frames: list[int]
 
     def packet(self, i: int) -> bytes:
         """Packet i's bytes."""
@@ -154,6 +156,7 @@ class LiveCapture:
             self._verdicts,
             self._details,
             [int(self._meta[i].time_us) for i in range(n)],
+            [int(self._meta[i].frame) for i in range(n)],
         )
 
     def send(self, index: int, packet: bytes) -> bool:

@@ -398,6 +398,43 @@ def test_metrics(net: Net, tmp_path: Path, mn: MobileNode) -> None:
         assert s.stop() == 0, "\n".join(s.lines)
 
 
+@root
+def test_verify_live_prints_and_sends_nothing(net: Net, tmp_path: Path, mn: MobileNode) -> None:
+    keys = key_file(tmp_path / "k.keys")
+    cmd = ["ip", "netns", "exec", net.cn, *python_cmd(), "verify", "-i", net.cn_if, "--keys", str(keys), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_env())
+    try:
+        assert proc.stdout is not None
+        packets = [
+            kbmfast.build_binding_update(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=4, lifetime=8),
+            custom_bu(bytes(20), home=HOME, care_of=COA, correspondent=CN, sequence=5),
+        ]
+        assert proc.stderr is not None
+        while "capturing on" not in (line := proc.stderr.readline()):
+            assert line, "verify -i ended early"
+        for p in packets:
+            mn.send(p)
+        lines = []
+        while len(lines) < 2:
+            line = proc.stdout.readline()
+            assert line
+            if line.startswith("{"):  # (an editable install's rebuild may print first)
+                lines.append(json.loads(line))
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert [(d["type"], d["home"], d["sequence"], d["verdict"], d["ba_status"]) for d in lines] == [
+        ("BU", HOME, 4, "ACCEPTED", 0),
+        ("BU", HOME, 5, "BAD_AUTHENTICATOR", None),
+    ]
+    summary = [json.loads(x) for x in rest.splitlines() if x.startswith('{"summary"')]
+    assert summary and summary[0]["summary"]["verdicts"]["BAD_AUTHENTICATOR"] == 1
+    assert mn.acks == []  # verify -i never answers
+
+
 # ---- bad input -------------------------------------------------------------------------------
 
 
