@@ -23,9 +23,9 @@ from ._types import KbmError
 DEFAULT_FILTER = "ip6 and (ip6[6] == 60 or ip6[6] == 135)"
 #: Batch size and deadline by default (docs/serve.md gives the measurement behind them).
 DEFAULT_BATCH = 256
-DEFAULT_MAX_DELAY_US = 200
-DEFAULT_SNAPLEN = 4096
-DEFAULT_BUFFER = 4 << 20
+DEFAULT_MAX_DELAY_US = 0
+DEFAULT_SNAPLEN = 2560
+DEFAULT_BUFFER = 32 << 20
 
 _DETAIL_SIZE = 16
 

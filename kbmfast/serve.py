@@ -300,9 +300,10 @@ class Server:
             accepted = self.stats.verdicts.get(0, 0)
             sent = sum(self.stats.ba_sent.values())
             limited = self.stats.ba_limited
+            batches = self.stats.batches
         cap = self.pcap_totals()
         return (
-            f"{packets} packets ({accepted} accepted), {sent} BAs sent ({limited} rate-limited), "
+            f"{packets} packets ({accepted} accepted) in {batches} batches, {sent} BAs sent ({limited} rate-limited), "
             f"{len(self.cache)} bindings, {cap.get('pcap_dropped', 0)} dropped by libpcap"
         )
 
