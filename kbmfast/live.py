@@ -86,6 +86,10 @@ class LiveCapture:
             raise ValueError(f"batch: must be 1..65536, not {batch}")
         if not 0 <= max_delay_us <= 10_000_000:
             raise ValueError(f"max_delay_us: must be 0..10000000, not {max_delay_us}")
+        if not 128 <= snaplen <= 262144:
+            raise ValueError(f"snaplen: must be 128..262144, not {snaplen}")
+        if not 0 <= buffer_size < 1 << 31:
+            raise ValueError(f"buffer_size: must be 0..2**31-1 bytes, not {buffer_size}")
         self.interface = interface
         self.filter = DEFAULT_FILTER if filter is None else filter
         self.batch_size = batch

@@ -100,7 +100,7 @@ def add_serve(sub: Subparsers[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--buffer-size",
-        type=_int_range(0, 1 << 31 - 1),
+        type=_int_range(0, (1 << 31) - 1),
         default=DEFAULT_BUFFER,
         metavar="BYTES",
         help=f"libpcap's ring buffer per interface (default {DEFAULT_BUFFER})",

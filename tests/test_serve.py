@@ -280,6 +280,8 @@ def test_workers_accept_each_sequence_once(net: Net, tmp_path: Path, mn: MobileN
         assert accepted and max(accepted.values()) == 1
         snaps = [s.snapshot(w) for w in (0, 1)]
         assert sum(sum(sn["packets"].values()) for sn in snaps) == 40 * 16
+        assert all(sum(sn["packets"].values()) > 0 for sn in snaps)  # the fanout fed both (16 flows)
+        assert snaps[0]["pid"] != snaps[1]["pid"]
     finally:
         assert s.stop() == 0, "\n".join(s.lines)
 
