@@ -247,6 +247,39 @@ def test_sighup_rekey_mid_stream(net: Net, tmp_path: Path, mn: MobileNode) -> No
         assert s.stop() == 0, "\n".join(s.lines)
 
 
+@root
+def test_address_restricts_and_sigterm_finishes(net: Net, tmp_path: Path, mn: MobileNode) -> None:
+    s = Serve(net, tmp_path, "--address", CN)
+    other = "2001:db8:3::999"  # another correspondent address: not served
+    mn.send(kbmfast.build_binding_update(KBM, home=HOME, care_of=COA, correspondent=other, sequence=1, lifetime=60))
+    mn.send(kbmfast.build_binding_update(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=2, lifetime=60))
+    assert ba_fields(mn.wait_acks(1)[0], KBM, COA) == (0, 2, 60)
+    assert s.snapshot()["packets"] == {"ACCEPTED": 1}  # the other one never reached serve
+    # SIGTERM under a stream: the batch in hand is answered, then exit 0
+    stop = threading.Event()
+
+    def stream() -> None:
+        seq = 3
+        while not stop.is_set():
+            mn.send(kbmfast.build_binding_update(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=seq, lifetime=60))
+            seq += 1
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=stream)
+    t.start()
+    try:
+        mn.wait_acks(50)
+        assert s.stop() == 0, "\n".join(s.lines)
+    finally:
+        stop.set()
+        t.join()
+    final = s.lines[-1]
+    assert final.startswith("kbmfast serve: stopped: ") and "Traceback" not in "\n".join(s.lines)
+    time.sleep(0.2)
+    sent = int(final.split(" BAs sent")[0].rsplit(" ", 1)[1])
+    assert sent == len(mn.acks)  # every verdict it counted was answered and arrived
+
+
 # ---- several processes, crashes, floods ------------------------------------------------------
 
 
@@ -521,3 +554,17 @@ def test_reload_keys(tmp_path: Path) -> None:
         with pytest.raises(kbmfast.KeyFileError):
             reload_keys(keys, path)
         assert HOME3 in keys and len(keys) == 2  # a bad file changes nothing
+
+
+def test_option_bounds() -> None:
+    from kbmfast.cli import build_parser
+    from kbmfast.live import LiveCapture
+
+    base = ["serve", "-i", "x", "--keys", "k", "--state", "s"]
+    assert build_parser().parse_args([*base, "--buffer-size", str(2**31 - 1)]).buffer_size == 2**31 - 1
+    for bad in (["--buffer-size", str(2**31)], ["--batch", "0"], ["--max-delay-us", "-1"], ["--metrics", "nohost"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, *bad])
+    for kwargs in ({"snaplen": 10}, {"buffer_size": 2**31}, {"batch": 0}, {"max_delay_us": -1}):
+        with pytest.raises(ValueError):
+            LiveCapture("lo", **kwargs)  # type: ignore[arg-type]
