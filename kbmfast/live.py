@@ -67,6 +67,23 @@ class Batch:
         return bytes(self.data[self.offsets[i] : self.offsets[i + 1]])
 
 
+#: What a Binding Acknowledgement carries besides its key: home, the care-of address of the
+#: MAC (the home address for a de-registration), correspondent, destination (16 bytes each),
+#: status, sequence, lifetime in 4-second units.
+AckFields = tuple[bytes, bytes, bytes, bytes, int, int, int]
+
+
+def build_ack(kbm: bytes | bytearray, fields: AckFields) -> bytes:
+    """The Binding Acknowledgement ``kbmfast.build_binding_ack`` builds, byte for byte, built
+    by the C core (``kbm_build_ack``) from already-checked fields."""
+    out = ffi.new(f"uint8_t[{lib.KBM_ACK_MAX}]")
+    key = kbm if type(kbm) is bytes else ffi.from_buffer("uint8_t[]", kbm)
+    n = lib.kbm_build_ack(key, *fields, out)
+    if n == 0:
+        raise ValueError("build_ack: invalid fields")
+    return bytes(ffi.buffer(out, n))
+
+
 class LiveCapture:
     """One interface, opened for capture (needs CAP_NET_RAW); one thread uses it at a time."""
 
@@ -169,6 +186,16 @@ class LiveCapture:
         if not 0 <= index < self.batch_size:
             raise IndexError(index)
         return bool(lib.kbm_live_send(self._handle(), self._meta + index, packet, len(packet), self._stats) == 0)
+
+    def answer(self, index: int, kbm: bytes | bytearray, fields: AckFields) -> bool:
+        """Build the Binding Acknowledgement described by ``fields``, signed with ``kbm``, in C
+        (:func:`build_ack`) and send it back the way packet ``index`` of the last batch came;
+        False when it could not be sent."""
+        if not 0 <= index < self.batch_size:
+            raise IndexError(index)
+        key = kbm if type(kbm) is bytes else ffi.from_buffer("uint8_t[]", kbm)
+        rc = lib.kbm_live_answer(self._handle(), self._meta + index, key, *fields, self._stats)
+        return bool(rc == 0)
 
     def stats(self) -> dict[str, int]:
         """Counters: frames, other (not mobility packets), packets, batches, sent,

@@ -568,3 +568,70 @@ def test_option_bounds() -> None:
     for kwargs in ({"snaplen": 10}, {"buffer_size": 2**31}, {"batch": 0}, {"max_delay_us": -1}):
         with pytest.raises(ValueError):
             LiveCapture("lo", **kwargs)  # type: ignore[arg-type]
+
+
+def _verify_with_details(cn: kbmfast.Verifier, packet: bytes) -> tuple[int, tuple[int, ...]]:
+    from kbmfast._native_edge import ffi, lib
+    from kbmfast.fast import _DETAIL
+
+    offsets = ffi.new("uint64_t[2]", [0, len(packet)])
+    verdict = ffi.new("uint8_t[1]")
+    detail = bytearray(_DETAIL.size)
+    where = ffi.new("size_t *")
+    assert (
+        lib.kbm_verify(cn._handle(), packet, len(packet), offsets, 1, verdict, ffi.from_buffer("kbm_detail[]", detail), where)
+        == 0
+    )
+    return verdict[0], _DETAIL.unpack(detail)
+
+
+@pytest.mark.parametrize("max_lifetime", [None, 100])
+def test_acks_built_in_c_are_acknowledge_s(max_lifetime: int | None) -> None:
+    """serve builds its BAs in C from ack_fields: byte for byte what Verifier.acknowledge builds."""
+    from kbmfast.live import build_ack
+    from kbmfast.reference.verifier import current_kbm
+    from kbmfast.serve import ack_fields
+
+    keys = kbmfast.KeyTable()
+    keys.add_kbm(HOME, KBM)
+    keys.add_kcn(HOME2, KCN, HN, CN_NONCE)
+    kcn_kbm = kbmfast.derive_kbm(KCN, HN, CN_NONCE, home=HOME2, care_of=COA)
+    kcn_dereg = kbmfast.derive_kbm(KCN, HN, CN_NONCE, home=HOME2, care_of=HOME2, deregistration=True)
+    bu = kbmfast.build_binding_update
+    cases = [
+        bu(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=10, lifetime=420),  # 0
+        bu(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=10, lifetime=420),  # 135
+        bu(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=11, lifetime=8, ack=False),  # 0, no BA
+        bu(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=12, lifetime=8, alternate_care_of="2001:db8:5::5"),
+        custom_bu(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=13, flags=0xC000),  # 131
+        bu(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=14, lifetime=0),  # de-registration
+        bu(KBM, home=HOME, care_of=HOME, correspondent=CN, sequence=15, lifetime=60),  # 174
+        bu(kcn_kbm, home=HOME2, care_of=COA, correspondent=CN, sequence=1, lifetime=40, nonce_indices=(1, 2)),
+        bu(kcn_dereg, home=HOME2, care_of=COA, correspondent=CN, sequence=2, lifetime=0, nonce_indices=(1, 2)),
+        bu(KBM, home=HOME, care_of="fe80::1", correspondent=CN, sequence=16, lifetime=8),  # malformed source
+        bu(KBM, home=HOME, care_of=HOME, correspondent=CN, sequence=17, lifetime=0),  # at home: to home, no RH2
+    ]
+    seen = set()
+    with kbmfast.Verifier(keys, max_lifetime=max_lifetime, rekey_limit=40) as cn:
+        cases.append(bu(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=100, lifetime=8))  # 129: past the limit
+        for packet in cases:
+            code, detail = _verify_with_details(cn, packet)
+            seen.add(code)
+            expected = cn.acknowledge(_result_of(packet, code, detail))
+            if code not in (0, 7, 8, 9, 10):  # serve does not look at these
+                assert expected is None
+                continue
+            home, care_of, _, fields = ack_fields(packet, code, detail, max_lifetime)
+            if fields is None:
+                assert expected is None
+                continue
+            found = current_kbm(keys, home, care_of, detail[3] == 0)
+            assert found is not None
+            assert build_ack(found[1], fields) == expected, (code, detail)
+    assert seen == {0, 1, 7, 8, 9, 10}
+
+
+def _result_of(packet: bytes, code: int, detail: tuple[int, ...]) -> kbmfast.Result:
+    from kbmfast.fast import _result
+
+    return _result(packet, code, detail)
