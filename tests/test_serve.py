@@ -280,6 +280,31 @@ def test_address_restricts_and_sigterm_finishes(net: Net, tmp_path: Path, mn: Mo
     assert sent == len(mn.acks)  # every verdict it counted was answered and arrived
 
 
+@root
+def test_two_interfaces_and_a_bad_reload(net: Net, tmp_path: Path, mn: MobileNode) -> None:
+    s = Serve(net, tmp_path, "-i", net.cn_if2)
+    mn2 = MobileNode(net, second=True)
+    try:
+        mn.send(kbmfast.build_binding_update(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=1, lifetime=60))
+        assert ba_fields(mn.wait_acks(1)[0], KBM, COA) == (0, 1, 60)
+        kbm2 = kbmfast.derive_kbm(KCN, HN, CN_NONCE, home=HOME2, care_of=COA)
+        mn2.send(
+            kbmfast.build_binding_update(
+                kbm2, home=HOME2, care_of=COA, correspondent=CN, sequence=1, lifetime=60, nonce_indices=(1, 2)
+            )
+        )
+        assert ba_fields(mn2.wait_acks(1)[0], kbm2, COA) == (0, 1, 60)  # answered on the interface it came in on
+        assert len(mn.acks) == 1
+        s.keys.write_text("not toml [")  # a broken key file: the old keys stay
+        s.proc.send_signal(signal.SIGHUP)
+        s.wait_line("key file not reloaded, the old keys stay")
+        mn.send(kbmfast.build_binding_update(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=2, lifetime=60))
+        assert ba_fields(mn.wait_acks(2)[1], KBM, COA) == (0, 2, 60)
+    finally:
+        mn2.close()
+        assert s.stop() == 0, "\n".join(s.lines)
+
+
 # ---- several processes, crashes, floods ------------------------------------------------------
 
 
