@@ -52,6 +52,11 @@ uint32_t kbm_bench_compress(uint64_t blocks, int streams)
     return s0[0] ^ s1[0];
 }
 
+uint32_t kbm_bench_kernel(int i, uint64_t blocks)
+{
+    return kbm_sha1_kernel_bench(i, blocks);
+}
+
 int kbm_test_wait(const int *flag, uint64_t max_spins)
 {
     const volatile int *f = flag;

@@ -40,6 +40,8 @@ typedef struct {
     uint32_t *index; /* address -> slot + 1, open addressing; touched only by writers */
     size_t index_mask;
     uint64_t seed[2];
+    _Atomic size_t need; /* bytes the indexed slots need: a shorter file was truncated */
+    _Atomic int broken;  /* 0, or the status every call returns once the file changed */
     uint8_t salt[KBM_STATE_SALT]; /* the file's: keys the fingerprints and checks */
     pthread_mutex_t mu; /* taken with the file's flock (flock does not exclude our threads) */
     int mu_ready;
@@ -54,14 +56,21 @@ int kbm_state_find(kbm_state *s, const uint8_t addr[16], uint32_t *slot);
 /* Like kbm_state_find, after indexing slots other processes appended; <0 on error. */
 int kbm_state_lookup(kbm_state *s, const uint8_t addr[16], uint32_t *slot);
 int kbm_state_flush(kbm_state *s);
+/* KBM_ECHANGED (then on every later call) once the file was truncated below its slots (or cut
+   and grown back: its magic reads as zeros), removed or renamed over since it was opened; one
+   fstat. Called before any access to the mapping. */
+int kbm_state_check(kbm_state *s);
 /* The fingerprint of a peer's key identity under the file's salt: 1..2^31-1 (_stateformat). */
 uint32_t kbm_state_fingerprint(const kbm_state *s, const kbm_peer_spec *spec);
-/* Installing a key: KBM_OK, KBM_EEXHAUSTED (the slot's key, used up) or KBM_EEARLIER. */
+/* Installing a key: KBM_OK, KBM_EEXHAUSTED (the slot's key, used up) or KBM_EEARLIER; or
+   kbm_state_check's status. */
 int kbm_state_key_status(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t rekey_limit);
 /* Key fp replaces the slot's key current: 1 when fp is an earlier key (refuse); else 0 once
-   current is in the slot's history (written before the caller stores the new word); <0 error. */
+   current is in the slot's history (written before the caller stores the new word); <0 error
+   (KBM_ECHANGED: kbm_state_check failed, nothing was touched). */
 int kbm_state_retire(kbm_state *s, uint32_t slot, uint32_t current, uint32_t fp);
-/* The advance the slot counts for key fp (fmt.advance_under); rekey_limit for an earlier key. */
+/* The advance the slot counts for key fp (fmt.advance_under); rekey_limit for an earlier key.
+   The caller runs kbm_state_check first (the word and history are in the mapping). */
 uint32_t kbm_state_advance(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t rekey_limit);
 
 static inline _Atomic uint64_t *kbm_state_word(const kbm_state *s, uint32_t slot)

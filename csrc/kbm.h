@@ -26,6 +26,14 @@ enum kbm_status {
     KBM_EOFFSET = -7,    /* offsets decrease or run past the buffer */
     KBM_EEXHAUSTED = -8, /* a peer's key is used up (its advance reached rekey_limit) */
     KBM_EEARLIER = -9,   /* a peer's key is one the state file has seen it replace */
+    /* The state file's open rules and its in-use checks (docs/state-format.md "Opening"): */
+    KBM_ESYMLINK = -10,  /* the state path is a symbolic link (never followed) */
+    KBM_ENOTREG = -11,   /* the state file is not a regular file */
+    KBM_EOWNER = -12,    /* the state file is not owned by the effective user */
+    KBM_EMODE = -13,     /* the state file is writable by group or others */
+    KBM_EBUSY = -14,     /* the state file is being rewritten (kbmfast state compact) */
+    KBM_ECHANGED = -15,  /* the state file was truncated, removed or replaced while in use;
+                            every later call on this verifier fails the same way */
 };
 
 /* ---- Verdicts (the same numbers as kbmfast.Verdict) ---- */
@@ -107,8 +115,15 @@ int kbm_authenticator(const uint8_t kbm[KBM_SIZE], const uint8_t care_of[16],
 int kbm_derive(const uint8_t *kcn, size_t kcn_len, const uint8_t *home_nonce, size_t hn_len,
                const uint8_t *care_of_nonce, size_t cn_len, const uint8_t home[16],
                const uint8_t care_of[16], int deregistration, uint8_t out[KBM_SIZE]);
-/* The SHA-1 kernel in use: "sha-ni" or "portable". */
+/* The MAC kernel verification uses: "portable", "sha-ni", "avx2" or "avx512"; on first use the
+   fastest one this CPU supports is picked by timing each (kernels.c), unless one was selected. */
 const char *kbm_kernel(void);
+/* Selects kernel `name` for this process; "auto" returns to the measured choice. Returns 0,
+   KBM_EINVAL for an unknown name, KBM_ENOENT when this CPU cannot run it. */
+int kbm_kernel_select(const char *name);
+/* Kernel i (0, 1, ...): its name (NULL past the last), whether this CPU supports it, and the
+   nanoseconds per minimal-Binding-Update MAC the calibration measured (0 if unsupported). */
+const char *kbm_kernel_info(int i, int *supported, double *ns);
 
 /* ---- The verifier (verify.c, peers.c, state.c) ---- */
 
@@ -161,7 +176,8 @@ int kbm_verifier_last_sequence(kbm_verifier *v, const uint8_t home[16], uint16_t
 /* The state slot word of home (docs/state-format.md): 1 and *word if it has a slot, else 0. */
 int kbm_verifier_slot_word(kbm_verifier *v, const uint8_t home[16], uint64_t *word);
 /* The sequence advance counted for home's current key (docs/state-format.md): 1 and *advance
-   when home is configured, 0 when not; an earlier key counts as rekey_limit. */
+   when home is configured, 0 when not; an earlier key counts as rekey_limit. <0 (KBM_ECHANGED)
+   when the state file changed while in use. */
 int kbm_verifier_key_advance(kbm_verifier *v, const uint8_t home[16], uint32_t *advance);
 /* msync + fsync of the state file (no-op in memory). */
 int kbm_verifier_flush(kbm_verifier *v);
@@ -192,9 +208,16 @@ int kbm_bench_oneshot(const uint8_t *buf, const uint64_t *offsets, size_t n,
                       const uint8_t *kbms, uint8_t *ok);
 /* Runs `blocks` SHA-1 compressions on 1 or 2 interleaved streams (the ceiling's measure). */
 uint32_t kbm_bench_compress(uint64_t blocks, int streams);
+/* Runs about `blocks` SHA-1 compressions with MAC kernel i (kbm_kernel_info), if supported:
+   each kernel's raw rate, the ceiling's measure. */
+uint32_t kbm_bench_kernel(int i, uint64_t blocks);
 /* Tests: spins until *flag becomes non-zero (1) or max_spins pass (0). Only another thread
    can set it, so a 1 proves the GIL is released around calls into the core. */
 int kbm_test_wait(const int *flag, uint64_t max_spins);
+/* Tests: from now on, treat the kernels whose bit (1 << i, kbm_kernel_info's i) is set as ones
+   this CPU cannot run, as on a CPU without them; call before the first verification (the
+   calibration runs once). Portable cannot be hidden (KBM_EINVAL). */
+int kbm_test_hide_kernels(unsigned mask);
 
 /* ---- Capture files in memory (capture.c): kbmfast verify's hot path ---- */
 
@@ -324,5 +347,77 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
                         const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
                         size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
                         char *out, size_t out_len, size_t *written);
+
+/* ---- Live capture through libpcap (live.c): kbmfast serve's and verify -i's hot path ---- */
+
+#define KBM_LIVE_ERRBUF 512
+#define KBM_LIVE_LINK_MAX 32
+enum kbm_live_status {
+    KBM_LIVE_ENODEV = -30,  /* no such interface */
+    KBM_LIVE_EPERM = -31,   /* no permission to capture (CAP_NET_RAW) */
+    KBM_LIVE_EFILTER = -32, /* the BPF filter does not compile */
+    KBM_LIVE_ELINK = -33,   /* kbm_live_send: a link type it cannot answer on */
+    KBM_LIVE_EPCAP = -34,   /* any other libpcap or system error (errbuf says which) */
+};
+
+typedef struct kbm_live kbm_live;
+
+/* Per captured mobility packet: its time and frame number, and the link-layer header before its IPv6 header
+   (Ethernet: destination, source, VLAN tags, EtherType), for the answer. */
+typedef struct {
+    int64_t time_us;
+    uint64_t frame;     /* the frame's number among those the filter passed (from 1) */
+    uint8_t link_len;
+    uint8_t link[KBM_LIVE_LINK_MAX];
+} kbm_live_meta;
+
+/* Counters one capture handle adds to (kbm_live_batch, kbm_live_send, kbm_live_pcap_stats). */
+typedef struct {
+    uint64_t frames;      /* frames the BPF filter passed */
+    uint64_t other;       /* of which not mobility packets */
+    uint64_t packets;     /* mobility packets handed on */
+    uint64_t batches;
+    uint64_t sent;        /* frames injected */
+    uint64_t send_errors;
+    uint32_t ps_recv, ps_drop, ps_ifdrop; /* pcap_stats */
+} kbm_live_stats;
+
+/* pcap_create + immediate mode + snaplen + buffer (0: libpcap's default) + the BPF filter,
+   non-blocking; inbound_only: frames this host sent are not seen; fanout_group >= 0 joins a
+   PACKET_FANOUT (hash) group. NULL with *status (kbm_live_status or KBM_E*) and a message in
+   errbuf (KBM_LIVE_ERRBUF bytes) on failure. */
+kbm_live *kbm_live_open(const char *device, const char *filter, int snaplen, int buffer_bytes,
+                        int inbound_only, int fanout_group, char *errbuf, int *status);
+int kbm_live_linktype(const kbm_live *l);
+/* 1 when kbm_live_send can answer on this link type (Ethernet, raw IP). */
+int kbm_live_can_send(const kbm_live *l);
+void kbm_live_close(kbm_live *l);
+/* Captures mobility packets into buf (IPv6 header on, back to back; offsets[0..n], meta[0..n))
+   until there are max, buf has less than a snaplen left, max_delay_us passed since the first,
+   or idle_ms passed without one; then, when v is not NULL, verifies them (kbm_verify: verdicts,
+   and details when not NULL). Returns n >= 0, or a negative status with errbuf set. */
+int kbm_live_batch(kbm_live *l, kbm_verifier *v, uint8_t *buf, size_t buf_len,
+                   uint64_t *offsets, size_t max, kbm_live_meta *meta, uint8_t *verdicts,
+                   kbm_detail *details, uint32_t max_delay_us, uint32_t idle_ms,
+                   kbm_live_stats *st, char *errbuf);
+/* Sends the IPv6 packet pkt back the way the frame described by m came (Ethernet: to its
+   source, from the address it was sent to, the same tags). */
+int kbm_live_send(kbm_live *l, const kbm_live_meta *m, const uint8_t *pkt, size_t len,
+                  kbm_live_stats *st);
+/* The Binding Acknowledgement kbmfast.build_binding_ack builds (byte for byte): from cn to
+   dest, with a type 2 Routing header carrying home when dest is not home, the MAC with kbm over
+   mac_care_of (the home address for a de-registration), units of 4 s. Returns its length
+   (at most KBM_ACK_MAX), 0 on failure. */
+#define KBM_ACK_MAX 96
+size_t kbm_build_ack(const uint8_t kbm[KBM_SIZE], const uint8_t home[16],
+                     const uint8_t mac_care_of[16], const uint8_t cn[16], const uint8_t dest[16],
+                     uint8_t status, uint16_t sequence, uint16_t units, uint8_t out[KBM_ACK_MAX]);
+/* kbm_build_ack, then kbm_live_send back the way the frame described by m came. */
+int kbm_live_answer(kbm_live *l, const kbm_live_meta *m, const uint8_t kbm[KBM_SIZE],
+                    const uint8_t home[16], const uint8_t mac_care_of[16], const uint8_t cn[16],
+                    const uint8_t dest[16], uint8_t status, uint16_t sequence, uint16_t units,
+                    kbm_live_stats *st);
+/* Copies pcap_stats into st->ps_*. */
+int kbm_live_pcap_stats(kbm_live *l, kbm_live_stats *st);
 
 #endif /* KBM_H */

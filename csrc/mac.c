@@ -108,11 +108,11 @@ void kbm_hmac_sha1_mid(const kbm_mac_key *k, const uint8_t *msg, size_t len, uin
 #define MAC96_MAX_BLOCKS ((32 + KBM_MH_MAX - 12 + 9 + 63) / 64)
 
 /* Lays out the padded inner message; returns its block count. */
-static size_t mac96_inner(uint8_t buf[MAC96_MAX_BLOCKS * 64], const uint8_t co[16],
-                          const uint8_t cn[16], const uint8_t *mh, size_t mh_len)
+size_t kbm_mac96_block(uint8_t *buf, const uint8_t co[16], const uint8_t cn[16],
+                       const uint8_t *mh, size_t mh_len)
 {
     size_t n = 32 + mh_len - 12;
-    size_t blocks = (n + 8) / 64 + 1;
+    size_t blocks = kbm_mac96_nblocks(mh_len);
 
     memcpy(buf, co, 16);
     memcpy(buf + 16, cn, 16);
@@ -136,19 +136,41 @@ static void mac96_outer(uint8_t block[64], const uint32_t inner[5])
     block[63] = (uint8_t)((64 + 20) * 8);
 }
 
-void kbm_mac96(const kbm_mac_key *k, const uint8_t care_of[16], const uint8_t correspondent[16],
-               const uint8_t *mh, size_t mh_len, uint8_t out[12])
+typedef void sha1_blocks_fn(uint32_t state[5], const uint8_t *blocks, size_t nblocks);
+
+static void mac96_with(sha1_blocks_fn *blocks_fn, const kbm_mac_key *k, const uint8_t care_of[16],
+                       const uint8_t correspondent[16], const uint8_t *mh, size_t mh_len,
+                       uint8_t out[12])
 {
     uint8_t buf[MAC96_MAX_BLOCKS * 64];
     uint32_t s[5];
-    size_t blocks = mac96_inner(buf, care_of, correspondent, mh, mh_len);
+    size_t blocks = kbm_mac96_block(buf, care_of, correspondent, mh, mh_len);
 
     memcpy(s, k->inner, sizeof s);
-    kbm_sha1_blocks(s, buf, blocks);
+    blocks_fn(s, buf, blocks);
     mac96_outer(buf, s);
     memcpy(s, k->outer, sizeof s);
-    kbm_sha1_compress(s, buf);
+    blocks_fn(s, buf, 1);
     digest_out(s, out, 3);
+}
+
+void kbm_mac96(const kbm_mac_key *k, const uint8_t care_of[16], const uint8_t correspondent[16],
+               const uint8_t *mh, size_t mh_len, uint8_t out[12])
+{
+    mac96_with(kbm_sha1_blocks, k, care_of, correspondent, mh, mh_len, out);
+}
+
+static void portable_blocks(uint32_t state[5], const uint8_t *blocks, size_t nblocks)
+{
+    for (size_t i = 0; i < nblocks; i++)
+        kbm_sha1_compress_portable(state, blocks + 64 * i);
+}
+
+void kbm_mac96_portable(const kbm_mac_key *k, const uint8_t care_of[16],
+                        const uint8_t correspondent[16], const uint8_t *mh, size_t mh_len,
+                        uint8_t out[12])
+{
+    mac96_with(portable_blocks, k, care_of, correspondent, mh, mh_len, out);
 }
 
 void kbm_mac96_x2(const kbm_mac_key *k0, const uint8_t co0[16], const uint8_t cn0[16],
@@ -158,8 +180,8 @@ void kbm_mac96_x2(const kbm_mac_key *k0, const uint8_t co0[16], const uint8_t cn
 {
     uint8_t buf0[MAC96_MAX_BLOCKS * 64], buf1[MAC96_MAX_BLOCKS * 64];
     uint32_t s0[5], s1[5];
-    size_t blocks0 = mac96_inner(buf0, co0, cn0, mh0, len0);
-    size_t blocks1 = mac96_inner(buf1, co1, cn1, mh1, len1);
+    size_t blocks0 = kbm_mac96_block(buf0, co0, cn0, mh0, len0);
+    size_t blocks1 = kbm_mac96_block(buf1, co1, cn1, mh1, len1);
 
     memcpy(s0, k0->inner, sizeof s0);
     memcpy(s1, k1->inner, sizeof s1);

@@ -22,6 +22,8 @@ void kbm_sha1_compress2(uint32_t s0[5], const uint8_t *b0, size_t nblocks0,
 const char *kbm_sha1_kernel(void);
 /* 1 when the dispatcher uses SHA-NI now (what kbm_sha1_kernel() names), else 0. */
 int kbm_sha1_use_shani(void);
+/* 1 when the CPU has the SHA extensions (whatever kbm_sha1_force_portable says). */
+int kbm_cpu_has_shani(void);
 /* Testing only: on != 0 makes the dispatcher use portable C, 0 restores CPU detection.
    Not thread-safe to flip while another thread hashes: results stay correct, but which kernel
    that thread uses is then unspecified. */
@@ -62,6 +64,10 @@ void kbm_mac_key_init(kbm_mac_key *k, const uint8_t *key, size_t key_len);
 #define KBM_MH_MAX 2048
 void kbm_mac96(const kbm_mac_key *k, const uint8_t care_of[16], const uint8_t correspondent[16],
                const uint8_t *mh, size_t mh_len, uint8_t out[12]);
+/* kbm_mac96 on portable C whatever the CPU (the "portable" batch kernel). */
+void kbm_mac96_portable(const kbm_mac_key *k, const uint8_t care_of[16],
+                        const uint8_t correspondent[16], const uint8_t *mh, size_t mh_len,
+                        uint8_t out[12]);
 /* The same for two independent messages at once (interleaved SHA-NI when available). */
 void kbm_mac96_x2(const kbm_mac_key *k0, const uint8_t co0[16], const uint8_t cn0[16],
                   const uint8_t *mh0, size_t len0, uint8_t out0[12],
@@ -86,6 +92,66 @@ void kbm_mac96_min_x2_shani(const kbm_mac_key *k0, const uint8_t co0[16],
                             const uint8_t cn0[16], const uint8_t mh0[32], uint8_t out0[12],
                             const kbm_mac_key *k1, const uint8_t co1[16],
                             const uint8_t cn1[16], const uint8_t mh1[32], uint8_t out1[12]);
+#endif
+
+/* ---- MAC kernels for batches (kernels.c), chosen by measurement ----
+
+   A kernel computes many MACs at once: "portable" (C, one at a time), "sha-ni" (the SHA
+   extensions, two interleaved streams), "avx2" (8 messages per call, one per 32-bit lane) and
+   "avx512" (16 per call). Which one runs is decided once per process, on first use, by timing
+   each one this CPU supports on minimal Binding Updates (well under a millisecond), unless
+   kbm_kernel_force chose one. */
+enum { KBM_KERNEL_PORTABLE, KBM_KERNEL_SHANI, KBM_KERNEL_AVX2, KBM_KERNEL_AVX512, KBM_KERNELS };
+
+/* One MAC to compute: kbm_mac96(key, co, cn, mh, mh_len, out). 14 <= mh_len <= KBM_MH_MAX. */
+typedef struct {
+    const kbm_mac_key *key;
+    const uint8_t *co, *cn, *mh;
+    size_t mh_len;
+    uint8_t *out;
+} kbm_mac96_req;
+
+const char *kbm_kernel_name(int id);       /* NULL past the last kernel */
+int kbm_kernel_supported(int id);          /* 1 when this CPU (and OS) can run it */
+int kbm_kernel_current(void);              /* the kernel batches use (calibrates on first call) */
+/* id < 0: the calibration's choice again. Returns 0, or -1 when id is not supported here. */
+int kbm_kernel_force(int id);
+/* Nanoseconds per minimal-BU MAC measured for kernel id by the calibration (calibrating first
+   if it has not run), or 0 when id is not supported. */
+double kbm_kernel_calibration_ns(int id);
+/* The MACs of r[0..n), any n, with the current kernel / with kernel id (which must be
+   supported). Wide kernels take messages of one or two inner blocks in full lanes. */
+void kbm_mac96_batch(const kbm_mac96_req *r, size_t n);
+void kbm_mac96_batch_with(int id, const kbm_mac96_req *r, size_t n);
+/* Runs about `blocks` compressions with kernel id (a benchmark of its raw rate). */
+uint32_t kbm_sha1_kernel_bench(int id, uint64_t blocks);
+
+/* Blocks of the padded inner message of kbm_mac96 for an mh_len-byte Mobility Header, and the
+   padded message itself (64 * that many bytes written to buf). */
+static inline size_t kbm_mac96_nblocks(size_t mh_len)
+{
+    return (32 + mh_len - 12 + 8) / 64 + 1;
+}
+size_t kbm_mac96_block(uint8_t *buf, const uint8_t co[16], const uint8_t cn[16],
+                       const uint8_t *mh, size_t mh_len);
+
+#if defined(__x86_64__)
+/* The multi-buffer kernels: n <= 8 / 16 messages of nblocks padded inner blocks each at blk[i]
+   (kbm_mac96_block), keys key[i], the 12-byte MACs to out[i]. Only when supported. */
+void kbm_mac96_mb_avx2(const kbm_mac_key *const key[], const uint8_t *const blk[],
+                       size_t nblocks, uint8_t *const out[], size_t n);
+void kbm_mac96_mb_avx512(const kbm_mac_key *const key[], const uint8_t *const blk[],
+                         size_t nblocks, uint8_t *const out[], size_t n);
+/* The same for minimal Binding Updates (kbm_mac96_min's inputs), blocks built in registers. */
+void kbm_mac96_min_mb_avx2(const kbm_mac_key *const key[], const uint8_t *const co[],
+                           const uint8_t *const cn[], const uint8_t *const mh[],
+                           uint8_t *const out[], size_t n);
+void kbm_mac96_min_mb_avx512(const kbm_mac_key *const key[], const uint8_t *const co[],
+                             const uint8_t *const cn[], const uint8_t *const mh[],
+                             uint8_t *const out[], size_t n);
+/* rounds compressions on each of 8 / 16 lanes, transposing the blocks at blocks[64 * i]. */
+uint32_t kbm_sha1_mb_bench_avx2(const uint8_t *blocks, uint64_t rounds);
+uint32_t kbm_sha1_mb_bench_avx512(const uint8_t *blocks, uint64_t rounds);
 #endif
 
 /* ---- Utilities ---- */

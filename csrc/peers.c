@@ -403,6 +403,9 @@ int kbm_verifier_slot_word(kbm_verifier *v, const uint8_t home[16], uint64_t *wo
 
 int kbm_verifier_key_advance(kbm_verifier *v, const uint8_t home[16], uint32_t *advance)
 {
+    int rc = kbm_state_check(&v->state); /* the slot word and history are in the mapping */
+    if (rc)
+        return rc;
     uint32_t g = kbm_read_begin(v);
     const struct kbm_index *x = atomic_load(&v->index);
     const struct kbm_peer *p = kbm_index_find(x, kbm_hash16(v->seed, home), home);

@@ -91,6 +91,11 @@ static inline int use_shani(void)
     return k == KERNEL_SHANI;
 }
 
+int kbm_cpu_has_shani(void)
+{
+    return probe() == KERNEL_SHANI;
+}
+
 int kbm_sha1_use_shani(void)
 {
     return use_shani();

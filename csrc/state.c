@@ -2,7 +2,10 @@
 
    The whole address range for KBM_STATE_MAX_SLOTS is mapped up front (pages past the end of the
    file are never touched), so the file can grow under running verifiers without a remap.
-   Slots are appended under flock(LOCK_EX), complete before the count that publishes them. */
+   Slots are appended under flock(LOCK_EX), complete before the count that publishes them.
+   The file is opened by the rules of kbmfast/_stateformat.py (no link followed; a regular file
+   of the effective user that group and others cannot write), marked "in use" by an OFD read
+   lock for as long as it is open, and checked for truncation or replacement before each use. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -18,6 +21,8 @@
 
 static const uint8_t magic[8] = {'K', 'B', 'M', 'S', 'T', 'A', 'T', 'E'};
 #define GROW_SLOTS 4096
+#define LOCK_OFFSET 0  /* the byte of the "in use" lock (_stateformat.LOCK_OFFSET) */
+#define REOPEN_TRIES 8
 #define SLOT_CHECK 24   /* a slot's CRC-32 over salt, index and address */
 #define SLOT_HISTORY 28 /* then KBM_STATE_HISTORY earlier fingerprints, newest first */
 #define FP_MAX UINT32_C(0x7FFFFFFF)
@@ -148,9 +153,98 @@ int kbm_state_find(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
     return 0;
 }
 
+static void set_count(kbm_state *s, size_t count)
+{
+    s->count = count;
+    atomic_store(&s->need, KBM_STATE_HEADER + count * KBM_STATE_SLOT);
+}
+
+int kbm_state_check(kbm_state *s)
+{
+    if (s->fd < 0)
+        return KBM_OK;
+    int broken = atomic_load_explicit(&s->broken, memory_order_relaxed);
+    if (broken)
+        return broken;
+    struct stat st;
+    if (fstat(s->fd, &st) != 0)
+        return KBM_EIO;
+    /* the size first: only then is the header's page safe to read; a magic gone means the file
+       was cut and grown back (its pages now read as zeros) */
+    if (st.st_nlink == 0 || (uint64_t)st.st_size < atomic_load(&s->need) ||
+        memcmp(s->base, magic, 8) != 0) {
+        atomic_store(&s->broken, KBM_ECHANGED);
+        return KBM_ECHANGED;
+    }
+    return KBM_OK;
+}
+
+/* The key file's standard (_stateformat.file_problem). */
+static int check_file(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return KBM_EIO;
+    if (!S_ISREG(st.st_mode))
+        return KBM_ENOTREG;
+    if (st.st_uid != geteuid())
+        return KBM_EOWNER;
+    if (st.st_mode & (S_IWGRP | S_IWOTH))
+        return KBM_EMODE;
+    return KBM_OK;
+}
+
+/* An OFD read lock on LOCK_OFFSET, released when the descriptor closes: "in use", so that
+   kbmfast state compact (which needs the write lock) refuses. Never waits. */
+static int mark_in_use(int fd)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_RDLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = LOCK_OFFSET;
+    fl.l_len = 1;
+    if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+        return KBM_OK;
+    return errno == EAGAIN || errno == EACCES ? KBM_EBUSY : KBM_EIO;
+}
+
+/* Whether path still names the open file (a rewrite renames a new file over the old one). */
+static int same_file(const char *path, int fd)
+{
+    struct stat a, b;
+    return lstat(path, &a) == 0 && fstat(fd, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+/* Open path by the rules, marked in use: KBM_OK and *fd, or a status. */
+static int open_in_use(const char *path, int *fd)
+{
+    for (int tries = 0; tries < REOPEN_TRIES; tries++) {
+        *fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (*fd < 0)
+            return errno == ELOOP ? KBM_ESYMLINK : KBM_EIO;
+        int rc = check_file(*fd);
+        if (rc == KBM_OK)
+            rc = mark_in_use(*fd);
+        if (rc == KBM_OK && same_file(path, *fd))
+            return KBM_OK;
+        int saved = errno;
+        close(*fd);
+        *fd = -1;
+        errno = saved;
+        if (rc)
+            return rc;
+    }
+    return KBM_ECHANGED;
+}
+
 /* Index the slots other processes appended since we last looked; damage is KBM_ESTATE. */
 static int refresh(kbm_state *s)
 {
+    int rc = kbm_state_check(s);
+    if (rc)
+        return rc;
     uint64_t word = atomic_load(count_word(s));
     uint64_t count = word & 0xFFFFFFFF;
     if (word != make_count_word(s, (uint32_t)count) || count < s->count)
@@ -170,10 +264,10 @@ static int refresh(kbm_state *s)
         memcpy(&check, a + SLOT_CHECK, 4);
         if (check != slot_check(s, (uint32_t)i, a) || kbm_state_find(s, a, &existing))
             return KBM_ESTATE; /* a damaged slot, or two slots for one address */
-        int rc = index_insert(s, a, (uint32_t)i);
+        rc = index_insert(s, a, (uint32_t)i);
         if (rc)
             return rc;
-        s->count = i + 1;
+        set_count(s, i + 1);
     }
     return KBM_OK;
 }
@@ -212,9 +306,11 @@ int kbm_state_open(kbm_state *s, const char *path, const uint64_t seed[2])
         s->file_size = s->reserved;
         return KBM_OK;
     }
-    s->fd = open(path, O_RDWR | O_CLOEXEC);
-    if (s->fd < 0)
+    rc = open_in_use(path, &s->fd);
+    if (rc)
         goto fail;
+    rc = KBM_EIO;
+    set_count(s, 0);
     s->base = mmap(NULL, s->reserved, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
     if (s->base == MAP_FAILED)
         goto fail;
@@ -290,18 +386,21 @@ static int append(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
         return rc;
     /* the slot is whole before the count (and its check) that makes it visible */
     atomic_store(count_word(s), make_count_word(s, (uint32_t)(i + 1)));
-    s->count = i + 1;
+    set_count(s, i + 1);
     *slot = (uint32_t)i;
     return KBM_OK;
 }
 
 int kbm_state_slot(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
 {
+    int rc = kbm_state_check(s);
+    if (rc)
+        return rc;
     if (kbm_state_find(s, addr, slot))
         return KBM_OK;
     if (lock(s) != 0)
         return KBM_EIO;
-    int rc = s->fd < 0 ? KBM_OK : refresh(s);
+    rc = s->fd < 0 ? KBM_OK : refresh(s);
     if (rc == KBM_OK && !kbm_state_find(s, addr, slot))
         rc = append(s, addr, slot);
     unlock(s);
@@ -320,11 +419,14 @@ int kbm_state_flush(kbm_state *s)
 
 int kbm_state_lookup(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
 {
+    int rc = kbm_state_check(s);
+    if (rc)
+        return rc;
     if (kbm_state_find(s, addr, slot) || s->fd < 0)
         return kbm_state_find(s, addr, slot);
     if (lock(s) != 0)
         return KBM_EIO;
-    int rc = refresh(s);
+    rc = refresh(s);
     if (rc == KBM_OK)
         rc = kbm_state_find(s, addr, slot);
     unlock(s);
@@ -374,6 +476,9 @@ static int in_history(const kbm_state *s, uint32_t slot, uint32_t fp)
 
 int kbm_state_key_status(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t rekey_limit)
 {
+    int changed = kbm_state_check(s); /* the word and history are in the mapping */
+    if (changed)
+        return changed;
     if (lock(s) != 0)
         return KBM_EIO;
     uint64_t w = atomic_load(kbm_state_word(s, slot));
@@ -390,6 +495,9 @@ int kbm_state_key_status(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t reke
 
 int kbm_state_retire(kbm_state *s, uint32_t slot, uint32_t current, uint32_t fp)
 {
+    int changed = kbm_state_check(s); /* the history is in the mapping */
+    if (changed)
+        return changed;
     if (lock(s) != 0)
         return KBM_EIO;
     int rc = 1;

@@ -2,8 +2,9 @@
 
    Every step before the sequence check is a pure function of the packet and the peer, so a
    chunk is parsed, looked up (prefetching buckets, peers and slots for the whole chunk) and
-   MACed two at a time first; then the sequence stage runs strictly in packet order, which
-   gives the in-order semantics of verify_batch. The checks and their order are those of
+   MACed in one batch (kernels.c: 16 or 8 lanes at a time, or two SHA-NI streams) first; then
+   the sequence stage runs strictly in packet order, which gives the in-order semantics of
+   verify_batch. The checks and their order are those of
    kbmfast/reference/verifier.py. */
 #include "internal.h"
 
@@ -175,34 +176,19 @@ static void resolve(job *j, const kbm_verifier *v, const struct kbm_index *x)
     }
 }
 
-static void mac_one(job *a)
-{
-    const uint8_t *mh = a->p + a->l.mh;
-    if (a->minimal)
-        kbm_mac96_min(a->key, a->mac_co, a->p + 24, mh, a->mac);
-    else
-        kbm_mac96(a->key, a->mac_co, a->p + 24, mh, a->n - (size_t)a->l.mh, a->mac);
-}
-
+/* The MACs of the chunk's pending jobs in one call, so the multi-buffer kernels get full
+   lanes (up to CHUNK messages: two full 16-lane calls). */
 static void mac_pending(job *jobs, size_t m)
 {
-    size_t idx[CHUNK], k = 0;
-    for (size_t i = 0; i < m; i++)
-        if (jobs[i].verdict == PENDING)
-            idx[k++] = i;
-    size_t i = 0;
-    for (; i + 1 < k; i += 2) {
-        job *a = &jobs[idx[i]], *b = &jobs[idx[i + 1]];
-        const uint8_t *mha = a->p + a->l.mh, *mhb = b->p + b->l.mh;
-        if (a->minimal && b->minimal)
-            kbm_mac96_min_x2(a->key, a->mac_co, a->p + 24, mha, a->mac, b->key, b->mac_co,
-                             b->p + 24, mhb, b->mac);
-        else
-            kbm_mac96_x2(a->key, a->mac_co, a->p + 24, mha, a->n - (size_t)a->l.mh, a->mac,
-                         b->key, b->mac_co, b->p + 24, mhb, b->n - (size_t)b->l.mh, b->mac);
+    kbm_mac96_req r[CHUNK];
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++) {
+        job *a = &jobs[i];
+        if (a->verdict == PENDING)
+            r[k++] = (kbm_mac96_req){a->key, a->mac_co, a->p + 24, a->p + a->l.mh,
+                                     a->n - (size_t)a->l.mh, a->mac};
     }
-    if (i < k)
-        mac_one(&jobs[idx[i]]);
+    kbm_mac96_batch(r, k);
 }
 
 /* Return routability (rr.c): nonces, RR Kbm and MAC for the chunk's RR jobs, two at a time. */
@@ -287,9 +273,13 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
         *where = n;
         return KBM_EOFFSET;
     }
+    int rc = kbm_state_check(&v->state); /* before any slot is touched: no SIGBUS, no zeros */
+    if (rc)
+        return rc;
     uint32_t g = kbm_read_begin(v);
     const struct kbm_index *x = atomic_load(&v->index);
     job jobs[CHUNK];
+    int accepted = 0;
     uint64_t off[CHUNK + 1];
     for (size_t base = 0; base < n; base += CHUNK) {
         size_t m = n - base < CHUNK ? n - base : CHUNK;
@@ -326,6 +316,7 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
             if (j->key == &j->derived)
                 kbm_wipe(&j->derived, sizeof j->derived);
             verdicts[base + k] = j->verdict;
+            accepted |= j->verdict == KBM_ACCEPTED;
             if (details) {
                 kbm_detail *d = &details[base + k];
                 d->home = j->has_detail ? (int32_t)(j->home - j->p) : -1;
@@ -339,7 +330,11 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
         }
     }
     kbm_read_end(v, g);
-    return KBM_OK;
+    /* Changed during the batch: no verdict is given. Only an acceptance can have come from a
+       slot that read as zeros, so a batch without one needs no second look (unless a key
+       change's kbm_state_retire already found the file changed: that is sticky). */
+    return accepted ? kbm_state_check(&v->state)
+                    : atomic_load_explicit(&v->state.broken, memory_order_relaxed);
 }
 
 int kbm_authenticator(const uint8_t kbm[KBM_SIZE], const uint8_t care_of[16],
@@ -371,9 +366,4 @@ int kbm_derive(const uint8_t *kcn, size_t kcn_len, const uint8_t *home_nonce, si
     kbm_wipe(&k, sizeof k);
     kbm_wipe(tokens, sizeof tokens);
     return KBM_OK;
-}
-
-const char *kbm_kernel(void)
-{
-    return kbm_sha1_kernel();
 }

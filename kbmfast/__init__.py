@@ -57,7 +57,6 @@ from .fast import (
     build_binding_ack,
     build_binding_update,
     derive_kbm,
-    kernel,
     parse_packet,
     sequence_newer,
 )
@@ -109,3 +108,20 @@ __all__ = [
     "parse_packet",
     "sequence_newer",
 ]
+
+
+def __getattr__(name: str) -> str:
+    """``kernel``: the MAC kernel the C core verifies with ("portable", "sha-ni", "avx2" or
+    "avx512"): the fastest this CPU runs, measured on first use, or ``KBMFAST_KERNEL``'s choice.
+    Reading it raises ValueError when ``KBMFAST_KERNEL`` names a kernel that is unknown or that
+    this CPU cannot run."""
+    if name == "kernel":
+        from .fast import use_kernel
+
+        return use_kernel()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, ``kernel`` (computed on first use) included."""
+    return sorted([*globals(), "kernel"])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 try:
-    from . import _native  # type: ignore[attr-defined]
+    _native: Any = importlib.import_module("._native", __package__)
 except ImportError as e:  # pragma: no cover - a broken install, said plainly
     raise ImportError(
         "kbmfast's C core (kbmfast._native) is not built. Install the package (pip install .) rather "

@@ -7,12 +7,16 @@ pread/pwrite.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hmac
 import os
+import stat
 import struct
+import tempfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from ._types import StateFileError
 
@@ -174,20 +178,21 @@ def _validate(name: str, data: bytes) -> tuple[int, bytes]:
 
 
 def _read(name: str) -> bytes:
-    """The whole file, read under a shared flock (appenders hold it exclusively, so the count
-    and the slots are read as of one moment)."""
+    """The whole file, opened by the rules (``open_checked``) and read under a shared flock
+    (appenders hold it exclusively, so the count and the slots are read as of one moment)."""
+    fd = open_checked(name)
     try:
-        with open(name, "rb") as f:
+        with os.fdopen(fd, "rb") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_SH)
             return f.read()
     except OSError as e:
-        raise StateFileError(f"state file {name}: cannot read: {e.strerror}") from None
+        raise StateFileError(f"state file {name}: cannot read: {_why(e)}") from None
 
 
 def prepare(path: str | os.PathLike[str]) -> str:
     """Create the state file if it is missing, then validate it; return its path as str."""
     name = os.fspath(path)
-    if not os.path.exists(name):
+    if not os.path.lexists(name):
         create(name)
     validate(name)
     return name
@@ -195,20 +200,16 @@ def prepare(path: str | os.PathLike[str]) -> str:
 
 def create(name: str) -> None:
     """Create an empty state file atomically (a crash never leaves a half-written header)."""
-    tmp = f"{name}.tmp.{os.getpid()}"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        tmp = _write_temp(name, new_header())
     except OSError as e:
-        raise StateFileError(f"state file {name}: cannot create: {e.strerror}") from None
-    try:
-        os.write(fd, new_header())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        raise StateFileError(f"state file {name}: cannot create: {_why(e)}") from None
     try:
         os.link(tmp, name)  # fails if another process created it meanwhile: theirs wins
     except FileExistsError:
         pass
+    except OSError as e:
+        raise StateFileError(f"state file {name}: cannot create: {_why(e)}") from None
     finally:
         os.unlink(tmp)
 
@@ -368,19 +369,183 @@ def encode(salt: bytes, slots: list[tuple[bytes, int, tuple[int, ...]]]) -> byte
 def write(path: str | os.PathLike[str], salt: bytes, slots: list[tuple[bytes, int, tuple[int, ...]]]) -> None:
     """Write a fresh state file with exactly these slots, atomically (temp file + rename)."""
     name = os.fspath(path)
-    tmp = f"{name}.compact.{os.getpid()}"
     body = encode(salt, slots)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp = _write_temp(name, body)
+    except OSError as e:
+        raise StateFileError(f"state file {name}: cannot write: {_why(e)}") from None
+    try:
         os.replace(tmp, name)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as e:
+        os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise StateFileError(f"state file {name}: cannot replace: {_why(e)}") from None
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening, locking and creating the file: the rules csrc/state.c applies too (docs/state-format.md)
+
+# The byte whose open-file-description lock (fcntl F_OFD_SETLK, independent of the flock that
+# serialises appends) says "in use" (a read lock, held by every open verifier or mobile node for
+# its lifetime) or "being rewritten" (a write lock, held by kbmfast state compact).
+LOCK_OFFSET = 0
+_FLOCK = struct.Struct("@hhqqi4x")  # Linux's struct flock; l_pid must be 0 for OFD locks
+_REOPEN_TRIES = 8
+
+
+class InUse(StateFileError):
+    """The file is open in a verifier or mobile node, so it must not be rewritten now."""
+
+
+def _why(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def file_problem(name: str, st: os.stat_result) -> str | None:
+    """What makes a state file unsafe to use, and the fix; None when it is sound.
+
+    The key file's standard: a regular file (a link is never followed), owned by the user
+    running kbmfast, that nobody else can write (whoever can write it can roll sequence numbers
+    back, and a rolled-back number lets a captured Binding Update be replayed).
+    """
+    euid = os.geteuid()
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link, which kbmfast does not follow for its state: give the real file's path"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file: give the path of a kbmfast state file"
+    if st.st_uid != euid:
+        return (
+            f"is owned by uid {st.st_uid}, not by the user running kbmfast (uid {euid}), who could roll its "
+            f"sequence numbers back: check its contents, then run 'chown {euid} {name}' (or run as its owner)"
+        )
+    if st.st_mode & 0o022:
+        return (
+            f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}), who could roll its sequence "
+            f"numbers back: check its contents, then run 'chmod go-w {name}'"
+        )
+    return None
+
+
+def open_checked(name: str, flags: int = os.O_RDONLY) -> int:
+    """Open a state file by the rules of ``file_problem`` (``O_NOFOLLOW``, then fstat); StateFileError otherwise."""
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise (
+            unsafe_error(name) if e.errno == errno.ELOOP else StateFileError(f"state file {name}: cannot open: {_why(e)}")
+        ) from None
+    try:
+        problem = file_problem(name, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    if problem:
+        os.close(fd)
+        raise StateFileError(f"state file {name} {problem}")
+    return fd
+
+
+def unsafe_error(name: str) -> StateFileError:
+    """The words for a file refused at open (the C core's own check of what Python checked first)."""
+    try:
+        problem = file_problem(name, os.lstat(name))
+    except OSError as e:
+        return StateFileError(f"state file {name}: cannot open: {_why(e)}")
+    return StateFileError(f"state file {name} {problem}" if problem else f"state file {name}: changed while being opened")
+
+
+def _ofd_lock(fd: int, kind: int) -> bool:
+    """Take an OFD lock on LOCK_OFFSET without waiting; False when another holder conflicts."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, LOCK_OFFSET, 1, 0))
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise StateFileError(f"state file: cannot lock: {_why(e)}") from None
+    return True
+
+
+def _same_file(name: str, fd: int) -> bool:
+    """Whether ``name`` still names the file open at ``fd`` (a rewrite renames a new one over it)."""
+    try:
+        a, b = os.lstat(name), os.fstat(fd)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+BEING_REWRITTEN = "is being rewritten (kbmfast state compact holds it): start this when that is done"
+
+
+def open_in_use(name: str) -> int:
+    """Open a state file for a verifier or mobile node: checked, and marked "in use" (an OFD read
+    lock on LOCK_OFFSET) for as long as the descriptor stays open. StateFileError otherwise."""
+    for _ in range(_REOPEN_TRIES):
+        fd = open_checked(name, os.O_RDWR)
+        try:
+            if not _ofd_lock(fd, fcntl.F_RDLCK):
+                raise StateFileError(f"state file {name} {BEING_REWRITTEN}")
+            if _same_file(name, fd):  # not the old file a rewrite just replaced
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise StateFileError(f"state file {name}: changed while being opened")
+
+
+@contextmanager
+def exclusive(name: str) -> Iterator[None]:
+    """Hold a state file against every verifier while it is rewritten (``kbmfast state compact``).
+
+    Raises InUse while any verifier or mobile node, of either backend, in any process, has it
+    open: a rewrite then would leave them on the old file and split the sequence state.
+    """
+    fd = open_checked(name, os.O_RDWR)
+    try:
+        if not _ofd_lock(fd, fcntl.F_WRLCK):
+            raise InUse(
+                f"state file {name} is in use by a running verifier or mobile node: stop every process using "
+                "it first (rewriting it now would split its sequence state and let replays in)"
+            )
+        if not _same_file(name, fd):
+            raise StateFileError(f"state file {name}: changed while being opened")
+        yield
+    finally:
+        os.close(fd)
+
+
+def changed_error(name: str) -> StateFileError:
+    """A state file found changed under a verifier that has it open (both backends' words)."""
+    return StateFileError(
+        f"state file {name} changed while in use (truncated, removed or replaced): this stops answering, "
+        "since its sequence numbers can no longer be trusted; check the file (kbmfast state check), "
+        "rekey the peers whose slots were lost, and restart"
+    )
+
+
+def changed(st: os.stat_result, need: int) -> bool:
+    """Whether an open state file was removed or renamed over (no link left) or cut below ``need`` bytes."""
+    return st.st_nlink == 0 or st.st_size < need
+
+
+def _write_temp(name: str, data: bytes | bytearray) -> str:
+    """``data`` in a new file beside ``name``: an unpredictable name, created with O_EXCL|O_NOFOLLOW and
+    mode 0600 (tempfile.mkstemp), written whole and fsynced. Returns its path; removed on any failure."""
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(name) + ".", suffix=".tmp", dir=os.path.dirname(name) or ".")
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
 
 
 def _show(address: bytes) -> str:

@@ -57,8 +57,15 @@ _ORPHANS: list[Any] = []  # C verifiers inherited through fork(): left alone
 _MAX_OPTIONS = 2048
 
 
-def _raise(rc: int, what: str) -> None:
-    """Map a negative kbm_status to its exception (the one place this is done)."""
+def _raise(rc: int, what: str, path: str | None = None) -> None:
+    """Map a negative kbm_status to its exception (the one place this is done); ``path`` is the
+    state file, for the words of the file's own problems (_stateformat's, as in the reference)."""
+    if rc in (lib.KBM_ESYMLINK, lib.KBM_ENOTREG, lib.KBM_EOWNER, lib.KBM_EMODE):
+        raise fmt.unsafe_error(path or "")
+    if rc == lib.KBM_EBUSY:
+        raise StateFileError(f"state file {path} {fmt.BEING_REWRITTEN}")
+    if rc == lib.KBM_ECHANGED:
+        raise fmt.changed_error(path or "")
     if rc == lib.KBM_ENOMEM:
         raise MemoryError(what)
     if rc == lib.KBM_EIO:
@@ -182,6 +189,7 @@ class Verifier:
         compat: str = "rfc6275",
     ) -> None:
         check_verifier_args(keys, rekey_limit, max_lifetime)
+        use_kernel()
         policy = check_sync(sync)
         self.keys = keys
         self.rekey_limit = rekey_limit
@@ -196,7 +204,7 @@ class Verifier:
         status = ffi.new("int *")
         ptr = lib.kbm_verifier_new(ffi.NULL if self._path is None else os.fsencode(self._path), rekey_limit, status)
         if ptr == ffi.NULL:
-            _raise(status[0], f"state file {self._path}")
+            _raise(status[0], f"state file {self._path}", self._path)
         self._v: Any = ffi.gc(ptr, lib.kbm_verifier_free)
         lib.kbm_verifier_set_compat(ptr, 1 if self.compat == "rfc3775" else 0)
         if return_routability is not None:
@@ -254,7 +262,7 @@ class Verifier:
             status = fmt.KEY_EXHAUSTED if rc == lib.KBM_EEXHAUSTED else fmt.KEY_EARLIER
             raise ValueError(fmt.key_refusal(peers[failed[0]].home, status, self.rekey_limit))
         if rc:
-            _raise(rc, f"state file {self._path}" if self._path else "adding peers")
+            _raise(rc, f"state file {self._path}" if self._path else "adding peers", self._path)
 
     def _on_key_change(self, home: bytes, peer: Peer | None) -> None:
         if self._v is None:
@@ -264,7 +272,7 @@ class Verifier:
         else:
             rc = lib.kbm_verifier_remove_peer(self._v, home)
             if rc:
-                _raise(rc, f"removing peer {_addr(home)}")
+                _raise(rc, f"removing peer {_addr(home)}", self._path)
 
     # -- verification --------------------------------------------------------------------------
 
@@ -305,7 +313,7 @@ class Verifier:
         rc = _kbm_verify(v, buf, length, offsets, n, _from_buffer("uint8_t[]", verdicts, True), details, scratch[6])
         _SCRATCH.append(scratch)
         if rc:
-            _raise(rc, "verify")
+            _raise(rc, "verify", self._path)
         if self._durability is not None:
             self._durability.changed()
         return verdicts
@@ -326,7 +334,7 @@ class Verifier:
         n = offsets[1] = len(p)
         rc = _kbm_verify(v, p, n, c_offsets, 1, c_verdict, c_detail, c_where)
         if rc:
-            _raise(rc, "verify")
+            _raise(rc, "verify", self._path)
         if self._durability is not None:
             self._durability.changed()
         code, d = verdict[0], _unpack_detail(detail)
@@ -415,7 +423,7 @@ class Verifier:
         seq = ffi.new("uint16_t *")
         rc = lib.kbm_verifier_last_sequence(self._handle(), hoa, seq)
         if rc < 0:
-            _raise(rc, f"state file {self._path}")
+            _raise(rc, f"state file {self._path}", self._path)
         return int(seq[0]) if rc else None
 
     def keys_near_limit(self, fraction: float = 0.9) -> list[ipaddress.IPv6Address]:
@@ -425,7 +433,10 @@ class Verifier:
         advance = ffi.new("uint32_t *")
         near = []
         for peer in self.keys.peers():
-            if lib.kbm_verifier_key_advance(self._handle(), peer.home, advance) and advance[0] >= limit:
+            rc = lib.kbm_verifier_key_advance(self._handle(), peer.home, advance)
+            if rc < 0:
+                _raise(rc, f"state file {self._path}", self._path)
+            if rc and advance[0] >= limit:
                 near.append(_addr(peer.home))
         return near
 
@@ -433,7 +444,7 @@ class Verifier:
         """Push the state file to stable storage now (msync + fsync)."""
         rc = lib.kbm_verifier_flush(self._handle())
         if rc:
-            _raise(rc, f"state file {self._path}")
+            _raise(rc, f"state file {self._path}", self._path)
 
     def close(self) -> None:
         """Flush and close the state file, wipe the keys from C memory; idempotent."""
@@ -444,7 +455,7 @@ class Verifier:
             # now, or when a call another thread is still making returns.
             del v
             if rc:
-                _raise(rc, f"state file {self._path}")
+                _raise(rc, f"state file {self._path}", self._path)
 
     def __enter__(self) -> Verifier:
         return self
@@ -638,8 +649,54 @@ _FAST_RESULT = _fast_result_ok()
 
 BindingUpdateList = binding_update_list_class(build_binding_update, mac96, "kbmfast")
 
-#: The SHA-1 kernel the C core dispatched to on this CPU ("sha-ni" or "portable").
-kernel: str = ffi.string(lib.kbm_kernel()).decode()
+_kernel_name: str | None = None
+
+
+def kernel_table() -> list[tuple[str, bool, float]]:
+    """Every MAC kernel the C core has: (name, this CPU runs it, ns per MAC the calibration measured)."""
+    supported, ns = ffi.new("int *"), ffi.new("double *")
+    table = []
+    i = 0
+    while (name := lib.kbm_kernel_info(i, supported, ns)) != ffi.NULL:
+        table.append((ffi.string(name).decode(), bool(supported[0]), float(ns[0])))
+        i += 1
+    return table
+
+
+def use_kernel() -> str:
+    """The MAC kernel verification uses, after applying ``KBMFAST_KERNEL`` (once per process).
+
+    Unset, empty or ``auto``: the fastest kernel this CPU supports, measured on first use.
+    Raises ValueError, and selects nothing, for a name the core does not know or this CPU
+    cannot run.
+    """
+    global _kernel_name
+    if _kernel_name is None:
+        wanted = os.environ.get("KBMFAST_KERNEL", "").strip()
+        if wanted:
+            rc = lib.kbm_kernel_select(os.fsencode(wanted))
+            if rc:
+                table = kernel_table()
+                if rc == lib.KBM_ENOENT:
+                    runs = ", ".join(name for name, ok, _ in table if ok)
+                    raise ValueError(f"KBMFAST_KERNEL={wanted!r}: this CPU cannot run that kernel (it runs: {runs})")
+                known = ", ".join(name for name, _, _ in table)
+                raise ValueError(f"KBMFAST_KERNEL={wanted!r}: no such kernel (kernels: {known}, or auto)")
+        _kernel_name = ffi.string(lib.kbm_kernel()).decode()
+    return _kernel_name
+
+
+def __getattr__(name: str) -> str:
+    """``kernel``: the MAC kernel in use ("portable", "sha-ni", "avx2", "avx512"), see use_kernel."""
+    if name == "kernel":
+        return use_kernel()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, ``kernel`` (computed on first use) included."""
+    return sorted([*globals(), "kernel"])
+
 
 __all__ = [
     "BindingUpdateList",
@@ -649,7 +706,8 @@ __all__ = [
     "build_binding_ack",
     "build_binding_update",
     "derive_kbm",
-    "kernel",
+    "kernel_table",
     "parse_packet",
     "sequence_newer",
+    "use_kernel",
 ]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from . import _outputs
@@ -36,7 +38,7 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="rewrite the file with exactly its slots (atomically)",
         description=(
             "Rewrite a state file with exactly its slots, through a temporary file and a rename. Stop every "
-            "verifier using the file first: a running one keeps the old file mapped. --salvage keeps the sound "
+            "verifier using the file first: while one has it open, compact refuses (exit status 3). --salvage keeps the sound "
             "slots of a damaged file (an address with two slots loses both: rekey those peers). "
             "--keys with --drop-unconfigured also drops the slots of addresses not in that key file: their "
             "replay protection is gone, so never re-add such a peer with its old key."
@@ -53,7 +55,8 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="rewrite a format version 1 file as version 2",
         description=(
             "Rewrite a format version 1 state file (kbmfast before key fingerprints) as version 2. Stop every "
-            "verifier using the file first. With --keys, each configured peer's advance is charged to its key in "
+            "verifier using the file first: while one has it open, migrate refuses (exit status 3). "
+            "With --keys, each configured peer's advance is charged to its key in "
             "that key file; without, to whichever key the peer uses next. Sequence numbers and advances are kept."
         ),
     )
@@ -127,7 +130,6 @@ def run_check(args: argparse.Namespace) -> int:
 def run_compact(args: argparse.Namespace) -> int:
     """Rewrite (and optionally salvage or prune) a state file."""
     from . import _stateformat as fmt
-    from ._types import KbmError
     from .tools_cli import load_key_file
 
     if args.drop_unconfigured and not args.keys:
@@ -136,7 +138,7 @@ def run_compact(args: argparse.Namespace) -> int:
         inputs = [("FILE", args.file), ("--keys", args.keys)]
         check_distinct(inputs, [("--output", args.output)])
     target = args.output or args.file
-    try:
+    with _rewriting(args.file, args.output):
         if args.salvage:
             salt, slots, problems = fmt.salvage(args.file)
             for problem in problems:
@@ -149,27 +151,45 @@ def run_compact(args: argparse.Namespace) -> int:
             slots = [slot for slot in slots if slot[0] in configured]
             print(f"dropped {before - len(slots)} slots of unconfigured addresses", file=sys.stderr)
         fmt.write(target, salt, slots)
+    print(f"{target}: {len(slots)} slots written ({os.path.getsize(target)} bytes)")
+    return 0
+
+
+@contextlib.contextmanager
+def _rewriting(file: str, output: str | None) -> Iterator[None]:
+    """Hold the state file, and an existing --output, against every verifier and mobile node while
+    they are rewritten (``_stateformat.exclusive``), and turn failures into CliError: exit 3 while
+    one has either open, 1 for an error, the signal's status for an interrupt."""
+    from . import _stateformat as fmt
+    from ._types import KbmError
+
+    target = output or file
+    try:
+        with contextlib.ExitStack() as held:
+            held.enter_context(fmt.exclusive(file))
+            if output is not None and os.path.lexists(output):  # check_distinct: not the same file
+                held.enter_context(fmt.exclusive(output))
+            yield
+    except fmt.InUse as e:
+        raise CliError(str(e), 3) from None
     except KbmError as e:
         raise CliError(str(e), 1) from None
     except OSError as e:
         raise CliError(os_error_text(e), 1) from None
     except Interrupted as e:
         raise CliError(f"interrupted by {e}; {target} is as it was", e.status) from None
-    print(f"{target}: {len(slots)} slots written ({os.path.getsize(target)} bytes)")
-    return 0
 
 
 def run_migrate(args: argparse.Namespace) -> int:
     """Rewrite a version 1 state file as version 2."""
     from . import _stateformat as fmt
-    from ._types import KbmError
     from .reference.verifier import peer_fingerprint
     from .tools_cli import load_key_file
 
     if args.output is not None:
         check_distinct([("FILE", args.file), ("--keys", args.keys)], [("--output", args.output)])
     where = args.output or args.file
-    try:
+    with _rewriting(args.file, args.output):
         v1 = fmt.read_v1(args.file)
         salt = os.urandom(fmt.SALT_SIZE)
         fingerprints = {}
@@ -177,12 +197,6 @@ def run_migrate(args: argparse.Namespace) -> int:
             fingerprints = {peer.home: peer_fingerprint(salt, peer) for peer in load_key_file(args.keys, 1).peers()}
         slots = fmt.migrate(v1, salt, fingerprints)
         fmt.write(where, salt, slots)
-    except KbmError as e:
-        raise CliError(str(e), 1) from None
-    except OSError as e:
-        raise CliError(os_error_text(e), 1) from None
-    except Interrupted as e:
-        raise CliError(f"interrupted by {e}; {where} is as it was", e.status) from None
     charged = sum(1 for a, *_ in v1 if a in fingerprints)
     print(f"{where}: {len(slots)} slots migrated to format version {fmt.VERSION} ({charged} charged to a configured key)")
     return 0

@@ -4,6 +4,9 @@ Each peer has a slot whose 64-bit word is rewritten with one aligned 8-byte pwri
 leaves either the old or the new word. Slots are appended under an exclusive flock, after
 re-reading the slot count, so processes sharing a file agree on every address's slot; a slot's
 history of earlier key fingerprints is changed under the same lock.
+The file is opened by the rules of _stateformat (checked, never through a link) and marked "in
+use" for as long as it is open; every access first checks that it was not truncated, removed or
+replaced meanwhile, and once it was, every later one fails too.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class SequenceState:
         self._slots: dict[bytes, int] = {}
         self._fd = -1
         self._count = 0
+        self._changed = False
         self.salt = os.urandom(fmt.SALT_SIZE)
         self._prefix = b""
         if self.path is not None:
@@ -36,14 +40,32 @@ class SequenceState:
 
     def _open(self, name: str) -> None:
         fmt.prepare(name)
-        self._fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
-        header = os.pread(self._fd, fmt.HEADER_SIZE, 0)
-        self.salt = header[fmt.SALT_OFFSET : fmt.SALT_OFFSET + fmt.SALT_SIZE]
-        self._prefix = header[: fmt.COUNT_OFFSET]
-        self._refresh()
+        self._fd = fmt.open_in_use(name)
+        try:
+            header = os.pread(self._fd, fmt.HEADER_SIZE, 0)
+            self.salt = header[fmt.SALT_OFFSET : fmt.SALT_OFFSET + fmt.SALT_SIZE]
+            self._prefix = header[: fmt.COUNT_OFFSET]
+            self._refresh()
+        except BaseException:
+            self.close()
+            raise
+
+    def check(self) -> None:
+        """Raise StateFileError if the file was truncated, removed or replaced since it was opened
+        (and on every call after that): its words can no longer be trusted."""
+        if self._fd < 0:
+            return
+        if not self._changed and (
+            fmt.changed(os.fstat(self._fd), fmt.HEADER_SIZE + self._count * fmt.SLOT_SIZE)
+            or os.pread(self._fd, len(fmt.MAGIC), 0) != fmt.MAGIC  # cut and grown back: zeros
+        ):
+            self._changed = True
+        if self._changed:
+            raise fmt.changed_error(self.path or "")
 
     def _refresh(self) -> None:
         """Learn slots appended by other processes."""
+        self.check()
         header = os.pread(self._fd, fmt.HEADER_SIZE, 0)
         size = os.fstat(self._fd).st_size
         count, salt = fmt.check_header(self.path or "", header, size)
@@ -78,6 +100,7 @@ class SequenceState:
         if self._fd < 0:
             self._words.setdefault(address, 0)
             return
+        self.check()
         if address in self._slots:
             return
         with self.locked():
@@ -94,6 +117,7 @@ class SequenceState:
             self._count = i + 1
 
     def _slot(self, address: bytes) -> int | None:
+        self.check()
         i = self._slots.get(address)
         if i is None:
             self._refresh()

@@ -157,6 +157,7 @@ class Verifier:
         with self._lock:
             self._take_snapshot()
             result = self._verify(p)
+            self._state.check()  # no answer from a file found changed under it
         self._changed()
         return result
 
@@ -310,6 +311,7 @@ class Verifier:
             self._open()
             self._take_snapshot()
             out = [self._verify(p) for p in checked]
+            self._state.check()
         self._changed()
         if results:
             return out
@@ -322,6 +324,7 @@ class Verifier:
             self._open()
             self._take_snapshot()
             out = array("B", [self._verify(bytes(buf[offs[i] : offs[i + 1]])).verdict for i in range(len(offs) - 1)])
+            self._state.check()
         self._changed()
         return out
 

@@ -251,6 +251,79 @@ static void test_mac96_min(void)
     }
 }
 
+/* Every kernel this CPU runs, on batches of random size and shape (mostly minimal and near-
+   minimal Mobility Headers, the ones the multi-buffer kernels take, some longer), against
+   OpenSSL. Each input is its own exact-size heap block, so ASan sees any read past it. */
+static void test_batch(void)
+{
+    enum { MAXN = 41 };
+    for (int id = 0; id < KBM_KERNELS; id++) {
+        if (!kbm_kernel_supported(id))
+            continue;
+        for (int iter = 0; iter < 300; iter++) {
+            size_t n = 1 + rnd_below(MAXN);
+            kbm_mac96_req r[MAXN];
+            kbm_mac_key k[MAXN];
+            uint8_t key[MAXN][64], *co[MAXN], *cn[MAXN], *mh[MAXN], got[MAXN][12], want[12];
+            size_t key_len[MAXN];
+            for (size_t i = 0; i < n; i++) {
+                size_t pick = rnd_below(10), len;
+                if (pick < 5)
+                    len = 32;
+                else if (pick < 9)
+                    len = 14 + rnd_below(100 - 14); /* one or two inner blocks */
+                else
+                    len = 14 + rnd_below(KBM_MH_MAX - 13);
+                key_len[i] = iter % 3 ? 20 : rnd_below(65);
+                rnd_bytes(key[i], key_len[i]);
+                kbm_mac_key_init(&k[i], key[i], key_len[i]);
+                co[i] = malloc(16);
+                cn[i] = malloc(16);
+                mh[i] = malloc(len);
+                if (!co[i] || !cn[i] || !mh[i])
+                    abort();
+                rnd_bytes(co[i], 16);
+                rnd_bytes(cn[i], 16);
+                rnd_bytes(mh[i], len);
+                r[i] = (kbm_mac96_req){&k[i], co[i], cn[i], mh[i], len, got[i]};
+            }
+            memset(got, 0, sizeof got);
+            kbm_mac96_batch_with(id, r, n);
+            for (size_t i = 0; i < n; i++) {
+                ref_mac96(key[i], key_len[i], co[i], cn[i], mh[i], r[i].mh_len, want);
+                check(!memcmp(got[i], want, 12), kbm_kernel_name(id), r[i].mh_len, i);
+                free(co[i]);
+                free(cn[i]);
+                free(mh[i]);
+            }
+        }
+    }
+}
+
+/* The calibration picks a supported kernel and timed every supported one; forcing obeys and
+   refuses what the CPU cannot run; the raw benchmarks run. */
+static void test_kernels(void)
+{
+    int cur = kbm_kernel_current();
+    check(kbm_kernel_supported(cur), "calibrated kernel supported", (unsigned long)cur, 0);
+    check(kbm_kernel_supported(KBM_KERNEL_PORTABLE), "portable supported", 0, 0);
+    check(kbm_kernel_name(KBM_KERNELS) == NULL && kbm_kernel_name(-1) == NULL, "names", 0, 0);
+    for (int id = 0; id < KBM_KERNELS; id++) {
+        int ok = kbm_kernel_supported(id);
+        check((kbm_kernel_calibration_ns(id) > 0) == ok, "calibrated", (unsigned long)id, 0);
+        check(kbm_kernel_force(id) == (ok ? 0 : -1), "force", (unsigned long)id, 0);
+        check(kbm_kernel_current() == (ok ? id : cur), "forced", (unsigned long)id, 0);
+        kbm_kernel_force(-1);
+        check(kbm_kernel_current() == cur, "unforced", (unsigned long)id, 0);
+        (void)kbm_sha1_kernel_bench(id, 64);
+    }
+    printf("kernels:");
+    for (int id = 0; id < KBM_KERNELS; id++)
+        printf(" %s %s %.1f ns", kbm_kernel_name(id), kbm_kernel_supported(id) ? "yes" : "no",
+               kbm_kernel_calibration_ns(id));
+    printf("; calibrated: %s\n", kbm_kernel_name(cur));
+}
+
 /* RFC 2202 §3, test cases 1-7 */
 static void test_rfc2202(void)
 {
@@ -510,6 +583,7 @@ int main(int argc, char **argv)
 
     test_dispatch();
     test_parse_mh_single_fetch();
+    test_kernels();
     for (int pass = 0; pass < 2; pass++) {
         kbm_sha1_force_portable(pass);
         printf("kernel %s\n", kbm_sha1_kernel());
@@ -517,6 +591,7 @@ int main(int argc, char **argv)
         test_sha1_hmac();
         test_mac96();
         test_mac96_min();
+        test_batch();
         test_rfc2202();
         test_known_answer();
         test_ct_equal();

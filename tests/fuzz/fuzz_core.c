@@ -1,15 +1,19 @@
 /* libFuzzer harness for the C core alone (build: tests/fuzz/run.sh; CI runs it under ASan+UBSan).
    Every input goes through the parser with option capture, and through a verifier holding one
    draft peer and one RFC 4449 peer whose home addresses the seeds use, so the whole pipeline
-   (parse, lookup, key derivation, MAC, sequence table) sees hostile bytes; and through a
-   second verifier with return routability (fixed Kcn and nonces), which answers the input as
-   a Home / Care-of Test Init and verifies it as an RR Binding Update. The verdict must be in
-   range; anything else (a crash, an out-of-bounds read, UB) is found by the sanitizers. */
+   (parse, lookup, key derivation, MAC, sequence table) sees hostile bytes. The verdict must be
+   in range; anything else (a crash, an out-of-bounds read, UB) is found by the sanitizers.
+   The pipeline runs once per MAC kernel this CPU has, on 17 copies of the input (so the
+   multi-buffer kernels get full lanes and a remainder), and every kernel's MAC of the input,
+   read as key | care-of | correspondent | Mobility Header, must equal the portable one.
+   A second verifier with return routability (fixed Kcn and nonces) answers the input as a
+   Home / Care-of Test Init and verifies it as an RR Binding Update. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kbm.h"
+#include "mac.h"
 
 static kbm_verifier *verifier, *rr_verifier;
 
@@ -62,18 +66,59 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)kbm_checksum_ok(p, size, &l);
         (void)kbm_parse_mh(p, size, &l, opts, KBM_MH_MAX, &n, &where);
     }
-    uint64_t offsets[2] = {0, size};
-    uint8_t verdict = 0xEE;
-    kbm_detail detail;
+    enum { COPIES = 17 };
+    uint64_t offsets[COPIES + 1];
+    uint8_t verdicts[COPIES];
+    kbm_detail details[COPIES];
     size_t bad;
-    if (kbm_verify(verifier, p, size, offsets, 1, &verdict, &detail, &bad) != 0 || verdict > KBM_KEY_EXHAUSTED)
+    /* one exact-size buffer holding the input COPIES times */
+    uint8_t *many = malloc(size * COPIES + 1);
+    if (!many)
         abort();
+    for (size_t i = 0; i < COPIES; i++) {
+        memcpy(many + i * size, p, size);
+        offsets[i] = i * size;
+    }
+    offsets[COPIES] = COPIES * size;
+    for (int id = 0; id < KBM_KERNELS; id++) {
+        if (kbm_kernel_force(id) != 0)
+            continue;
+        if (kbm_verify(verifier, many, COPIES * size, offsets, COPIES, verdicts, details, &bad) != 0)
+            abort();
+        for (size_t i = 0; i < COPIES; i++)
+            if (verdicts[i] > KBM_KEY_EXHAUSTED)
+                abort();
+    }
+    kbm_kernel_force(-1);
+    free(many);
+    if (size >= 20 + 32 + 14) {
+        size_t mh_len = size - 52 > KBM_MH_MAX ? KBM_MH_MAX : size - 52;
+        kbm_mac_key k;
+        uint8_t want[12], got[COPIES][12];
+        kbm_mac96_req r[COPIES];
+        kbm_mac_key_init(&k, p, 20);
+        kbm_mac96(&k, p + 20, p + 36, p + 52, mh_len, want);
+        for (size_t i = 0; i < COPIES; i++)
+            r[i] = (kbm_mac96_req){&k, p + 20, p + 36, p + 52, mh_len, got[i]};
+        for (int id = 0; id < KBM_KERNELS; id++) {
+            if (!kbm_kernel_supported(id))
+                continue;
+            memset(got, 0, sizeof got);
+            kbm_mac96_batch_with(id, r, COPIES);
+            for (size_t i = 0; i < COPIES; i++)
+                if (memcmp(got[i], want, 12) != 0)
+                    abort();
+        }
+    }
+    /* return routability: the input as an init message and as an RR Binding Update */
+    uint64_t one[2] = {0, size};
     uint8_t reply[KBM_RR_REPLY_SIZE];
     uint64_t reply_offsets[2];
-    if (kbm_rr_reply(rr_verifier, p, size, offsets, 1, reply, reply_offsets, &bad) != 0 ||
+    if (kbm_rr_reply(rr_verifier, p, size, one, 1, reply, reply_offsets, &bad) != 0 ||
         reply_offsets[1] % KBM_RR_REPLY_SIZE != 0)
         abort();
-    if (kbm_verify(rr_verifier, p, size, offsets, 1, &verdict, &detail, &bad) != 0 || verdict > KBM_RR_TABLE_FULL)
+    if (kbm_verify(rr_verifier, p, size, one, 1, verdicts, details, &bad) != 0 ||
+        verdicts[0] > KBM_RR_TABLE_FULL)
         abort();
     free(p);
     return 0;

@@ -1,0 +1,98 @@
+"""A/B of C ``verify_buffer`` across builds and kernels, interleaved on one pinned core.
+
+    python benchmarks/ab_verify.py [--cpu 1] [--runs 9] [--peers 10000] NAME=PYTHON[:PATH][@KERNEL] ...
+
+Each NAME runs in its own process: PYTHON is its interpreter, PATH (optional) is put first on
+its sys.path (a source tree with a built ``kbmfast/_native*.so``: another checkout built
+beside this one), KERNEL (optional) its ``KBMFAST_KERNEL``. Every process builds the same
+workload (``kbmfast.bench.make_workload``: minimal Binding Updates, random peer order, every
+verdict checked), pins itself to ``--cpu``, and then the parent asks each for one timed run
+in turn, ``--runs`` rounds, so load from elsewhere on a shared machine hits all of them alike.
+Times are the verifying thread's CPU time (time.thread_time: a run preempted by another job
+is not charged the wait). Prints each one's median and best verifications/s, and ratios of
+medians to the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+
+CHILD = r"""
+import os, sys, time
+if sys.argv[1]:
+    sys.path.insert(0, sys.argv[1])
+os.sched_setaffinity(0, {int(sys.argv[2])})
+import kbmfast
+from kbmfast import bench
+w = bench.make_workload(int(sys.argv[3]), 10, 0)
+pairs = bench.split_buffer(w.buffer, w.offsets, 4096)
+print(kbmfast.kernel, flush=True)
+for line in sys.stdin:
+    v = kbmfast.Verifier(w.keys)
+    t = time.thread_time()
+    outs = [v.verify_buffer(b, o) for b, o in pairs]
+    dt = time.thread_time() - t
+    if sum(x.count(0) for x in outs) != len(w):
+        sys.exit("not every packet was accepted")
+    print(dt, flush=True)
+"""
+
+
+def main() -> int:
+    """Run the A/B and print the table."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cpu", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=9)
+    ap.add_argument("--peers", type=int, default=10000)
+    ap.add_argument("spec", nargs="+")
+    a = ap.parse_args()
+    procs = []
+    for spec in a.spec:
+        name, _, rest = spec.partition("=")
+        rest, _, kernel = rest.partition("@")
+        python, _, path = rest.partition(":")
+        env = dict(os.environ)
+        env.pop("KBMFAST_KERNEL", None)
+        if kernel:
+            env["KBMFAST_KERNEL"] = kernel
+        p = subprocess.Popen(
+            [python or sys.executable, "-P", "-c", CHILD, path, str(a.cpu), str(a.peers)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        procs.append((name, p))
+    kernels = {}
+    for name, p in procs:
+        assert p.stdout is not None
+        line = p.stdout.readline().strip()
+        while line.startswith(("Running", "ninja", "--", "[")):  # an editable install rebuilding
+            line = p.stdout.readline().strip()
+        kernels[name] = line
+    times: dict[str, list[float]] = {name: [] for name, _ in procs}
+    for _ in range(a.runs):
+        for name, p in procs:
+            assert p.stdin is not None and p.stdout is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            times[name].append(float(p.stdout.readline()))
+    n = a.peers * 10
+    first = statistics.median(times[procs[0][0]])
+    print(f"C verify_buffer, {a.peers} peers, batch 4096, CPU {a.cpu}, {a.runs} interleaved runs")
+    print(f"{'name':<16}{'kernel':<10}{'median':>12}{'best':>12}{'x first':>9}")
+    for name, p in procs:
+        med, best = statistics.median(times[name]), min(times[name])
+        print(f"{name:<16}{kernels[name]:<10}{n / med / 1e6:>10.2f} M{n / best / 1e6:>10.2f} M{first / med:>9.2f}")
+        assert p.stdin is not None
+        p.stdin.close()
+        p.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+/* MAC kernels for batches: which this CPU supports, which is fastest (measured once per
+   process), and the batch entry point that feeds the multi-buffer kernels full lanes. */
+#define _POSIX_C_SOURCE 200809L
+
+#include "kbm.h"
+#include "mac.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+static const char *const names[KBM_KERNELS] = {"portable", "sha-ni", "avx2", "avx512"};
+
+const char *kbm_kernel_name(int id)
+{
+    return id >= 0 && id < KBM_KERNELS ? names[id] : NULL;
+}
+
+#if defined(__x86_64__)
+/* The register state the OS saves (XCR0); only meaningful when CPUID says OSXSAVE. */
+static uint64_t xcr0(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (uint64_t)hi << 32 | lo;
+}
+#endif
+
+static int probe(int id)
+{
+    if (id == KBM_KERNEL_PORTABLE)
+        return 1;
+    if (id == KBM_KERNEL_SHANI)
+        return kbm_cpu_has_shani();
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_AVX))
+        return 0;
+    uint64_t os = xcr0();
+    if ((os & 0x6) != 0x6) /* XMM and YMM state */
+        return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return 0;
+    if (id == KBM_KERNEL_AVX2)
+        return (b & bit_AVX2) != 0;
+    if (id == KBM_KERNEL_AVX512) /* and opmask, ZMM_Hi256, Hi16_ZMM state */
+        return (os & 0xE6) == 0xE6 && (b & bit_AVX512F) && (b & bit_AVX512BW) &&
+               (b & bit_AVX512VL);
+#endif
+    return 0;
+}
+
+static int kernel_ok[KBM_KERNELS];
+static double calibration_ns[KBM_KERNELS];
+static int calibrated = KBM_KERNEL_PORTABLE;
+static _Atomic int forced = -1;
+static _Atomic unsigned hidden; /* kbm_test_hide_kernels */
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT, calibrate_once = PTHREAD_ONCE_INIT;
+
+static void probe_all(void)
+{
+    for (int id = 0; id < KBM_KERNELS; id++)
+        kernel_ok[id] = probe(id);
+}
+
+int kbm_kernel_supported(int id)
+{
+    pthread_once(&probe_once, probe_all);
+    return id >= 0 && id < KBM_KERNELS && kernel_ok[id] &&
+           !(atomic_load_explicit(&hidden, memory_order_relaxed) >> id & 1);
+}
+
+int kbm_test_hide_kernels(unsigned mask)
+{
+    if (mask & 1u << KBM_KERNEL_PORTABLE)
+        return KBM_EINVAL;
+    atomic_store_explicit(&hidden, mask, memory_order_relaxed);
+    return KBM_OK;
+}
+
+/* ---- The batch ---- */
+
+/* Two at a time on SHA-NI (the minimal ones built in registers). */
+static void narrow(const kbm_mac96_req *const *q, size_t n)
+{
+    size_t i = 0;
+    for (; i + 1 < n; i += 2) {
+        const kbm_mac96_req *a = q[i], *b = q[i + 1];
+        if (a->mh_len == 32 && b->mh_len == 32)
+            kbm_mac96_min_x2(a->key, a->co, a->cn, a->mh, a->out, b->key, b->co, b->cn, b->mh,
+                             b->out);
+        else
+            kbm_mac96_x2(a->key, a->co, a->cn, a->mh, a->mh_len, a->out, b->key, b->co, b->cn,
+                         b->mh, b->mh_len, b->out);
+    }
+    if (i < n) {
+        const kbm_mac96_req *a = q[i];
+        if (a->mh_len == 32)
+            kbm_mac96_min(a->key, a->co, a->cn, a->mh, a->out);
+        else
+            kbm_mac96(a->key, a->co, a->cn, a->mh, a->mh_len, a->out);
+    }
+}
+
+#define MAX_LANES 16
+
+/* n <= lanes messages on a multi-buffer kernel: group 0 minimal ones (a 32-byte Mobility
+   Header: blocks built in registers), group g > 0 others of g inner blocks (built here). */
+static void wide(int id, const kbm_mac96_req *const *q, size_t n, size_t group)
+{
+#if defined(__x86_64__)
+    _Alignas(64) uint8_t buf[MAX_LANES][128];
+    const kbm_mac_key *keys[MAX_LANES];
+    const uint8_t *a[MAX_LANES], *b[MAX_LANES], *c[MAX_LANES];
+    uint8_t *out[MAX_LANES];
+    for (size_t i = 0; i < n; i++) {
+        keys[i] = q[i]->key;
+        out[i] = q[i]->out;
+        a[i] = q[i]->co;
+        b[i] = q[i]->cn;
+        c[i] = q[i]->mh;
+        if (group) {
+            kbm_mac96_block(buf[i], q[i]->co, q[i]->cn, q[i]->mh, q[i]->mh_len);
+            a[i] = buf[i];
+        }
+    }
+    if (id == KBM_KERNEL_AVX512) {
+        if (group)
+            kbm_mac96_mb_avx512(keys, a, group, out, n);
+        else
+            kbm_mac96_min_mb_avx512(keys, a, b, c, out, n);
+    } else {
+        if (group)
+            kbm_mac96_mb_avx2(keys, a, group, out, n);
+        else
+            kbm_mac96_min_mb_avx2(keys, a, b, c, out, n);
+    }
+#else
+    (void)id;
+    (void)group;
+    narrow(q, n);
+#endif
+}
+
+void kbm_mac96_batch_with(int id, const kbm_mac96_req *r, size_t n)
+{
+    if (!kbm_kernel_supported(id))
+        id = KBM_KERNEL_PORTABLE;
+    if (id == KBM_KERNEL_PORTABLE) {
+        for (size_t i = 0; i < n; i++)
+            kbm_mac96_portable(r[i].key, r[i].co, r[i].cn, r[i].mh, r[i].mh_len, r[i].out);
+        return;
+    }
+    const size_t lanes = id == KBM_KERNEL_AVX512 ? 16 : id == KBM_KERNEL_AVX2 ? 8 : 0;
+    const kbm_mac96_req *group[3][MAX_LANES], *rest[2];
+    size_t in_group[3] = {0, 0, 0}, in_rest = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t g = r[i].mh_len == 32 ? 0 : kbm_mac96_nblocks(r[i].mh_len);
+        if (lanes && g <= 2) {
+            group[g][in_group[g]++] = &r[i];
+            if (in_group[g] == lanes) {
+                wide(id, group[g], lanes, g);
+                in_group[g] = 0;
+            }
+        } else {
+            rest[in_rest++] = &r[i];
+            if (in_rest == 2) {
+                narrow(rest, 2);
+                in_rest = 0;
+            }
+        }
+    }
+    narrow(rest, in_rest);
+    /* A part-filled call costs as much as a full one: fewer than half the lanes go two at a
+       time instead, where SHA-NI makes that cheap (not while kbm_sha1_force_portable holds:
+       the tests' way to take the other branch on a CPU with SHA-NI). */
+    int shani = kbm_sha1_use_shani();
+    for (size_t g = 0; g < 3; g++) {
+        if (!in_group[g])
+            continue;
+        if (shani && 2 * in_group[g] < lanes)
+            narrow(group[g], in_group[g]);
+        else
+            wide(id, group[g], in_group[g], g);
+    }
+}
+
+void kbm_mac96_batch(const kbm_mac96_req *r, size_t n)
+{
+    kbm_mac96_batch_with(kbm_kernel_current(), r, n);
+}
+
+/* ---- Calibration ---- */
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e9 * (double)ts.tv_sec + (double)ts.tv_nsec;
+}
+
+#define CAL_MSGS 16  /* one full call of the widest kernel */
+#define CAL_CALLS 8  /* per timed run: 128 MACs */
+#define CAL_ROUNDS 6 /* the first warms up (caches, the vector unit); best of the rest */
+
+/* Minimal Binding Updates with distinct keys, every supported kernel timed in turn, round by
+   round, so a burst of load elsewhere spoils one round of all of them, not all rounds of one. */
+static void calibrate(void)
+{
+    static kbm_mac_key keys[CAL_MSGS];
+    static uint8_t data[CAL_MSGS][64], out[CAL_MSGS][12];
+    kbm_mac96_req r[CAL_MSGS];
+    for (int i = 0; i < CAL_MSGS; i++) {
+        uint8_t key[20];
+        for (int j = 0; j < 20; j++)
+            key[j] = (uint8_t)(i * 31 + j);
+        for (int j = 0; j < 64; j++)
+            data[i][j] = (uint8_t)(i * 7 + j * 13);
+        kbm_mac_key_init(&keys[i], key, sizeof key);
+        r[i] = (kbm_mac96_req){&keys[i], data[i], data[i] + 16, data[i] + 32, 32, out[i]};
+    }
+    double best[KBM_KERNELS];
+    for (int id = 0; id < KBM_KERNELS; id++)
+        best[id] = 0;
+    for (int round = 0; round < CAL_ROUNDS; round++) {
+        for (int id = 0; id < KBM_KERNELS; id++) {
+            if (!kbm_kernel_supported(id))
+                continue;
+            double t = now_ns();
+            for (int c = 0; c < CAL_CALLS; c++)
+                kbm_mac96_batch_with(id, r, CAL_MSGS);
+            t = (now_ns() - t) / (CAL_CALLS * CAL_MSGS);
+            if (round > 0 && (best[id] == 0 || t < best[id]))
+                best[id] = t > 0 ? t : 1e-3;
+        }
+    }
+    int pick = KBM_KERNEL_PORTABLE;
+    for (int id = 0; id < KBM_KERNELS; id++) {
+        calibration_ns[id] = best[id];
+        if (best[id] > 0 && best[id] < best[pick])
+            pick = id;
+    }
+    calibrated = pick;
+}
+
+int kbm_kernel_current(void)
+{
+    int f = atomic_load_explicit(&forced, memory_order_relaxed);
+    if (f >= 0)
+        return f;
+    pthread_once(&calibrate_once, calibrate);
+    return calibrated;
+}
+
+int kbm_kernel_force(int id)
+{
+    if (id >= 0 && !kbm_kernel_supported(id))
+        return -1;
+    atomic_store_explicit(&forced, id < 0 ? -1 : id, memory_order_relaxed);
+    return 0;
+}
+
+double kbm_kernel_calibration_ns(int id)
+{
+    pthread_once(&calibrate_once, calibrate);
+    return id >= 0 && id < KBM_KERNELS ? calibration_ns[id] : 0;
+}
+
+uint32_t kbm_sha1_kernel_bench(int id, uint64_t blocks)
+{
+    uint8_t data[MAX_LANES * 64];
+    uint32_t s[2][5] = {{1, 2, 3, 4, 5}, {6, 7, 8, 9, 10}};
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (uint8_t)(i * 13 + 5);
+    if (!kbm_kernel_supported(id))
+        return 0;
+    switch (id) {
+#if defined(__x86_64__)
+    case KBM_KERNEL_AVX512:
+        return kbm_sha1_mb_bench_avx512(data, blocks / 16);
+    case KBM_KERNEL_AVX2:
+        return kbm_sha1_mb_bench_avx2(data, blocks / 8);
+    case KBM_KERNEL_SHANI:
+        for (uint64_t i = 0; i < blocks / 2; i++)
+            kbm_sha1_shani_x2(s[0], data, 1, s[1], data + 64, 1);
+        break;
+#endif
+    default:
+        for (uint64_t i = 0; i < blocks; i++)
+            kbm_sha1_compress_portable(s[0], data);
+    }
+    return s[0][0] ^ s[1][0];
+}
+
+/* ---- kbm.h's view ---- */
+
+const char *kbm_kernel(void)
+{
+    return kbm_kernel_name(kbm_kernel_current());
+}
+
+int kbm_kernel_select(const char *name)
+{
+    if (!strcmp(name, "auto")) {
+        kbm_kernel_force(-1);
+        return KBM_OK;
+    }
+    for (int id = 0; id < KBM_KERNELS; id++)
+        if (!strcmp(name, kbm_kernel_name(id)))
+            return kbm_kernel_force(id) ? KBM_ENOENT : KBM_OK;
+    return KBM_EINVAL;
+}
+
+const char *kbm_kernel_info(int i, int *supported, double *ns)
+{
+    *supported = kbm_kernel_supported(i);
+    *ns = kbm_kernel_calibration_ns(i);
+    return kbm_kernel_name(i);
+}

@@ -1,0 +1,339 @@
+/* Live capture through libpcap: frames go straight into a verify batch and through kbm_verify,
+   in one call that releases the GIL (cffi does) and costs no Python per packet.
+
+   A batch is handed on when it holds `max` packets, when the buffer could not hold one more
+   snaplen, or max_delay_us after its first packet arrived; a call that sees no mobility packet
+   returns empty after idle_ms, so the caller can look at its signals. The link-layer header of
+   each frame is kept (kbm_live_meta) so that an answer can go back the way the frame came. */
+#define _GNU_SOURCE /* ppoll; the BSD types pcap.h uses */
+#include "kbm.h"
+
+#include <errno.h>
+#include <linux/if_packet.h>
+#include <pcap/pcap.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+enum { DLT_ETH = 1, DLT_RAW_IP = 101, DLT_RAW12 = 12, DLT_RAW14 = 14, DLT_IPV6_ = 229 };
+
+struct kbm_live {
+    pcap_t *p;
+    int fd;
+    int linktype;
+    size_t snaplen;
+};
+
+static void set_error(char *errbuf, const char *what, const char *detail)
+{
+    if (detail && strcmp(detail, what) == 0)
+        detail = NULL;
+    if (errbuf)
+        snprintf(errbuf, KBM_LIVE_ERRBUF, "%s%s%s", what, detail && *detail ? ": " : "",
+                 detail ? detail : "");
+}
+
+static int activate_status(int rc)
+{
+    switch (rc) {
+    case PCAP_ERROR_NO_SUCH_DEVICE:
+        return KBM_LIVE_ENODEV;
+    case PCAP_ERROR_PERM_DENIED:
+    case PCAP_ERROR_PROMISC_PERM_DENIED:
+        return KBM_LIVE_EPERM;
+    default:
+        return KBM_LIVE_EPCAP;
+    }
+}
+
+kbm_live *kbm_live_open(const char *device, const char *filter, int snaplen, int buffer_bytes,
+                        int inbound_only, int fanout_group, char *errbuf, int *status)
+{
+    char perr[PCAP_ERRBUF_SIZE] = "";
+    *status = KBM_LIVE_EPCAP;
+    if (snaplen < 128 || snaplen > KBM_CAP_MAX_CAPLEN || buffer_bytes < 0) {
+        *status = KBM_EINVAL;
+        set_error(errbuf, "invalid snaplen or buffer size", NULL);
+        return NULL;
+    }
+    kbm_live *l = calloc(1, sizeof *l);
+    if (!l) {
+        *status = KBM_ENOMEM;
+        set_error(errbuf, "out of memory", NULL);
+        return NULL;
+    }
+    l->snaplen = (size_t)snaplen;
+    l->p = pcap_create(device, perr);
+    if (!l->p) {
+        set_error(errbuf, "pcap_create", perr);
+        free(l);
+        return NULL;
+    }
+    pcap_set_snaplen(l->p, snaplen);
+    pcap_set_promisc(l->p, 0);
+    pcap_set_immediate_mode(l->p, 1);
+    if (buffer_bytes > 0)
+        pcap_set_buffer_size(l->p, buffer_bytes);
+    int rc = pcap_activate(l->p);
+    if (rc < 0) {
+        *status = activate_status(rc);
+        set_error(errbuf, pcap_statustostr(rc), pcap_geterr(l->p));
+        goto fail;
+    }
+    l->linktype = pcap_datalink(l->p);
+    struct bpf_program prog;
+    if (pcap_compile(l->p, &prog, filter, 1, PCAP_NETMASK_UNKNOWN) < 0) {
+        *status = KBM_LIVE_EFILTER;
+        set_error(errbuf, "filter", pcap_geterr(l->p));
+        goto fail;
+    }
+    rc = pcap_setfilter(l->p, &prog);
+    pcap_freecode(&prog);
+    if (rc < 0) {
+        *status = KBM_LIVE_EFILTER;
+        set_error(errbuf, "filter", pcap_geterr(l->p));
+        goto fail;
+    }
+    if (inbound_only && pcap_setdirection(l->p, PCAP_D_IN) < 0) {
+        set_error(errbuf, "pcap_setdirection", pcap_geterr(l->p));
+        goto fail;
+    }
+    if (pcap_setnonblock(l->p, 1, perr) < 0) {
+        set_error(errbuf, "pcap_setnonblock", perr);
+        goto fail;
+    }
+    l->fd = pcap_get_selectable_fd(l->p);
+    if (l->fd < 0) {
+        set_error(errbuf, "no selectable descriptor for this device", NULL);
+        goto fail;
+    }
+    if (fanout_group >= 0) {
+        int val = (fanout_group & 0xFFFF) | (PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16;
+        if (setsockopt(pcap_fileno(l->p), SOL_PACKET, PACKET_FANOUT, &val, sizeof val) < 0) {
+            set_error(errbuf, "PACKET_FANOUT", strerror(errno));
+            goto fail;
+        }
+    }
+    *status = 0;
+    return l;
+fail:
+    pcap_close(l->p);
+    free(l);
+    return NULL;
+}
+
+int kbm_live_linktype(const kbm_live *l)
+{
+    return l->linktype;
+}
+
+void kbm_live_close(kbm_live *l)
+{
+    if (l) {
+        pcap_close(l->p);
+        free(l);
+    }
+}
+
+typedef struct {
+    const kbm_live *l;
+    uint8_t *buf;
+    size_t buf_len;
+    uint64_t *offsets;
+    size_t n;
+    kbm_live_meta *meta;
+    kbm_live_stats *st;
+} batch_ctx;
+
+static void on_frame(u_char *user, const struct pcap_pkthdr *h, const u_char *bytes)
+{
+    batch_ctx *c = (batch_ctx *)(void *)user;
+    c->st->frames++;
+    size_t caplen = h->caplen;
+    int64_t ip = kbm_cap_ipv6_start(bytes, 0, caplen, (uint32_t)c->l->linktype);
+    int64_t len = -1;
+    if (ip >= 0 && ip <= KBM_LIVE_LINK_MAX)
+        len = kbm_cap_mobility_length(bytes + ip, caplen - (size_t)ip);
+    if (len < 0) {
+        c->st->other++;
+        return;
+    }
+    uint64_t at = c->offsets[c->n];
+    if ((uint64_t)len > c->buf_len - at) { /* not reached: a batch stops a snaplen short */
+        c->st->other++;
+        return;
+    }
+    memcpy(c->buf + at, bytes + ip, (size_t)len);
+    c->offsets[c->n + 1] = at + (uint64_t)len;
+    kbm_live_meta *m = &c->meta[c->n];
+    m->time_us = (int64_t)h->ts.tv_sec * 1000000 + (int64_t)h->ts.tv_usec;
+    m->frame = c->st->frames;
+    m->link_len = (uint8_t)ip;
+    memcpy(m->link, bytes, (size_t)ip);
+    c->n++;
+}
+
+static int64_t now_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+int kbm_live_batch(kbm_live *l, kbm_verifier *v, uint8_t *buf, size_t buf_len,
+                   uint64_t *offsets, size_t max, kbm_live_meta *meta, uint8_t *verdicts,
+                   kbm_detail *details, uint32_t max_delay_us, uint32_t idle_ms,
+                   kbm_live_stats *st, char *errbuf)
+{
+    batch_ctx c = {l, buf, buf_len, offsets, 0, meta, st};
+    offsets[0] = 0;
+    int64_t idle_end = now_us() + (int64_t)idle_ms * 1000, deadline = -1;
+    for (;;) {
+        size_t room = (buf_len - (size_t)offsets[c.n]) / l->snaplen;
+        size_t want = max - c.n < room ? max - c.n : room;
+        if (want == 0)
+            break;
+        int r = pcap_dispatch(l->p, want > 1000000 ? 1000000 : (int)want, on_frame, (u_char *)&c);
+        if (r < 0) {
+            set_error(errbuf, "capture", r == PCAP_ERROR_BREAK ? "interrupted" : pcap_geterr(l->p));
+            return KBM_LIVE_EPCAP;
+        }
+        int64_t now = now_us();
+        if (c.n > 0 && deadline < 0)
+            deadline = now + max_delay_us;
+        int64_t end = deadline >= 0 ? deadline : idle_end;
+        if (now >= end)
+            break;
+        if (r > 0)
+            continue;
+        int64_t wait = end - now;
+        struct timespec ts = {(time_t)(wait / 1000000), (long)(wait % 1000000) * 1000};
+        struct pollfd pfd = {l->fd, POLLIN, 0};
+        if (ppoll(&pfd, 1, &ts, NULL) < 0 && errno != EINTR) {
+            set_error(errbuf, "poll", strerror(errno));
+            return KBM_LIVE_EPCAP;
+        }
+        if (pfd.revents & (POLLERR | POLLHUP | POLLNVAL)) {
+            set_error(errbuf, "capture", "the interface went away");
+            return KBM_LIVE_EPCAP;
+        }
+    }
+    if (c.n == 0)
+        return 0;
+    st->packets += c.n;
+    st->batches++;
+    if (v) {
+        size_t where;
+        int rc = kbm_verify(v, buf, (size_t)offsets[c.n], offsets, c.n, verdicts, details, &where);
+        if (rc < 0) {
+            set_error(errbuf, "verify", "bad offsets");
+            return rc;
+        }
+    }
+    return (int)c.n;
+}
+
+int kbm_live_send(kbm_live *l, const kbm_live_meta *m, const uint8_t *pkt, size_t len,
+                  kbm_live_stats *st)
+{
+    uint8_t frame[KBM_LIVE_LINK_MAX + KBM_MH_MAX + 512];
+    size_t hdr = 0;
+    if (l->linktype == DLT_ETH) {
+        if (m->link_len < 14 || m->link_len > KBM_LIVE_LINK_MAX)
+            return KBM_EINVAL;
+        memcpy(frame, m->link + 6, 6); /* to the frame's source */
+        memcpy(frame + 6, m->link, 6); /* from the address it was sent to */
+        memcpy(frame + 12, m->link + 12, (size_t)m->link_len - 12); /* tags, EtherType */
+        hdr = m->link_len;
+    } else if (l->linktype != DLT_RAW_IP && l->linktype != DLT_RAW12 && l->linktype != DLT_RAW14 &&
+               l->linktype != DLT_IPV6_) {
+        return KBM_LIVE_ELINK;
+    }
+    if (len > sizeof frame - hdr)
+        return KBM_EINVAL;
+    memcpy(frame + hdr, pkt, len);
+    if (pcap_inject(l->p, frame, hdr + len) < 0) {
+        st->send_errors++;
+        return KBM_LIVE_EPCAP;
+    }
+    st->sent++;
+    return 0;
+}
+
+int kbm_live_can_send(const kbm_live *l)
+{
+    return l->linktype == DLT_ETH || l->linktype == DLT_RAW_IP || l->linktype == DLT_RAW12 ||
+           l->linktype == DLT_RAW14 || l->linktype == DLT_IPV6_;
+}
+
+int kbm_live_pcap_stats(kbm_live *l, kbm_live_stats *st)
+{
+    struct pcap_stat ps;
+    if (pcap_stats(l->p, &ps) < 0)
+        return KBM_LIVE_EPCAP;
+    st->ps_recv = ps.ps_recv;
+    st->ps_drop = ps.ps_drop;
+    st->ps_ifdrop = ps.ps_ifdrop;
+    return 0;
+}
+
+size_t kbm_build_ack(const uint8_t kbm[KBM_SIZE], const uint8_t home[16],
+                     const uint8_t mac_care_of[16], const uint8_t cn[16], const uint8_t dest[16],
+                     uint8_t status, uint16_t sequence, uint16_t units, uint8_t out[KBM_ACK_MAX])
+{
+    enum { MH_LEN = 32, RH2_LEN = 24 };
+    int routed = memcmp(dest, home, 16) != 0;
+    size_t ext = routed ? RH2_LEN : 0, payload = ext + MH_LEN;
+    uint8_t *ip = out, *mh = out + 40 + ext;
+    memset(out, 0, 40 + payload);
+    ip[0] = 0x60;
+    ip[4] = (uint8_t)(payload >> 8);
+    ip[5] = (uint8_t)payload;
+    ip[6] = routed ? 43 : 135;
+    ip[7] = 64;
+    memcpy(ip + 8, cn, 16);
+    memcpy(ip + 24, dest, 16);
+    if (routed) { /* type 2 Routing header: the home address, one segment left */
+        uint8_t *rh = out + 40;
+        rh[0] = 135;
+        rh[1] = 2;
+        rh[2] = 2;
+        rh[3] = 1;
+        memcpy(rh + 8, home, 16);
+    }
+    /* BA: no next header, length, type 6, status, K = 0, sequence, lifetime; PadN(6) so that
+       the Binding Authorization Data option starts at 8n+2 and ends the header */
+    mh[0] = 59;
+    mh[1] = MH_LEN / 8 - 1;
+    mh[2] = 6;
+    mh[6] = status;
+    mh[8] = (uint8_t)(sequence >> 8);
+    mh[9] = (uint8_t)sequence;
+    mh[10] = (uint8_t)(units >> 8);
+    mh[11] = (uint8_t)units;
+    mh[12] = 1;
+    mh[13] = 4;
+    mh[18] = 5;
+    mh[19] = KBM_AUTH_SIZE;
+    if (kbm_authenticator(kbm, mac_care_of, cn, mh, MH_LEN, mh + 20) < 0)
+        return 0;
+    uint16_t sum = kbm_mh_checksum(cn, home, mh, MH_LEN);
+    mh[4] = (uint8_t)(sum >> 8);
+    mh[5] = (uint8_t)sum;
+    return 40 + payload;
+}
+
+int kbm_live_answer(kbm_live *l, const kbm_live_meta *m, const uint8_t kbm[KBM_SIZE],
+                    const uint8_t home[16], const uint8_t mac_care_of[16], const uint8_t cn[16],
+                    const uint8_t dest[16], uint8_t status, uint16_t sequence, uint16_t units,
+                    kbm_live_stats *st)
+{
+    uint8_t ba[KBM_ACK_MAX];
+    size_t n = kbm_build_ack(kbm, home, mac_care_of, cn, dest, status, sequence, units, ba);
+    if (n == 0)
+        return KBM_EINVAL;
+    return kbm_live_send(l, m, ba, n, st);
+}

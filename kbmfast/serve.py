@@ -1,0 +1,399 @@
+"""A correspondent node on the wire: the library behind ``kbmfast serve`` (docs/serve.md).
+
+:class:`Server` takes batches from :class:`kbmfast.live.LiveCapture` (captured and verified in
+one C call), sends the Binding Acknowledgement that ``Verifier.acknowledge`` builds for each
+verdict that calls for one, keeps the :class:`BindingCache` and the counters, and rate-limits
+error acknowledgements per peer with a :class:`RateLimiter`. Nothing is ever sent for a packet
+that did not authenticate: only ACCEPTED and the verdicts found after the authenticator was
+checked (SEQUENCE_OUT_OF_WINDOW, HOME_REGISTRATION, INVALID_CARE_OF, KEY_EXHAUSTED) have a BA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from ._keys import KeyTable, Peer
+from ._types import BA_STATUS, FLAG_A, Verdict
+from ._util import wipe
+from .fast import _DETAIL, Verifier, _address
+from .live import AckFields, Batch, LiveCapture
+from .reference.verifier import current_kbm
+
+#: Error acknowledgements (status >= 128) per peer: a bucket of ERROR_BURST tokens refilled at
+#: ERROR_RATE per second. A flood of replayed Binding Updates is answered at most this fast.
+ERROR_RATE = 5.0
+ERROR_BURST = 10
+#: Batch latency histogram buckets (seconds from the first packet's capture to its answer).
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
+
+_ACTION = frozenset(
+    int(v)
+    for v in (
+        Verdict.ACCEPTED,
+        Verdict.SEQUENCE_OUT_OF_WINDOW,
+        Verdict.HOME_REGISTRATION,
+        Verdict.INVALID_CARE_OF,
+        Verdict.KEY_EXHAUSTED,
+    )
+)
+_addr = ipaddress.IPv6Address
+
+
+_STATUS = tuple(BA_STATUS.get(Verdict(code)) for code in range(len(Verdict)))
+
+
+def ack_fields(
+    packet: bytes, code: int, detail: tuple[int, ...], max_lifetime: int | None
+) -> tuple[bytes, bytes, int, AckFields | None]:
+    """For a packet whose verdict ``code`` is ACCEPTED or one reached after its authenticator
+    was checked, and its kbm_detail: (home, care-of, granted lifetime in seconds, and the
+    fields of the Binding Acknowledgement that ``Verifier.acknowledge`` builds, or None when
+    none is due: an accepted BU without the A flag). The same rules as acknowledge (tests
+    compare the two byte for byte)."""
+    home_at, care_at, sequence, units, flags, last = detail[:6]  # [6]: the RR Nonce Indices (none here)
+    home = packet[home_at : home_at + 16]
+    source = packet[8:24]
+    care_of = source if care_at == 8 else packet[care_at : care_at + 16]
+    lifetime = units * 4
+    granted = lifetime if max_lifetime is None else min(lifetime, max_lifetime)
+    status = _STATUS[code]
+    if status is None or (code == 0 and not flags & FLAG_A):
+        return home, care_of, granted, None
+    mac_care_of = home if units == 0 else care_of
+    if status >= 128:
+        fields = (home, mac_care_of, packet[24:40], source, status, last if status == 135 else sequence, 0)
+    else:
+        fields = (home, mac_care_of, packet[24:40], source, status, sequence, granted // 4)
+    return home, care_of, granted, fields
+
+
+@dataclasses.dataclass
+class Binding:
+    """One binding cache entry."""
+
+    care_of: ipaddress.IPv6Address
+    sequence: int
+    lifetime: int  # seconds granted
+    expires: float  # time.monotonic()
+    updated: float  # time.time()
+
+
+class BindingCache:
+    """Home address -> :class:`Binding`, from accepted Binding Updates (RFC 6275 §9.5.1-2):
+    an update creates or replaces the entry; a lifetime of 0 or a care-of address equal to the
+    home address deletes it; entries expire after their granted lifetime. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._entries: dict[ipaddress.IPv6Address, Binding] = {}
+        self._lock = threading.Lock()
+
+    def update(self, home: Any, care_of: Any, sequence: int, lifetime: int) -> None:
+        """Apply one accepted Binding Update with its granted lifetime (seconds); addresses as
+        16 bytes or IPv6Address."""
+        home = _address(home) if type(home) is bytes else _addr(home)
+        care_of = _address(care_of) if type(care_of) is bytes else _addr(care_of)
+        with self._lock:
+            if lifetime == 0 or care_of == home:
+                self._entries.pop(home, None)
+            else:
+                now = time.monotonic()
+                self._entries[home] = Binding(care_of, sequence, lifetime, now + lifetime, time.time())
+
+    def expire(self, now: float | None = None) -> int:
+        """Remove expired entries; returns how many."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            gone = [h for h, b in self._entries.items() if b.expires <= now]
+            for h in gone:
+                del self._entries[h]
+        return len(gone)
+
+    def get(self, home: Any) -> Binding | None:
+        """The entry of ``home``, or None."""
+        with self._lock:
+            return self._entries.get(_addr(home))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The entries as JSON-ready dicts (remaining lifetime in seconds)."""
+        now = time.monotonic()
+        with self._lock:
+            items = list(self._entries.items())
+        return [
+            {
+                "home": str(h),
+                "care_of": str(b.care_of),
+                "sequence": b.sequence,
+                "lifetime": b.lifetime,
+                "remaining": max(0, round(b.expires - now, 1)),
+            }
+            for h, b in sorted(items)
+        ]
+
+
+class RateLimiter:
+    """A token bucket per key: ``allow(key)`` is True at most ``burst`` times at once and
+    ``rate`` times per second on average. Holds at most ``max_keys`` buckets (full ones are
+    forgotten first: a forgotten bucket is a full one)."""
+
+    def __init__(self, rate: float = ERROR_RATE, burst: int = ERROR_BURST, max_keys: int = 1 << 16) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: dict[bytes, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: bytes, now: float | None = None) -> bool:
+        """Take a token for ``key`` if there is one."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            ok = tokens >= 1.0
+            if ok:
+                tokens -= 1.0
+            if len(self._buckets) >= self.max_keys and key not in self._buckets:
+                self._prune(now)
+            self._buckets[key] = (tokens, now)
+            return ok
+
+    def _prune(self, now: float) -> None:
+        full = [k for k, (t, last) in self._buckets.items() if t + (now - last) * self.rate >= self.burst]
+        for k in full:
+            del self._buckets[k]
+        if len(self._buckets) >= self.max_keys:  # none full: drop the oldest half
+            for k in sorted(self._buckets, key=lambda k: self._buckets[k][1])[: self.max_keys // 2]:
+                del self._buckets[k]
+
+
+def reload_keys(keys: KeyTable, path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """Bring ``keys`` (and so every verifier that follows it) to the key file at ``path``:
+    new peers are added, changed keys replaced (a rekey), removed peers forgotten; peers that
+    did not change are not touched, and sequence state is kept. The file is read whole first, so
+    a file that does not load changes nothing (KeyFileError/OSError). Returns (added, rekeyed,
+    removed)."""
+    new = KeyTable.load(path)
+    added = rekeyed = removed = 0
+    try:
+        wanted = {p.home: p for p in new.peers()}
+        for home in [p.home for p in keys.peers() if p.home not in wanted]:
+            keys.remove(home)
+            removed += 1
+        for home, p in wanted.items():
+            old = keys.peer(home)
+            if old is not None and _same_key(old, p):
+                continue
+            copy = Peer(home, p.kind, bytearray(p.key), p.home_nonce, p.care_of_nonce, 0)
+            keys._add(copy, p.epoch if p.epoch else None)
+            if old is None:
+                added += 1
+            else:
+                rekeyed += 1
+    finally:
+        for p in new.peers():
+            p.wipe()
+    return added, rekeyed, removed
+
+
+def _same_key(a: Peer, b: Peer) -> bool:
+    return (
+        a.kind == b.kind
+        and a.fingerprint() == b.fingerprint()
+        and a.home_nonce == b.home_nonce
+        and a.care_of_nonce == b.care_of_nonce
+    )
+
+
+class Stats:
+    """The counters of one serving process (read by the stats line, the snapshot, /metrics)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.verdicts: Counter[int] = Counter()
+        self.ba_sent: Counter[int] = Counter()
+        self.ba_limited = 0
+        self.ba_failed = 0
+        self.batches = 0
+        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.started = time.time()
+
+    def observe_latency(self, seconds: float) -> None:
+        """Count one batch latency (caller holds ``lock``)."""
+        self.latency_sum += seconds
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.latency_buckets[i] += 1
+                return
+        self.latency_buckets[-1] += 1
+
+
+class Server:
+    """Answers the Binding Updates of one or more :class:`LiveCapture` with one verifier."""
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        *,
+        limiter: RateLimiter | None = None,
+        cache: BindingCache | None = None,
+    ) -> None:
+        self.verifier = verifier
+        self.limiter = limiter or RateLimiter()
+        self.cache = cache or BindingCache()
+        self.stats = Stats()
+        self.captures: list[LiveCapture] = []
+
+    def handle(self, capture: LiveCapture, batch: Batch) -> None:
+        """Act on one verified batch: binding cache, acknowledgements (built and sent by the C
+        core: :func:`ack_fields` says what ``Verifier.acknowledge`` would build), counters."""
+        n = batch.n
+        verdicts = batch.verdicts
+        counts = Counter(verdicts[:n])
+        sent: Counter[int] = Counter()
+        limited = failed = 0
+        now = time.monotonic()
+        keys, max_lifetime = self.verifier.keys, self.verifier.max_lifetime
+        data, offsets, details = batch.data, batch.offsets, batch.details
+        for i in range(n):
+            code = verdicts[i]
+            if code not in _ACTION:
+                continue
+            detail = _DETAIL.unpack_from(details, _DETAIL.size * i)
+            if detail[0] < 0:  # pragma: no cover - every such verdict has its details
+                continue
+            home, care_of, granted, fields = ack_fields(bytes(data[offsets[i] : offsets[i + 1]]), code, detail, max_lifetime)
+            if code == 0:
+                self.cache.update(home, care_of, detail[2], granted)
+            if fields is None:
+                continue
+            status = fields[4]
+            if status >= 128 and not self.limiter.allow(home, now):
+                limited += 1
+                continue
+            found = current_kbm(keys, home, care_of, detail[3] == 0)
+            if found is None:  # the peer was removed (SIGHUP) since the batch was verified
+                failed += 1
+                continue
+            kbm = found[1]
+            try:
+                ok = capture.answer(i, kbm, fields)
+            finally:
+                wipe(kbm)
+            if ok:
+                sent[status] += 1
+            else:
+                failed += 1
+        latency = max(0.0, time.time() - batch.times_us[0] / 1e6) if n else 0.0
+        with self.stats.lock:
+            self.stats.verdicts.update(counts)
+            self.stats.ba_sent.update(sent)
+            self.stats.ba_limited += limited
+            self.stats.ba_failed += failed
+            self.stats.batches += 1
+            self.stats.observe_latency(latency)
+
+    def run(self, capture: LiveCapture, stop: threading.Event, idle_ms: int = 100) -> None:
+        """Serve ``capture`` until ``stop`` is set; the batch in hand is always finished."""
+        while not stop.is_set():
+            batch = capture.batch(self.verifier, idle_ms=idle_ms)
+            if batch.n:
+                self.handle(capture, batch)
+
+    def pcap_totals(self) -> dict[str, int]:
+        """Capture counters summed over the captures."""
+        total: Counter[str] = Counter()
+        for c in self.captures:
+            total.update(c.stats())
+        return dict(total)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the counters and the binding cache hold, JSON-ready."""
+        with self.stats.lock:
+            verdicts = {Verdict(k).name: v for k, v in sorted(self.stats.verdicts.items())}
+            sent = {str(k): v for k, v in sorted(self.stats.ba_sent.items())}
+            limited, failed, batches = self.stats.ba_limited, self.stats.ba_failed, self.stats.batches
+        return {
+            "pid": os.getpid(),
+            "time": time.time(),
+            "uptime": round(time.time() - self.stats.started, 3),
+            "interfaces": [c.interface for c in self.captures],
+            "packets": verdicts,
+            "ba_sent": sent,
+            "ba_rate_limited": limited,
+            "ba_not_sent": failed,
+            "batches": batches,
+            "capture": self.pcap_totals(),
+            "bindings": self.cache.snapshot(),
+        }
+
+    def stats_line(self) -> str:
+        """The one-line summary printed periodically on a terminal."""
+        with self.stats.lock:
+            packets = sum(self.stats.verdicts.values())
+            accepted = self.stats.verdicts.get(0, 0)
+            sent = sum(self.stats.ba_sent.values())
+            limited = self.stats.ba_limited
+            batches = self.stats.batches
+        cap = self.pcap_totals()
+        return (
+            f"{packets} packets ({accepted} accepted) in {batches} batches, {sent} BAs sent ({limited} rate-limited), "
+            f"{len(self.cache)} bindings, {cap.get('pcap_dropped', 0)} dropped by libpcap"
+        )
+
+
+def start_metrics(server: Server, host: str, port: int) -> Any:
+    """Serve Prometheus metrics for ``server`` on http://HOST:PORT/metrics (needs the
+    ``prometheus_client`` package: ``pip install 'kbmfast[metrics]'``). Returns the HTTP server."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+    class Collector:
+        def collect(self) -> Any:
+            with server.stats.lock:
+                verdicts = dict(server.stats.verdicts)
+                sent = dict(server.stats.ba_sent)
+                limited, batches = server.stats.ba_limited, server.stats.batches
+                buckets, total = list(server.stats.latency_buckets), server.stats.latency_sum
+            packets = CounterMetricFamily("kbmfast_packets", "Mobility packets verified, by verdict", labels=["verdict"])
+            for v in Verdict:
+                packets.add_metric([v.name], verdicts.get(int(v), 0))
+            yield packets
+            acks = CounterMetricFamily("kbmfast_acks_sent", "Binding Acknowledgements sent, by status", labels=["status"])
+            for status in (0, 129, 131, 135, 174):
+                acks.add_metric([str(status)], sent.get(status, 0))
+            yield acks
+            yield CounterMetricFamily("kbmfast_acks_rate_limited", "Error acknowledgements not sent (rate limit)", value=limited)
+            yield CounterMetricFamily("kbmfast_batches", "Batches verified", value=batches)
+            cumulative, acc = [], 0
+            for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), buckets, strict=True):
+                acc += count
+                cumulative.append((bound, acc))
+            yield HistogramMetricFamily(
+                "kbmfast_batch_latency_seconds",
+                "From a batch's first packet's capture to its last answer",
+                buckets=cumulative,
+                sum_value=total,
+            )
+            cap = server.pcap_totals()
+            yield CounterMetricFamily(
+                "kbmfast_pcap_dropped", "Frames libpcap dropped (pcap_stats)", value=cap.get("pcap_dropped", 0)
+            )
+            yield CounterMetricFamily(
+                "kbmfast_pcap_interface_dropped",
+                "Frames the interface dropped (pcap_stats)",
+                value=cap.get("pcap_interface_dropped", 0),
+            )
+            yield GaugeMetricFamily("kbmfast_bindings", "Entries in the binding cache", value=len(server.cache))
+
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(Collector())
+    return start_http_server(port, addr=host, registry=registry)
