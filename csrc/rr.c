@@ -414,11 +414,12 @@ static void build_test(const init_msg *m, uint64_t serial, const uint8_t token[8
     mh[5] = (uint8_t)c;
 }
 
-int kbm_rr_reply(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
-                 size_t n, uint8_t *out, uint64_t *out_offsets, size_t *where)
+int kbm_rr_reply(const uint8_t *kcn_key, size_t kcn_len, uint64_t serial,
+                 const uint8_t nonce[NONCE_SIZE], const uint8_t *buf, size_t buf_len,
+                 const uint64_t *offsets, size_t n, uint8_t *out, uint64_t *out_offsets,
+                 size_t *where)
 {
-    struct kbm_rr *rr = v->rr;
-    if (!rr)
+    if (kcn_len == 0)
         return KBM_EINVAL;
     uint64_t prev = offsets[0];
     for (size_t i = 0; i < n; i++) {
@@ -432,15 +433,10 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint
         *where = n;
         return KBM_EOFFSET;
     }
+    /* the caller's snapshot (Kcn and the nonce to hand out), not the verifier's: a reply
+       never depends on what another thread pushed meanwhile */
     kbm_mac_key kcn;
-    uint8_t nonce[NONCE_SIZE] = {0};
-    pthread_mutex_lock(&rr->mu);
-    int have = rr->ready && rr->count > 0;
-    uint64_t serial = rr->oldest + rr->count - 1;
-    kcn = rr->kcn;
-    if (have)
-        memcpy(nonce, rr->nonce[serial % NONCE_SLOTS], NONCE_SIZE);
-    pthread_mutex_unlock(&rr->mu);
+    kbm_mac_key_init(&kcn, kcn_key, kcn_len);
     uint8_t copy[INIT_MAX];
     init_msg msgs[KBM_RR_BATCH];
     uint8_t tokens[KBM_RR_BATCH][8], spare[8];
@@ -451,7 +447,7 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint
     for (size_t i = 0; i < n; i++) {
         /* the caller's memory is read once: each packet is copied, then judged */
         uint64_t a = offsets[i], b = offsets[i + 1];
-        if (have && a <= b && b <= buf_len && b - a <= INIT_MAX) {
+        if (a <= b && b <= buf_len && b - a <= INIT_MAX) {
             size_t len = (size_t)(b - a);
             memcpy(copy, buf + a, len);
             k += (size_t)check_init(copy, len, &msgs[k]);
@@ -472,7 +468,6 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint
         }
     }
     kbm_wipe(&kcn, sizeof kcn);
-    kbm_wipe(nonce, sizeof nonce);
     kbm_wipe(tokens, sizeof tokens);
     kbm_wipe(spare, sizeof spare);
     kbm_wipe(&x, sizeof x);

@@ -402,16 +402,22 @@ class Verifier:
             raise
 
     def _reply(self, buf: Any, length: int, c_offs: Any, n: int) -> tuple[bytes, array[int]]:
-        v = self._handle()
-        if self.return_routability is None:
+        self._handle()
+        rr = self.return_routability
+        if rr is None:
             return b"", array("Q", bytes(8 * (n + 1)))
-        self._push(v, current=True)
+        snap = rr.snapshot(current=True)  # this call's secrets, whatever other threads push
+        kcn = bytearray(snap.kcn)
         out = bytearray(lib.KBM_RR_REPLY_SIZE * n)
         ends = array("Q", bytes(8 * (n + 1)))
         where = ffi.new("size_t *")
-        rc = lib.kbm_rr_reply(
-            v, buf, length, c_offs, n, ffi.from_buffer("uint8_t[]", out), ffi.from_buffer("uint64_t[]", ends), where
-        )
+        try:
+            rc = lib.kbm_rr_reply(
+                ffi.from_buffer("uint8_t[]", kcn), len(kcn), snap.newest, snap.nonces[-1], buf, length, c_offs, n,
+                ffi.from_buffer("uint8_t[]", out), ffi.from_buffer("uint64_t[]", ends), where,
+            )  # fmt: skip
+        finally:
+            wipe(kcn)
         if rc:
             _raise(rc, "reply")
         del out[ends[-1] :]

@@ -516,10 +516,11 @@ def test_an_older_snapshot_never_replaces_a_newer_one_in_c(monkeypatch: pytest.M
     s = Session(kbmfast)
     old = s.rr.snapshot(current=True)
     s.clock.now += 30
-    hot, cot = s.tests()  # pushes the snapshot with the new nonce
+    hot, cot = s.tests()
     assert hot.nonce_index == (old.newest + 1) & 0xFFFF
+    assert s.v.verify(s.bu(hot, cot, seq=1)).verdict == Verdict.ACCEPTED  # pushes the newer secrets
     monkeypatch.setattr(s.rr, "snapshot", lambda now=None, current=False: old)  # a late thread's push
-    assert s.v.verify(s.bu(hot, cot)).verdict == Verdict.ACCEPTED
+    assert s.v.verify(s.bu(hot, cot, seq=2)).verdict == Verdict.ACCEPTED
 
 
 # ---------------------------------------------------------------------------------------------
