@@ -189,11 +189,12 @@ def _bench(args: argparse.Namespace, bench: Any, plot_file: Any) -> int:
 
 def _registrars() -> Sequence[Registrar]:
     """Every subcommand, in --help order."""
+    from .mn_cli import add_mn
     from .serve_cli import add_serve
     from .state_cli import add_state
     from .tools_cli import add_gen, add_keys, add_verify
 
-    return (add_version, add_bench, add_verify, add_gen, add_keys, add_state, add_serve)
+    return (add_version, add_bench, add_verify, add_gen, add_keys, add_state, add_serve, add_mn)
 
 
 def build_parser(registrars: Sequence[Registrar] | None = None) -> argparse.ArgumentParser:
