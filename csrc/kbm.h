@@ -309,10 +309,11 @@ enum kbm_live_status {
 
 typedef struct kbm_live kbm_live;
 
-/* Per captured mobility packet: its time, and the link-layer header before its IPv6 header
+/* Per captured mobility packet: its time and frame number, and the link-layer header before its IPv6 header
    (Ethernet: destination, source, VLAN tags, EtherType), for the answer. */
 typedef struct {
     int64_t time_us;
+    uint64_t frame;     /* the frame's number among those the filter passed (from 1) */
     uint8_t link_len;
     uint8_t link[KBM_LIVE_LINK_MAX];
 } kbm_live_meta;
@@ -350,6 +351,19 @@ int kbm_live_batch(kbm_live *l, kbm_verifier *v, uint8_t *buf, size_t buf_len,
    source, from the address it was sent to, the same tags). */
 int kbm_live_send(kbm_live *l, const kbm_live_meta *m, const uint8_t *pkt, size_t len,
                   kbm_live_stats *st);
+/* The Binding Acknowledgement kbmfast.build_binding_ack builds (byte for byte): from cn to
+   dest, with a type 2 Routing header carrying home when dest is not home, the MAC with kbm over
+   mac_care_of (the home address for a de-registration), units of 4 s. Returns its length
+   (at most KBM_ACK_MAX), 0 on failure. */
+#define KBM_ACK_MAX 96
+size_t kbm_build_ack(const uint8_t kbm[KBM_SIZE], const uint8_t home[16],
+                     const uint8_t mac_care_of[16], const uint8_t cn[16], const uint8_t dest[16],
+                     uint8_t status, uint16_t sequence, uint16_t units, uint8_t out[KBM_ACK_MAX]);
+/* kbm_build_ack, then kbm_live_send back the way the frame described by m came. */
+int kbm_live_answer(kbm_live *l, const kbm_live_meta *m, const uint8_t kbm[KBM_SIZE],
+                    const uint8_t home[16], const uint8_t mac_care_of[16], const uint8_t cn[16],
+                    const uint8_t dest[16], uint8_t status, uint16_t sequence, uint16_t units,
+                    kbm_live_stats *st);
 /* Copies pcap_stats into st->ps_*. */
 int kbm_live_pcap_stats(kbm_live *l, kbm_live_stats *st);
 

@@ -170,6 +170,7 @@ static void on_frame(u_char *user, const struct pcap_pkthdr *h, const u_char *by
     c->offsets[c->n + 1] = at + (uint64_t)len;
     kbm_live_meta *m = &c->meta[c->n];
     m->time_us = (int64_t)h->ts.tv_sec * 1000000 + (int64_t)h->ts.tv_usec;
+    m->frame = c->st->frames;
     m->link_len = (uint8_t)ip;
     memcpy(m->link, bytes, (size_t)ip);
     c->n++;
@@ -277,4 +278,62 @@ int kbm_live_pcap_stats(kbm_live *l, kbm_live_stats *st)
     st->ps_drop = ps.ps_drop;
     st->ps_ifdrop = ps.ps_ifdrop;
     return 0;
+}
+
+size_t kbm_build_ack(const uint8_t kbm[KBM_SIZE], const uint8_t home[16],
+                     const uint8_t mac_care_of[16], const uint8_t cn[16], const uint8_t dest[16],
+                     uint8_t status, uint16_t sequence, uint16_t units, uint8_t out[KBM_ACK_MAX])
+{
+    enum { MH_LEN = 32, RH2_LEN = 24 };
+    int routed = memcmp(dest, home, 16) != 0;
+    size_t ext = routed ? RH2_LEN : 0, payload = ext + MH_LEN;
+    uint8_t *ip = out, *mh = out + 40 + ext;
+    memset(out, 0, 40 + payload);
+    ip[0] = 0x60;
+    ip[4] = (uint8_t)(payload >> 8);
+    ip[5] = (uint8_t)payload;
+    ip[6] = routed ? 43 : 135;
+    ip[7] = 64;
+    memcpy(ip + 8, cn, 16);
+    memcpy(ip + 24, dest, 16);
+    if (routed) { /* type 2 Routing header: the home address, one segment left */
+        uint8_t *rh = out + 40;
+        rh[0] = 135;
+        rh[1] = 2;
+        rh[2] = 2;
+        rh[3] = 1;
+        memcpy(rh + 8, home, 16);
+    }
+    /* BA: no next header, length, type 6, status, K = 0, sequence, lifetime; PadN(6) so that
+       the Binding Authorization Data option starts at 8n+2 and ends the header */
+    mh[0] = 59;
+    mh[1] = MH_LEN / 8 - 1;
+    mh[2] = 6;
+    mh[6] = status;
+    mh[8] = (uint8_t)(sequence >> 8);
+    mh[9] = (uint8_t)sequence;
+    mh[10] = (uint8_t)(units >> 8);
+    mh[11] = (uint8_t)units;
+    mh[12] = 1;
+    mh[13] = 4;
+    mh[18] = 5;
+    mh[19] = KBM_AUTH_SIZE;
+    if (kbm_authenticator(kbm, mac_care_of, cn, mh, MH_LEN, mh + 20) < 0)
+        return 0;
+    uint16_t sum = kbm_mh_checksum(cn, home, mh, MH_LEN);
+    mh[4] = (uint8_t)(sum >> 8);
+    mh[5] = (uint8_t)sum;
+    return 40 + payload;
+}
+
+int kbm_live_answer(kbm_live *l, const kbm_live_meta *m, const uint8_t kbm[KBM_SIZE],
+                    const uint8_t home[16], const uint8_t mac_care_of[16], const uint8_t cn[16],
+                    const uint8_t dest[16], uint8_t status, uint16_t sequence, uint16_t units,
+                    kbm_live_stats *st)
+{
+    uint8_t ba[KBM_ACK_MAX];
+    size_t n = kbm_build_ack(kbm, home, mac_care_of, cn, dest, status, sequence, units, ba);
+    if (n == 0)
+        return KBM_EINVAL;
+    return kbm_live_send(l, m, ba, n, st);
 }

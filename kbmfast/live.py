@@ -23,9 +23,9 @@ from ._types import KbmError
 DEFAULT_FILTER = "ip6 and (ip6[6] == 60 or ip6[6] == 135)"
 #: Batch size and deadline by default (docs/serve.md gives the measurement behind them).
 DEFAULT_BATCH = 256
-DEFAULT_MAX_DELAY_US = 200
-DEFAULT_SNAPLEN = 4096
-DEFAULT_BUFFER = 4 << 20
+DEFAULT_MAX_DELAY_US = 0
+DEFAULT_SNAPLEN = 2560
+DEFAULT_BUFFER = 32 << 20
 
 _DETAIL_SIZE = 16
 
@@ -51,7 +51,8 @@ _KINDS = {
 class Batch:
     """One batch: ``n`` packets, packet i is ``data[offsets[i]:offsets[i+1]]`` (from the IPv6
     header), ``verdicts[i]`` its verdict code (when verified), ``details`` the raw kbm_detail
-    records (16 bytes each) and ``times_us[i]`` its capture time (us since the epoch)."""
+    records (16 bytes each), ``times_us[i]`` its capture time (us since the epoch) and
+    ``frames[i]`` its frame number (counted from 1 among the frames the filter passed)."""
 
     n: int
     data: memoryview
@@ -59,10 +60,28 @@ class Batch:
     verdicts: bytearray
     details: bytearray
     times_us: list[int]
+    frames: list[int]
 
     def packet(self, i: int) -> bytes:
         """Packet i's bytes."""
         return bytes(self.data[self.offsets[i] : self.offsets[i + 1]])
+
+
+#: What a Binding Acknowledgement carries besides its key: home, the care-of address of the
+#: MAC (the home address for a de-registration), correspondent, destination (16 bytes each),
+#: status, sequence, lifetime in 4-second units.
+AckFields = tuple[bytes, bytes, bytes, bytes, int, int, int]
+
+
+def build_ack(kbm: bytes | bytearray, fields: AckFields) -> bytes:
+    """The Binding Acknowledgement ``kbmfast.build_binding_ack`` builds, byte for byte, built
+    by the C core (``kbm_build_ack``) from already-checked fields."""
+    out = ffi.new(f"uint8_t[{lib.KBM_ACK_MAX}]")
+    key = kbm if type(kbm) is bytes else ffi.from_buffer("uint8_t[]", kbm)
+    n = lib.kbm_build_ack(key, *fields, out)
+    if n == 0:
+        raise ValueError("build_ack: invalid fields")
+    return bytes(ffi.buffer(out, n))
 
 
 class LiveCapture:
@@ -84,6 +103,10 @@ class LiveCapture:
             raise ValueError(f"batch: must be 1..65536, not {batch}")
         if not 0 <= max_delay_us <= 10_000_000:
             raise ValueError(f"max_delay_us: must be 0..10000000, not {max_delay_us}")
+        if not 128 <= snaplen <= 262144:
+            raise ValueError(f"snaplen: must be 128..262144, not {snaplen}")
+        if not 0 <= buffer_size < 1 << 31:
+            raise ValueError(f"buffer_size: must be 0..2**31-1 bytes, not {buffer_size}")
         self.interface = interface
         self.filter = DEFAULT_FILTER if filter is None else filter
         self.batch_size = batch
@@ -154,6 +177,7 @@ class LiveCapture:
             self._verdicts,
             self._details,
             [int(self._meta[i].time_us) for i in range(n)],
+            [int(self._meta[i].frame) for i in range(n)],
         )
 
     def send(self, index: int, packet: bytes) -> bool:
@@ -162,6 +186,16 @@ class LiveCapture:
         if not 0 <= index < self.batch_size:
             raise IndexError(index)
         return bool(lib.kbm_live_send(self._handle(), self._meta + index, packet, len(packet), self._stats) == 0)
+
+    def answer(self, index: int, kbm: bytes | bytearray, fields: AckFields) -> bool:
+        """Build the Binding Acknowledgement described by ``fields``, signed with ``kbm``, in C
+        (:func:`build_ack`) and send it back the way packet ``index`` of the last batch came;
+        False when it could not be sent."""
+        if not 0 <= index < self.batch_size:
+            raise IndexError(index)
+        key = kbm if type(kbm) is bytes else ffi.from_buffer("uint8_t[]", kbm)
+        rc = lib.kbm_live_answer(self._handle(), self._meta + index, key, *fields, self._stats)
+        return bool(rc == 0)
 
     def stats(self) -> dict[str, int]:
         """Counters: frames, other (not mobility packets), packets, batches, sent,

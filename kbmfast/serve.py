@@ -19,9 +19,11 @@ from collections import Counter
 from typing import Any
 
 from ._keys import KeyTable, Peer
-from ._types import Verdict
-from .fast import _DETAIL, Verifier, _result
-from .live import Batch, LiveCapture
+from ._types import BA_STATUS, FLAG_A, Verdict
+from ._util import wipe
+from .fast import _DETAIL, Verifier, _address
+from .live import AckFields, Batch, LiveCapture
+from .reference.verifier import current_kbm
 
 #: Error acknowledgements (status >= 128) per peer: a bucket of ERROR_BURST tokens refilled at
 #: ERROR_RATE per second. A flood of replayed Binding Updates is answered at most this fast.
@@ -41,6 +43,34 @@ _ACTION = frozenset(
     )
 )
 _addr = ipaddress.IPv6Address
+
+
+_STATUS = tuple(BA_STATUS.get(Verdict(code)) for code in range(len(Verdict)))
+
+
+def ack_fields(
+    packet: bytes, code: int, detail: tuple[int, ...], max_lifetime: int | None
+) -> tuple[bytes, bytes, int, AckFields | None]:
+    """For a packet whose verdict ``code`` is ACCEPTED or one reached after its authenticator
+    was checked, and its kbm_detail: (home, care-of, granted lifetime in seconds, and the
+    fields of the Binding Acknowledgement that ``Verifier.acknowledge`` builds, or None when
+    none is due: an accepted BU without the A flag). The same rules as acknowledge (tests
+    compare the two byte for byte)."""
+    home_at, care_at, sequence, units, flags, last = detail
+    home = packet[home_at : home_at + 16]
+    source = packet[8:24]
+    care_of = source if care_at == 8 else packet[care_at : care_at + 16]
+    lifetime = units * 4
+    granted = lifetime if max_lifetime is None else min(lifetime, max_lifetime)
+    status = _STATUS[code]
+    if status is None or (code == 0 and not flags & FLAG_A):
+        return home, care_of, granted, None
+    mac_care_of = home if units == 0 else care_of
+    if status >= 128:
+        fields = (home, mac_care_of, packet[24:40], source, status, last if status == 135 else sequence, 0)
+    else:
+        fields = (home, mac_care_of, packet[24:40], source, status, sequence, granted // 4)
+    return home, care_of, granted, fields
 
 
 @dataclasses.dataclass
@@ -63,8 +93,11 @@ class BindingCache:
         self._entries: dict[ipaddress.IPv6Address, Binding] = {}
         self._lock = threading.Lock()
 
-    def update(self, home: ipaddress.IPv6Address, care_of: ipaddress.IPv6Address, sequence: int, lifetime: int) -> None:
-        """Apply one accepted Binding Update with its granted lifetime (seconds)."""
+    def update(self, home: Any, care_of: Any, sequence: int, lifetime: int) -> None:
+        """Apply one accepted Binding Update with its granted lifetime (seconds); addresses as
+        16 bytes or IPv6Address."""
+        home = _address(home) if type(home) is bytes else _addr(home)
+        care_of = _address(care_of) if type(care_of) is bytes else _addr(care_of)
         with self._lock:
             if lifetime == 0 or care_of == home:
                 self._entries.pop(home, None)
@@ -220,33 +253,42 @@ class Server:
         self.captures: list[LiveCapture] = []
 
     def handle(self, capture: LiveCapture, batch: Batch) -> None:
-        """Act on one verified batch: binding cache, acknowledgements, counters."""
+        """Act on one verified batch: binding cache, acknowledgements (built and sent by the C
+        core: :func:`ack_fields` says what ``Verifier.acknowledge`` would build), counters."""
         n = batch.n
         verdicts = batch.verdicts
         counts = Counter(verdicts[:n])
         sent: Counter[int] = Counter()
         limited = failed = 0
         now = time.monotonic()
+        keys, max_lifetime = self.verifier.keys, self.verifier.max_lifetime
+        data, offsets, details = batch.data, batch.offsets, batch.details
         for i in range(n):
             code = verdicts[i]
             if code not in _ACTION:
                 continue
-            r = _result(batch.packet(i), code, _DETAIL.unpack_from(batch.details, _DETAIL.size * i))
-            status = r.ba_status
-            if code == 0 and r.home is not None and r.care_of is not None and r.lifetime is not None:
-                granted = r.lifetime if self.verifier.max_lifetime is None else min(r.lifetime, self.verifier.max_lifetime)
-                self.cache.update(r.home, r.care_of, r.sequence or 0, granted)
-            if status is None:
+            detail = _DETAIL.unpack_from(details, _DETAIL.size * i)
+            if detail[0] < 0:  # pragma: no cover - every such verdict has its details
                 continue
-            if status >= 128 and r.home is not None and not self.limiter.allow(r.home.packed, now):
+            home, care_of, granted, fields = ack_fields(bytes(data[offsets[i] : offsets[i + 1]]), code, detail, max_lifetime)
+            if code == 0:
+                self.cache.update(home, care_of, detail[2], granted)
+            if fields is None:
+                continue
+            status = fields[4]
+            if status >= 128 and not self.limiter.allow(home, now):
                 limited += 1
                 continue
-            try:
-                ba = self.verifier.acknowledge(r)
-            except KeyError:  # the peer was removed (SIGHUP) since the batch was verified
+            found = current_kbm(keys, home, care_of, detail[3] == 0)
+            if found is None:  # the peer was removed (SIGHUP) since the batch was verified
                 failed += 1
                 continue
-            if ba is not None and capture.send(i, ba):
+            kbm = found[1]
+            try:
+                ok = capture.answer(i, kbm, fields)
+            finally:
+                wipe(kbm)
+            if ok:
                 sent[status] += 1
             else:
                 failed += 1
@@ -300,9 +342,10 @@ class Server:
             accepted = self.stats.verdicts.get(0, 0)
             sent = sum(self.stats.ba_sent.values())
             limited = self.stats.ba_limited
+            batches = self.stats.batches
         cap = self.pcap_totals()
         return (
-            f"{packets} packets ({accepted} accepted), {sent} BAs sent ({limited} rate-limited), "
+            f"{packets} packets ({accepted} accepted) in {batches} batches, {sent} BAs sent ({limited} rate-limited), "
             f"{len(self.cache)} bindings, {cap.get('pcap_dropped', 0)} dropped by libpcap"
         )
 

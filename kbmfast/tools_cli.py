@@ -322,6 +322,9 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
         ),
     )
     p.add_argument("captures", nargs="*", metavar="CAPTURE", help="pcap or pcapng files, verified in this order")
+    p.add_argument(  # kbmfast serve's live capture, answering nothing (kbmfast/serve_cli.py)
+        "-i", "--interface", metavar="IF", help="verify live on IF instead of files (CAP_NET_RAW; no replies; Ctrl-C ends)"
+    )
     p.add_argument("--keys", metavar="KEYS", help="the key file (TOML, mode 0600; see 'kbmfast keys generate')")
     p.add_argument(
         "--demo",
@@ -567,6 +570,10 @@ def run_verify(args: argparse.Namespace) -> int:
             raise CliError("--demo takes no CAPTURE and no --keys")
         with _demo_files() as (capture, keys):
             return _verify(args, [capture], keys)
+    if args.interface:
+        from .serve_cli import run_verify_live
+
+        return run_verify_live(args)
     if not args.captures or not args.keys:
         raise CliError("give one or more CAPTURE files and --keys KEYS (or --demo)")
     if args.batch < 1:

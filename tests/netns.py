@@ -94,6 +94,15 @@ class Net:
         run("nft", "-f", "-", ns=self.cn, input=NFT_RULES)
         self.cn_mac = self._mac(self.cn, self.cn_if)
         self.mn_mac = self._mac(self.mn, self.mn_if)
+        # a second pair, for serve on two interfaces (no addresses: frames only)
+        self.cn_if2, self.mn_if2 = f"kd{tag}", f"kn{tag}"
+        run("ip", "link", "add", self.cn_if2, "type", "veth", "peer", "name", self.mn_if2)
+        run("ip", "link", "set", self.cn_if2, "netns", self.cn)
+        run("ip", "link", "set", self.mn_if2, "netns", self.mn)
+        run("ip", "link", "set", self.cn_if2, "up", ns=self.cn)
+        run("ip", "link", "set", self.mn_if2, "up", ns=self.mn)
+        self.cn_mac2 = self._mac(self.cn, self.cn_if2)
+        self.mn_mac2 = self._mac(self.mn, self.mn_if2)
 
     @staticmethod
     def _mac(ns: str, ifname: str) -> bytes:
@@ -109,12 +118,14 @@ class MobileNode:
     """Sends IPv6 packets to the CN over the veth pair and collects what comes back: the
     Binding Acknowledgements (parsed) and any ICMPv6 Parameter Problem."""
 
-    def __init__(self, net: Net) -> None:
+    def __init__(self, net: Net, second: bool = False) -> None:
         self.net = net
+        ifname = net.mn_if2 if second else net.mn_if
+        self.header = (net.cn_mac2 + net.mn_mac2 if second else net.cn_mac + net.mn_mac) + b"\x86\xdd"
 
         def open_socket() -> socket.socket:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            s.bind((net.mn_if, 0))
+            s.bind((ifname, 0))
             return s
 
         self.sock: socket.socket = in_netns(net.mn, open_socket)
@@ -151,7 +162,7 @@ class MobileNode:
                     self._cond.notify_all()
 
     def send(self, packet: bytes) -> None:
-        self.sock.send(self.net.cn_mac + self.net.mn_mac + b"\x86\xdd" + packet)
+        self.sock.send(self.header + packet)
 
     def wait_acks(self, count: int, timeout: float = 10.0) -> list[bytes]:
         """Until at least ``count`` acknowledgements have arrived in all; returns them all."""
