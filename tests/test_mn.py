@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import test_serve
 from helpers import tool_env
 from netns import CN, COA, Net, run
 from test_serve import HOME, Serve, key_file, python_cmd, root
@@ -38,13 +39,7 @@ def net() -> Iterator[Net]:
         n.close()
 
 
-@pytest.fixture
-def serve(net: Net, tmp_path: Path) -> Iterator[Serve]:
-    s = Serve(net, tmp_path)
-    try:
-        yield s
-    finally:
-        assert s.stop() == 0, "\n".join(s.lines)
+serve = test_serve.serve  # the same fixture, on this module's net (which routes to the CN)
 
 
 def mn_cmd(net: Net, serve: Serve, *extra: str, state: Path | None = None) -> list[str]:
