@@ -84,6 +84,7 @@ class Veth:
         return bytes.fromhex(info[0]["address"].replace(":", ""))
 
     def close(self) -> None:
+        """Delete both namespaces (and the veth pair with them)."""
         for ns in (self.tx, self.rx):
             _run("ip", "netns", "del", ns, check=False)
 
@@ -207,7 +208,7 @@ def _serve_step(veth: Veth, pcap: str, keys: str, pps: int, truth: collections.C
                 time.sleep(0.01)
             snapshot = json.load(open(snap))
             now = sum(snapshot["packets"].values())
-            if now == seen and now > 0 or now >= n:
+            if (now == seen and now > 0) or now >= n:
                 seen = now
                 break
             seen = now
