@@ -187,3 +187,16 @@ def test_example_script(tmp_path: Path) -> None:
     assert '"home": "2001:db8:1::1"' in during and "bindings: []" in after
     assert "3 packets (3 accepted)" in out and "3 BAs sent" in out
     assert set(run("ip", "netns", "list").split()) == before  # cleaned up
+
+
+def test_bench_serve_needs_root(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``kbmfast bench --serve`` without root: one line, status 1, nothing created."""
+    from kbmfast import cli, serve_bench
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert cli.main(["bench", "--serve", "--quick"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["kbmfast bench: --serve needs root (it creates network namespaces and a veth pair)"]
+    # each step sends at most STEP_SECONDS of traffic, at least MIN_STEP packets, at most the capture
+    assert serve_bench.step_packets(2000, 100_000) == max(serve_bench.MIN_STEP, 4000)
+    assert serve_bench.step_packets(1_000_000, 100_000) == serve_bench.step_packets(0, 100_000) == 100_000
