@@ -200,3 +200,55 @@ def test_bench_serve_needs_root(monkeypatch: pytest.MonkeyPatch, capsys: pytest.
     # each step sends at most STEP_SECONDS of traffic, at least MIN_STEP packets, at most the capture
     assert serve_bench.step_packets(2000, 100_000) == max(serve_bench.MIN_STEP, 4000)
     assert serve_bench.step_packets(1_000_000, 100_000) == serve_bench.step_packets(0, 100_000) == 100_000
+
+
+@root
+def test_only_authenticated_acknowledgements_count(net: Net, tmp_path: Path) -> None:
+    """A correspondent played here answers each Binding Update first with a BA under a wrong
+    key, then with the right one: mn reports the first, ignores it, and registers on the second."""
+    import threading
+
+    from netns import in_netns
+
+    import kbmfast
+    from kbmfast.link import Link
+
+    run("ip", "-6", "route", "replace", COA, "dev", net.cn_if, ns=net.cn)  # the fake CN answers by route
+    keys = key_file(tmp_path / "k.keys")
+    link: Link = in_netns(net.cn, lambda: Link(net.cn_if))
+    verifier = kbmfast.Verifier(kbmfast.KeyTable.load(keys))
+    answered: list[int] = []
+    stop = threading.Event()
+
+    def correspondent() -> None:
+        while not stop.is_set():
+            packet = link.receive(0.1)
+            if packet is None:
+                continue
+            try:
+                r = verifier.verify(packet)
+            except kbmfast.MalformedPacket:
+                continue
+            if r.verdict != kbmfast.Verdict.ACCEPTED:
+                continue
+            fields = {"home": HOME, "care_of": COA, "correspondent": CN, "sequence": r.sequence, "status": 0}
+            link.send(kbmfast.build_binding_ack(bytes(20), lifetime=r.lifetime or 0, **fields))  # wrong key
+            link.send(verifier.acknowledge(r))
+            answered.append(r.sequence)
+
+    t = threading.Thread(target=correspondent, daemon=True)
+    t.start()
+    try:
+        cmd = ["ip", "netns", "exec", net.mn, *python_cmd(), "mn", "-i", net.mn_if, "--home", HOME, "--care-of", COA]
+        cmd += ["--correspondent", CN, "--keys", str(keys), "--count", "1", "--timeout", "2", "--retries", "1"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    finally:
+        stop.set()
+        t.join()
+        link.close()
+    assert done.returncode == 0, done.stderr
+    lines = lines_of(done.stdout)
+    ignored = f"ignored an acknowledgement from {CN}: bad_authenticator"
+    assert lines == [ignored, lines[1], ignored, lines[3]], lines
+    assert lines[1].startswith(f"registered {HOME}") and f"sequence {answered[0]}, status 0" in lines[1]
+    assert lines[3].startswith(f"de-registered {HOME} with {CN}: sequence {answered[1]}, status 0")
