@@ -73,7 +73,7 @@ def add_mn(sub: Subparsers[argparse.ArgumentParser]) -> None:
             "send again; refresh before the granted lifetime runs out; de-register (lifetime 0) after\n"
             "--count registrations or on SIGTERM/SIGINT. One line per event on stdout.\n"
             "Needs CAP_NET_RAW. The kernel has no Mobile IPv6: keep its ICMPv6 Parameter Problem errors\n"
-            "about the Binding Acknowledgements off the wire (nftables rule in docs/serve.md).\n"
+            "about the Binding Acknowledgements off the wire (nftables rule in docs/tools.md).\n"
             "Exit status: 0 after de-registering (also on SIGTERM/SIGINT); 1 when the correspondent does\n"
             "not answer, refuses, or the interface cannot be used; 2 on bad arguments or key file."
         ),
