@@ -150,6 +150,10 @@ class Batch:
     offsets: array[int]
     frames: array[int]
     times: array[int]
+    #: The C engine only: per packet, 1 when the capture's snap length cut it short (the frame's
+    #: captured length is below its original length, and the packet below its Payload Length);
+    #: None when no packet of the batch was cut.
+    cut: bytes | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -250,6 +254,10 @@ class CaptureReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self.error: CaptureError | None = None
+        #: Mobility packets cut short by the snap length so far (the C engine counts them).
+        self.cut = 0
+        #: Stop after this many frames (0: read to the end); the C engine honours it.
+        self.max_frames = 0
         self._progress = _Progress()
         self._whole: bytes | bytearray | None = None  # the file in memory, for the Python walks
         self._shrunk: int | None = None  # bytes that could be read, when fewer than size
@@ -366,7 +374,7 @@ class CaptureReader:
                 data = bytes(memoryview(chunk.data)[: chunk.offsets[n]])
                 offsets = array("Q", memoryview(chunk.offsets)[: n + 1])
                 frames, times = array("Q", memoryview(chunk.frames)[:n]), array("q", memoryview(chunk.times)[:n])
-                yield Batch(data, offsets, frames, times)
+                yield Batch(data, offsets, frames, times, bytes(chunk.cut[:n]) if chunk.ncut else None)
             return
         if self.format == "pcapng":
             walk: Iterator[tuple[int, int, int, int, int]] = self._pcapng_frames()
@@ -564,6 +572,8 @@ class Chunk:
         self.times = array("q", bytes(8 * size))
         self.ip_off = array("Q", bytes(8 * size))
         self.ip_len = array("I", bytes(4 * size))
+        self.cut = bytearray(size)  # 1: cut short by the snap length (valid when ncut > 0)
+        self.ncut = 0
         self.text = bytearray(0)  # for the consumer (kbmfast verify's lines)
 
     def buffer(self) -> memoryview:
@@ -582,6 +592,7 @@ class Chunk:
             array("Q", self.offsets_view()),
             array("Q", memoryview(self.frames)[:n]),
             array("q", memoryview(self.times)[:n]),
+            bytes(self.cut[:n]) if self.ncut else None,
         )
 
 
@@ -625,6 +636,7 @@ class _CWalk:
         self.ifaces = _ffi.new("kbm_cap_iface[]", 16)
         self.c.ifaces, self.c.cap_ifaces = self.ifaces, 16
         self.c.partial = self.have < reader.size and reader._shrunk is None
+        self.c.max_frames = reader.max_frames
         self.out = _ffi.new("kbm_cap_out *")
         if rc != 0 or (self.c.format == _lib.KBM_CAP_PCAPNG) != (reader.format == "pcapng"):
             if reader._shrunk is None:  # pragma: no cover - the header was read alike at open
@@ -674,10 +686,12 @@ class _CWalk:
         ip_off, ip_len = fb("uint64_t[]", chunk.ip_off), fb("uint32_t[]", chunk.ip_len)
         frames, times = fb("uint64_t[]", chunk.frames), fb("int64_t[]", chunk.times)
         offsets = fb("uint64_t[]", chunk.offsets)
+        cut = fb("uint8_t[]", chunk.cut)
         offsets[0] = 0
         c.walked_bytes = 0
+        cut_before = c.cut
         while True:
-            out.ip_off, out.ip_len, out.frame, out.time_us = ip_off + n, ip_len + n, frames + n, times + n
+            out.ip_off, out.ip_len, out.frame, out.time_us, out.cut = ip_off + n, ip_len + n, frames + n, times + n, cut + n
             got = _lib.kbm_capture_walk(c, out, chunk.size - n, max_bytes)
             if got:  # gathered now: the window may move on before the chunk is full
                 total = c.walked_bytes
@@ -708,6 +722,8 @@ class _CWalk:
         elif c.done:
             reader._ended(c.frames + 1, self.base + c.pos)
         chunk.n = n
+        chunk.ncut = c.cut - cut_before
+        reader.cut = c.cut
         return n > 0
 
     def release(self) -> None:
@@ -1073,16 +1089,23 @@ def _find_option_plain(p: bytes, pos: int, end: int, want: int, want_len: int) -
 
 
 def packet_fields(p: bytes) -> tuple[int, int, int, int, bytes, bytes]:
-    """(MH Type, sequence, flags, lifetime units, home, care-of) of one packet, plain Python."""
+    """(MH Type, sequence, flags, lifetime units, home, care-of) of one packet, plain Python.
+
+    For a Binding Acknowledgement: its sequence, its status (as flags), lifetime units, the
+    type 2 Routing header's address (else the destination) as home and the destination as
+    care-of.
+    """
     length = len(p)
     nh, pos = p[6], 40
-    hao = -1
+    hao = rh2 = -1
     for _ in range(_MAX_EXT):
         if nh not in _EXT_HEADERS or pos + 2 > length:
             break
         end = min(pos + (p[pos + 1] + 1) * 8, length)
         if nh == 60 and hao < 0:
             hao = _find_option_plain(p, pos + 2, end, 0xC9, 16)
+        if nh == 43 and rh2 < 0 and pos + 24 <= length and p[pos + 2] == 2:
+            rh2 = pos + 8
         nh, pos = p[pos], pos + (p[pos + 1] + 1) * 8
     source = p[8:24]
     home = source if hao < 0 else p[hao + 2 : hao + 18]
@@ -1090,6 +1113,13 @@ def packet_fields(p: bytes) -> tuple[int, int, int, int, bytes, bytes]:
         return -1, 0, 0, 0, home, source
     mh = pos
     mh_type = p[mh + 2]
+    if mh_type == 6:
+        dst = p[24:40]
+        ba_home = dst if rh2 < 0 else p[rh2 : rh2 + 16]
+        if mh + 12 > length:
+            return mh_type, 0, 0, 0, ba_home, dst
+        status, seq, units = p[mh + 6], p[mh + 8] << 8 | p[mh + 9], p[mh + 10] << 8 | p[mh + 11]
+        return mh_type, seq, status, units, ba_home, dst
     if mh_type != 5 or mh + 12 > length:
         return mh_type, 0, 0, 0, home, source
     seq, flags, units = struct.unpack_from("!HHH", p, mh + 6)
@@ -1171,4 +1201,7 @@ def fields_fast(batch: Batch) -> Fields:
     care_at = np.where(alt >= 0, alt + 2, source_at)
     home = u8[home_at[:, None] + cols] if n else np.zeros((0, 16), dtype=np.uint8)
     care_of = u8[care_at[:, None] + cols] if n else np.zeros((0, 16), dtype=np.uint8)
+    for i in np.flatnonzero(mh_type == 6):  # Binding Acknowledgements (few): the plain way
+        _, seq[i], flags[i], units[i], h, c = packet_fields(batch.packet(int(i)))
+        home[i], care_of[i] = np.frombuffer(h, dtype=np.uint8), np.frombuffer(c, dtype=np.uint8)
     return Fields(mh_type, seq, flags, units, home, care_of)
