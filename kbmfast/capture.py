@@ -27,6 +27,7 @@ walk, the oracle the tests compare the other two with.
 from __future__ import annotations
 
 import os
+import select
 import stat
 import struct
 from array import array
@@ -261,20 +262,32 @@ class CaptureReader:
         self._progress = _Progress()
         self._whole: bytes | bytearray | None = None  # the file in memory, for the Python walks
         self._shrunk: int | None = None  # bytes that could be read, when fewer than size
-        self._file = open(self.path, "rb", buffering=0)
+        #: A pipe, terminal or other special file (``-``: standard input): read as it comes.
+        self.streaming = False
+        self._head = b""  # a stream's first bytes, read at open
+        if self.path == "-":
+            self._file = open(os.dup(0), "rb", buffering=0)
+        else:
+            self._file = open(self.path, "rb", buffering=0)
         try:
             st = os.fstat(self._file.fileno())
-            if stat.S_ISREG(st.st_mode):
+            if stat.S_ISREG(st.st_mode) and self.path != "-":
                 self.size = st.st_size
                 head = bytearray(min(self.size, 24))
                 got = self._read_into(memoryview(head), 0)
                 if got < len(head):
                     self._shrunk = got
                     raise CaptureChangedError(self.path, 0, 0, self._changed())
-            else:  # a pipe or a special file: read it whole, now
-                self._whole = self._file.readall()
-                self.size = len(self._whole)
-                head = bytearray(self._whole[:24])
+            else:  # a pipe or a special file: its header now, the rest as it comes
+                self.streaming = True
+                head = bytearray()
+                while len(head) < 24:
+                    more = self._file.read(24 - len(head))
+                    if not more:
+                        break
+                    head += more
+                self._head = bytes(head)
+                self.size = len(head)  # what was read so far (a stream's size is not known)
             self._init_format(head)
         except BaseException:
             self.close()
@@ -297,6 +310,9 @@ class CaptureReader:
 
     def _data(self) -> bytes | bytearray:
         """The whole capture in memory (the numpy and plain walks), read on first use."""
+        if self._whole is None and self.streaming:
+            self._whole = self._head + self._file.readall()
+            self.size = len(self._whole)
         if self._whole is None:
             buf = bytearray(self.size)
             got = self._read_into(memoryview(buf), 0)
@@ -368,6 +384,8 @@ class CaptureReader:
             engine = "plain" if not fast else "c" if HAVE_C else "numpy" if np is not None else "plain"
         if engine not in ENGINES:
             raise ValueError(f"engine: one of {ENGINES}, not {engine!r}")
+        if engine == "numpy" and self.max_frames:
+            engine = "plain"  # the plain walk stops at max_frames
         if engine == "c":
             for chunk in self.chunks(size, sets=1):
                 n = chunk.n
@@ -461,6 +479,8 @@ class CaptureReader:
         scale_down = 1000 if self.nanoseconds else 1
         second = 1_000_000 * scale_down  # the fraction's units per second (µs or ns)
         while pos < size:
+            if self.max_frames and frame >= self.max_frames:
+                return
             frame += 1
             if size - pos < 16:
                 self._damage(frame, pos, f"record header truncated ({size - pos} of 16 bytes)")
@@ -488,6 +508,8 @@ class CaptureReader:
         order = "<"
         interfaces: list[tuple[int, int, int]] = []  # (linktype, numerator, denominator) for µs
         while pos < size:
+            if self.max_frames and frame >= self.max_frames:
+                return
             where = frame + 1
             if size - pos < 12:
                 self._damage(where, pos, f"block header truncated ({size - pos} of 12 bytes)")
@@ -625,8 +647,14 @@ class _CWalk:
         self.reader = reader
         self.c = _ffi.new("kbm_capture *")
         self.base = 0
-        if reader._whole is not None:  # a pipe, read whole at open
-            self.win: bytes | bytearray = reader._whole
+        self.eof = False  # a stream: its end was read
+        if reader.streaming:
+            self.win: bytes | bytearray = bytearray(WINDOW)
+            self.win[: len(reader._head)] = reader._head
+            self.have = len(reader._head)
+            self.eof = self.have < 24
+        elif reader._whole is not None:  # read whole already
+            self.win = reader._whole
             self.have = len(self.win)
         else:
             self.win = bytearray(min(reader.size, max(WINDOW, 24)))  # the pcap header at least
@@ -635,7 +663,7 @@ class _CWalk:
         rc = _lib.kbm_capture_open(self.c, self.buf, self.have)
         self.ifaces = _ffi.new("kbm_cap_iface[]", 16)
         self.c.ifaces, self.c.cap_ifaces = self.ifaces, 16
-        self.c.partial = self.have < reader.size and reader._shrunk is None
+        self.c.partial = not self.eof if reader.streaming else self.have < reader.size and reader._shrunk is None
         self.c.max_frames = reader.max_frames
         self.out = _ffi.new("kbm_cap_out *")
         if rc != 0 or (self.c.format == _lib.KBM_CAP_PCAPNG) != (reader.format == "pcapng"):
@@ -657,14 +685,21 @@ class _CWalk:
             reader._shrunk = self.base + at + got
         return got
 
-    def _slide(self) -> None:
-        """Move the window on to the walker's position, holding at least what it needs."""
+    def ready(self) -> bool:
+        """A stream: more can be read without waiting (or its end was read)."""
+        if self.eof:
+            return True
+        try:
+            return bool(select.select([self.reader._file], [], [], 0)[0])
+        except (OSError, ValueError):  # pragma: no cover - a file select() cannot watch
+            return True
+
+    def _move(self, cap: int) -> int:
+        """Move the bytes from the walker's position to the window's start (a window of ``cap``
+        bytes when that is larger: a record or block larger than the window); ``cap``."""
         assert _ffi is not None and isinstance(self.win, bytearray)
-        c, reader = self.c, self.reader
-        pos, keep = c.pos, self.have - c.pos
-        rest = reader.size - self.base - pos  # the file's bytes from the walker's position on
-        cap = max(len(self.win), min(c.need, rest))
-        if cap > len(self.win):  # a record or block larger than the window
+        pos, keep = self.c.pos, self.have - self.c.pos
+        if cap > len(self.win):
             bigger = bytearray(cap)
             bigger[:keep] = memoryview(self.win)[pos : self.have]
             _ffi.release(self.buf)
@@ -673,6 +708,43 @@ class _CWalk:
         else:
             self.win[:keep] = memoryview(self.win)[pos : self.have]
         self.base += pos
+        return cap
+
+    def _slide_stream(self) -> None:
+        """A stream: move the window on to the walker's position, then read until it holds what
+        the walker needs (or the stream ends), taking whatever else is there already."""
+        assert _ffi is not None and isinstance(self.win, bytearray)
+        c, reader = self.c, self.reader
+        keep = self.have - c.pos
+        cap = self._move(max(len(self.win), c.need))
+        self.have = keep
+        view = memoryview(self.win)
+        while not self.eof and self.have - keep < max(c.need - keep, 1):
+            try:
+                got = reader._file.readinto(view[self.have : cap])
+            except InterruptedError:  # pragma: no cover - PEP 475 retries; a handler may raise
+                continue
+            if not got:
+                self.eof = True
+                break
+            self.have += got
+            if self.have >= c.need:
+                break
+        view.release()
+        reader.size = self.base + self.have
+        c.buf, c.size, c.pos = self.buf, self.have, 0
+        c.partial = not self.eof
+
+    def _slide(self) -> None:
+        """Move the window on to the walker's position, holding at least what it needs."""
+        assert _ffi is not None and isinstance(self.win, bytearray)
+        c, reader = self.c, self.reader
+        if reader.streaming:
+            self._slide_stream()
+            return
+        keep = self.have - c.pos
+        rest = reader.size - self.base - c.pos  # the file's bytes from the walker's position on
+        cap = self._move(max(len(self.win), min(c.need, rest)))
         self.have = keep + self._read(keep, min(cap, rest) - keep)
         c.buf, c.size, c.pos = self.buf, self.have, 0
         c.partial = self.base + self.have < reader.size and reader._shrunk is None
@@ -711,6 +783,8 @@ class _CWalk:
                 self.ifaces = bigger
                 c.ifaces, c.cap_ifaces = bigger, 2 * c.cap_ifaces
             elif c.need_more and n < chunk.size:
+                if n and reader.streaming and not self.ready():
+                    break  # hand out what arrived rather than wait for more
                 self._slide()
             else:
                 break

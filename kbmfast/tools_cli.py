@@ -324,7 +324,13 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
             "  kbmfast verify day1.pcap day2.pcap --keys cn.keys --json > verdicts.jsonl"
         ),
     )
-    p.add_argument("captures", nargs="*", metavar="CAPTURE", help="pcap or pcapng files, verified in this order")
+    p.add_argument(
+        "captures",
+        nargs="*",
+        metavar="CAPTURE",
+        help="pcap or pcapng files, verified in this order; '-': standard input, read as it comes "
+        "(e.g. tcpdump -w - | kbmfast verify - ...)",
+    )
     p.add_argument("--keys", metavar="KEYS", help="the key file (TOML, mode 0600; see 'kbmfast keys generate')")
     p.add_argument(
         "--demo",
@@ -362,6 +368,20 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
         "run, whose last line on stderr gives N",
     )
     p.add_argument(
+        "-c",
+        "--count",
+        type=int,
+        metavar="COUNT",
+        help="stop after COUNT frames (all captures together, after --skip), as tcpdump -c",
+    )
+    p.add_argument(
+        "-l",
+        "--line-buffered",
+        action="store_true",
+        help="write each batch's lines at once (the default when standard output is a terminal); with "
+        "'-' a batch is what has arrived",
+    )
+    p.add_argument(
         "--correspondent",
         metavar="ADDR",
         help="only the mobility packets to or from this correspondent node (IPv6 address); the others count as other frames",
@@ -379,6 +399,13 @@ def _demo_files() -> Iterator[tuple[str, str]]:
         with os.fdopen(fd, "wb") as out:
             out.write((samples / SAMPLE_KEYS).read_bytes())
         yield str(capture), keys
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _same_terminal(a: IO[str], b: IO[str]) -> bool:
@@ -698,6 +725,10 @@ def run_verify(args: argparse.Namespace) -> int:
         raise CliError("--batch must be at least 1")
     if args.skip < 0:
         raise CliError("--skip must be at least 0")
+    if args.count is not None and args.count < 1:
+        raise CliError("-c/--count must be at least 1")
+    if args.captures.count("-") > 1:
+        raise CliError("standard input ('-') can be read only once")
     if args.correspondent is not None:
         try:
             ipaddress.IPv6Address(args.correspondent)
@@ -864,6 +895,8 @@ class _VerifyRun:
         self.lines = c_lines if self.acks is None else None
         self.snaplen: list[tuple[str, int]] = []  # (capture, frames cut by its snap length)
         self.correspondent = ipaddress.IPv6Address(args.correspondent).packed if args.correspondent else None
+        self.left: int | None = args.count  # -c: frames still to verify
+        self.line_buffered = bool(args.line_buffered) or _isatty(sys.stdout)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbmfast-verify")
         self.stopped_at: tuple[int, int] | None = None  # (capture index, frames of it done)
 
@@ -878,6 +911,8 @@ class _VerifyRun:
             if self.stopping():
                 self.stopped_at = (index, skip)
                 return
+            if self.left is not None and self.left <= 0:
+                return  # -c COUNT frames verified
             done = self.one(path, skip)
             if done is not None:
                 self.stopped_at = (index, done)
@@ -918,9 +953,15 @@ class _VerifyRun:
             self.status = 1
             return None
         mobility_before = sum(self.counts)
+        if self.left is not None:
+            reader.max_frames = skip + self.left
         with reader:
             if not self.args.json and not self.args.quiet:
                 self.out.write(f"# {path}\n{HEADER}\n")
+                if self.line_buffered:
+                    self.out.flush()
+            # A stream's lines go out as its packets arrive: each batch is finished at once.
+            at_once = reader.streaming
             lines = self.lines
             # The C path (walk, gather, verify, format in C) when it applies, else batches.
             batch = self.args.batch
@@ -948,6 +989,11 @@ class _VerifyRun:
                         finish(pending)
                     pending = (item, future)
                     done = _last_frame(item)
+                    if at_once:
+                        finish(pending)
+                        pending = None
+                    if self.line_buffered:
+                        self.out.flush()
                     self.progress.show(path, reader)
                 if pending is not None:
                     finish(pending)
@@ -957,6 +1003,8 @@ class _VerifyRun:
             if not stopped:
                 done = max(done, reader.frames)
             frames = max(0, done - skip)
+            if self.left is not None:
+                self.left -= frames
             self.totals["frames"] += frames
             self.totals["other"] += frames - (sum(self.counts) - mobility_before)
             self.progress.clear()
