@@ -715,13 +715,42 @@ static const kbm_addr_slot *address(kbm_addr_slot *s, const uint8_t a[16], int m
 
 enum { GROUP = 32 };
 
-size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
-                        const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
-                        size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
-                        char *out, size_t out_len, size_t *written)
+/* A JSON string or null: the slot's text (address texts need no escaping). */
+static char *json_address(char *o, kbm_addr_slot *cache, size_t slot, const uint8_t *a, int md)
+{
+    if (slot == SIZE_MAX) {
+        memcpy(o, "null", 4);
+        return o + 4;
+    }
+    const kbm_addr_slot *s = address(&cache[slot], a, md);
+    *o++ = '"';
+    memcpy(o, s->text, s->len);
+    o += s->len;
+    *o++ = '"';
+    return o;
+}
+
+static char *put(char *o, const char *s)
+{
+    size_t k = strlen(s);
+    memcpy(o, s, k);
+    return o + k;
+}
+
+static char *num(char *o, uint64_t v)
+{
+    return num_right(o, v, 1);
+}
+
+/* The rows of kbm_format_lines (name NULL) or kbm_format_json. */
+static size_t format_rows(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                          const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
+                          size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
+                          const char *name, size_t name_len, char *out, size_t out_len,
+                          size_t *written)
 {
     char *o = out;
-    size_t i = 0;
+    size_t i = 0, row_max = name ? KBM_JSON_MAX + name_len : KBM_LINE_MAX;
     *written = 0;
     if (slots == 0 || (slots & (slots - 1)))
         return 0;
@@ -763,7 +792,7 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
             }
         }
         for (size_t g = 0; g < m; g++, i++) {
-            if ((size_t)(out + out_len - o) < KBM_LINE_MAX) {
+            if ((size_t)(out + out_len - o) < row_max) {
                 *written = (size_t)(o - out);
                 return i;
             }
@@ -771,10 +800,10 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
             const uint8_t *p = buf + start[g];
             unsigned v = verdict[g];
             int with_fields = at[g][0] != SIZE_MAX;
-            o = num_right(o, frames[i], 8);
-            *o++ = ' ', *o++ = ' ';
+            char t[28], type[8];
+            size_t t_len, type_len;
             {
-                char tmp[20], t[28];
+                char tmp[20];
                 uint64_t us = (uint64_t)when[g];
                 size_t k = digits(us / 1000000, tmp), w = 20 - k;
                 memcpy(t, tmp + k, w);
@@ -784,20 +813,82 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
                     t[w + (size_t)d] = (char)('0' + frac % 10);
                     frac /= 10;
                 }
-                o = text_right(o, t, w + 7, 17);
+                t_len = w + 7;
             }
-            *o++ = ' ', *o++ = ' ';
-            if (f->mh_type < 0)
-                o = text_left(o, "?", 1, 5);
-            else if (f->mh_type < 8)
-                o = text_left(o, mh_names[f->mh_type], strlen(mh_names[f->mh_type]), 5);
-            else {
-                char t[8] = "MH";
+            if (f->mh_type < 0) {
+                type[0] = '?';
+                type_len = 1;
+            } else if (f->mh_type < 8) {
+                type_len = strlen(mh_names[f->mh_type]);
+                memcpy(type, mh_names[f->mh_type], type_len);
+            } else {
                 char tmp[20];
                 size_t k = digits((uint64_t)f->mh_type, tmp);
-                memcpy(t + 2, tmp + k, 20 - k);
-                o = text_left(o, t, 2 + 20 - k, 5);
+                type[0] = 'M', type[1] = 'H';
+                memcpy(type + 2, tmp + k, 20 - k);
+                type_len = 2 + 20 - k;
             }
+            int ba = ba_status[v];
+            if (v == 0 && !(f->flags & 0x8000))
+                ba = -1;
+            else if (ba == -2)
+                ba = f->mh_type == 6 ? f->flags : -1;
+            uint32_t where = 0;
+            int why = 0;
+            if (v == KBM_MALFORMED)
+                why = kbm_malformed_reason(p, length[g], &where);
+            else if (v == KBM_V_TRUNCATED) {
+                why = KBM_WHY_SNAP_LENGTH;
+                where = (uint32_t)length[g];
+            }
+            if (why <= 0 || why >= KBM_WHY_END || !reason_names[why][0])
+                why = 0;
+            if (name) {
+                o = put(o, "{\"capture\": ");
+                memcpy(o, name, name_len);
+                o += name_len;
+                o = put(o, ", \"frame\": ");
+                o = num(o, frames[i]);
+                o = put(o, ", \"time\": ");
+                memcpy(o, t, t_len);
+                o += t_len;
+                o = put(o, ", \"type\": \"");
+                memcpy(o, type, type_len);
+                o += type_len;
+                o = put(o, "\", \"home\": ");
+                o = json_address(o, cache, at[g][0], p + f->home, mapped_dotted);
+                o = put(o, ", \"care_of\": ");
+                o = json_address(o, cache, at[g][1], p + f->care_of, mapped_dotted);
+                o = put(o, ", \"sequence\": ");
+                o = with_fields ? num(o, f->seq) : put(o, "null");
+                o = put(o, ", \"verdict\": \"");
+                o = put(o, verdict_names[v]);
+                o = put(o, "\", \"code\": ");
+                o = num(o, v);
+                o = put(o, ", \"ba_status\": ");
+                o = ba < 0 ? put(o, "null") : num(o, (uint64_t)ba);
+                o = put(o, ", \"source\": ");
+                o = json_address(o, cache, at[g][2], p + 8, mapped_dotted);
+                o = put(o, ", \"destination\": ");
+                o = json_address(o, cache, at[g][3], p + 24, mapped_dotted);
+                o = put(o, ", \"reason\": ");
+                if (why) {
+                    *o++ = '"';
+                    o = put(o, reason_names[why]);
+                    *o++ = '"';
+                } else
+                    o = put(o, "null");
+                o = put(o, ", \"offset\": ");
+                o = why ? num(o, where) : put(o, "null");
+                *o++ = '}';
+                *o++ = '\n';
+                continue;
+            }
+            o = num_right(o, frames[i], 8);
+            *o++ = ' ', *o++ = ' ';
+            o = text_right(o, t, t_len, 17);
+            *o++ = ' ', *o++ = ' ';
+            o = text_left(o, type, type_len, 5);
             *o++ = ' ', *o++ = ' ';
             for (int side = 0; side < 2; side++) {
                 if (with_fields) {
@@ -815,11 +906,6 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
             *o++ = ' ', *o++ = ' ';
             o = text_left(o, verdict_names[v], strlen(verdict_names[v]), 22);
             *o++ = ' ', *o++ = ' ';
-            int ba = ba_status[v];
-            if (v == 0 && !(f->flags & 0x8000))
-                ba = -1;
-            else if (ba == -2)
-                ba = f->mh_type == 6 ? f->flags : -1;
             if (ba < 0)
                 o = text_right(o, "-", 1, 3);
             else
@@ -836,21 +922,11 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
                 o += s->len;
             } else
                 *o++ = '-';
-            uint32_t where = 0;
-            int why = 0;
-            if (v == KBM_MALFORMED)
-                why = kbm_malformed_reason(p, length[g], &where);
-            else if (v == KBM_V_TRUNCATED) {
-                why = KBM_WHY_SNAP_LENGTH;
-                where = (uint32_t)length[g];
-            }
-            if (why > 0 && why < KBM_WHY_END && reason_names[why][0]) {
-                size_t k = strlen(reason_names[why]);
+            if (why) {
                 *o++ = ' ', *o++ = ' ';
-                memcpy(o, reason_names[why], k);
-                o += k;
+                o = put(o, reason_names[why]);
                 *o++ = '@';
-                o = num_right(o, where, 1);
+                o = num(o, where);
             }
             *o++ = '\n';
         }
@@ -859,4 +935,26 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
     }
     *written = (size_t)(o - out);
     return i;
+}
+
+size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                        const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
+                        size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
+                        char *out, size_t out_len, size_t *written)
+{
+    return format_rows(buf, buf_len, offsets, frames, times, verdicts, n, cache, slots,
+                       mapped_dotted, NULL, 0, out, out_len, written);
+}
+
+size_t kbm_format_json(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                       const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
+                       size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
+                       const char *name, size_t name_len, char *out, size_t out_len,
+                       size_t *written)
+{
+    *written = 0;
+    if (!name)
+        return 0;
+    return format_rows(buf, buf_len, offsets, frames, times, verdicts, n, cache, slots,
+                       mapped_dotted, name, name_len, out, out_len, written);
 }

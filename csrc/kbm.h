@@ -328,5 +328,13 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
                         const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
                         size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
                         char *out, size_t out_len, size_t *written);
+#define KBM_JSON_MAX 640
+/* The same rows as JSON lines (tools_cli.format_json); name is the capture's name as a JSON
+   string, quotes included (json.dumps). Each row needs KBM_JSON_MAX + name_len bytes of out. */
+size_t kbm_format_json(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                       const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
+                       size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
+                       const char *name, size_t name_len, char *out, size_t out_len,
+                       size_t *written);
 
 #endif /* KBM_H */

@@ -624,12 +624,13 @@ class _Job:
         counts = _count(verdicts, len(batch))
         if self.quiet:
             text = b""
-        elif self.as_json:
-            text = format_json(batch, fields, verdicts, self.addr, path).encode()
         elif self.c_lines is not None:
+            self.c_lines.name = json.dumps(path).encode() if self.as_json else None
             text = bytes(
                 self.c_lines.lines(batch.data, batch.offsets, batch.frames, batch.times, verdicts, len(batch), bytearray())
             )
+        elif self.as_json:
+            text = format_json(batch, fields, verdicts, self.addr, path).encode()
         else:
             text = format_plain(batch, fields, verdicts, self.addr).encode()
         return fields, verdicts, last, text, counts
@@ -648,6 +649,7 @@ class _CLines:
         from ._native_edge import ffi
 
         self.verifier, self.quiet, self.ffi, self.directions = verifier, quiet, ffi, directions
+        self.name: bytes | None = None  # --json: the capture's name as a JSON string
         self.cache = ffi.new("kbm_addr_slot[]", self.SLOTS) if not quiet else None
         self.dotted = int(str(ipaddress.IPv6Address("::ffff:1.2.3.4")) == "::ffff:1.2.3.4")
 
@@ -674,11 +676,12 @@ class _CLines:
         from ._native_edge import lib
 
         ffi, fb = self.ffi, self.ffi.from_buffer
-        need = n * lib.KBM_LINE_MAX
+        name = self.name
+        need = n * (lib.KBM_LINE_MAX if name is None else lib.KBM_JSON_MAX + len(name))
         if len(out) < need:
             out = bytearray(need)
         written = ffi.new("size_t *")
-        done = lib.kbm_format_lines(
+        args = (
             fb("uint8_t[]", data) if len(data) else ffi.new("uint8_t[]", 1),
             len(data),
             fb("uint64_t[]", offsets),
@@ -689,10 +692,11 @@ class _CLines:
             self.cache,
             self.SLOTS,
             self.dotted,
-            fb("char[]", out),
-            len(out),
-            written,
         )
+        if name is None:
+            done = lib.kbm_format_lines(*args, fb("char[]", out), len(out), written)
+        else:
+            done = lib.kbm_format_json(*args, name, len(name), fb("char[]", out), len(out), written)
         text: memoryview | bytes = memoryview(out)[: written[0]]
         if done < n:  # pragma: no cover - only for values C does not format (none today)
             from .capture import Batch as _Batch
@@ -704,7 +708,12 @@ class _CLines:
                 array("Q", frames[done:n]),
                 array("q", times[done:n]),
             )
-            text = bytes(text) + format_plain(rest, fields_plain(rest), list(verdicts)[done:n], _Addresses()).encode()
+            rows = list(verdicts)[done:n]
+            if name is None:
+                more = format_plain(rest, fields_plain(rest), rows, _Addresses())
+            else:
+                more = format_json(rest, fields_plain(rest), rows, _Addresses(), json.loads(name))
+            text = bytes(text) + more.encode()
         return text
 
 
@@ -890,7 +899,7 @@ class _VerifyRun:
         self.directions = _Directions(keys, backend)
         self.acks = _Acks(verifier, acks_file.stream) if acks_file is not None else None
         self.work = _Job(verifier, self.acks, self.directions, args.json, args.quiet, _np)
-        c_lines = _CLines(verifier, args.quiet, self.directions) if HAVE_C and not args.json else None
+        c_lines = _CLines(verifier, args.quiet, self.directions) if HAVE_C else None
         self.work.c_lines = c_lines if not args.quiet else None
         self.lines = c_lines if self.acks is None else None
         self.snaplen: list[tuple[str, int]] = []  # (capture, frames cut by its snap length)
@@ -956,6 +965,8 @@ class _VerifyRun:
         if self.left is not None:
             reader.max_frames = skip + self.left
         with reader:
+            if self.lines is not None and self.args.json:
+                self.lines.name = json.dumps(path).encode()
             if not self.args.json and not self.args.quiet:
                 self.out.write(f"# {path}\n{HEADER}\n")
                 if self.line_buffered:

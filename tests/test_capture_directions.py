@@ -378,3 +378,36 @@ def test_stdin_in_bounded_memory(made: dict[str, pathlib.Path]) -> None:
     piped_mb, peak_mb = repeat * len(block) >> 20, peak[0] >> 10
     print(f"piped {piped_mb} MB, peak RSS {peak_mb} MB")
     assert piped_mb >= 256 and peak_mb < 160
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 10: --json written in C, byte for byte what format_json writes
+
+
+@pytest.mark.skipif(not HAVE_C, reason="the C core is not built")
+def test_format_json_c_equals_python() -> None:
+    from array import array
+
+    from test_capture_c import odd_packets
+
+    from kbmfast.capture import Batch, fields_plain
+
+    rng = random.Random(8)
+    traffic = gen.generate(10, 300, seed=5)
+    packets = odd_packets(traffic, rng)
+    packets.append(kbmfast.build_binding_ack(bytes(20), home="2001:db8:1::1", care_of="2001:db8:2::1", correspondent=CN,
+                                             sequence=9, status=135, lifetime=0))  # fmt: skip
+    offsets = array("Q", [0])
+    for p in packets:
+        offsets.append(offsets[-1] + len(p))
+    frames = array("Q", [rng.choice((1, 123_456_789_012, rng.randrange(1, 10**6))) for _ in packets])
+    times = array("q", [rng.choice((0, 5, 1_700_000_000_000_001, rng.randrange(2**62))) for _ in packets])
+    batch = Batch(b"".join(packets), offsets, frames, times)
+    verdicts = array("B", [rng.randrange(len(tools_cli._VERDICT_NAMES)) for _ in packets])
+    name = 'a "quoted" name\\ é.pcap'
+    want = tools_cli.format_json(batch, fields_plain(batch), list(verdicts), tools_cli._Addresses(), name).encode()
+    lines = tools_cli._CLines(None, False, tools_cli._Directions(kbmfast.KeyTable(), kbmfast))
+    lines.name = json.dumps(name).encode()
+    got = bytes(lines.lines(batch.data, batch.offsets, batch.frames, batch.times, verdicts, len(batch), bytearray()))
+    assert got == want
+    assert all(json.loads(line)["capture"] == name for line in got.decode().splitlines())
