@@ -31,7 +31,7 @@ import select
 import stat
 import struct
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -1106,8 +1106,9 @@ class PcapWriter:
         self.count += 1
 
 
-def write_pcapng(stream: BinaryIO, frames: list[tuple[bytes, int]], linktype: int = LINKTYPE_ETHERNET) -> None:
-    """Write ``(frame, time_us)`` pairs as a pcapng file: one section, one interface (µs)."""
+def write_pcapng(stream: BinaryIO, frames: Iterable[tuple[bytes, int]], linktype: int = LINKTYPE_ETHERNET) -> None:
+    """Write ``(frame, time_us)`` pairs (any iterable: written as they come) as a pcapng file:
+    one section, one interface (µs)."""
 
     def block(btype: int, body: bytes) -> bytes:
         body += bytes(-len(body) % 4)

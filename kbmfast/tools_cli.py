@@ -1177,7 +1177,7 @@ def run_gen(args: argparse.Namespace) -> int:
     refuse_existing(outputs, args.force)
     try:
         mix = gen.parse_mix(args.mix)
-        traffic = gen.generate(args.peers, args.updates, seed=args.seed, mix=mix)
+        keys, chunks = gen.stream(args.peers, args.updates, seed=args.seed, mix=mix)
     except ValueError as e:
         raise CliError(str(e)) from None
     wanted = [(args.out, False), (keys_path, True)] + ([(args.truth, False)] if args.truth else [])
@@ -1185,25 +1185,39 @@ def run_gen(args: argparse.Namespace) -> int:
     files: list[OutputFile] = []
     try:
         with output_files(wanted, _outputs.current) as files:
+            files[1].stream.write(keys.to_toml().encode())
+            truth = files[2].stream if args.truth else None
+
+            def frames() -> Iterator[tuple[bytes, int]]:
+                """The frames as generated, a checked chunk at a time (bounded memory); the
+                truth written alongside."""
+                for chunk in chunks:
+                    if truth is not None:
+                        truth.write(
+                            "".join(
+                                json.dumps(
+                                    {"frame": e.frame, "kind": e.kind, "verdict": e.verdict.name, "ba_status": e.ba_status}
+                                )
+                                + "\n"
+                                for _, _, e in chunk
+                            ).encode()
+                        )
+                    for frame, us, _ in chunk:
+                        yield frame, us
+
             if args.format == "pcap":
                 writer = PcapWriter(files[0].stream, linktype=1)
-                for frame, us in traffic.frames:
+                for frame, us in frames():
                     writer.write(frame, us)
             else:
-                write_pcapng(files[0].stream, traffic.frames)
-            files[1].stream.write(traffic.keys.to_toml().encode())
-            if args.truth:
-                out = files[2].stream
-                for entry in traffic.truth:
-                    doc = {"frame": entry.frame, "kind": entry.kind, "verdict": entry.verdict.name, "ba_status": entry.ba_status}
-                    out.write((json.dumps(doc) + "\n").encode())
+                write_pcapng(files[0].stream, frames())
     except OSError as e:
         what = next((n for n, (path, _) in zip(names, wanted, strict=False) if path == e.filename), "output")
         raise CliError(f"{what} {os_error_text(e)}; no file was written", 2 if what != "output" else 1) from None
     except Interrupted as e:
         written = files and all(f.committed for f in files)
         raise CliError(f"interrupted by {e}; {'every' if written else 'no'} file was written", e.status) from None
-    print(f"kbmfast gen: {len(traffic.frames)} frames to {args.out}, keys of {len(traffic.keys)} peers to {keys_path}")
+    print(f"kbmfast gen: {args.updates} frames to {args.out}, keys of {len(keys)} peers to {keys_path}")
     return 0
 
 
