@@ -5,6 +5,7 @@
 
    Every read is checked against the buffer's size; nothing is allocated here. */
 #include "kbm.h"
+#include "mac.h"
 
 #include <string.h>
 
@@ -957,4 +958,133 @@ size_t kbm_format_json(const uint8_t *buf, size_t buf_len, const uint64_t *offse
         return 0;
     return format_rows(buf, buf_len, offsets, frames, times, verdicts, n, cache, slots,
                        mapped_dotted, name, name_len, out, out_len, written);
+}
+
+/* ---- --acks-out: the Binding Acknowledgements (kbmfast.reference.verifier.acknowledge) ---- */
+
+size_t kbm_ack_slot(const kbm_ack_peer *peers, size_t slots, const uint8_t home[16])
+{
+    if (slots == 0 || (slots & (slots - 1)))
+        return SIZE_MAX;
+    size_t s = slot_of(home, slots);
+    for (size_t k = 0; k < slots; k++, s = (s + 1) & (slots - 1))
+        if (!peers[s].peer.kind || memcmp(peers[s].peer.home, home, 16) == 0)
+            return s;
+    return SIZE_MAX;
+}
+
+static void le32(uint8_t *o, uint32_t v)
+{
+    o[0] = (uint8_t)v, o[1] = (uint8_t)(v >> 8), o[2] = (uint8_t)(v >> 16), o[3] = (uint8_t)(v >> 24);
+}
+
+#define PCAP_MAX_US ((int64_t)0xFFFFFFFF * 1000000 + 999999)
+
+size_t kbm_write_acks(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                      const int64_t *times, const uint8_t *verdicts, size_t n,
+                      kbm_ack_peer *peers, size_t slots, uint32_t max_lifetime, uint8_t *out,
+                      size_t out_len, size_t *written, uint64_t *count, uint64_t *clamped)
+{
+    uint8_t *o = out;
+    size_t i = 0;
+    *written = 0;
+    for (; i < n; i++) {
+        if ((size_t)(out + out_len - o) < KBM_ACK_RECORD_MAX)
+            break;
+        uint64_t from = offsets[i], to = offsets[i + 1];
+        if (from > to || to > buf_len)
+            break;
+        unsigned v = verdicts[i];
+        int status;
+        switch (v) {
+        case KBM_ACCEPTED: status = 0; break;
+        case KBM_SEQUENCE_OUT_OF_WINDOW: status = 135; break;
+        case KBM_HOME_REGISTRATION: status = 131; break;
+        case KBM_INVALID_CARE_OF: status = 174; break;
+        case KBM_KEY_EXHAUSTED: status = 129; break;
+        default: continue;
+        }
+        const uint8_t *p = buf + from;
+        size_t len = (size_t)(to - from);
+        kbm_fields f;
+        if (kbm_packet_fields(p, len, &f) || f.mh_type != 5)
+            continue; /* not what the verifier judged: a caller's mistake, no answer */
+        const uint8_t *home = p + f.home, *care_of = p + f.care_of, *cn = p + 24, *dst = p + 8;
+        size_t s = kbm_ack_slot(peers, slots, home);
+        kbm_ack_peer *entry = s == SIZE_MAX || !peers[s].peer.kind ? NULL : &peers[s];
+        const kbm_peer_spec *peer = entry ? &entry->peer : NULL;
+        if (v == KBM_ACCEPTED) {
+            if (entry)
+                entry->last = f.seq;
+            if (!(f.flags & 0x8000))
+                continue;
+        }
+        if (!peer)
+            continue;
+        uint16_t seq = f.seq;
+        if (status == 135) {
+            if (entry->last < 0)
+                continue;
+            seq = (uint16_t)entry->last;
+        }
+        int dereg = f.units == 0;
+        uint8_t kbm[KBM_SIZE];
+        if (peer->kind == KBM_KIND_KCN) {
+            if (kbm_derive(peer->key, peer->key_len, peer->home_nonce, peer->home_nonce_len,
+                           peer->care_of_nonce, peer->care_of_nonce_len, home, care_of, dereg,
+                           kbm))
+                continue;
+        } else if (peer->key_len == KBM_SIZE)
+            memcpy(kbm, peer->key, KBM_SIZE);
+        else
+            continue;
+        uint32_t lifetime = 0;
+        if (status < 128) {
+            lifetime = (uint32_t)f.units * 4;
+            if (lifetime > max_lifetime)
+                lifetime = max_lifetime;
+        }
+        uint32_t units = lifetime / 4;
+        int via_rh2 = memcmp(dst, home, 16) != 0;
+        size_t plen = (via_rh2 ? 24u : 0u) + 32u, total = 40 + plen;
+        int64_t t = times[i];
+        if (t < 0 || t > PCAP_MAX_US) {
+            t = t < 0 ? 0 : PCAP_MAX_US;
+            (*clamped)++;
+        }
+        le32(o, (uint32_t)(t / 1000000));
+        le32(o + 4, (uint32_t)(t % 1000000));
+        le32(o + 8, (uint32_t)total);
+        le32(o + 12, (uint32_t)total);
+        uint8_t *ip = o + 16;
+        memset(ip, 0, total);
+        ip[0] = 0x60;
+        ip[4] = (uint8_t)(plen >> 8), ip[5] = (uint8_t)plen;
+        ip[6] = via_rh2 ? 43 : NH_MH;
+        ip[7] = 64;
+        memcpy(ip + 8, cn, 16);
+        memcpy(ip + 24, dst, 16);
+        uint8_t *mh = ip + 40;
+        if (via_rh2) {
+            mh[0] = NH_MH, mh[1] = 2, mh[2] = 2, mh[3] = 1;
+            memcpy(mh + 8, home, 16);
+            mh += 24;
+        }
+        mh[0] = 59, mh[1] = 3, mh[2] = 6;
+        mh[6] = (uint8_t)status;
+        mh[8] = (uint8_t)(seq >> 8), mh[9] = (uint8_t)seq;
+        mh[10] = (uint8_t)(units >> 8), mh[11] = (uint8_t)units;
+        mh[12] = 1, mh[13] = 4; /* PadN: the BAD option at 8n + 2 */
+        mh[18] = 5, mh[19] = 12;
+        int rc = kbm_authenticator(kbm, dereg ? home : care_of, ip + 8, mh, 32, mh + 20);
+        kbm_wipe(kbm, sizeof kbm);
+        if (rc)
+            continue;
+        uint16_t sum = kbm_mh_checksum(ip + 8, home, mh, 32);
+        mh[4] = (uint8_t)(sum >> 8), mh[5] = (uint8_t)sum;
+        o += 16 + total;
+        (*count)++;
+    }
+    *written = (size_t)(o - out);
+    return i;
 }

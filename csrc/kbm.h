@@ -328,6 +328,27 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
                         const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
                         size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
                         char *out, size_t out_len, size_t *written);
+/* --acks-out: a configured peer as kbm_write_acks finds it, in a table of a power-of-two
+   number of slots, placed by kbm_ack_slot. The key and nonces are the caller's (not copied); last is the peer's last accepted sequence (-1: none), which
+   kbm_write_acks keeps up to date as it walks the acceptances. */
+typedef struct {
+    kbm_peer_spec peer; /* kind 0: an empty slot; epoch unused */
+    int32_t last;
+} kbm_ack_peer;
+/* The slot for home: its own, or the empty one where it goes (SIZE_MAX: the table is full). */
+size_t kbm_ack_slot(const kbm_ack_peer *peers, size_t slots, const uint8_t home[16]);
+#define KBM_ACK_RECORD_MAX 112 /* a pcap record header and the largest acknowledgement */
+/* The Binding Acknowledgements a correspondent sends for packets 0..n-1 of a verify_buffer
+   batch and their verdicts (Verifier.acknowledge, as kbmfast verify --acks-out writes them):
+   pcap records (little-endian, us), each stamped with its Binding Update's time (clamped to
+   0..2^32 s - 1 us, counted in *clamped), into out. max_lifetime: UINT32_MAX for none. Returns
+   the packets done (fewer than n when out has less than KBM_ACK_RECORD_MAX bytes left or at a
+   bad offset), the bytes written in *written and the records in *count. */
+size_t kbm_write_acks(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                      const int64_t *times, const uint8_t *verdicts, size_t n,
+                      kbm_ack_peer *peers, size_t slots, uint32_t max_lifetime, uint8_t *out,
+                      size_t out_len, size_t *written, uint64_t *count, uint64_t *clamped);
+
 #define KBM_JSON_MAX 640
 /* The same rows as JSON lines (tools_cli.format_json); name is the capture's name as a JSON
    string, quotes included (json.dumps). Each row needs KBM_JSON_MAX + name_len bytes of out. */

@@ -600,6 +600,80 @@ def _count(verdicts: Any, n: int) -> list[int]:
     return [raw.count(code) for code in range(len(_VERDICT_NAMES))]
 
 
+class _CAcks(_Acks):
+    """--acks-out in C (csrc/capture.c, kbm_write_acks): the same records as :class:`_Acks`.
+
+    The peers' keys are not copied: the table points into the KeyTable's own buffers (which the
+    table keeps alive, and which KeyTable wipes). The last accepted sequence of each peer is read
+    from the verifier once, then followed by kbm_write_acks through every acceptance it walks.
+    """
+
+    def __init__(self, verifier: Any, stream: BinaryIO, keys: Any) -> None:
+        from ._keys import KIND_KCN
+        from ._native_edge import ffi, lib
+
+        super().__init__(verifier, stream)
+        self.ffi, self.lib = ffi, lib
+        peers = keys.peers()
+        self.slots = 1 << max(4, (2 * len(peers)).bit_length())
+        self.table = ffi.new("kbm_ack_peer[]", self.slots)
+        self.hold: list[Any] = []  # the key and nonce buffers the table points into
+        for peer in peers:
+            slot = lib.kbm_ack_slot(self.table, self.slots, peer.home)
+            last = verifier.last_sequence(peer.home)
+            self.table[slot].last = -1 if last is None else last
+            entry = self.table[slot].peer
+            ffi.memmove(entry.home, peer.home, 16)
+            entry.kind = lib.KBM_KIND_KCN if peer.kind == KIND_KCN else lib.KBM_KIND_KBM
+            for name, value in (("key", peer.key), ("home_nonce", peer.home_nonce), ("care_of_nonce", peer.care_of_nonce)):
+                view = ffi.from_buffer("uint8_t[]", value) if len(value) else ffi.NULL
+                self.hold.append(view)
+                setattr(entry, name, view)
+                setattr(entry, name + "_len", len(value))
+        limit = getattr(verifier, "max_lifetime", None)
+        self.max_lifetime = 0xFFFFFFFF if limit is None else limit
+        self.out = bytearray(0)
+
+    def snapshot(self, fields: Fields) -> dict[bytes, int | None]:
+        return {}
+
+    def write(self, batch: Batch, fields: Fields, verdicts: Sequence[int], last: dict[bytes, int | None]) -> None:
+        self.write_packets(batch.data, batch.offsets, batch.times, len(batch), verdicts)
+
+    def write_packets(self, data: Any, offsets: Any, times: Any, n: int, verdicts: Any) -> None:
+        """The acknowledgements for packets 0..n-1 (a Batch's or a Chunk's buffers)."""
+        ffi, lib, fb = self.ffi, self.lib, self.ffi.from_buffer
+        if len(self.out) < n * lib.KBM_ACK_RECORD_MAX:
+            self.out = bytearray(n * lib.KBM_ACK_RECORD_MAX)
+        written, count, clamped = ffi.new("size_t *"), ffi.new("uint64_t *"), ffi.new("uint64_t *")
+        done = lib.kbm_write_acks(
+            fb("uint8_t[]", data) if len(data) else ffi.new("uint8_t[]", 1),
+            len(data),
+            fb("uint64_t[]", offsets),
+            fb("int64_t[]", times),
+            fb("uint8_t[]", verdicts),
+            n,
+            self.table,
+            self.slots,
+            self.max_lifetime,
+            fb("uint8_t[]", self.out),
+            len(self.out),
+            written,
+            count,
+            clamped,
+        )
+        if done < n:  # pragma: no cover - the buffer holds n records; offsets come from the walker
+            raise AssertionError("kbm_write_acks stopped early")
+        self.writer.stream.write(memoryview(self.out)[: written[0]])
+        self.writer.count += count[0]
+        self.writer.clamped += clamped[0]
+
+    def close(self) -> None:
+        """Drop the table (it holds pointers to the keys, not copies)."""
+        self.ffi.memmove(self.table, bytes(self.ffi.sizeof(self.table)), self.ffi.sizeof(self.table))
+        self.hold.clear()
+
+
 class _Job:
     """One batch's work on the worker thread, in batch order: its fields, the sequence table as
     the batch finds it (for --acks-out), its verdicts, their count and the output text."""
@@ -614,7 +688,8 @@ class _Job:
         from .capture import Fields, fields_fast, fields_plain
 
         np = self.np
-        if self.quiet and self.acks is None:  # nothing needs the fields
+        python_acks = self.acks is not None and not isinstance(self.acks, _CAcks)
+        if not python_acks and (self.quiet or self.c_lines is not None):  # nothing needs the fields
             fields = Fields([], [], [], [], [], [])
         else:
             fields = fields_fast(batch) if np is not None else fields_plain(batch)
@@ -897,11 +972,13 @@ class _VerifyRun:
         self.progress = _Progress(sys.stderr, sys.stdout, args.quiet)
         self.addr = _Addresses()
         self.directions = _Directions(keys, backend)
-        self.acks = _Acks(verifier, acks_file.stream) if acks_file is not None else None
+        self.acks: _Acks | None = None
+        if acks_file is not None:
+            self.acks = _CAcks(verifier, acks_file.stream, keys) if HAVE_C else _Acks(verifier, acks_file.stream)
         self.work = _Job(verifier, self.acks, self.directions, args.json, args.quiet, _np)
         c_lines = _CLines(verifier, args.quiet, self.directions) if HAVE_C else None
         self.work.c_lines = c_lines if not args.quiet else None
-        self.lines = c_lines if self.acks is None else None
+        self.lines = c_lines if self.acks is None or isinstance(self.acks, _CAcks) else None
         self.snaplen: list[tuple[str, int]] = []  # (capture, frames cut by its snap length)
         self.correspondent = ipaddress.IPv6Address(args.correspondent).packed if args.correspondent else None
         self.left: int | None = args.count  # -c: frames still to verify
@@ -928,7 +1005,7 @@ class _VerifyRun:
                 return
 
     def emit_lines(self, job: tuple[Chunk, Future[Any]]) -> None:
-        """Count and write a C-path chunk's lines."""
+        """Count and write a C-path chunk's lines (and acknowledgements)."""
         assert self.lines is not None
         verdicts, batch_counts = job[1].result()
         text = self.lines.format(job[0], verdicts) if not self.out.closed else b""
@@ -936,6 +1013,10 @@ class _VerifyRun:
             self.counts[code] += k
         if text:
             self.out.write(text)
+        if isinstance(self.acks, _CAcks):
+            chunk, before = job[0], self.acks.writer.count
+            self.acks.write_packets(chunk.data, chunk.offsets, chunk.times, chunk.n, verdicts)
+            self.totals["acks"] += self.acks.writer.count - before
 
     def emit(self, job: tuple[Batch, Future[Any]]) -> None:
         """Count and write a batch's lines (or JSON) and its acknowledgements."""
@@ -1033,6 +1114,8 @@ class _VerifyRun:
     def close(self) -> None:
         """Wait for the worker; flush and close the verifier (its state)."""
         self.pool.shutdown()
+        if isinstance(self.acks, _CAcks):
+            self.acks.close()
         self.verifier.close()
 
     def finish(self, captures: list[str]) -> int:

@@ -438,3 +438,26 @@ def test_gen_streams_in_bounded_memory(tmp_path: pathlib.Path) -> None:
     assert [(e.frame, e.kind, e.verdict.name, e.ba_status) for e in traffic.truth] == [
         (t["frame"], t["kind"], t["verdict"], t["ba_status"]) for t in truth
     ]
+
+
+def test_acks_out_in_c_equals_python(
+    made: dict[str, pathlib.Path], tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--acks-out written in C (kbm_write_acks) is byte for byte what the Python path (Results
+    and Verifier.acknowledge) writes: Kbm and Kcn peers, de-registrations, Alternate Care-of
+    Addresses, statuses 0 and 135; with the text lines, --json and --quiet, small batches."""
+    from kbmfast import capture, cli
+
+    outs = {}
+    for mode in ("c", "python"):
+        if mode == "python":
+            monkeypatch.setattr(capture, "HAVE_C", False)
+        for extra in ([], ["--json"], ["--quiet", "--batch", "97"]):
+            acks = tmp_path / f"{mode}{len(extra)}.pcap"
+            assert cli.main(["verify", str(made["pcap"]), "--keys", str(made["keys"]), "--acks-out", str(acks), *extra]) == 0
+            outs[mode, len(extra)] = acks.read_bytes()
+    assert len(set(outs.values())) == 1
+    assert outs["c", 0] == made["acks"].read_bytes()
+    with CaptureReader(made["acks"]) as r:
+        statuses = {b.packet(i)[-26] for b in r.batches() for i in range(len(b))}  # BA Status, 26 bytes from the end
+    assert {0, 135} <= statuses
