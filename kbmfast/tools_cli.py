@@ -93,17 +93,6 @@ REASON_NAMES: dict[int, str] = {
     WHY_NONCE_IN_HOME_REGISTRATION: "NONCE_IN_HOME_REGISTRATION",
     WHY_SNAP_LENGTH: "SNAP_LENGTH",
 }
-#: A sentence per reason, for --json.
-REASON_TEXTS: dict[int, str] = {
-    **_types.MALFORMED_REASONS,
-    WHY_HAO_NOT_ROUTABLE: "Home Address option with an address that is not routable unicast",
-    WHY_ROUTING_HEADER: "a type 2 Routing header: a correspondent node drops it (RFC 6275 6.1)",
-    WHY_SOURCE_NOT_UNICAST: "source address is not unicast",
-    WHY_HOME_NOT_ROUTABLE: "home address is not routable unicast",
-    WHY_CARE_OF_NOT_ROUTABLE: "care-of address is not routable unicast",
-    WHY_NONCE_IN_HOME_REGISTRATION: "Nonce Indices option in a home registration",
-    WHY_SNAP_LENGTH: "frame cut short by the capture's snap length: capture with a larger one (tcpdump -s 0)",
-}
 
 
 def _extension_offsets(p: bytes, mh: int) -> tuple[int, int]:
@@ -307,8 +296,11 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
             "Several captures are verified in the order given, with one sequence table.\n\n"
             "Columns: frame number (from 1, as Wireshark counts), capture time (s since the epoch), MH type,\n"
             "home address, care-of address, sequence number, verdict, and the status of the Binding\n"
-            "Acknowledgement the correspondent would send ('-': none). Address and sequence are shown for\n"
-            "well-formed Binding Updates only.\n\n"
+            "Acknowledgement the correspondent would send ('-': none), source > destination, and for a\n"
+            "MALFORMED packet why (parse error@byte offset). Address and sequence are shown for well-formed\n"
+            "Binding Updates and for Binding Acknowledgements, which are checked as the mobile node would\n"
+            "(BA_* verdicts, counted apart). Frames cut by the capture's snap length are TRUNCATED.\n"
+            "CAPTURE '-' reads standard input as it comes (tcpdump -w - | kbmfast verify - ...).\n\n"
             "Exit status: 0 when every capture was read to its end (whatever the verdicts); 1 when a\n"
             "capture is missing or damaged (what came before the damage is still verified and printed);\n"
             "2 for usage, key-file, state-file or output-file errors (nothing verified); 130 (SIGINT),\n"
