@@ -962,6 +962,8 @@ size_t kbm_format_json(const uint8_t *buf, size_t buf_len, const uint64_t *offse
 
 /* ---- --acks-out: the Binding Acknowledgements (kbmfast.reference.verifier.acknowledge) ---- */
 
+_Static_assert(sizeof(kbm_mac_key) == sizeof(((kbm_ack_peer *)0)->mid), "midstates fit");
+
 size_t kbm_ack_slot(const kbm_ack_peer *peers, size_t slots, const uint8_t home[16])
 {
     if (slots == 0 || (slots & (slots - 1)))
@@ -1028,15 +1030,25 @@ size_t kbm_write_acks(const uint8_t *buf, size_t buf_len, const uint64_t *offset
             seq = (uint16_t)entry->last;
         }
         int dereg = f.units == 0;
-        uint8_t kbm[KBM_SIZE];
+        kbm_mac_key key;
         if (peer->kind == KBM_KIND_KCN) {
-            if (kbm_derive(peer->key, peer->key_len, peer->home_nonce, peer->home_nonce_len,
-                           peer->care_of_nonce, peer->care_of_nonce_len, home, care_of, dereg,
-                           kbm))
+            uint8_t kbm[KBM_SIZE];
+            int bad = kbm_derive(peer->key, peer->key_len, peer->home_nonce,
+                                 peer->home_nonce_len, peer->care_of_nonce,
+                                 peer->care_of_nonce_len, home, care_of, dereg, kbm);
+            if (!bad)
+                kbm_mac_key_init(&key, kbm, KBM_SIZE);
+            kbm_wipe(kbm, sizeof kbm);
+            if (bad)
                 continue;
-        } else if (peer->key_len == KBM_SIZE)
-            memcpy(kbm, peer->key, KBM_SIZE);
-        else
+        } else if (peer->key_len == KBM_SIZE) {
+            if (!entry->ready) { /* the midstates once per peer: two compressions per ack saved */
+                kbm_mac_key_init(&key, peer->key, KBM_SIZE);
+                memcpy(entry->mid, &key, sizeof entry->mid);
+                entry->ready = 1;
+            } else
+                memcpy(&key, entry->mid, sizeof key);
+        } else
             continue;
         uint32_t lifetime = 0;
         if (status < 128) {
@@ -1076,10 +1088,8 @@ size_t kbm_write_acks(const uint8_t *buf, size_t buf_len, const uint64_t *offset
         mh[10] = (uint8_t)(units >> 8), mh[11] = (uint8_t)units;
         mh[12] = 1, mh[13] = 4; /* PadN: the BAD option at 8n + 2 */
         mh[18] = 5, mh[19] = 12;
-        int rc = kbm_authenticator(kbm, dereg ? home : care_of, ip + 8, mh, 32, mh + 20);
-        kbm_wipe(kbm, sizeof kbm);
-        if (rc)
-            continue;
+        kbm_mac96(&key, dereg ? home : care_of, ip + 8, mh, 32, mh + 20);
+        kbm_wipe(&key, sizeof key);
         uint16_t sum = kbm_mh_checksum(ip + 8, home, mh, 32);
         mh[4] = (uint8_t)(sum >> 8), mh[5] = (uint8_t)sum;
         o += 16 + total;

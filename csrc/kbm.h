@@ -334,6 +334,8 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
 typedef struct {
     kbm_peer_spec peer; /* kind 0: an empty slot; epoch unused */
     int32_t last;
+    int32_t ready;      /* set by kbm_write_acks once mid holds a Kbm peer's HMAC midstates */
+    uint32_t mid[10];   /* key material: the caller wipes the table when done */
 } kbm_ack_peer;
 /* The slot for home: its own, or the empty one where it goes (SIZE_MAX: the table is full). */
 size_t kbm_ack_slot(const kbm_ack_peer *peers, size_t slots, const uint8_t home[16]);

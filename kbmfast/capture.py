@@ -597,6 +597,7 @@ class Chunk:
         self.cut = bytearray(size)  # 1: cut short by the snap length (valid when ncut > 0)
         self.ncut = 0
         self.text = bytearray(0)  # for the consumer (kbmfast verify's lines)
+        self.acks = bytearray(0)  # for the consumer (kbmfast verify --acks-out)
 
     def buffer(self) -> memoryview:
         """The packets, as verify_buffer takes them."""

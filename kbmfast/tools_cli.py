@@ -633,10 +633,24 @@ class _CAcks(_Acks):
         self.write_packets(batch.data, batch.offsets, batch.times, len(batch), verdicts)
 
     def write_packets(self, data: Any, offsets: Any, times: Any, n: int, verdicts: Any) -> None:
-        """The acknowledgements for packets 0..n-1 (a Batch's or a Chunk's buffers)."""
+        """Write the acknowledgements for packets 0..n-1 (a Batch's or a Chunk's buffers)."""
+        self.out, records = self.build(data, offsets, times, n, verdicts, self.out)
+        self.put(records)
+
+    def put(self, records: tuple[memoryview, int, int]) -> None:
+        """Write records that :meth:`build` made."""
+        self.writer.stream.write(records[0])
+        self.writer.count += records[1]
+        self.writer.clamped += records[2]
+
+    def build(
+        self, data: Any, offsets: Any, times: Any, n: int, verdicts: Any, out: bytearray
+    ) -> tuple[bytearray, tuple[memoryview, int, int]]:
+        """The pcap records of packets 0..n-1 in ``out`` (grown as needed): (out, (records,
+        count, clamped)). Calls must come in capture order (the last accepted sequences)."""
         ffi, lib, fb = self.ffi, self.lib, self.ffi.from_buffer
-        if len(self.out) < n * lib.KBM_ACK_RECORD_MAX:
-            self.out = bytearray(n * lib.KBM_ACK_RECORD_MAX)
+        if len(out) < n * lib.KBM_ACK_RECORD_MAX:
+            out = bytearray(n * lib.KBM_ACK_RECORD_MAX)
         written, count, clamped = ffi.new("size_t *"), ffi.new("uint64_t *"), ffi.new("uint64_t *")
         done = lib.kbm_write_acks(
             fb("uint8_t[]", data) if len(data) else ffi.new("uint8_t[]", 1),
@@ -648,17 +662,15 @@ class _CAcks(_Acks):
             self.table,
             self.slots,
             self.max_lifetime,
-            fb("uint8_t[]", self.out),
-            len(self.out),
+            fb("uint8_t[]", out),
+            len(out),
             written,
             count,
             clamped,
         )
         if done < n:  # pragma: no cover - the buffer holds n records; offsets come from the walker
             raise AssertionError("kbm_write_acks stopped early")
-        self.writer.stream.write(memoryview(self.out)[: written[0]])
-        self.writer.count += count[0]
-        self.writer.clamped += clamped[0]
+        return out, (memoryview(out)[: written[0]], count[0], clamped[0])
 
     def close(self) -> None:
         """Drop the table (it holds pointers to the keys, not copies)."""
@@ -716,15 +728,20 @@ class _CLines:
         from ._native_edge import ffi
 
         self.verifier, self.quiet, self.ffi, self.directions = verifier, quiet, ffi, directions
+        self.acks: _CAcks | None = None
         self.name: bytes | None = None  # --json: the capture's name as a JSON string
         self.cache = ffi.new("kbm_addr_slot[]", self.SLOTS) if not quiet else None
         self.dotted = int(str(ipaddress.IPv6Address("::ffff:1.2.3.4")) == "::ffff:1.2.3.4")
 
-    def verify(self, chunk: Chunk) -> tuple[Any, list[int]]:
-        """The chunk's verdicts and their count per verdict."""
+    def verify(self, chunk: Chunk) -> tuple[Any, list[int], Any]:
+        """The chunk's verdicts, their count per verdict and (--acks-out) its acknowledgements,
+        built here on the worker thread, in chunk order, into the chunk's own buffer."""
         verdicts = self.verifier.verify_buffer(chunk.buffer(), chunk.offsets_view())
         self.directions.apply(chunk.data, chunk.offsets, chunk.times, chunk.n, verdicts, chunk.cut if chunk.ncut else None)
-        return verdicts, _count(verdicts, chunk.n)
+        records = None
+        if self.acks is not None:
+            chunk.acks, records = self.acks.build(chunk.data, chunk.offsets, chunk.times, chunk.n, verdicts, chunk.acks)
+        return verdicts, _count(verdicts, chunk.n), records
 
     def format(self, chunk: Chunk, verdicts: Any) -> memoryview | bytes:
         """The chunk's text lines."""
@@ -971,6 +988,8 @@ class _VerifyRun:
         c_lines = _CLines(verifier, args.quiet, self.directions) if HAVE_C else None
         self.work.c_lines = c_lines if not args.quiet else None
         self.lines = c_lines if self.acks is None or isinstance(self.acks, _CAcks) else None
+        if self.lines is not None and isinstance(self.acks, _CAcks):
+            self.lines.acks = self.acks
         self.snaplen: list[tuple[str, int]] = []  # (capture, frames cut by its snap length)
         self.correspondent = ipaddress.IPv6Address(args.correspondent).packed if args.correspondent else None
         self.left: int | None = args.count  # -c: frames still to verify
@@ -999,16 +1018,15 @@ class _VerifyRun:
     def emit_lines(self, job: tuple[Chunk, Future[Any]]) -> None:
         """Count and write a C-path chunk's lines (and acknowledgements)."""
         assert self.lines is not None
-        verdicts, batch_counts = job[1].result()
+        verdicts, batch_counts, records = job[1].result()
         text = self.lines.format(job[0], verdicts) if not self.out.closed else b""
         for code, k in enumerate(batch_counts):
             self.counts[code] += k
         if text:
             self.out.write(text)
         if isinstance(self.acks, _CAcks):
-            chunk, before = job[0], self.acks.writer.count
-            self.acks.write_packets(chunk.data, chunk.offsets, chunk.times, chunk.n, verdicts)
-            self.totals["acks"] += self.acks.writer.count - before
+            self.acks.put(records)
+            self.totals["acks"] += records[1]
 
     def emit(self, job: tuple[Batch, Future[Any]]) -> None:
         """Count and write a batch's lines (or JSON) and its acknowledgements."""
