@@ -311,7 +311,7 @@ def test_stdin_lines_arrive_before_eof(made: dict[str, pathlib.Path], tmp_path: 
             blocks.append(raw[pos : pos + total])
             pos += total
         header, records = shb_idb, blocks
-    proc = _stream_verify("--keys", str(made["keys"]))
+    proc = _stream_verify("--keys", str(made["keys"]), "-l")  # stdout is a pipe here, not a terminal
     assert proc.stdin is not None
     try:
         proc.stdin.write(header)
