@@ -367,7 +367,7 @@ def run_verify_live(args: argparse.Namespace) -> int:
     else:
         import kbmfast.reference as backend
     verifier = _open_verifier(backend, keys, args.state)
-    run = _VerifyRun(args, verifier, None)
+    run = _VerifyRun(args, verifier, None, keys, backend)
     interrupts = _outputs.current
     print(f"kbmfast verify: capturing on {args.interface}", file=sys.stderr, flush=True)
     try:
