@@ -4,6 +4,7 @@
    file are never touched), so the file can grow under running verifiers without a remap.
    Slots are appended under flock(LOCK_EX), complete before the count that publishes them. */
 #define _GNU_SOURCE
+#include "hash.h"
 #include "internal.h"
 
 #include <errno.h>

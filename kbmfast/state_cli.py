@@ -13,7 +13,7 @@ from . import _outputs
 from ._outputs import EXIT_SIGPIPE, CliError, Interrupted, Stdout, check_distinct, os_error_text
 
 if TYPE_CHECKING:
-    from .cli import Subparsers
+    from ._outputs import Subparsers
 
 
 def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
