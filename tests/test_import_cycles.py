@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+import kbmfast
+
+# The package as imported: the source tree under an editable install, site-packages under the
+# wheel (.ci/wheel runs the suite against an installed wheel).
+ROOT = Path(kbmfast.__file__).resolve().parent.parent
 PACKAGE = "kbmfast"
 
 # Compiled modules (no .py source): leaves of the graph.
