@@ -28,6 +28,7 @@ from typing import Any
 import kbmfast
 import kbmfast.reference
 
+from . import _shard
 from ._types import Verdict
 from .reference.wire import mh_checksum
 
@@ -100,6 +101,16 @@ class Traffic:
     def packets(self) -> list[bytes]:
         """The IPv6 packets (the frames without their Ethernet header)."""
         return [f[14:] for f, _ in self.frames]
+
+
+def shard_traffic(traffic: Traffic, shard: _shard.Shard) -> Traffic:
+    """Only the frames of ``shard`` (``kbmfast gen --shard``), in order; the truth entries keep
+    their frame numbers in the whole capture and the key table stays whole, so the n shards'
+    truth files together are the unsharded one."""
+    keep = [_shard.frame_shard(f, 14, shard.count) == shard.index for f, _ in traffic.frames]
+    frames = [f for f, k in zip(traffic.frames, keep, strict=True) if k]
+    truth = [t for t in traffic.truth if keep[t.frame - 1]]
+    return Traffic(traffic.keys, frames, truth)
 
 
 def parse_mix(text: str) -> dict[str, float]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from . import _outputs
@@ -23,7 +25,7 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="inspect, check or repair a sequence state file",
         description="Inspect, check or repair the persistent sequence table that Verifier(state=...) keeps.",
     )
-    verbs = p.add_subparsers(dest="verb", required=True, metavar="{show,check,compact,migrate}")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="{show,check,compact,migrate,new,merge}")
     show = verbs.add_parser("show", help="list every slot: address, last sequence, advance, key fingerprint")
     show.add_argument("file", help="the state file")
     show.add_argument("--json", action="store_true", help="one JSON object per slot")
@@ -61,6 +63,38 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
     migrate.add_argument("--keys", metavar="KEYS", help="the key file the verifiers use")
     migrate.add_argument("--output", metavar="FILE", help="write here instead of replacing FILE")
     migrate.set_defaults(handler=run_migrate)
+    new = verbs.add_parser("new", help="create an empty state file (e.g. the seed that sharded runs copy)")
+    new.add_argument("file", help="the state file to create (refused if it exists)")
+    new.set_defaults(handler=run_new)
+    merge = verbs.add_parser(
+        "merge",
+        help="merge the state files of a sharded run (--shard i/n) into one",
+        description=(
+            "Merge the state files of n sharded runs, given in shard order (the file of --shard 0/n first), into "
+            "the file one serial run would have written: each address's slot comes from the shard that owns it. "
+            "The shards must have started from copies of one state file (one salt); docs/tools.md, sharding."
+        ),
+    )
+    merge.add_argument("files", nargs="+", metavar="FILE", help="the shards' state files, shard 0 first")
+    merge.add_argument("--output", required=True, metavar="OUT", help="the merged state file (written atomically)")
+    merge.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    merge.set_defaults(handler=run_merge)
+
+
+@contextlib.contextmanager
+def _rewriting(after_interrupt: str) -> Iterator[None]:
+    """Map a state file rewrite's errors to CliError (status 1); ``after_interrupt`` says what
+    an interrupt left."""
+    from ._types import KbmError
+
+    try:
+        yield
+    except KbmError as e:
+        raise CliError(str(e), 1) from None
+    except OSError as e:
+        raise CliError(os_error_text(e), 1) from None
+    except Interrupted as e:
+        raise CliError(f"interrupted by {e}; {after_interrupt}", e.status) from None
 
 
 def _read_error(e: OSError, path: str) -> CliError:
@@ -127,7 +161,6 @@ def run_check(args: argparse.Namespace) -> int:
 def run_compact(args: argparse.Namespace) -> int:
     """Rewrite (and optionally salvage or prune) a state file."""
     from . import _stateformat as fmt
-    from ._types import KbmError
     from .tools_cli import load_key_file
 
     if args.drop_unconfigured and not args.keys:
@@ -136,7 +169,7 @@ def run_compact(args: argparse.Namespace) -> int:
         inputs = [("FILE", args.file), ("--keys", args.keys)]
         check_distinct(inputs, [("--output", args.output)])
     target = args.output or args.file
-    try:
+    with _rewriting(f"{target} is as it was"):
         if args.salvage:
             salt, slots, problems = fmt.salvage(args.file)
             for problem in problems:
@@ -149,12 +182,6 @@ def run_compact(args: argparse.Namespace) -> int:
             slots = [slot for slot in slots if slot[0] in configured]
             print(f"dropped {before - len(slots)} slots of unconfigured addresses", file=sys.stderr)
         fmt.write(target, salt, slots)
-    except KbmError as e:
-        raise CliError(str(e), 1) from None
-    except OSError as e:
-        raise CliError(os_error_text(e), 1) from None
-    except Interrupted as e:
-        raise CliError(f"interrupted by {e}; {target} is as it was", e.status) from None
     print(f"{target}: {len(slots)} slots written ({os.path.getsize(target)} bytes)")
     return 0
 
@@ -162,14 +189,13 @@ def run_compact(args: argparse.Namespace) -> int:
 def run_migrate(args: argparse.Namespace) -> int:
     """Rewrite a version 1 state file as version 2."""
     from . import _stateformat as fmt
-    from ._types import KbmError
     from .reference.verifier import peer_fingerprint
     from .tools_cli import load_key_file
 
     if args.output is not None:
         check_distinct([("FILE", args.file), ("--keys", args.keys)], [("--output", args.output)])
     where = args.output or args.file
-    try:
+    with _rewriting(f"{where} is as it was"):
         v1 = fmt.read_v1(args.file)
         salt = os.urandom(fmt.SALT_SIZE)
         fingerprints = {}
@@ -177,12 +203,37 @@ def run_migrate(args: argparse.Namespace) -> int:
             fingerprints = {peer.home: peer_fingerprint(salt, peer) for peer in load_key_file(args.keys, 1).peers()}
         slots = fmt.migrate(v1, salt, fingerprints)
         fmt.write(where, salt, slots)
-    except KbmError as e:
-        raise CliError(str(e), 1) from None
-    except OSError as e:
-        raise CliError(os_error_text(e), 1) from None
-    except Interrupted as e:
-        raise CliError(f"interrupted by {e}; {where} is as it was", e.status) from None
     charged = sum(1 for a, *_ in v1 if a in fingerprints)
     print(f"{where}: {len(slots)} slots migrated to format version {fmt.VERSION} ({charged} charged to a configured key)")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """Merge sharded state files into the one a serial run would have written."""
+    from . import _stateformat as fmt
+    from ._outputs import refuse_existing
+    from ._shard import merge_states
+
+    check_distinct([(f"FILE {i}", f) for i, f in enumerate(args.files)], [("--output", args.output)])
+    refuse_existing([("--output", args.output)], args.force)
+    with _rewriting(f"{args.output} was not written"):
+        inputs = [(name, *fmt.read_slots(name)) for name in args.files]
+        salt, slots = merge_states(inputs)
+        fmt.write(args.output, salt, slots)
+    print(f"{args.output}: {len(slots)} slots merged from {len(args.files)} shards")
+    return 0
+
+
+def run_new(args: argparse.Namespace) -> int:
+    """Create an empty state file."""
+    from . import _stateformat as fmt
+    from ._types import KbmError
+
+    if os.path.lexists(args.file):
+        raise CliError(f"{args.file} exists (kbmfast state new never overwrites)")
+    try:
+        fmt.create(args.file)
+    except KbmError as e:
+        raise CliError(str(e), 1) from None
+    print(f"{args.file}: empty state file created")
     return 0
