@@ -152,3 +152,19 @@ def test_merge_refuses_different_salts(
     assert code == 1 and "salt" in err and not out.exists()
     code, _, err = run(["state", "new", str(a)], capsys)
     assert code == 2 and "exists" in err
+
+
+def test_shards_acks_equal_one_serial_run(
+    made: dict[str, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def acks(path: pathlib.Path) -> list[tuple[int, bytes]]:
+        with capture.CaptureReader(path) as reader:
+            return [(b.times[k], b.packet(k)) for b in reader.batches() for k in range(len(b))]
+
+    verify(made, tmp_path, "serial", ["--quiet", "--acks-out", str(tmp_path / "serial.acks")], capsys)
+    union = []
+    for i in range(N):
+        verify(made, tmp_path, f"s{i}", ["--quiet", "--acks-out", str(tmp_path / f"s{i}.acks"), "--shard", f"{i}/{N}"], capsys)
+        union += acks(tmp_path / f"s{i}.acks")
+    serial = acks(tmp_path / "serial.acks")
+    assert serial and sorted(union) == sorted(serial)
