@@ -823,7 +823,7 @@ class _VerifyRun:
             if index < len(captures):
                 where = f"after {done} frames of {captures[index]}" + (f" and all of {index} earlier" if index else "")
                 again = " ".join(shlex.quote(c) for c in captures[index:])
-                skip = f" --skip {done}" if done else ""
+                skip = (f" --skip {done}" if done else "") + (f" --shard {self.args.shard}" if self.shard is not None else "")
                 hint = f"to resume: kbmfast verify {again}{skip} with the same --keys and --state" + (
                     " and a new --acks-out" if self.acks is not None else ""
                 )

@@ -168,3 +168,36 @@ def test_shards_acks_equal_one_serial_run(
         union += acks(tmp_path / f"s{i}.acks")
     serial = acks(tmp_path / "serial.acks")
     assert serial and sorted(union) == sorted(serial)
+
+
+def test_a_stopped_shard_resumes_as_that_shard(
+    made: dict[str, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `kbmfast verify --shard 1/3 | head`: the resume hint keeps --shard, and resuming with it
+    # completes exactly the shard's uninterrupted run.
+    import re
+    import subprocess
+    import sys
+
+    full, _ = verify(made, tmp_path, "full", ["--shard", f"1/{N}", "--batch", "50"], capsys)
+    state = tmp_path / "stopped.state"
+    shutil.copyfile(made["seed"], state)
+    argv = ["verify", str(made["pcap"]), "--keys", str(made["keys"]), "--state", str(state), "--batch", "50", "--shard", f"1/{N}"]
+    child = subprocess.Popen([sys.executable, "-P", "-m", "kbmfast.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    head = b"".join(child.stdout.readline() for _ in range(5))
+    child.stdout.close()
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=300) == 141, err
+    m = re.search(r"--skip (\d+) --shard 1/3 with the same", err)
+    assert m, err
+    code, rest, _ = run([*argv, "--skip", m.group(1)], capsys)
+    assert code == 0
+
+    def packet_lines(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line[:8].strip().isdigit()]
+
+    n = int(m.group(1))
+    before = [line for line in packet_lines(full) if int(line.split()[0]) <= n]
+    assert packet_lines(head.decode())[: len(before)] == before[: len(packet_lines(head.decode()))]
+    assert before + packet_lines(rest) == packet_lines(full)
