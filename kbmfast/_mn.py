@@ -12,7 +12,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from . import _stateformat as fmt
 from ._keys import KIND_KBM
@@ -26,6 +26,28 @@ from ._types import (
 from ._util import address_bytes, check_kbm, check_packet, lifetime_units
 
 Mac = Callable[[bytes, bytes, bytes, bytes], bytes]
+
+
+class SequenceStore(Protocol):
+    """What the list needs of a sequence table (``kbmfast.reference.statefile.SequenceState``)."""
+
+    salt: bytes
+
+    def ensure(self, address: bytes) -> None: ...
+    def get(self, address: bytes) -> int: ...
+    def put(self, address: bytes, word: int) -> None: ...
+    def retire(self, address: bytes, current: int, fp: int) -> bool: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Wire(Protocol):
+    """What the list needs of a packet parser (the module ``kbmfast.reference.wire``)."""
+
+    def scan(self, p: bytes) -> Any: ...
+    def pseudo_addresses(self, p: bytes, layout: Any) -> tuple[bytes, bytes]: ...
+    def checksum_ok(self, source: bytes, destination: bytes, mh: bytes) -> bool: ...
+    def parse_mh(self, p: bytes, mh: int) -> Any: ...
 
 
 class _Entry:
@@ -51,13 +73,13 @@ class BindingUpdateList:
 
     _build: Callable[..., bytes]
     _mac: Mac
+    _store: Callable[[str | os.PathLike[str] | None], SequenceStore]
+    _wire: Wire
 
     def __init__(self, home: Any, *, state: str | os.PathLike[str] | None = None) -> None:
         self.home = ipaddress.IPv6Address(address_bytes(home, "home"))
-        from .reference.statefile import SequenceState  # late: the reference package imports this module
-
         self._entries: dict[bytes, _Entry] = {}
-        self._state = SequenceState(state)
+        self._state = self._store(state)
         self._lock = threading.Lock()
 
     def add(self, correspondent: Any, kbm: Any) -> None:
@@ -126,8 +148,7 @@ class BindingUpdateList:
         Update, SEQUENCE_OUT_OF_WINDOW for an authenticated status 135 (whose sequence is
         adopted) or a BA for another sequence (ignored); unauthenticated BAs change nothing.
         """
-        from .reference import wire
-
+        wire = self._wire
         p = check_packet(packet, "packet")
         try:
             layout = wire.scan(p)
@@ -181,9 +202,18 @@ class BindingUpdateList:
         return f"<BindingUpdateList home={self.home} correspondents={len(self._entries)}>"
 
 
-def binding_update_list_class(build: Callable[..., bytes], mac: Mac, module: str) -> type[BindingUpdateList]:
-    """A BindingUpdateList bound to one backend's builder and MAC."""
-    cls = type("BindingUpdateList", (BindingUpdateList,), {"_build": staticmethod(build), "_mac": staticmethod(mac)})
+def binding_update_list_class(
+    build: Callable[..., bytes],
+    mac: Mac,
+    store: Callable[[str | os.PathLike[str] | None], SequenceStore],
+    wire: Wire,
+    module: str,
+) -> type[BindingUpdateList]:
+    """A BindingUpdateList bound to one backend's builder and MAC, keeping sequences in ``store``
+    and reading Binding Acknowledgements with ``wire`` (passed in: the reference package imports
+    this module, so this module must not import it)."""
+    attrs = {"_build": staticmethod(build), "_mac": staticmethod(mac), "_store": staticmethod(store), "_wire": wire}
+    cls = type("BindingUpdateList", (BindingUpdateList,), attrs)
     cls.__module__ = module
     cls.__doc__ = BindingUpdateList.__doc__
     return cls

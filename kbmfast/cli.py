@@ -22,7 +22,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-Subparsers = argparse._SubParsersAction  # the type argparse gives add_subparsers(); no public alias
+from ._outputs import Subparsers
+
 Handler = Callable[[argparse.Namespace], int]
 Registrar = Callable[["Subparsers[argparse.ArgumentParser]"], None]
 

@@ -29,6 +29,7 @@ from typing import Any
 import kbmfast
 import kbmfast.reference
 
+from . import _shard
 from ._types import Verdict
 from .reference.wire import mh_checksum
 
@@ -101,6 +102,18 @@ class Traffic:
     def packets(self) -> list[bytes]:
         """The IPv6 packets (the frames without their Ethernet header)."""
         return [f[14:] for f, _ in self.frames]
+
+
+def shard_chunks(
+    chunks: Iterator[list[tuple[bytes, int, TruthEntry]]], shard: _shard.Shard
+) -> Iterator[list[tuple[bytes, int, TruthEntry]]]:
+    """Only the frames of ``shard`` (``kbmfast gen --shard``) of :func:`stream`'s chunks, in order;
+    the truth entries keep their frame numbers in the whole capture (and the key table stays
+    whole), so the n shards' truth files together are the unsharded one."""
+    for chunk in chunks:
+        kept = [entry for entry in chunk if _shard.frame_shard(entry[0], 14, shard.count) == shard.index]
+        if kept:
+            yield kept
 
 
 def parse_mix(text: str) -> dict[str, float]:

@@ -354,6 +354,7 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="verify with the C core (default) or the pure-Python reference (slow; same answers)",
     )
     p.add_argument("--batch", type=int, default=65536, metavar="N", help="packets per verify_buffer call (default 65536)")
+    p.add_argument("--shard", metavar="I/N", help="only the peers of shard I of N (docs/tools.md: sharding)")
     p.add_argument(
         "--skip",
         type=int,
@@ -810,6 +811,7 @@ def _call_job(work: _Job, path: str, batch: Batch) -> Any:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Verify the captures; print lines and the summary; return the exit status."""
+    _shard_filter(args)  # a bad --shard is refused before any file is opened
     if args.demo:
         if args.captures or args.keys:
             raise CliError("--demo takes no CAPTURE and no --keys")
@@ -1011,6 +1013,7 @@ class _VerifyRun:
         self.line_buffered = bool(args.line_buffered) or _isatty(sys.stdout)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbmfast-verify")
         self.stopped_at: tuple[int, int] | None = None  # (capture index, frames of it done)
+        self.shard = _shard_filter(args)
 
     def stopping(self) -> bool:
         """A signal arrived or standard output was closed."""
@@ -1101,6 +1104,10 @@ class _VerifyRun:
                         item = _only(item, self.correspondent)
                         if item is None:
                             continue
+                    if self.shard is not None:
+                        item = self.shard(item)
+                        if item is None:
+                            continue
                     future = self.pool.submit(job, item)
                     if pending is not None:
                         finish(pending)
@@ -1120,6 +1127,8 @@ class _VerifyRun:
             if not stopped:
                 done = max(done, reader.frames)
             frames = max(0, done - skip)
+            if self.shard is not None:
+                frames, self.shard.kept, self.shard.dropped = self.shard.frames(frames), 0, 0
             if self.left is not None:
                 self.left -= frames
             self.totals["frames"] += frames
@@ -1156,7 +1165,7 @@ class _VerifyRun:
             if index < len(captures):
                 where = f"after {done} frames of {captures[index]}" + (f" and all of {index} earlier" if index else "")
                 again = " ".join(shlex.quote(c) for c in captures[index:])
-                skip = f" --skip {done}" if done else ""
+                skip = (f" --skip {done}" if done else "") + (f" --shard {self.args.shard}" if self.shard is not None else "")
                 hint = f"to resume: kbmfast verify {again}{skip} with the same --keys and --state" + (
                     " and a new --acks-out" if self.acks is not None else ""
                 )
@@ -1179,6 +1188,18 @@ class _VerifyRun:
         if self.out.closed:
             return EXIT_SIGPIPE
         return interrupts.status if signum is not None else self.status
+
+
+def _shard_filter(args: argparse.Namespace) -> Any:
+    """The --shard filter, or None."""
+    from ._shard import ShardFilter, parse_shard
+
+    if getattr(args, "shard", None) is None:
+        return None
+    try:
+        return ShardFilter(parse_shard(args.shard))
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 def _summary(
@@ -1261,6 +1282,7 @@ def add_gen(sub: Subparsers[argparse.ArgumentParser]) -> None:
         "--keys", metavar="KEYFILE", help="the key file to write (default: FILE with .keys.toml instead of its suffix)"
     )
     p.add_argument("--force", action="store_true", help="overwrite existing output files (refused otherwise)")
+    p.add_argument("--shard", metavar="I/N", help="write only the frames of shard I of N (docs/tools.md: sharding)")
     p.set_defaults(handler=run_gen)
 
 
@@ -1277,6 +1299,7 @@ def run_gen(args: argparse.Namespace) -> int:
     together: an error or an interrupt leaves none of them changed.
     """
     from . import gen
+    from ._shard import parse_shard
     from .capture import PcapWriter, write_pcapng
 
     keys_path = args.keys or _default_keys(args.out)
@@ -1286,6 +1309,8 @@ def run_gen(args: argparse.Namespace) -> int:
     try:
         mix = gen.parse_mix(args.mix)
         keys, chunks = gen.stream(args.peers, args.updates, seed=args.seed, mix=mix)
+        if args.shard is not None:
+            chunks = gen.shard_chunks(chunks, parse_shard(args.shard))
     except ValueError as e:
         raise CliError(str(e)) from None
     wanted = [(args.out, False), (keys_path, True)] + ([(args.truth, False)] if args.truth else [])

@@ -98,7 +98,7 @@ class Verifier:
         max_lifetime: int | None = None,
         sync: str | int = DEFAULT_SYNC_MS,
     ) -> None:
-        check_verifier_args(keys, rekey_limit, max_lifetime)
+        check_verifier_args(keys, KeyTable, rekey_limit, max_lifetime)
         policy = check_sync(sync)
         self.keys = keys
         self.rekey_limit = rekey_limit
