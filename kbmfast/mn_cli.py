@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ._outputs import CliError, os_error_text
 
 if TYPE_CHECKING:
-    from .cli import Subparsers
+    from ._outputs import Subparsers
 
 #: Resynchronisations (authenticated 135) in a row before giving up on a registration.
 MAX_RESYNC = 3

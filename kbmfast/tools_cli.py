@@ -323,7 +323,7 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="pcap or pcapng files, verified in this order; '-': standard input, read as it comes "
         "(e.g. tcpdump -w - | kbmfast verify - ...)",
     )
-    p.add_argument(  # kbmfast serve's live capture, answering nothing (kbmfast/serve_cli.py)
+    p.add_argument(  # kbmfast serve's live capture (kbmfast.live), answering nothing: _verify_live
         "-i", "--interface", metavar="IF", help="verify live on IF instead of files (CAP_NET_RAW; no replies; Ctrl-C ends)"
     )
     p.add_argument("--keys", metavar="KEYS", help="the key file (TOML, mode 0600; see 'kbmfast keys generate')")
@@ -818,9 +818,7 @@ def run_verify(args: argparse.Namespace) -> int:
         with _demo_files() as (capture, keys):
             return _verify(args, [capture], keys)
     if args.interface:
-        from .serve_cli import run_verify_live
-
-        return run_verify_live(args)
+        return _verify_live(args)
     if not args.captures or not args.keys:
         raise CliError("give one or more CAPTURE files and --keys KEYS (or --demo)")
     if args.batch < 1:
@@ -1426,3 +1424,55 @@ def run_keys_generate(args: argparse.Namespace) -> int:
 def registrars() -> tuple[Any, ...]:
     """This module's subcommands for kbmfast.cli, in --help order."""
     return (add_verify, add_gen, add_keys)
+
+
+def _verify_live(args: argparse.Namespace) -> int:
+    """``kbmfast verify -i IF``: verify live on IF (the same capture as serve), print what
+    verify prints for files, send nothing; SIGINT/SIGTERM end it (status 0) with the summary."""
+    from .capture import Batch
+    from .live import LiveCapture, LiveError
+
+    if args.captures or args.demo or args.skip or args.acks_out:
+        raise CliError("-i takes no CAPTURE, --demo, --skip or --acks-out")
+    if not args.keys:
+        raise CliError("-i needs --keys KEYS")
+    if args.batch < 1:
+        raise CliError("--batch must be at least 1")
+    keys = load_key_file(args.keys)
+    try:  # batches of at most 4096 live (a batch buffer holds a snaplen per packet)
+        cap = LiveCapture(args.interface, batch=min(args.batch, 4096), inbound_only=False)
+    except LiveError as e:
+        raise CliError(str(e), 2 if e.kind == "filter" else 1) from None
+    backend: Any
+    if args.backend == "c":
+        import kbmfast as backend
+    else:
+        import kbmfast.reference as backend
+    verifier = _open_verifier(backend, keys, args.state)
+    run = _VerifyRun(args, verifier, None, keys, backend)
+    interrupts = _outputs.current
+    print(f"kbmfast verify: capturing on {args.interface}", file=sys.stderr, flush=True)
+    try:
+        if not args.json and not args.quiet:
+            run.out.write(f"# {args.interface}\n{HEADER}\n")
+            run.out.flush()
+        with interrupts.deferred():
+            while not run.stopping():
+                b = cap.batch(None, idle_ms=100)
+                if b.n == 0:
+                    continue
+                end = b.offsets[b.n]
+                item = Batch(bytes(b.data[:end]), array("Q", b.offsets[: b.n + 1]), array("Q", b.frames), array("q", b.times_us))
+                run.emit((item, run.pool.submit(_call_job, run.work, args.interface, item)))
+                run.out.flush()
+            interrupts.handled = True
+    finally:
+        run.close()
+        stats = cap.stats()
+        cap.close()
+    run.totals["frames"] = stats["frames"]
+    run.totals["other"] = stats["other"]
+    if not run.out.closed:
+        _summary(run.out, run.counts, run.totals, args, False, None)
+        run.out.flush()
+    return _outputs.EXIT_SIGPIPE if run.out.closed else 0

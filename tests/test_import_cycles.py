@@ -26,7 +26,16 @@ PACKAGE = "kbmfast"
 EXTENSIONS = {"kbmfast._native"}
 
 # The command modules: the library under them must never import one of them.
-COMMANDS = {"kbmfast.cli", "kbmfast.tools_cli", "kbmfast.state_cli", "kbmfast.bench", "kbmfast.gen"}
+COMMANDS = {
+    "kbmfast.cli",
+    "kbmfast.tools_cli",
+    "kbmfast.state_cli",
+    "kbmfast.bench",
+    "kbmfast.gen",
+    "kbmfast.serve_cli",
+    "kbmfast.serve_bench",
+    "kbmfast.mn_cli",
+}
 
 
 def module_files(root: Path, package: str) -> dict[str, Path]:
