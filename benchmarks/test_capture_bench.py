@@ -113,6 +113,51 @@ def test_verify_command_quiet(benchmark: BenchmarkFixture, record: Recorder, cap
     keep_best("end to end, --quiet", benchmark)
 
 
+@pytest.mark.benchmark(group="capture: end to end vs in memory")
+def test_verify_command_json(benchmark: BenchmarkFixture, record: Recorder, cap: Capture, repeat: int) -> None:
+    """`kbmfast verify CAPTURE --keys KEYS --json`: JSON lines (written in C, as the text lines)."""
+    time_command(benchmark, ["verify", str(cap.pcap), "--keys", str(cap.keys), "--json"], repeat)
+    record(len(cap.packets), unit="packets/s")
+    keep_best("end to end, --json", benchmark)
+
+
+@pytest.mark.benchmark(group="capture: end to end vs in memory")
+def test_verify_command_acks_out(
+    benchmark: BenchmarkFixture, record: Recorder, cap: Capture, repeat: int, tmp_path: pathlib.Path
+) -> None:
+    """`kbmfast verify CAPTURE --keys KEYS --acks-out FILE`: lines and acknowledgements (C)."""
+    acks = tmp_path / "acks.pcap"
+    argv = ["verify", str(cap.pcap), "--keys", str(cap.keys), "--acks-out", str(acks)]
+    time_command(benchmark, argv, repeat)
+    record(len(cap.packets), unit="packets/s")
+    keep_best("end to end, --acks-out", benchmark)
+    assert acks.stat().st_size > 24
+
+
+@pytest.mark.benchmark(group="capture: gen")
+def test_gen_command(benchmark: BenchmarkFixture, record: Recorder, tmp_path: pathlib.Path) -> None:
+    """`kbmfast gen` of the bench capture in a child process: its time and peak RSS (it streams:
+    bounded memory whatever --updates is)."""
+    import subprocess
+    import time
+
+    argv = [sys.executable, "-P", "-m", "kbmfast.cli", "gen", "--peers", str(PEERS), "--updates", str(UPDATES)]
+    argv += ["--seed", "2024", "--out", str(tmp_path / "g.pcap"), "--truth", str(tmp_path / "g.truth"), "--force"]
+    code = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+    code += "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    peaks: list[int] = []
+
+    def once() -> None:
+        done = subprocess.run([sys.executable, "-c", code, *argv], check=True, capture_output=True, text=True)
+        peaks.append(int(done.stdout.split()[-1]))
+
+    start = time.monotonic()
+    benchmark.pedantic(once, rounds=1)
+    record(UPDATES, unit="packets/s")
+    _best["gen"] = time.monotonic() - start
+    _best["gen peak RSS MB"] = max(peaks) / 1024
+
+
 def check_command_verdicts(cap: Capture, capsys: pytest.CaptureFixture[str]) -> None:
     """The same command's verdicts (JSON) equal the truth gen computed with the oracle."""
     capsys.readouterr()
@@ -195,4 +240,11 @@ def test_capture_ratio_summary(benchmark: BenchmarkFixture, record_property: Cal
             lines.append(f"  kbmfast verify ({mode}) runs at {ratio:.2f} x the speed of {name} in memory")
             if "key file load" in _best:
                 lines.append(f"    ({_best[name] / (e2e - _best['key file load']):.2f} x without loading the key file)")
+    lines_s = _best.get("end to end")
+    for mode in ("end to end, --quiet", "end to end", "end to end, --json", "end to end, --acks-out"):
+        if mode in _best:
+            rel = f" ({_best[mode] / lines_s:.2f} x the lines)" if lines_s else ""
+            lines.append(f"  kbmfast verify ({mode}): {_best[mode]:.2f} s{rel}")
+    if "gen" in _best:
+        lines.append(f"  kbmfast gen: {_best['gen']:.1f} s, peak RSS {_best['gen peak RSS MB']:.0f} MB")
     print("\n".join(lines))

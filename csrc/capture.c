@@ -5,6 +5,7 @@
 
    Every read is checked against the buffer's size; nothing is allocated here. */
 #include "kbm.h"
+#include "mac.h"
 
 #include <string.h>
 
@@ -217,8 +218,8 @@ static void set_tsresol(kbm_cap_iface *f, const uint8_t *buf, size_t pos, size_t
 }
 
 /* One frame read: classify it and, for a mobility packet, append it. */
-static int take(kbm_capture *c, size_t start, size_t caplen, uint32_t linktype, int64_t us,
-                kbm_cap_out *o, size_t n)
+static int take(kbm_capture *c, size_t start, size_t caplen, uint64_t origlen, uint32_t linktype,
+                int64_t us, kbm_cap_out *o, size_t n)
 {
     int64_t ip = kbm_cap_ipv6_start(c->buf, start, caplen, linktype);
     int64_t len = ip < 0 ? -1
@@ -227,6 +228,13 @@ static int take(kbm_capture *c, size_t start, size_t caplen, uint32_t linktype, 
         c->other++;
         return 0;
     }
+    /* cut by the snap length: the frame was longer than captured, and the IPv6 packet is
+       shorter than its Payload Length says (len >= 40: mobility_length checked it) */
+    const uint8_t *h = c->buf + ip;
+    int cut = origlen > caplen && (uint64_t)len < 40u + ((uint64_t)h[4] << 8 | h[5]);
+    c->cut += (uint64_t)cut;
+    if (o->cut)
+        o->cut[n] = (uint8_t)cut;
     o->ip_off[n] = (uint64_t)ip;
     o->ip_len[n] = (uint32_t)len;
     o->frame[n] = c->frames;
@@ -243,13 +251,17 @@ static size_t walk_pcap(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t max
     while (c->pos < size && n < max) {
         size_t pos = c->pos;
         uint64_t frame = c->frames + 1;
+        if (c->max_frames && c->frames >= c->max_frames) {
+            c->done = 1;
+            return n;
+        }
         if (size - pos < 16) {
             if (!more(c, 16))
                 damage(c, KBM_CAP_E_RECORD_TRUNCATED, frame, size - pos, 0);
             return n;
         }
         uint32_t sec = rd32(buf + pos, big), frac = rd32(buf + pos + 4, big);
-        uint32_t caplen = rd32(buf + pos + 8, big);
+        uint32_t caplen = rd32(buf + pos + 8, big), origlen = rd32(buf + pos + 12, big);
         if (caplen > KBM_CAP_MAX_CAPLEN) {
             damage(c, KBM_CAP_E_RECORD_CAPLEN, frame, caplen, 0);
             return n;
@@ -273,7 +285,7 @@ static size_t walk_pcap(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t max
         c->frames = frame;
         c->pos = pos + 16 + caplen;
         int64_t us = (int64_t)sec * 1000000 + (c->nanoseconds ? frac / 1000 : frac);
-        if (take(c, pos + 16, caplen, c->linktype, us, o, n))
+        if (take(c, pos + 16, caplen, origlen, c->linktype, us, o, n))
             *bytes += o->ip_len[n++];
     }
     at_end(c);
@@ -288,6 +300,10 @@ static size_t walk_pcapng(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t m
     while (c->pos < size && n < max) {
         size_t pos = c->pos;
         uint64_t where = c->frames + 1;
+        if (c->max_frames && c->frames >= c->max_frames) {
+            c->done = 1;
+            return n;
+        }
         if (size - pos < 12) {
             if (!more(c, 12))
                 damage(c, KBM_CAP_E_BLOCK_TRUNCATED, where, size - pos, 0);
@@ -341,7 +357,7 @@ static size_t walk_pcapng(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t m
         } else if (btype == 6 || btype == 2 || btype == 3) {
             uint64_t frame = c->frames + 1;
             size_t iface, caplen, data;
-            uint64_t ts = 0;
+            uint64_t ts = 0, origlen;
             if (btype == 3) {
                 if (body_len < 4) {
                     damage(c, KBM_CAP_E_SPB_SHORT, frame, 0, 0);
@@ -349,6 +365,7 @@ static size_t walk_pcapng(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t m
                 }
                 iface = 0;
                 caplen = rd32(buf + body, big);
+                origlen = caplen; /* an SPB holds the original length; the block, what fits */
                 if (caplen > body_len - 4)
                     caplen = body_len - 4;
                 data = body + 4;
@@ -365,6 +382,7 @@ static size_t walk_pcapng(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t m
                     ts = (uint64_t)rd32(buf + body + 4, big) << 32 | rd32(buf + body + 8, big);
                 }
                 caplen = rd32(buf + body + 12, big);
+                origlen = rd32(buf + body + 16, big);
                 data = body + 20;
                 if (caplen > body_len - 20) {
                     damage(c, KBM_CAP_E_PB_CAPLEN, frame, caplen, body_len - 20);
@@ -388,7 +406,7 @@ static size_t walk_pcapng(kbm_capture *c, kbm_cap_out *o, size_t max, uint64_t m
             }
             c->frames = frame;
             c->pos = pos + total;
-            if (take(c, data, caplen, f->linktype, us, o, n))
+            if (take(c, data, caplen, origlen, f->linktype, us, o, n))
                 *bytes += o->ip_len[n++];
             continue;
         }
@@ -466,7 +484,7 @@ int kbm_packet_fields(const uint8_t *p, size_t length, kbm_fields *f)
     if (length < 40)
         return KBM_EINVAL;
     unsigned nh = p[6];
-    size_t pos = 40, hao = 0;
+    size_t pos = 40, hao = 0, rh2 = 0;
     int has_hao = 0;
     for (int k = 0; k < MAX_EXT; k++) {
         if ((nh != 0 && nh != 43 && nh != 60) || pos + 2 > length)
@@ -474,6 +492,8 @@ int kbm_packet_fields(const uint8_t *p, size_t length, kbm_fields *f)
         size_t next = pos + ((size_t)p[pos + 1] + 1) * 8;
         if (nh == 60 && !has_hao)
             hao = find_option(p, pos + 2, next < length ? next : length, 0xC9, 16, &has_hao);
+        if (nh == 43 && !rh2 && pos + 24 <= length && p[pos + 2] == 2)
+            rh2 = pos + 8;
         nh = p[pos];
         pos = next;
     }
@@ -482,6 +502,16 @@ int kbm_packet_fields(const uint8_t *p, size_t length, kbm_fields *f)
     if (nh != NH_MH || pos + 3 > length)
         return 0;
     f->mh_type = p[pos + 2];
+    if (f->mh_type == 6) {
+        f->home = rh2 ? (int32_t)rh2 : 24;
+        f->care_of = 24;
+        if (pos + 12 <= length) {
+            f->flags = p[pos + 6];
+            f->seq = rd16(p + pos + 8, 1);
+            f->units = rd16(p + pos + 10, 1);
+        }
+        return 0;
+    }
     if (f->mh_type != 5 || pos + 12 > length)
         return 0;
     f->seq = rd16(p + pos + 6, 1);
@@ -495,15 +525,70 @@ int kbm_packet_fields(const uint8_t *p, size_t length, kbm_fields *f)
     return 0;
 }
 
-static const char *const verdict_names[] = {
+static const char *const verdict_names[KBM_V_END] = {
     "ACCEPTED", "MALFORMED", "BAD_CHECKSUM", "NOT_BINDING_UPDATE", "NOT_CONFIGURED",
     "MISSING_AUTHORIZATION", "BAD_AUTHENTICATOR", "SEQUENCE_OUT_OF_WINDOW",
     "HOME_REGISTRATION", "INVALID_CARE_OF", "KEY_EXHAUSTED", "HOME_NONCE_EXPIRED",
-    "CARE_OF_NONCE_EXPIRED", "NONCES_EXPIRED", "RR_TABLE_FULL"};
-/* Binding Acknowledgement status per verdict, -1: none (kbmfast._types.BA_STATUS) */
-static const int16_t ba_status[] = {0, -1, -1, -1, -1, -1, -1, 135, 131, 174, 129, 136, 137, 138, 130};
-#define N_VERDICTS (sizeof verdict_names / sizeof *verdict_names)
-_Static_assert(sizeof ba_status / sizeof *ba_status == N_VERDICTS, "one BA status per verdict");
+    "CARE_OF_NONCE_EXPIRED", "NONCES_EXPIRED", "RR_TABLE_FULL", "TRUNCATED", "BA_VALID",
+    "BA_UNMATCHED", "BA_BAD_AUTHENTICATOR", "BA_NO_AUTHORIZATION", "BA_NOT_CONFIGURED",
+    "BA_BAD_CHECKSUM"};
+/* Binding Acknowledgement status per verdict, -1: none (kbmfast._types.BA_STATUS); -2: the
+   status the acknowledgement in the packet carries */
+static const int16_t ba_status[KBM_V_END] = {0,   -1,  -1,  -1,  -1,  -1, -1, 135, 131, 174, 129,
+                                             136, 137, 138, 130, -1, -2, -2, -2, -2, -2, -1};
+/* Whether a line shows home, care-of and sequence */
+static const uint8_t shows_fields[KBM_V_END] = {1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1,
+                                               1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0};
+/* The names of kbm_perr and kbm_why codes (tools_cli.REASON_NAMES) */
+static const char *const reason_names[KBM_WHY_END] = {
+    "", "SHORT", "VERSION", "PAYLOAD_LENGTH", "EXT_TRUNCATED", "EXT_ORDER", "NO_MH",
+    "OPT_TRUNCATED", "OPT_DISCARD", "HAO_LENGTH", "HAO_REPEATED", "", "ROUTING_TYPE",
+    "RH2_FORMAT", "MH_LENGTH", "PAYLOAD_PROTO", "HEADER_LEN", "MOPT_TRUNCATED", "MOPT_LENGTH",
+    "MOPT_DUPLICATE", "BAD_NOT_LAST", "HAO_NOT_ROUTABLE", "ROUTING_HEADER",
+    "SOURCE_NOT_UNICAST", "HOME_NOT_ROUTABLE", "CARE_OF_NOT_ROUTABLE",
+    "NONCE_IN_HOME_REGISTRATION", "SNAP_LENGTH"};
+
+int kbm_malformed_reason(const uint8_t *p, size_t n, uint32_t *where)
+{
+    kbm_layout l;
+    *where = 0;
+    int rc = kbm_scan(p, n, &l, where);
+    if (rc)
+        return rc;
+    if (l.hao >= 0 && !kbm_is_routable(p + l.hao)) {
+        *where = (uint32_t)l.hao - 2;
+        return KBM_WHY_HAO_NOT_ROUTABLE;
+    }
+    if (l.rh2 >= 0) {
+        *where = (uint32_t)l.rh2 - 8;
+        return KBM_WHY_ROUTING_HEADER;
+    }
+    if (!kbm_checksum_ok(p, n, &l))
+        return 0;
+    rc = kbm_parse_mh(p, n, &l, NULL, 0, NULL, where);
+    if (rc == KBM_UNKNOWN_MH || (rc == 0 && l.mh_type != 5))
+        return 0;
+    if (rc)
+        return rc;
+    int32_t home = l.hao >= 0 ? l.hao : 8, care_of = l.alt >= 0 ? l.alt : 8;
+    *where = 8;
+    if (!kbm_is_unicast(p + 8))
+        return KBM_WHY_SOURCE_NOT_UNICAST;
+    *where = (uint32_t)home;
+    if (!kbm_is_routable(p + home))
+        return KBM_WHY_HOME_NOT_ROUTABLE;
+    *where = (uint32_t)care_of;
+    if (!kbm_is_routable(p + care_of))
+        return KBM_WHY_CARE_OF_NOT_ROUTABLE;
+    *where = 0;
+    if (l.bad < 0)
+        return 0;
+    if ((p[l.mh + 8] & 0x40) && l.nonce >= 0) {
+        *where = (uint32_t)l.nonce - 2;
+        return KBM_WHY_NONCE_IN_HOME_REGISTRATION;
+    }
+    return 0;
+}
 static const char *const mh_names[] = {"BRR", "HoTI", "CoTI", "HoT", "CoT", "BU", "BA", "BE"};
 
 static char *pad(char *o, size_t have, size_t width)
@@ -618,31 +703,62 @@ static size_t slot_of(const uint8_t a[16], size_t slots)
     return (size_t)(h * 0x9E3779B97F4A7C15u >> 32) & (slots - 1);
 }
 
-/* The slot's text, padded with spaces to 39 (every text but none fits: at most 39 bytes). */
-static const char *address(kbm_addr_slot *s, const uint8_t a[16], int mapped_dotted)
+/* The slot of a, its text padded with spaces to 39 (every text but none fits: at most 39
+   bytes) and its length. */
+static const kbm_addr_slot *address(kbm_addr_slot *s, const uint8_t a[16], int mapped_dotted)
 {
     if (!s->len || memcmp(s->key, a, 16) != 0) {
         memcpy(s->key, a, 16);
         memset(s->text, ' ', sizeof s->text);
         s->len = (uint8_t)kbm_ipv6_text(a, mapped_dotted, s->text);
     }
-    return s->text;
+    return s;
 }
 
 enum { GROUP = 32 };
 
-size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
-                        const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
-                        size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
-                        char *out, size_t out_len, size_t *written)
+/* A JSON string or null: the slot's text (address texts need no escaping). */
+static char *json_address(char *o, kbm_addr_slot *cache, size_t slot, const uint8_t *a, int md)
+{
+    if (slot == SIZE_MAX) {
+        memcpy(o, "null", 4);
+        return o + 4;
+    }
+    const kbm_addr_slot *s = address(&cache[slot], a, md);
+    *o++ = '"';
+    memcpy(o, s->text, s->len);
+    o += s->len;
+    *o++ = '"';
+    return o;
+}
+
+static char *put(char *o, const char *s)
+{
+    size_t k = strlen(s);
+    memcpy(o, s, k);
+    return o + k;
+}
+
+static char *num(char *o, uint64_t v)
+{
+    return num_right(o, v, 1);
+}
+
+/* The rows of kbm_format_lines (name NULL) or kbm_format_json. */
+static size_t format_rows(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                          const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
+                          size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
+                          const char *name, size_t name_len, char *out, size_t out_len,
+                          size_t *written)
 {
     char *o = out;
-    size_t i = 0;
+    size_t i = 0, row_max = name ? KBM_JSON_MAX + name_len : KBM_LINE_MAX;
     *written = 0;
     if (slots == 0 || (slots & (slots - 1)))
         return 0;
     kbm_fields fs[GROUP];
-    size_t at[GROUP][2];
+    size_t at[GROUP][4]; /* address slots: home, care-of, source, destination */
+    size_t length[GROUP];
     /* the caller's offsets, verdicts and times, each read once: checked, then only these used */
     uint64_t start[GROUP];
     int64_t when[GROUP];
@@ -655,24 +771,30 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
             uint64_t from = offsets[k], to = offsets[k + 1];
             unsigned v = verdicts[k];
             int64_t t = times[k];
-            if (from > to || to > buf_len || v >= N_VERDICTS || t < 0)
+            if (from > to || to > buf_len || v >= KBM_V_END || t < 0)
                 break;
             start[m] = from;
             when[m] = t;
             verdict[m] = (uint8_t)v;
             const uint8_t *p = buf + from;
             size_t len = (size_t)(to - from);
+            length[m] = len;
             (void)kbm_packet_fields(p, len, &fs[m]);
-            if (v != 1 && v != 2 && v != 3 && len >= 40) {
-                at[m][0] = slot_of(p + fs[m].home, slots);
-                at[m][1] = slot_of(p + fs[m].care_of, slots);
-                __builtin_prefetch(&cache[at[m][0]]);
-                __builtin_prefetch(&cache[at[m][1]]);
-            } else
-                at[m][0] = at[m][1] = SIZE_MAX;
+            at[m][0] = at[m][1] = at[m][2] = at[m][3] = SIZE_MAX;
+            if (len >= 40) {
+                if (shows_fields[v]) {
+                    at[m][0] = slot_of(p + fs[m].home, slots);
+                    at[m][1] = slot_of(p + fs[m].care_of, slots);
+                }
+                at[m][2] = slot_of(p + 8, slots);
+                at[m][3] = slot_of(p + 24, slots);
+                for (int s = 0; s < 4; s++)
+                    if (at[m][s] != SIZE_MAX)
+                        __builtin_prefetch(&cache[at[m][s]]);
+            }
         }
         for (size_t g = 0; g < m; g++, i++) {
-            if ((size_t)(out + out_len - o) < KBM_LINE_MAX) {
+            if ((size_t)(out + out_len - o) < row_max) {
                 *written = (size_t)(o - out);
                 return i;
             }
@@ -680,10 +802,10 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
             const uint8_t *p = buf + start[g];
             unsigned v = verdict[g];
             int with_fields = at[g][0] != SIZE_MAX;
-            o = num_right(o, frames[i], 8);
-            *o++ = ' ', *o++ = ' ';
+            char t[28], type[8];
+            size_t t_len, type_len;
             {
-                char tmp[20], t[28];
+                char tmp[20];
                 uint64_t us = (uint64_t)when[g];
                 size_t k = digits(us / 1000000, tmp), w = 20 - k;
                 memcpy(t, tmp + k, w);
@@ -693,25 +815,87 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
                     t[w + (size_t)d] = (char)('0' + frac % 10);
                     frac /= 10;
                 }
-                o = text_right(o, t, w + 7, 17);
+                t_len = w + 7;
             }
-            *o++ = ' ', *o++ = ' ';
-            if (f->mh_type < 0)
-                o = text_left(o, "?", 1, 5);
-            else if (f->mh_type < 8)
-                o = text_left(o, mh_names[f->mh_type], strlen(mh_names[f->mh_type]), 5);
-            else {
-                char t[8] = "MH";
+            if (f->mh_type < 0) {
+                type[0] = '?';
+                type_len = 1;
+            } else if (f->mh_type < 8) {
+                type_len = strlen(mh_names[f->mh_type]);
+                memcpy(type, mh_names[f->mh_type], type_len);
+            } else {
                 char tmp[20];
                 size_t k = digits((uint64_t)f->mh_type, tmp);
-                memcpy(t + 2, tmp + k, 20 - k);
-                o = text_left(o, t, 2 + 20 - k, 5);
+                type[0] = 'M', type[1] = 'H';
+                memcpy(type + 2, tmp + k, 20 - k);
+                type_len = 2 + 20 - k;
             }
+            int ba = ba_status[v];
+            if (v == 0 && !(f->flags & 0x8000))
+                ba = -1;
+            else if (ba == -2)
+                ba = f->mh_type == 6 ? f->flags : -1;
+            uint32_t where = 0;
+            int why = 0;
+            if (v == KBM_MALFORMED)
+                why = kbm_malformed_reason(p, length[g], &where);
+            else if (v == KBM_V_TRUNCATED) {
+                why = KBM_WHY_SNAP_LENGTH;
+                where = (uint32_t)length[g];
+            }
+            if (why <= 0 || why >= KBM_WHY_END || !reason_names[why][0])
+                why = 0;
+            if (name) {
+                o = put(o, "{\"capture\": ");
+                memcpy(o, name, name_len);
+                o += name_len;
+                o = put(o, ", \"frame\": ");
+                o = num(o, frames[i]);
+                o = put(o, ", \"time\": ");
+                memcpy(o, t, t_len);
+                o += t_len;
+                o = put(o, ", \"type\": \"");
+                memcpy(o, type, type_len);
+                o += type_len;
+                o = put(o, "\", \"home\": ");
+                o = json_address(o, cache, at[g][0], p + f->home, mapped_dotted);
+                o = put(o, ", \"care_of\": ");
+                o = json_address(o, cache, at[g][1], p + f->care_of, mapped_dotted);
+                o = put(o, ", \"sequence\": ");
+                o = with_fields ? num(o, f->seq) : put(o, "null");
+                o = put(o, ", \"verdict\": \"");
+                o = put(o, verdict_names[v]);
+                o = put(o, "\", \"code\": ");
+                o = num(o, v);
+                o = put(o, ", \"ba_status\": ");
+                o = ba < 0 ? put(o, "null") : num(o, (uint64_t)ba);
+                o = put(o, ", \"source\": ");
+                o = json_address(o, cache, at[g][2], p + 8, mapped_dotted);
+                o = put(o, ", \"destination\": ");
+                o = json_address(o, cache, at[g][3], p + 24, mapped_dotted);
+                o = put(o, ", \"reason\": ");
+                if (why) {
+                    *o++ = '"';
+                    o = put(o, reason_names[why]);
+                    *o++ = '"';
+                } else
+                    o = put(o, "null");
+                o = put(o, ", \"offset\": ");
+                o = why ? num(o, where) : put(o, "null");
+                *o++ = '}';
+                *o++ = '\n';
+                continue;
+            }
+            o = num_right(o, frames[i], 8);
+            *o++ = ' ', *o++ = ' ';
+            o = text_right(o, t, t_len, 17);
+            *o++ = ' ', *o++ = ' ';
+            o = text_left(o, type, type_len, 5);
             *o++ = ' ', *o++ = ' ';
             for (int side = 0; side < 2; side++) {
                 if (with_fields) {
                     const uint8_t *a = p + (side ? f->care_of : f->home);
-                    memcpy(o, address(&cache[at[g][side]], a, mapped_dotted), 39);
+                    memcpy(o, address(&cache[at[g][side]], a, mapped_dotted)->text, 39);
                     o += 39;
                 } else
                     o = text_left(o, "-", 1, 39);
@@ -724,17 +908,193 @@ size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offs
             *o++ = ' ', *o++ = ' ';
             o = text_left(o, verdict_names[v], strlen(verdict_names[v]), 22);
             *o++ = ' ', *o++ = ' ';
-            int ba = ba_status[v];
-            if (v == 0 && !(f->flags & 0x8000))
-                ba = -1;
             if (ba < 0)
                 o = text_right(o, "-", 1, 3);
             else
                 o = num_right(o, (uint64_t)ba, 3);
+            *o++ = ' ', *o++ = ' ';
+            if (at[g][2] != SIZE_MAX) {
+                const kbm_addr_slot *s = address(&cache[at[g][2]], p + 8, mapped_dotted);
+                memcpy(o, s->text, s->len);
+                o += s->len;
+                memcpy(o, " > ", 3);
+                o += 3;
+                s = address(&cache[at[g][3]], p + 24, mapped_dotted);
+                memcpy(o, s->text, s->len);
+                o += s->len;
+            } else
+                *o++ = '-';
+            if (why) {
+                *o++ = ' ', *o++ = ' ';
+                o = put(o, reason_names[why]);
+                *o++ = '@';
+                o = num(o, where);
+            }
             *o++ = '\n';
         }
         if (m < want)
             break;
+    }
+    *written = (size_t)(o - out);
+    return i;
+}
+
+size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                        const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
+                        size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
+                        char *out, size_t out_len, size_t *written)
+{
+    return format_rows(buf, buf_len, offsets, frames, times, verdicts, n, cache, slots,
+                       mapped_dotted, NULL, 0, out, out_len, written);
+}
+
+size_t kbm_format_json(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                       const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
+                       size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
+                       const char *name, size_t name_len, char *out, size_t out_len,
+                       size_t *written)
+{
+    *written = 0;
+    if (!name)
+        return 0;
+    return format_rows(buf, buf_len, offsets, frames, times, verdicts, n, cache, slots,
+                       mapped_dotted, name, name_len, out, out_len, written);
+}
+
+/* ---- --acks-out: the Binding Acknowledgements (kbmfast.reference.verifier.acknowledge) ---- */
+
+_Static_assert(sizeof(kbm_mac_key) == sizeof(((kbm_ack_peer *)0)->mid), "midstates fit");
+
+size_t kbm_ack_slot(const kbm_ack_peer *peers, size_t slots, const uint8_t home[16])
+{
+    if (slots == 0 || (slots & (slots - 1)))
+        return SIZE_MAX;
+    size_t s = slot_of(home, slots);
+    for (size_t k = 0; k < slots; k++, s = (s + 1) & (slots - 1))
+        if (!peers[s].peer.kind || memcmp(peers[s].peer.home, home, 16) == 0)
+            return s;
+    return SIZE_MAX;
+}
+
+static void le32(uint8_t *o, uint32_t v)
+{
+    o[0] = (uint8_t)v, o[1] = (uint8_t)(v >> 8), o[2] = (uint8_t)(v >> 16), o[3] = (uint8_t)(v >> 24);
+}
+
+#define PCAP_MAX_US ((int64_t)0xFFFFFFFF * 1000000 + 999999)
+
+size_t kbm_write_acks(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                      const int64_t *times, const uint8_t *verdicts, size_t n,
+                      kbm_ack_peer *peers, size_t slots, uint32_t max_lifetime, uint8_t *out,
+                      size_t out_len, size_t *written, uint64_t *count, uint64_t *clamped)
+{
+    uint8_t *o = out;
+    size_t i = 0;
+    *written = 0;
+    for (; i < n; i++) {
+        if ((size_t)(out + out_len - o) < KBM_ACK_RECORD_MAX)
+            break;
+        uint64_t from = offsets[i], to = offsets[i + 1];
+        if (from > to || to > buf_len)
+            break;
+        unsigned v = verdicts[i];
+        int status;
+        switch (v) {
+        case KBM_ACCEPTED: status = 0; break;
+        case KBM_SEQUENCE_OUT_OF_WINDOW: status = 135; break;
+        case KBM_HOME_REGISTRATION: status = 131; break;
+        case KBM_INVALID_CARE_OF: status = 174; break;
+        case KBM_KEY_EXHAUSTED: status = 129; break;
+        default: continue;
+        }
+        const uint8_t *p = buf + from;
+        size_t len = (size_t)(to - from);
+        kbm_fields f;
+        if (kbm_packet_fields(p, len, &f) || f.mh_type != 5)
+            continue; /* not what the verifier judged: a caller's mistake, no answer */
+        const uint8_t *home = p + f.home, *care_of = p + f.care_of, *cn = p + 24, *dst = p + 8;
+        size_t s = kbm_ack_slot(peers, slots, home);
+        kbm_ack_peer *entry = s == SIZE_MAX || !peers[s].peer.kind ? NULL : &peers[s];
+        const kbm_peer_spec *peer = entry ? &entry->peer : NULL;
+        if (v == KBM_ACCEPTED) {
+            if (entry)
+                entry->last = f.seq;
+            if (!(f.flags & 0x8000))
+                continue;
+        }
+        if (!peer)
+            continue;
+        uint16_t seq = f.seq;
+        if (status == 135) {
+            if (entry->last < 0)
+                continue;
+            seq = (uint16_t)entry->last;
+        }
+        int dereg = f.units == 0;
+        kbm_mac_key key;
+        if (peer->kind == KBM_KIND_KCN) {
+            uint8_t kbm[KBM_SIZE];
+            int bad = kbm_derive(peer->key, peer->key_len, peer->home_nonce,
+                                 peer->home_nonce_len, peer->care_of_nonce,
+                                 peer->care_of_nonce_len, home, care_of, dereg, kbm);
+            if (!bad)
+                kbm_mac_key_init(&key, kbm, KBM_SIZE);
+            kbm_wipe(kbm, sizeof kbm);
+            if (bad)
+                continue;
+        } else if (peer->key_len == KBM_SIZE) {
+            if (!entry->ready) { /* the midstates once per peer: two compressions per ack saved */
+                kbm_mac_key_init(&key, peer->key, KBM_SIZE);
+                memcpy(entry->mid, &key, sizeof entry->mid);
+                entry->ready = 1;
+            } else
+                memcpy(&key, entry->mid, sizeof key);
+        } else
+            continue;
+        uint32_t lifetime = 0;
+        if (status < 128) {
+            lifetime = (uint32_t)f.units * 4;
+            if (lifetime > max_lifetime)
+                lifetime = max_lifetime;
+        }
+        uint32_t units = lifetime / 4;
+        int via_rh2 = memcmp(dst, home, 16) != 0;
+        size_t plen = (via_rh2 ? 24u : 0u) + 32u, total = 40 + plen;
+        int64_t t = times[i];
+        if (t < 0 || t > PCAP_MAX_US) {
+            t = t < 0 ? 0 : PCAP_MAX_US;
+            (*clamped)++;
+        }
+        le32(o, (uint32_t)(t / 1000000));
+        le32(o + 4, (uint32_t)(t % 1000000));
+        le32(o + 8, (uint32_t)total);
+        le32(o + 12, (uint32_t)total);
+        uint8_t *ip = o + 16;
+        memset(ip, 0, total);
+        ip[0] = 0x60;
+        ip[4] = (uint8_t)(plen >> 8), ip[5] = (uint8_t)plen;
+        ip[6] = via_rh2 ? 43 : NH_MH;
+        ip[7] = 64;
+        memcpy(ip + 8, cn, 16);
+        memcpy(ip + 24, dst, 16);
+        uint8_t *mh = ip + 40;
+        if (via_rh2) {
+            mh[0] = NH_MH, mh[1] = 2, mh[2] = 2, mh[3] = 1;
+            memcpy(mh + 8, home, 16);
+            mh += 24;
+        }
+        mh[0] = 59, mh[1] = 3, mh[2] = 6;
+        mh[6] = (uint8_t)status;
+        mh[8] = (uint8_t)(seq >> 8), mh[9] = (uint8_t)seq;
+        mh[10] = (uint8_t)(units >> 8), mh[11] = (uint8_t)units;
+        mh[12] = 1, mh[13] = 4; /* PadN: the BAD option at 8n + 2 */
+        mh[18] = 5, mh[19] = 12;
+        kbm_mac96(&key, dereg ? home : care_of, ip + 8, mh, 32, mh + 20);
+        kbm_wipe(&key, sizeof key);
+        uint16_t sum = kbm_mh_checksum(ip + 8, home, mh, 32);
+        mh[4] = (uint8_t)(sum >> 8), mh[5] = (uint8_t)sum;
+        o += 16 + total;
+        (*count)++;
     }
     *written = (size_t)(o - out);
     return i;

@@ -147,7 +147,6 @@ void kbm_rr_free(struct kbm_rr *rr);
 void kbm_keygen_token(const kbm_mac_key *kcn, const uint8_t address[16], const uint8_t *nonce,
                       size_t nonce_len, uint8_t which, uint8_t out[8]);
 
-uint64_t kbm_hash16(const uint64_t seed[2], const uint8_t a[16]);
 const struct kbm_peer *kbm_index_find(const struct kbm_index *x, uint64_t h,
                                       const uint8_t home[16]);
 void kbm_index_free(struct kbm_index *x, int free_kcn);

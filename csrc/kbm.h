@@ -291,6 +291,8 @@ typedef struct {
     uint64_t error_frame; /* whose record or block starts at byte error_offset */
     size_t error_offset;
     uint64_t error_a, error_b;
+    uint64_t max_frames;  /* set by the caller: 0, or the walk ends (done) after this frame */
+    uint64_t cut;         /* mobility packets cut short by the snap length (see kbm_cap_out) */
     uint64_t walked_bytes; /* total length of the chunk's packets: the caller sets 0 to start
                               a chunk (whose first packet is always taken), the walk adds */
 } kbm_capture;
@@ -301,6 +303,9 @@ typedef struct {
     uint32_t *ip_len;
     uint64_t *frame;
     int64_t *time_us;
+    uint8_t *cut; /* NULL, or per packet: 1 when the capture's snap length cut the IPv6 packet
+                     short (captured < original length, and fewer bytes than 40 + Payload
+                     Length); kbm_capture.cut counts them */
 } kbm_cap_out;
 
 int kbm_capture_open(kbm_capture *c, const uint8_t *buf, size_t size);
@@ -320,7 +325,10 @@ int64_t kbm_cap_ipv6_start(const uint8_t *buf, size_t start, size_t caplen, uint
 int64_t kbm_cap_mobility_length(const uint8_t *ip, size_t available);
 
 /* What a line shows of a packet (capture.packet_fields): MH Type (-1: not captured), and for a
-   Binding Update its Sequence, flags, Lifetime units, and the offsets of home and care-of. */
+   Binding Update its Sequence, flags, Lifetime units, and the offsets of home (Home Address
+   option, else source) and care-of (Alternate Care-of Address, else source); for a Binding
+   Acknowledgement its Sequence, Status (in flags), Lifetime units, home (the type 2 Routing
+   header's address, else the destination) and care-of (the destination). */
 typedef struct {
     int32_t mh_type;
     int32_t home;
@@ -331,8 +339,34 @@ typedef struct {
 } kbm_fields;
 int kbm_packet_fields(const uint8_t *p, size_t n, kbm_fields *f);
 
+/* Why the verifier calls a packet MALFORMED, in the order verify.c decides it: a kbm_perr, or
+   one of these, with *where the offending byte; 0 when it would not call it MALFORMED. */
+enum kbm_why {
+    KBM_WHY_HAO_NOT_ROUTABLE = 21, /* a Home Address option with a non-routable address */
+    KBM_WHY_ROUTING_HEADER,        /* a type 2 Routing header (a CN drops it, RFC 6275 6.1) */
+    KBM_WHY_SOURCE_NOT_UNICAST,
+    KBM_WHY_HOME_NOT_ROUTABLE,
+    KBM_WHY_CARE_OF_NOT_ROUTABLE,
+    KBM_WHY_NONCE_IN_HOME_REGISTRATION,
+    KBM_WHY_SNAP_LENGTH, /* not the verifier's: the capture's snap length cut the packet */
+    KBM_WHY_END
+};
+int kbm_malformed_reason(const uint8_t *p, size_t n, uint32_t *where);
+
+/* kbmfast verify's verdict codes past the verifier's (0-10): */
+enum kbm_cli_verdict {
+    KBM_V_TRUNCATED = 15,         /* cut by the capture's snap length (after the RR verdicts) */
+    KBM_V_BA_VALID,               /* a Binding Acknowledgement, authentic (as the MN checks it) */
+    KBM_V_BA_UNMATCHED,           /* authentic, but no earlier Binding Update has its sequence */
+    KBM_V_BA_BAD_AUTHENTICATOR,
+    KBM_V_BA_NO_AUTHORIZATION,    /* no Binding Authorization Data option */
+    KBM_V_BA_NOT_CONFIGURED,      /* no key for its home address */
+    KBM_V_BA_BAD_CHECKSUM,
+    KBM_V_END
+};
+
 #define KBM_ADDR_TEXT_MAX 47
-#define KBM_LINE_MAX 256
+#define KBM_LINE_MAX 320
 /* Python's str(IPv6Address(a)) (mapped_dotted: Python >= 3.13 writes ::ffff:a.b.c.d). */
 size_t kbm_ipv6_text(const uint8_t *a, int mapped_dotted, char *out);
 /* A cache of address texts; a zeroed table of a power-of-two number of slots. */
@@ -342,13 +376,44 @@ typedef struct {
     char text[47];
 } kbm_addr_slot;
 /* The text lines of `kbmfast verify` (tools_cli.format_plain) for packets 0..n-1 of a
-   verify_buffer batch and their verdicts, into out. Returns the number of lines written (fewer
+   verify_buffer batch and their verdicts (kbm_verdict or kbm_cli_verdict), into out. Returns the number of lines written (fewer
    than n when out has less than KBM_LINE_MAX bytes left, or at a packet it cannot format: a
    bad offset or verdict, a negative time) and their length in *written. */
 size_t kbm_format_lines(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
                         const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
                         size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
                         char *out, size_t out_len, size_t *written);
+/* --acks-out: a configured peer as kbm_write_acks finds it, in a table of a power-of-two
+   number of slots, placed by kbm_ack_slot. The key and nonces are the caller's (not copied); last is the peer's last accepted sequence (-1: none), which
+   kbm_write_acks keeps up to date as it walks the acceptances. */
+typedef struct {
+    kbm_peer_spec peer; /* kind 0: an empty slot; epoch unused */
+    int32_t last;
+    int32_t ready;      /* set by kbm_write_acks once mid holds a Kbm peer's HMAC midstates */
+    uint32_t mid[10];   /* key material: the caller wipes the table when done */
+} kbm_ack_peer;
+/* The slot for home: its own, or the empty one where it goes (SIZE_MAX: the table is full). */
+size_t kbm_ack_slot(const kbm_ack_peer *peers, size_t slots, const uint8_t home[16]);
+#define KBM_ACK_RECORD_MAX 112 /* a pcap record header and the largest acknowledgement */
+/* The Binding Acknowledgements a correspondent sends for packets 0..n-1 of a verify_buffer
+   batch and their verdicts (Verifier.acknowledge, as kbmfast verify --acks-out writes them):
+   pcap records (little-endian, us), each stamped with its Binding Update's time (clamped to
+   0..2^32 s - 1 us, counted in *clamped), into out. max_lifetime: UINT32_MAX for none. Returns
+   the packets done (fewer than n when out has less than KBM_ACK_RECORD_MAX bytes left or at a
+   bad offset), the bytes written in *written and the records in *count. */
+size_t kbm_write_acks(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                      const int64_t *times, const uint8_t *verdicts, size_t n,
+                      kbm_ack_peer *peers, size_t slots, uint32_t max_lifetime, uint8_t *out,
+                      size_t out_len, size_t *written, uint64_t *count, uint64_t *clamped);
+
+#define KBM_JSON_MAX 640
+/* The same rows as JSON lines (tools_cli.format_json); name is the capture's name as a JSON
+   string, quotes included (json.dumps). Each row needs KBM_JSON_MAX + name_len bytes of out. */
+size_t kbm_format_json(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                       const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
+                       size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
+                       const char *name, size_t name_len, char *out, size_t out_len,
+                       size_t *written);
 
 /* ---- Live capture through libpcap (live.c): kbmfast serve's and verify -i's hot path ---- */
 

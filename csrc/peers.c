@@ -5,30 +5,13 @@
    twice, each time waiting for the previous generation to drain; after that no reader can
    still hold the old index, which is wiped and freed. */
 #define _GNU_SOURCE
+#include "hash.h"
 #include "internal.h"
 
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-
-static uint64_t fmix64(uint64_t k)
-{
-    k ^= k >> 33;
-    k *= UINT64_C(0xff51afd7ed558ccd);
-    k ^= k >> 33;
-    k *= UINT64_C(0xc4ceb9fe1a85ec53);
-    return k ^ (k >> 33);
-}
-
-/* Keyed so that crafted home addresses cannot aim at one probe chain. */
-uint64_t kbm_hash16(const uint64_t seed[2], const uint8_t a[16])
-{
-    uint64_t x, y;
-    memcpy(&x, a, 8);
-    memcpy(&y, a + 8, 8);
-    return fmix64(fmix64(x ^ seed[0]) ^ y ^ seed[1]);
-}
 
 const struct kbm_peer *kbm_index_find(const struct kbm_index *x, uint64_t h,
                                       const uint8_t home[16])

@@ -13,6 +13,7 @@
    an expired nonce, so forgetting the entry cannot let a replay through. A new peer finding
    max_peers live entries gets KBM_RR_TABLE_FULL (BA 130). */
 #include "internal.h"
+#include "hash.h"
 
 #include <stdlib.h>
 #include <string.h>

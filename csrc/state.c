@@ -7,6 +7,7 @@
    of the effective user that group and others cannot write), marked "in use" by an OFD read
    lock for as long as it is open, and checked for truncation or replacement before each use. */
 #define _GNU_SOURCE
+#include "hash.h"
 #include "internal.h"
 
 #include <errno.h>

@@ -6,6 +6,7 @@
    the sequence stage runs strictly in packet order, which gives the in-order semantics of
    verify_batch. The checks and their order are those of
    kbmfast/reference/verifier.py. */
+#include "hash.h"
 #include "internal.h"
 
 #include <string.h>

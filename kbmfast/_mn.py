@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from . import _rr
 from . import _stateformat as fmt
@@ -31,6 +31,30 @@ from ._types import (
 from ._util import address_bytes, check_kbm, check_packet, lifetime_units
 
 Mac = Callable[[bytes, bytes, bytes, bytes], bytes]
+
+
+class SequenceStore(Protocol):
+    """What the list needs of a sequence table (``kbmfast.reference.statefile.SequenceState``)."""
+
+    salt: bytes
+
+    def ensure(self, address: bytes) -> None: ...
+    def get(self, address: bytes) -> int: ...
+    def put(self, address: bytes, word: int) -> None: ...
+    def retire(self, address: bytes, current: int, fp: int) -> bool: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Wire(Protocol):
+    """What the list needs of a packet parser (the module ``kbmfast.reference.wire``)."""
+
+    def scan(self, p: bytes) -> Any: ...
+    def pseudo_addresses(self, p: bytes, layout: Any) -> tuple[bytes, bytes]: ...
+    def checksum_ok(self, source: bytes, destination: bytes, mh: bytes) -> bool: ...
+    def parse_mh(self, p: bytes, mh: int) -> Any: ...
+    def mh_checksum(self, source: bytes, destination: bytes, mh: bytes) -> int: ...
+    def ipv6_header(self, next_header: int, payload_length: int, source: bytes, destination: bytes) -> bytes: ...
 
 
 class _Entry:
@@ -89,19 +113,19 @@ class BindingUpdateList:
 
     _build: Callable[..., bytes]
     _mac: Mac
+    _store: Callable[[str | os.PathLike[str] | None], SequenceStore]
+    _wire: Wire
 
     def __init__(
         self, home: Any, *, state: str | os.PathLike[str] | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.home = ipaddress.IPv6Address(address_bytes(home, "home"))
-        from .reference.statefile import SequenceState  # late: the reference package imports this module
-
         if not callable(clock):
             raise TypeError("clock: expected a callable returning seconds")
         self.clock = clock
         self._entries: dict[bytes, _Entry] = {}
         self._rr: dict[bytes, _RREntry] = {}
-        self._state = SequenceState(state)
+        self._state = self._store(state)
         self._lock = threading.Lock()
 
     def add(self, correspondent: Any, kbm: Any) -> None:
@@ -172,8 +196,7 @@ class BindingUpdateList:
         Update, SEQUENCE_OUT_OF_WINDOW for an authenticated status 135 (whose sequence is
         adopted) or a BA for another sequence (ignored); unauthenticated BAs change nothing.
         """
-        from .reference import wire
-
+        wire = self._wire
         p = check_packet(packet, "packet")
         try:
             layout = wire.scan(p)
@@ -227,22 +250,30 @@ class BindingUpdateList:
             e.home_cookie, e.care_of_cookie, e.care_of = secrets.token_bytes(8), secrets.token_bytes(8), coa
             e.home_test = e.care_of_test = None
             home = self.home.packed
-            return (_rr.build_init(_rr.MH_HOTI, e.home_cookie, home, cn), _rr.build_init(_rr.MH_COTI, e.care_of_cookie, coa, cn))
+            return (self._init(_rr.MH_HOTI, e.home_cookie, home, cn), self._init(_rr.MH_COTI, e.care_of_cookie, coa, cn))
+
+    def _init(self, mh_type: int, cookie: bytes, source: bytes, destination: bytes) -> bytes:
+        """A HoTI (1) or CoTI (2): a 16-byte Mobility Header (kbmfast.reference.rr.build_init)."""
+        body = bytearray(bytes((59, 1, mh_type, 0, 0, 0, 0, 0)) + cookie)
+        body[4:6] = self._wire.mh_checksum(source, destination, bytes(body)).to_bytes(2, "big")
+        return self._wire.ipv6_header(135, len(body), source, destination) + bytes(body)
 
     def process_test(self, packet: Any) -> bool:
         """Take a Home Test or Care-of Test: True when it answers our last init (source the
         correspondent, destination our home or care-of address, the cookie ours), else False."""
-        from .reference import wire
-
         p = check_packet(packet, "packet")
+        wire = self._wire
         try:
-            parsed = wire.parse_packet(p)
+            layout = wire.scan(p)
+            src, dst = wire.pseudo_addresses(p, layout)
+            if not wire.checksum_ok(src, dst, p[layout.mh_offset :]):
+                return False
+            msg = wire.parse_mh(p, layout.mh_offset)
         except MalformedPacket:
             return False
-        msg = parsed.message
-        if not parsed.checksum_valid or not isinstance(msg, HomeTest | CareOfTest) or parsed.home_address is not None:
+        if not isinstance(msg, HomeTest | CareOfTest) or layout.home_address is not None or layout.routing_address is not None:
             return False
-        cn, dst = parsed.source.packed, parsed.destination.packed
+        cn, dst = p[8:24], p[24:40]
         with self._lock:
             e = self._rr.get(cn)
             if e is None:
@@ -329,9 +360,18 @@ class BindingUpdateList:
         return f"<BindingUpdateList home={self.home} correspondents={len(self._entries)} rr={len(self._rr)}>"
 
 
-def binding_update_list_class(build: Callable[..., bytes], mac: Mac, module: str) -> type[BindingUpdateList]:
-    """A BindingUpdateList bound to one backend's builder and MAC."""
-    cls = type("BindingUpdateList", (BindingUpdateList,), {"_build": staticmethod(build), "_mac": staticmethod(mac)})
+def binding_update_list_class(
+    build: Callable[..., bytes],
+    mac: Mac,
+    store: Callable[[str | os.PathLike[str] | None], SequenceStore],
+    wire: Wire,
+    module: str,
+) -> type[BindingUpdateList]:
+    """A BindingUpdateList bound to one backend's builder and MAC, keeping sequences in ``store``
+    and reading Binding Acknowledgements with ``wire`` (passed in: the reference package imports
+    this module, so this module must not import it)."""
+    attrs = {"_build": staticmethod(build), "_mac": staticmethod(mac), "_store": staticmethod(store), "_wire": wire}
+    cls = type("BindingUpdateList", (BindingUpdateList,), attrs)
     cls.__module__ = module
     cls.__doc__ = BindingUpdateList.__doc__
     return cls

@@ -17,6 +17,7 @@ closed by its reader), as a shell reports a process killed by those signals.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -27,6 +28,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import IO, Any, BinaryIO
+
+#: The type argparse gives add_subparsers() (no public alias); every command's ``add_*`` takes one.
+Subparsers = argparse._SubParsersAction
 
 EXIT_SIGPIPE = 128 + signal.SIGPIPE  # 141
 EXIT_SIGINT = 128 + signal.SIGINT  # 130

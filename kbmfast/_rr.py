@@ -2,7 +2,8 @@
 
 Shared by both backends. :class:`ReturnRoutability` holds the node key Kcn and the nonces;
 ``reply`` answers a Home Test Init with a Home Test and a Care-of Test Init with a Care-of Test
-(the pure-Python rules the C core follows in csrc/rr.c); :class:`RRSequences` is the bounded
+(kbmfast/reference/rr.py: the pure-Python rules the C core follows in csrc/rr.c);
+:class:`RRSequences` is the bounded
 table of the last sequence number accepted from each RR peer. docs/return-routability.md
 describes the design and docs/spec-notes.md every reading of the RFC made here.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import struct
 import threading
 import time
 from collections import deque
@@ -20,8 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._types import IPPROTO_MH, MalformedPacket
-from ._util import is_routable_unicast, is_unicast, wipe
+from ._util import wipe
 
 #: RFC 6275 §12 protocol constants, in seconds.
 MAX_NONCE_LIFETIME = 240
@@ -204,66 +203,6 @@ class RRSequences:
         return len(self._table)
 
 
-# ---------------------------------------------------------------------------------------------
-# Home Test Init -> Home Test, Care-of Test Init -> Care-of Test (RFC 6275 §9.4)
-
-
-def reply(snap: Snapshot, p: bytes) -> bytes | None:
-    """The Home Test or Care-of Test answering the packet ``p``, or None (§9.4.1-9.4.4).
-
-    Answered: a well-formed IPv6 packet whose Mobility Header is a HoTI or CoTI of at least 16
-    bytes with a correct checksum, no Home Address option and no Routing header, from a
-    routable unicast source to a unicast destination. The test goes from the init's destination
-    to its source, carries the current nonce's index, the cookie and the keygen token of the
-    source address.
-    """
-    from .reference import wire  # late: the reference package imports this module's users
-
-    if len(p) > INIT_MAX:
-        return None
-    try:
-        layout = wire.scan(p)
-    except MalformedPacket:
-        return None
-    mh = layout.mh_offset
-    if layout.home_address is not None or layout.routing_address is not None:
-        return None
-    if p[mh + 2] not in (MH_HOTI, MH_COTI):
-        return None
-    src, dst = p[8:24], p[24:40]
-    if not wire.checksum_ok(src, dst, p[mh:]):
-        return None
-    try:
-        wire.parse_mh(p, mh)
-    except MalformedPacket:
-        return None
-    if not is_routable_unicast(src) or not is_unicast(dst):
-        return None
-    which = p[mh + 2] - 1  # 0: home, 1: care-of
-    nonce = snap.nonces[-1]
-    index = snap.newest & 0xFFFF
-    token = keygen_token(snap.kcn, src, nonce, which)
-    return build_test(MH_HOT + which, index, p[mh + 8 : mh + 16], token, dst, src)
-
-
-def build_test(mh_type: int, index: int, cookie: bytes, token: bytes, source: bytes, destination: bytes) -> bytes:
-    """A Home Test (3) or Care-of Test (4) packet: 24-byte Mobility Header, no options."""
-    from .reference import wire
-
-    body = bytearray(struct.pack("!BBBBHH", wire.NH_NONE, 2, mh_type, 0, 0, index) + cookie + token)
-    body[4:6] = wire.mh_checksum(source, destination, bytes(body)).to_bytes(2, "big")
-    return wire.ipv6_header(IPPROTO_MH, len(body), source, destination) + bytes(body)
-
-
-def build_init(mh_type: int, cookie: bytes, source: bytes, destination: bytes) -> bytes:
-    """A Home Test Init (1) or Care-of Test Init (2) packet: 16-byte Mobility Header."""
-    from .reference import wire
-
-    body = bytearray(struct.pack("!BBBBHH", wire.NH_NONE, 1, mh_type, 0, 0, 0) + cookie)
-    body[4:6] = wire.mh_checksum(source, destination, bytes(body)).to_bytes(2, "big")
-    return wire.ipv6_header(IPPROTO_MH, len(body), source, destination) + bytes(body)
-
-
 def check_rr(value: Any) -> ReturnRoutability | None:
     """Validate ``return_routability=``."""
     if value is not None and not isinstance(value, ReturnRoutability):
@@ -276,18 +215,3 @@ def check_compat(value: Any) -> str:
     if value not in ("rfc6275", "rfc3775"):
         raise ValueError(f"compat: expected 'rfc6275' or 'rfc3775', not {value!r}")
     return str(value)
-
-
-def build_plain_ack(home: bytes, correspondent: bytes, sequence: int, status: int, destination: bytes) -> bytes:
-    """An unauthenticated Binding Acknowledgement (status 136-138: the CN has no Kbm to sign
-    with, RFC 6275 §9.5.4): lifetime 0, PadN to 16 bytes, a type 2 Routing header carrying the
-    home address when it goes to another address."""
-    from .reference import wire
-
-    body = wire.binding_ack_mh(status, sequence, 0)[:12] + wire.padding(4)
-    body[1] = len(body) // 8 - 1
-    body[4:6] = wire.mh_checksum(correspondent, home, bytes(body)).to_bytes(2, "big")
-    if destination == home:
-        return wire.ipv6_header(IPPROTO_MH, len(body), correspondent, destination) + bytes(body)
-    ext = wire.routing_header_2(home)
-    return wire.ipv6_header(wire.NH_ROUTING, len(ext) + len(body), correspondent, destination) + ext + bytes(body)

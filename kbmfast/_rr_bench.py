@@ -19,6 +19,7 @@ from typing import Any
 import kbmfast
 
 from . import _rr
+from .reference.rr import build_init
 
 RR_BU_COMPRESSIONS = 9
 REPLY_COMPRESSIONS = 2
@@ -45,8 +46,8 @@ def rr_workload(peers: int, rounds: int, seed: int = 0) -> tuple[Any, bytes, arr
     with kbmfast.Verifier(kbmfast.KeyTable(), return_routability=rr) as v:
         for i in range(peers):
             home, care_of = _address(0x20010DB8_0001_0000, i), _address(0x20010DB8_0002_0000, i)
-            hoti = _rr.build_init(_rr.MH_HOTI, i.to_bytes(8, "big"), home, CN)
-            coti = _rr.build_init(_rr.MH_COTI, i.to_bytes(8, "big"), care_of, CN)
+            hoti = build_init(_rr.MH_HOTI, i.to_bytes(8, "big"), home, CN)
+            coti = build_init(_rr.MH_COTI, i.to_bytes(8, "big"), care_of, CN)
             inits += [hoti, coti]
             hot, cot = v.reply(hoti), v.reply(coti)
             assert hot is not None and cot is not None
@@ -68,9 +69,10 @@ def rr_workload(peers: int, rounds: int, seed: int = 0) -> tuple[Any, bytes, arr
     )
 
 
-def rr_plans(peers: int, rounds: int, batch: int, seed: int) -> list[Any]:
-    """The two Plans (bench.Plan): RR BU verification and HoTI/CoTI answering, C, ``batch``."""
-    from .bench import BenchError, Plan, _timed, split_buffer
+def rr_plans(peers: int, rounds: int, batch: int, seed: int, bench: Any) -> list[Any]:
+    """The two Plans (``bench.Plan``): RR BU verification and HoTI/CoTI answering, C, ``batch``.
+    ``bench`` is the kbmfast.bench module (passed in: it imports this one)."""
+    BenchError, Plan, _timed, split_buffer = bench.BenchError, bench.Plan, bench._timed, bench.split_buffer
 
     rr, buf, offs, init_buf, init_offs = rr_workload(peers, rounds, seed)
     bu_pairs = split_buffer(buf, offs, batch)
@@ -81,14 +83,14 @@ def rr_plans(peers: int, rounds: int, batch: int, seed: int) -> list[Any]:
             dt, verdicts = _timed(lambda: [v.verify_buffer(b, o) for b, o in bu_pairs])
         if any(x != 0 for vs in verdicts for x in vs):
             raise BenchError("C verify_buffer, RR Binding Updates: not all accepted")
-        return dt
+        return float(dt)
 
     def reply_once() -> float:
         with kbmfast.Verifier(kbmfast.KeyTable(), return_routability=rr) as v:
             dt, out = _timed(lambda: [v.reply_buffer(b, o) for b, o in init_pairs])
         if sum(len(o[0]) for o in out) != 64 * (len(init_offs) - 1):
             raise BenchError("C reply_buffer: not every HoTI/CoTI answered")
-        return dt
+        return float(dt)
 
     return [
         Plan("c.rr.verify_buffer", f"C verify_buffer, RR BUs, batch {batch}", len(offs) - 1, verify_once, batch,

@@ -223,11 +223,9 @@ def check_offsets(buffer: Any, offsets: Any, walk: bool = True) -> tuple[memoryv
     return buf, offs
 
 
-def check_verifier_args(keys: Any, rekey_limit: Any, max_lifetime: Any) -> None:
-    """Validate Verifier's arguments (the same words for both backends)."""
-    from ._keys import KeyTable
-
-    if not isinstance(keys, KeyTable):
+def check_verifier_args(keys: Any, table: type, rekey_limit: Any, max_lifetime: Any) -> None:
+    """Validate Verifier's arguments (the same words for both backends); ``keys`` must be a ``table``."""
+    if not isinstance(keys, table):
         raise TypeError(f"keys: expected a KeyTable, not {type(keys).__name__}")
     if isinstance(rekey_limit, bool) or not isinstance(rekey_limit, int):
         raise TypeError("rekey_limit: expected an int")

@@ -39,6 +39,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import tempfile
 import threading
 from array import array
@@ -1163,7 +1164,7 @@ def run(config: BenchConfig | None = None, workload: Workload | None = None, *, 
     plans += plan_verify_buffer_kernels(w, top)
     from ._rr_bench import rr_plans  # return routability (issue 12): its own module
 
-    plans += rr_plans(min(c.peers, 4096), 4, top, c.seed)
+    plans += rr_plans(min(c.peers, 4096), 4, top, c.seed, sys.modules[__name__])
     plans += [
         plan_latency("c", w, c.latency_calls),
         plan_latency("c", w, c.latency_calls, cold=True),

@@ -27,10 +27,11 @@ walk, the oracle the tests compare the other two with.
 from __future__ import annotations
 
 import os
+import select
 import stat
 import struct
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -150,6 +151,10 @@ class Batch:
     offsets: array[int]
     frames: array[int]
     times: array[int]
+    #: The C engine only: per packet, 1 when the capture's snap length cut it short (the frame's
+    #: captured length is below its original length, and the packet below its Payload Length);
+    #: None when no packet of the batch was cut.
+    cut: bytes | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -250,23 +255,39 @@ class CaptureReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self.error: CaptureError | None = None
+        #: Mobility packets cut short by the snap length so far (the C engine counts them).
+        self.cut = 0
+        #: Stop after this many frames (0: read to the end); the C engine honours it.
+        self.max_frames = 0
         self._progress = _Progress()
         self._whole: bytes | bytearray | None = None  # the file in memory, for the Python walks
         self._shrunk: int | None = None  # bytes that could be read, when fewer than size
-        self._file = open(self.path, "rb", buffering=0)
+        #: A pipe, terminal or other special file (``-``: standard input): read as it comes.
+        self.streaming = False
+        self._head = b""  # a stream's first bytes, read at open
+        if self.path == "-":
+            self._file = open(os.dup(0), "rb", buffering=0)
+        else:
+            self._file = open(self.path, "rb", buffering=0)
         try:
             st = os.fstat(self._file.fileno())
-            if stat.S_ISREG(st.st_mode):
+            if stat.S_ISREG(st.st_mode) and self.path != "-":
                 self.size = st.st_size
                 head = bytearray(min(self.size, 24))
                 got = self._read_into(memoryview(head), 0)
                 if got < len(head):
                     self._shrunk = got
                     raise CaptureChangedError(self.path, 0, 0, self._changed())
-            else:  # a pipe or a special file: read it whole, now
-                self._whole = self._file.readall()
-                self.size = len(self._whole)
-                head = bytearray(self._whole[:24])
+            else:  # a pipe or a special file: its header now, the rest as it comes
+                self.streaming = True
+                head = bytearray()
+                while len(head) < 24:
+                    more = self._file.read(24 - len(head))
+                    if not more:
+                        break
+                    head += more
+                self._head = bytes(head)
+                self.size = len(head)  # what was read so far (a stream's size is not known)
             self._init_format(head)
         except BaseException:
             self.close()
@@ -289,6 +310,9 @@ class CaptureReader:
 
     def _data(self) -> bytes | bytearray:
         """The whole capture in memory (the numpy and plain walks), read on first use."""
+        if self._whole is None and self.streaming:
+            self._whole = self._head + self._file.readall()
+            self.size = len(self._whole)
         if self._whole is None:
             buf = bytearray(self.size)
             got = self._read_into(memoryview(buf), 0)
@@ -360,13 +384,15 @@ class CaptureReader:
             engine = "plain" if not fast else "c" if HAVE_C else "numpy" if np is not None else "plain"
         if engine not in ENGINES:
             raise ValueError(f"engine: one of {ENGINES}, not {engine!r}")
+        if engine == "numpy" and self.max_frames:
+            engine = "plain"  # the plain walk stops at max_frames
         if engine == "c":
             for chunk in self.chunks(size, sets=1):
                 n = chunk.n
                 data = bytes(memoryview(chunk.data)[: chunk.offsets[n]])
                 offsets = array("Q", memoryview(chunk.offsets)[: n + 1])
                 frames, times = array("Q", memoryview(chunk.frames)[:n]), array("q", memoryview(chunk.times)[:n])
-                yield Batch(data, offsets, frames, times)
+                yield Batch(data, offsets, frames, times, bytes(chunk.cut[:n]) if chunk.ncut else None)
             return
         if self.format == "pcapng":
             walk: Iterator[tuple[int, int, int, int, int]] = self._pcapng_frames()
@@ -453,6 +479,8 @@ class CaptureReader:
         scale_down = 1000 if self.nanoseconds else 1
         second = 1_000_000 * scale_down  # the fraction's units per second (µs or ns)
         while pos < size:
+            if self.max_frames and frame >= self.max_frames:
+                return
             frame += 1
             if size - pos < 16:
                 self._damage(frame, pos, f"record header truncated ({size - pos} of 16 bytes)")
@@ -480,6 +508,8 @@ class CaptureReader:
         order = "<"
         interfaces: list[tuple[int, int, int]] = []  # (linktype, numerator, denominator) for µs
         while pos < size:
+            if self.max_frames and frame >= self.max_frames:
+                return
             where = frame + 1
             if size - pos < 12:
                 self._damage(where, pos, f"block header truncated ({size - pos} of 12 bytes)")
@@ -564,7 +594,10 @@ class Chunk:
         self.times = array("q", bytes(8 * size))
         self.ip_off = array("Q", bytes(8 * size))
         self.ip_len = array("I", bytes(4 * size))
+        self.cut = bytearray(size)  # 1: cut short by the snap length (valid when ncut > 0)
+        self.ncut = 0
         self.text = bytearray(0)  # for the consumer (kbmfast verify's lines)
+        self.acks = bytearray(0)  # for the consumer (kbmfast verify --acks-out)
 
     def buffer(self) -> memoryview:
         """The packets, as verify_buffer takes them."""
@@ -582,6 +615,7 @@ class Chunk:
             array("Q", self.offsets_view()),
             array("Q", memoryview(self.frames)[:n]),
             array("q", memoryview(self.times)[:n]),
+            bytes(self.cut[:n]) if self.ncut else None,
         )
 
 
@@ -614,8 +648,14 @@ class _CWalk:
         self.reader = reader
         self.c = _ffi.new("kbm_capture *")
         self.base = 0
-        if reader._whole is not None:  # a pipe, read whole at open
-            self.win: bytes | bytearray = reader._whole
+        self.eof = False  # a stream: its end was read
+        if reader.streaming:
+            self.win: bytes | bytearray = bytearray(WINDOW)
+            self.win[: len(reader._head)] = reader._head
+            self.have = len(reader._head)
+            self.eof = self.have < 24
+        elif reader._whole is not None:  # read whole already
+            self.win = reader._whole
             self.have = len(self.win)
         else:
             self.win = bytearray(min(reader.size, max(WINDOW, 24)))  # the pcap header at least
@@ -624,7 +664,8 @@ class _CWalk:
         rc = _lib.kbm_capture_open(self.c, self.buf, self.have)
         self.ifaces = _ffi.new("kbm_cap_iface[]", 16)
         self.c.ifaces, self.c.cap_ifaces = self.ifaces, 16
-        self.c.partial = self.have < reader.size and reader._shrunk is None
+        self.c.partial = not self.eof if reader.streaming else self.have < reader.size and reader._shrunk is None
+        self.c.max_frames = reader.max_frames
         self.out = _ffi.new("kbm_cap_out *")
         if rc != 0 or (self.c.format == _lib.KBM_CAP_PCAPNG) != (reader.format == "pcapng"):
             if reader._shrunk is None:  # pragma: no cover - the header was read alike at open
@@ -645,14 +686,21 @@ class _CWalk:
             reader._shrunk = self.base + at + got
         return got
 
-    def _slide(self) -> None:
-        """Move the window on to the walker's position, holding at least what it needs."""
+    def ready(self) -> bool:
+        """A stream: more can be read without waiting (or its end was read)."""
+        if self.eof:
+            return True
+        try:
+            return bool(select.select([self.reader._file], [], [], 0)[0])
+        except (OSError, ValueError):  # pragma: no cover - a file select() cannot watch
+            return True
+
+    def _move(self, cap: int) -> int:
+        """Move the bytes from the walker's position to the window's start (a window of ``cap``
+        bytes when that is larger: a record or block larger than the window); ``cap``."""
         assert _ffi is not None and isinstance(self.win, bytearray)
-        c, reader = self.c, self.reader
-        pos, keep = c.pos, self.have - c.pos
-        rest = reader.size - self.base - pos  # the file's bytes from the walker's position on
-        cap = max(len(self.win), min(c.need, rest))
-        if cap > len(self.win):  # a record or block larger than the window
+        pos, keep = self.c.pos, self.have - self.c.pos
+        if cap > len(self.win):
             bigger = bytearray(cap)
             bigger[:keep] = memoryview(self.win)[pos : self.have]
             _ffi.release(self.buf)
@@ -661,6 +709,43 @@ class _CWalk:
         else:
             self.win[:keep] = memoryview(self.win)[pos : self.have]
         self.base += pos
+        return cap
+
+    def _slide_stream(self) -> None:
+        """A stream: move the window on to the walker's position, then read until it holds what
+        the walker needs (or the stream ends), taking whatever else is there already."""
+        assert _ffi is not None and isinstance(self.win, bytearray)
+        c, reader = self.c, self.reader
+        keep = self.have - c.pos
+        cap = self._move(max(len(self.win), c.need))
+        self.have = keep
+        view = memoryview(self.win)
+        while not self.eof and self.have - keep < max(c.need - keep, 1):
+            try:
+                got = reader._file.readinto(view[self.have : cap])
+            except InterruptedError:  # pragma: no cover - PEP 475 retries; a handler may raise
+                continue
+            if not got:
+                self.eof = True
+                break
+            self.have += got
+            if self.have >= c.need:
+                break
+        view.release()
+        reader.size = self.base + self.have
+        c.buf, c.size, c.pos = self.buf, self.have, 0
+        c.partial = not self.eof
+
+    def _slide(self) -> None:
+        """Move the window on to the walker's position, holding at least what it needs."""
+        assert _ffi is not None and isinstance(self.win, bytearray)
+        c, reader = self.c, self.reader
+        if reader.streaming:
+            self._slide_stream()
+            return
+        keep = self.have - c.pos
+        rest = reader.size - self.base - c.pos  # the file's bytes from the walker's position on
+        cap = self._move(max(len(self.win), min(c.need, rest)))
         self.have = keep + self._read(keep, min(cap, rest) - keep)
         c.buf, c.size, c.pos = self.buf, self.have, 0
         c.partial = self.base + self.have < reader.size and reader._shrunk is None
@@ -674,10 +759,12 @@ class _CWalk:
         ip_off, ip_len = fb("uint64_t[]", chunk.ip_off), fb("uint32_t[]", chunk.ip_len)
         frames, times = fb("uint64_t[]", chunk.frames), fb("int64_t[]", chunk.times)
         offsets = fb("uint64_t[]", chunk.offsets)
+        cut = fb("uint8_t[]", chunk.cut)
         offsets[0] = 0
         c.walked_bytes = 0
+        cut_before = c.cut
         while True:
-            out.ip_off, out.ip_len, out.frame, out.time_us = ip_off + n, ip_len + n, frames + n, times + n
+            out.ip_off, out.ip_len, out.frame, out.time_us, out.cut = ip_off + n, ip_len + n, frames + n, times + n, cut + n
             got = _lib.kbm_capture_walk(c, out, chunk.size - n, max_bytes)
             if got:  # gathered now: the window may move on before the chunk is full
                 total = c.walked_bytes
@@ -697,6 +784,8 @@ class _CWalk:
                 self.ifaces = bigger
                 c.ifaces, c.cap_ifaces = bigger, 2 * c.cap_ifaces
             elif c.need_more and n < chunk.size:
+                if n and reader.streaming and not self.ready():
+                    break  # hand out what arrived rather than wait for more
                 self._slide()
             else:
                 break
@@ -708,6 +797,8 @@ class _CWalk:
         elif c.done:
             reader._ended(c.frames + 1, self.base + c.pos)
         chunk.n = n
+        chunk.ncut = c.cut - cut_before
+        reader.cut = c.cut
         return n > 0
 
     def release(self) -> None:
@@ -1016,8 +1107,9 @@ class PcapWriter:
         self.count += 1
 
 
-def write_pcapng(stream: BinaryIO, frames: list[tuple[bytes, int]], linktype: int = LINKTYPE_ETHERNET) -> None:
-    """Write ``(frame, time_us)`` pairs as a pcapng file: one section, one interface (µs)."""
+def write_pcapng(stream: BinaryIO, frames: Iterable[tuple[bytes, int]], linktype: int = LINKTYPE_ETHERNET) -> None:
+    """Write ``(frame, time_us)`` pairs (any iterable: written as they come) as a pcapng file:
+    one section, one interface (µs)."""
 
     def block(btype: int, body: bytes) -> bytes:
         body += bytes(-len(body) % 4)
@@ -1073,16 +1165,23 @@ def _find_option_plain(p: bytes, pos: int, end: int, want: int, want_len: int) -
 
 
 def packet_fields(p: bytes) -> tuple[int, int, int, int, bytes, bytes]:
-    """(MH Type, sequence, flags, lifetime units, home, care-of) of one packet, plain Python."""
+    """(MH Type, sequence, flags, lifetime units, home, care-of) of one packet, plain Python.
+
+    For a Binding Acknowledgement: its sequence, its status (as flags), lifetime units, the
+    type 2 Routing header's address (else the destination) as home and the destination as
+    care-of.
+    """
     length = len(p)
     nh, pos = p[6], 40
-    hao = -1
+    hao = rh2 = -1
     for _ in range(_MAX_EXT):
         if nh not in _EXT_HEADERS or pos + 2 > length:
             break
         end = min(pos + (p[pos + 1] + 1) * 8, length)
         if nh == 60 and hao < 0:
             hao = _find_option_plain(p, pos + 2, end, 0xC9, 16)
+        if nh == 43 and rh2 < 0 and pos + 24 <= length and p[pos + 2] == 2:
+            rh2 = pos + 8
         nh, pos = p[pos], pos + (p[pos + 1] + 1) * 8
     source = p[8:24]
     home = source if hao < 0 else p[hao + 2 : hao + 18]
@@ -1090,6 +1189,13 @@ def packet_fields(p: bytes) -> tuple[int, int, int, int, bytes, bytes]:
         return -1, 0, 0, 0, home, source
     mh = pos
     mh_type = p[mh + 2]
+    if mh_type == 6:
+        dst = p[24:40]
+        ba_home = dst if rh2 < 0 else p[rh2 : rh2 + 16]
+        if mh + 12 > length:
+            return mh_type, 0, 0, 0, ba_home, dst
+        status, seq, units = p[mh + 6], p[mh + 8] << 8 | p[mh + 9], p[mh + 10] << 8 | p[mh + 11]
+        return mh_type, seq, status, units, ba_home, dst
     if mh_type != 5 or mh + 12 > length:
         return mh_type, 0, 0, 0, home, source
     seq, flags, units = struct.unpack_from("!HHH", p, mh + 6)
@@ -1171,4 +1277,7 @@ def fields_fast(batch: Batch) -> Fields:
     care_at = np.where(alt >= 0, alt + 2, source_at)
     home = u8[home_at[:, None] + cols] if n else np.zeros((0, 16), dtype=np.uint8)
     care_of = u8[care_at[:, None] + cols] if n else np.zeros((0, 16), dtype=np.uint8)
+    for i in np.flatnonzero(mh_type == 6):  # Binding Acknowledgements (few): the plain way
+        _, seq[i], flags[i], units[i], h, c = packet_fields(batch.packet(int(i)))
+        home[i], care_of[i] = np.frombuffer(h, dtype=np.uint8), np.frombuffer(c, dtype=np.uint8)
     return Fields(mh_type, seq, flags, units, home, care_of)

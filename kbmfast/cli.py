@@ -22,7 +22,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-Subparsers = argparse._SubParsersAction  # the type argparse gives add_subparsers(); no public alias
+from ._outputs import Subparsers
+
 Handler = Callable[[argparse.Namespace], int]
 Registrar = Callable[["Subparsers[argparse.ArgumentParser]"], None]
 
@@ -126,6 +127,12 @@ def add_bench(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="also sweep peers and batch sizes and draw throughput per backend with the ceiling (needs kbmfast[plot])",
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="instead: kbmfast serve on a veth pair at increasing tcpreplay rates against a plain libpcap loop "
+        "(root, iproute2, nftables, tcpreplay; --peers, and --quick for 20000 packets a step)",
+    )
     p.set_defaults(handler=run_bench)
 
 
@@ -145,6 +152,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from ._outputs import CliError, Interrupted, OutputFile, os_error_text
 
+    if args.serve:
+        return _bench_serve(args)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise CliError("--plot needs matplotlib: pip install 'kbmfast[plot]'", 1)
     try:
@@ -168,6 +177,19 @@ def run_bench(args: argparse.Namespace) -> int:
         else:
             plot_file.discard()
     return status
+
+
+def _bench_serve(args: argparse.Namespace) -> int:
+    """``kbmfast bench --serve`` (kbmfast.serve_bench)."""
+    from . import serve_bench
+    from ._outputs import CliError
+
+    try:
+        report = serve_bench.run(packets=20_000 if args.quick else 100_000, peers=args.peers or 1000)
+    except serve_bench.ServeBenchError as e:
+        raise CliError(str(e), 1) from None
+    print(json.dumps(report.to_dict(), indent=2) if args.json else serve_bench.format_report(report))
+    return 0
 
 
 def _bench(args: argparse.Namespace, bench: Any, plot_file: Any) -> int:
@@ -198,11 +220,12 @@ def _bench(args: argparse.Namespace, bench: Any, plot_file: Any) -> int:
 
 def _registrars() -> Sequence[Registrar]:
     """Every subcommand, in --help order."""
+    from .mn_cli import add_mn
     from .serve_cli import add_serve
     from .state_cli import add_state
     from .tools_cli import add_gen, add_keys, add_verify
 
-    return (add_version, add_bench, add_verify, add_gen, add_keys, add_state, add_serve)
+    return (add_version, add_bench, add_verify, add_gen, add_keys, add_state, add_serve, add_mn)
 
 
 def build_parser(registrars: Sequence[Registrar] | None = None) -> argparse.ArgumentParser:

@@ -49,6 +49,7 @@ from ._util import (
 from .reference import build as _build
 from .reference import wire
 from .reference.crypto import authenticator_with, sequence_newer
+from .reference.statefile import SequenceState as _SequenceState
 from .reference.verifier import acknowledge as _acknowledge
 
 _addr = ipaddress.IPv6Address
@@ -188,7 +189,7 @@ class Verifier:
         return_routability: _rr.ReturnRoutability | None = None,
         compat: str = "rfc6275",
     ) -> None:
-        check_verifier_args(keys, rekey_limit, max_lifetime)
+        check_verifier_args(keys, KeyTable, rekey_limit, max_lifetime)
         use_kernel()
         policy = check_sync(sync)
         self.keys = keys
@@ -653,7 +654,7 @@ def _fast_result_ok() -> bool:
 _FAST_RESULT = _fast_result_ok()
 
 
-BindingUpdateList = binding_update_list_class(build_binding_update, mac96, "kbmfast")
+BindingUpdateList = binding_update_list_class(build_binding_update, mac96, _SequenceState, wire, "kbmfast")
 
 _kernel_name: str | None = None
 

@@ -19,15 +19,17 @@ before handing it out, so a truth file is never a guess.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import random
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kbmfast
 import kbmfast.reference
 
+from . import _shard
 from ._types import Verdict
 from .reference.wire import mh_checksum
 
@@ -102,6 +104,18 @@ class Traffic:
         return [f[14:] for f, _ in self.frames]
 
 
+def shard_chunks(
+    chunks: Iterator[list[tuple[bytes, int, TruthEntry]]], shard: _shard.Shard
+) -> Iterator[list[tuple[bytes, int, TruthEntry]]]:
+    """Only the frames of ``shard`` (``kbmfast gen --shard``) of :func:`stream`'s chunks, in order;
+    the truth entries keep their frame numbers in the whole capture (and the key table stays
+    whole), so the n shards' truth files together are the unsharded one."""
+    for chunk in chunks:
+        kept = [entry for entry in chunk if _shard.frame_shard(entry[0], 14, shard.count) == shard.index]
+        if kept:
+            yield kept
+
+
 def parse_mix(text: str) -> dict[str, float]:
     """``replay=0.05,forged=0.02`` to a mix; names not given keep their default share."""
     mix = dict(DEFAULT_MIX)
@@ -170,7 +184,29 @@ def generate(peers: int, updates: int, *, seed: int = 0, mix: Mapping[str, float
 
     ``mix`` gives the share of all packets that are replays, forgeries, Binding Updates from
     unconfigured home addresses and malformed packets (default :data:`DEFAULT_MIX`).
+    Everything in memory; :func:`stream` gives the same frames a chunk at a time.
     """
+    keys, chunks = stream(peers, updates, seed=seed, mix=mix)
+    frames: list[tuple[bytes, int]] = []
+    truth: list[TruthEntry] = []
+    for chunk in chunks:
+        for frame, us, entry in chunk:
+            frames.append((frame, us))
+            truth.append(entry)
+    return Traffic(keys, frames, truth)
+
+
+#: Frames generated and cross-checked at a time by :func:`stream`.
+CHUNK = 8192
+
+
+def stream(
+    peers: int, updates: int, *, seed: int = 0, mix: Mapping[str, float] | None = None, chunk: int = CHUNK
+) -> tuple[kbmfast.KeyTable, Iterator[list[tuple[bytes, int, TruthEntry]]]]:
+    """The key table now, and the frames of :func:`generate` (same arguments, same bytes) in
+    lists of ``chunk`` (frame, µs time, truth) triples, each list checked against the verifier
+    (one verifier for the whole run) before it is handed out: memory stays bounded whatever
+    ``updates`` is. Argument errors raise ValueError here, before any frame."""
     if peers < 1 or updates < 1:
         raise ValueError("peers and updates: must be at least 1")
     shares = dict(DEFAULT_MIX if mix is None else mix)
@@ -195,9 +231,38 @@ def generate(peers: int, updates: int, *, seed: int = 0, mix: Mapping[str, float
         peer.alternate = _address(CARE_OF_PREFIX, rng.getrandbits(64) << 16 | rng.getrandbits(16) | 1)
         peer.sequence = rng.getrandbits(16)
         crowd.append(peer)
+    return keys, _checked(keys, _frames(rng, crowd, updates, shares), updates, chunk)
 
-    frames: list[tuple[bytes, int]] = []
-    intended: list[tuple[str, Verdict]] = []
+
+def _checked(
+    keys: kbmfast.KeyTable, frames: Iterator[tuple[bytes, int, str, Verdict]], updates: int, chunk: int
+) -> Iterator[list[tuple[bytes, int, TruthEntry]]]:
+    """Lists of ``chunk`` frames, each verified (in order, by one fresh verifier:
+    ``kbmfast.reference``, the oracle, up to ORACLE_LIMIT packets in all, else the C core); the
+    verdicts must be the intended ones."""
+    backend: Any = kbmfast.reference if updates <= ORACLE_LIMIT else kbmfast
+    number = 0
+    with backend.Verifier(keys) as verifier:
+        while True:
+            part = list(itertools.islice(frames, chunk))
+            if not part:
+                return
+            results = verifier.verify_batch([f[14:] for f, *_ in part], results=True)
+            out = []
+            for (frame, us, kind, verdict), result in zip(part, results, strict=True):
+                number += 1
+                if result.verdict != verdict:
+                    raise RuntimeError(
+                        f"gen: frame {number} ({kind}) was meant to be {verdict.name}, the verifier says {result.verdict.name}"
+                    )
+                out.append((frame, us, TruthEntry(number, kind, result.verdict, result.ba_status)))
+            yield out
+
+
+def _frames(
+    rng: random.Random, crowd: list[_Peer], updates: int, shares: dict[str, float]
+) -> Iterator[tuple[bytes, int, str, Verdict]]:
+    """(Ethernet frame, µs time, kind, intended verdict) of each packet, in capture order."""
     now = START_TIME_US
     kinds = list(shares)
     weights = [shares[k] for k in kinds] + [1 - sum(shares.values())]
@@ -210,8 +275,7 @@ def generate(peers: int, updates: int, *, seed: int = 0, mix: Mapping[str, float
         if kind == "replay":
             victim = rng.choice(sent)
             packet = rng.choice(victim.sent[-8:])
-            frames.append((_ethernet(packet), now))
-            intended.append(("replay", Verdict.SEQUENCE_OUT_OF_WINDOW))
+            yield _ethernet(packet), now, "replay", Verdict.SEQUENCE_OUT_OF_WINDOW
             continue
         peer = rng.choice(crowd)
         if kind == "unknown":
@@ -225,26 +289,20 @@ def generate(peers: int, updates: int, *, seed: int = 0, mix: Mapping[str, float
                 sequence=rng.getrandbits(16),
                 lifetime=rng.choice(LIFETIMES),
             )
-            frames.append((_ethernet(packet), now))
-            intended.append(("unknown", Verdict.NOT_CONFIGURED))
+            yield _ethernet(packet), now, "unknown", Verdict.NOT_CONFIGURED
             continue
         packet, what = _update(peer, rng, forged=kind == "forged")
         if kind == "forged":
-            frames.append((_ethernet(packet), now))
-            intended.append(("forged", Verdict.BAD_AUTHENTICATOR))
+            yield _ethernet(packet), now, "forged", Verdict.BAD_AUTHENTICATOR
             continue
         if kind == "malformed":
             bad, what, verdict = _malform(packet, rng)
-            frames.append((_ethernet(bad), now))
-            intended.append((what, verdict))
+            yield _ethernet(bad), now, what, verdict
             continue
         peer.sequence = (peer.sequence + rng.choice((1, 1, 1, 2))) & 0xFFFF
         peer.sent.append(packet)
         del peer.sent[:-16]
-        frames.append((_ethernet(packet), now))
-        intended.append((what, Verdict.ACCEPTED))
-    truth = _cross_check(keys, frames, intended)
-    return Traffic(keys, frames, truth)
+        yield _ethernet(packet), now, what, Verdict.ACCEPTED
 
 
 def _update(peer: _Peer, rng: random.Random, *, forged: bool) -> tuple[bytes, str]:
@@ -277,19 +335,3 @@ def _update(peer: _Peer, rng: random.Random, *, forged: bool) -> tuple[bytes, st
         what += "+nonce-indices"
     kbm = rng.randbytes(20) if forged else peer.kbm(mac_care_of, kwargs["lifetime"] == 0)
     return kbmfast.build_binding_update(kbm, care_of=care_of, **kwargs), what
-
-
-def _cross_check(
-    keys: kbmfast.KeyTable, frames: list[tuple[bytes, int]], intended: list[tuple[str, Verdict]]
-) -> list[TruthEntry]:
-    """Verify every packet with a fresh verifier; the verdicts must be the intended ones."""
-    packets = [f[14:] for f, _ in frames]
-    backend: Any = kbmfast.reference if len(packets) <= ORACLE_LIMIT else kbmfast
-    with backend.Verifier(keys) as verifier:
-        results = verifier.verify_batch(packets, results=True)
-    truth = []
-    for i, ((kind, verdict), result) in enumerate(zip(intended, results, strict=True), 1):
-        if result.verdict != verdict:
-            raise RuntimeError(f"gen: frame {i} ({kind}) was meant to be {verdict.name}, the verifier says {result.verdict.name}")
-        truth.append(TruthEntry(i, kind, result.verdict, result.ba_status))
-    return truth

@@ -15,7 +15,7 @@ from . import _outputs
 from ._outputs import EXIT_SIGPIPE, CliError, Interrupted, Stdout, check_distinct, os_error_text
 
 if TYPE_CHECKING:
-    from .cli import Subparsers
+    from ._outputs import Subparsers
 
 
 def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
@@ -25,7 +25,7 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="inspect, check or repair a sequence state file",
         description="Inspect, check or repair the persistent sequence table that Verifier(state=...) keeps.",
     )
-    verbs = p.add_subparsers(dest="verb", required=True, metavar="{show,check,compact,migrate}")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="{show,check,compact,migrate,new,merge}")
     show = verbs.add_parser("show", help="list every slot: address, last sequence, advance, key fingerprint")
     show.add_argument("file", help="the state file")
     show.add_argument("--json", action="store_true", help="one JSON object per slot")
@@ -64,6 +64,22 @@ def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
     migrate.add_argument("--keys", metavar="KEYS", help="the key file the verifiers use")
     migrate.add_argument("--output", metavar="FILE", help="write here instead of replacing FILE")
     migrate.set_defaults(handler=run_migrate)
+    new = verbs.add_parser("new", help="create an empty state file (e.g. the seed that sharded runs copy)")
+    new.add_argument("file", help="the state file to create (refused if it exists)")
+    new.set_defaults(handler=run_new)
+    merge = verbs.add_parser(
+        "merge",
+        help="merge the state files of a sharded run (--shard i/n) into one",
+        description=(
+            "Merge the state files of n sharded runs, given in shard order (the file of --shard 0/n first), into "
+            "the file one serial run would have written: each address's slot comes from the shard that owns it. "
+            "The shards must have started from copies of one state file (one salt); docs/tools.md, sharding."
+        ),
+    )
+    merge.add_argument("files", nargs="+", metavar="FILE", help="the shards' state files, shard 0 first")
+    merge.add_argument("--output", required=True, metavar="OUT", help="the merged state file (written atomically)")
+    merge.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    merge.set_defaults(handler=run_merge)
 
 
 def _read_error(e: OSError, path: str) -> CliError:
@@ -138,7 +154,7 @@ def run_compact(args: argparse.Namespace) -> int:
         inputs = [("FILE", args.file), ("--keys", args.keys)]
         check_distinct(inputs, [("--output", args.output)])
     target = args.output or args.file
-    with _rewriting(args.file, args.output):
+    with _rewriting([args.file, args.output], f"{target} is as it was"):
         if args.salvage:
             salt, slots, problems = fmt.salvage(args.file)
             for problem in problems:
@@ -156,19 +172,19 @@ def run_compact(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _rewriting(file: str, output: str | None) -> Iterator[None]:
-    """Hold the state file, and an existing --output, against every verifier and mobile node while
-    they are rewritten (``_stateformat.exclusive``), and turn failures into CliError: exit 3 while
-    one has either open, 1 for an error, the signal's status for an interrupt."""
+def _rewriting(files: list[str | None], after_interrupt: str) -> Iterator[None]:
+    """Hold the state files (those that exist) against every verifier and mobile node while they
+    are read and rewritten (``_stateformat.exclusive``), and turn failures into CliError: exit 3
+    while one has any of them open, 1 for an error, the signal's status for an interrupt
+    (``after_interrupt`` says what it left)."""
     from . import _stateformat as fmt
     from ._types import KbmError
 
-    target = output or file
     try:
         with contextlib.ExitStack() as held:
-            held.enter_context(fmt.exclusive(file))
-            if output is not None and os.path.lexists(output):  # check_distinct: not the same file
-                held.enter_context(fmt.exclusive(output))
+            for name in dict.fromkeys(f for f in files if f is not None):  # check_distinct: no two alike
+                if name == files[0] or os.path.lexists(name):
+                    held.enter_context(fmt.exclusive(name))
             yield
     except fmt.InUse as e:
         raise CliError(str(e), 3) from None
@@ -177,7 +193,7 @@ def _rewriting(file: str, output: str | None) -> Iterator[None]:
     except OSError as e:
         raise CliError(os_error_text(e), 1) from None
     except Interrupted as e:
-        raise CliError(f"interrupted by {e}; {target} is as it was", e.status) from None
+        raise CliError(f"interrupted by {e}; {after_interrupt}", e.status) from None
 
 
 def run_migrate(args: argparse.Namespace) -> int:
@@ -189,7 +205,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     if args.output is not None:
         check_distinct([("FILE", args.file), ("--keys", args.keys)], [("--output", args.output)])
     where = args.output or args.file
-    with _rewriting(args.file, args.output):
+    with _rewriting([args.file, args.output], f"{where} is as it was"):
         v1 = fmt.read_v1(args.file)
         salt = os.urandom(fmt.SALT_SIZE)
         fingerprints = {}
@@ -199,4 +215,35 @@ def run_migrate(args: argparse.Namespace) -> int:
         fmt.write(where, salt, slots)
     charged = sum(1 for a, *_ in v1 if a in fingerprints)
     print(f"{where}: {len(slots)} slots migrated to format version {fmt.VERSION} ({charged} charged to a configured key)")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """Merge sharded state files into the one a serial run would have written."""
+    from . import _stateformat as fmt
+    from ._outputs import refuse_existing
+    from ._shard import merge_states
+
+    check_distinct([(f"FILE {i}", f) for i, f in enumerate(args.files)], [("--output", args.output)])
+    refuse_existing([("--output", args.output)], args.force)
+    with _rewriting([*args.files, args.output], f"{args.output} was not written"):
+        inputs = [(name, *fmt.read_slots(name)) for name in args.files]
+        salt, slots = merge_states(inputs)
+        fmt.write(args.output, salt, slots)
+    print(f"{args.output}: {len(slots)} slots merged from {len(args.files)} shards")
+    return 0
+
+
+def run_new(args: argparse.Namespace) -> int:
+    """Create an empty state file."""
+    from . import _stateformat as fmt
+    from ._types import KbmError
+
+    if os.path.lexists(args.file):
+        raise CliError(f"{args.file} exists (kbmfast state new never overwrites)")
+    try:
+        fmt.create(args.file)
+    except KbmError as e:
+        raise CliError(str(e), 1) from None
+    print(f"{args.file}: empty state file created")
     return 0

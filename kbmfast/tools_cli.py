@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from . import _outputs
+from . import _outputs, _types
 from ._outputs import (
     EXIT_SIGPIPE,
     CliError,
@@ -56,10 +56,109 @@ SAMPLE_CAPTURE = "sample.pcap"
 SAMPLE_KEYS = "sample-keys.toml"
 SAMPLE_GEN = {"peers": 12, "updates": 300, "seed": 4449}
 
-_VERDICT_NAMES = [v.name for v in Verdict]
+#: kbmfast verify's own verdicts, numbered on from the verifier's (csrc/kbm.h, kbm_cli_verdict):
+#: a frame cut by the capture's snap length, and Binding Acknowledgements checked as the mobile
+#: node would check them.
+CLI_VERDICTS = (
+    "TRUNCATED",
+    "BA_VALID",
+    "BA_UNMATCHED",
+    "BA_BAD_AUTHENTICATOR",
+    "BA_NO_AUTHORIZATION",
+    "BA_NOT_CONFIGURED",
+    "BA_BAD_CHECKSUM",
+)
+# after the Verifier's codes (csrc/kbm.h KBM_V_TRUNCATED...): 15-21
+(V_TRUNCATED, V_BA_VALID, V_BA_UNMATCHED, V_BA_BAD_AUTHENTICATOR, V_BA_NO_AUTHORIZATION, V_BA_NOT_CONFIGURED,
+ V_BA_BAD_CHECKSUM) = range(len(Verdict), len(Verdict) + len(CLI_VERDICTS))  # fmt: skip
+_VERDICT_NAMES = [v.name for v in Verdict] + list(CLI_VERDICTS)
+_BA_VERDICTS = range(V_BA_VALID, V_BA_BAD_CHECKSUM + 1)
 _BA_FOR_VERDICT = {int(v): s for v, s in BA_STATUS.items()}
-#: Verdicts whose Result carries the Binding Update's fields (see kbmfast.reference.verifier).
-_WITH_FIELDS = {int(v) for v in Verdict} - {int(Verdict.MALFORMED), int(Verdict.BAD_CHECKSUM), int(Verdict.NOT_BINDING_UPDATE)}
+#: Verdicts whose Result carries the Binding Update's fields (see kbmfast.reference.verifier),
+#: and the acknowledgement verdicts whose line shows the BA's.
+_WITH_FIELDS = (
+    {int(v) for v in Verdict} - {int(Verdict.MALFORMED), int(Verdict.BAD_CHECKSUM), int(Verdict.NOT_BINDING_UPDATE)}
+) | set(range(V_BA_VALID, V_BA_NOT_CONFIGURED + 1))
+
+#: Why a packet is MALFORMED: the parse errors (kbmfast._types.E_*) and the verifier's own
+#: reasons (csrc/kbm.h, kbm_why), by code.
+WHY_HAO_NOT_ROUTABLE, WHY_ROUTING_HEADER, WHY_SOURCE_NOT_UNICAST, WHY_HOME_NOT_ROUTABLE = 21, 22, 23, 24
+WHY_CARE_OF_NOT_ROUTABLE, WHY_NONCE_IN_HOME_REGISTRATION, WHY_SNAP_LENGTH = 25, 26, 27
+REASON_NAMES: dict[int, str] = {
+    **{code: name[2:] for name, code in vars(_types).items() if name.startswith("E_") and isinstance(code, int)},
+    WHY_HAO_NOT_ROUTABLE: "HAO_NOT_ROUTABLE",
+    WHY_ROUTING_HEADER: "ROUTING_HEADER",
+    WHY_SOURCE_NOT_UNICAST: "SOURCE_NOT_UNICAST",
+    WHY_HOME_NOT_ROUTABLE: "HOME_NOT_ROUTABLE",
+    WHY_CARE_OF_NOT_ROUTABLE: "CARE_OF_NOT_ROUTABLE",
+    WHY_NONCE_IN_HOME_REGISTRATION: "NONCE_IN_HOME_REGISTRATION",
+    WHY_SNAP_LENGTH: "SNAP_LENGTH",
+}
+
+
+def _extension_offsets(p: bytes, mh: int) -> tuple[int, int]:
+    """The Home Address option's address and the type 2 Routing header's offsets in a packet
+    that wire.scan accepted (-1 where absent)."""
+    from .capture import _find_option_plain
+
+    nh, pos, hao, rh2 = p[6], 40, -1, -1
+    while pos < mh:
+        end = pos + (p[pos + 1] + 1) * 8
+        if nh == 60 and hao < 0:
+            found = _find_option_plain(p, pos + 2, end, 0xC9, 16)
+            hao = found + 2 if found >= 0 else -1
+        elif nh == 43:
+            rh2 = pos
+        nh, pos = p[pos], end
+    return hao, rh2
+
+
+def malformed_reason(p: bytes) -> tuple[int, int]:
+    """(code, byte offset) of why the verifier calls ``p`` MALFORMED, in the order it decides
+    (kbmfast.reference.verifier); (0, 0) when it would not. The oracle of kbm_malformed_reason."""
+    from ._types import FLAG_H, AlternateCareOfAddress, BindingAuthorizationData, BindingUpdate, NonceIndices
+    from ._util import is_routable_unicast, is_unicast
+    from .capture import _find_option_plain
+    from .reference import wire
+
+    try:
+        layout = wire.scan(p)
+    except _types.MalformedPacket as e:
+        return e.code, e.offset
+    mh = layout.mh_offset
+    hao_at, rh2_at = _extension_offsets(p, mh)
+    if layout.home_address is not None and not is_routable_unicast(layout.home_address):
+        return WHY_HAO_NOT_ROUTABLE, hao_at - 2
+    if layout.routing_address is not None:
+        return WHY_ROUTING_HEADER, rh2_at
+    src, dst = wire.pseudo_addresses(p, layout)
+    if not wire.checksum_ok(src, dst, p[mh:]):
+        return 0, 0
+    try:
+        msg = wire.parse_mh(p, mh)
+    except _types.MalformedPacket as e:
+        return e.code, e.offset
+    if not isinstance(msg, BindingUpdate):
+        return 0, 0
+    if layout.home_address is None:
+        hao_at = 8
+    alt_at = _find_option_plain(p, mh + 12, len(p), 3, 16)
+    care_at = alt_at + 2 if any(isinstance(o, AlternateCareOfAddress) for o in msg.options) else 8
+    if not is_unicast(p[8:24]):
+        return WHY_SOURCE_NOT_UNICAST, 8
+    if not is_routable_unicast(p[hao_at : hao_at + 16]):
+        return WHY_HOME_NOT_ROUTABLE, hao_at
+    if not is_routable_unicast(p[care_at : care_at + 16]):
+        return WHY_CARE_OF_NOT_ROUTABLE, care_at
+    if not any(isinstance(o, BindingAuthorizationData) for o in msg.options):
+        return 0, 0
+    if msg.flags & FLAG_H and any(isinstance(o, NonceIndices) for o in msg.options):
+        pos = mh + 12
+        while p[pos] != 4:
+            pos += 1 if p[pos] == 0 else 2 + p[pos + 1]
+        return WHY_NONCE_IN_HOME_REGISTRATION, pos
+    return 0, 0
+
 
 # ---------------------------------------------------------------------------------------------
 # Text lines: one format, written by a plain formatter and a column-wise (numpy) one.
@@ -67,7 +166,7 @@ _WITH_FIELDS = {int(v) for v in Verdict} - {int(Verdict.MALFORMED), int(Verdict.
 _W_FRAME, _W_TIME, _W_TYPE, _W_ADDR, _W_SEQ, _W_VERDICT, _W_BA = 8, 17, 5, 39, 5, 22, 3
 HEADER = (
     f"{'frame':>{_W_FRAME}}  {'time':>{_W_TIME}}  {'type':<{_W_TYPE}}  {'home':<{_W_ADDR}}  {'care-of':<{_W_ADDR}}  "
-    f"{'seq':>{_W_SEQ}}  {'verdict':<{_W_VERDICT}}  {'BA':>{_W_BA}}"
+    f"{'seq':>{_W_SEQ}}  {'verdict':<{_W_VERDICT}}  {'BA':>{_W_BA}}  source > destination  [reason@offset]"
 )
 
 
@@ -109,8 +208,9 @@ class _Addresses:
         return text
 
 
-def _rows(batch: Batch, fields: Fields, verdicts: Sequence[int]) -> Iterator[tuple[int, int, str, Any, Any, Any, int, Any]]:
-    """(frame, µs, type, home, care-of, seq, verdict, BA) per packet; None where not applicable."""
+def _rows(batch: Batch, fields: Fields, verdicts: Sequence[int]) -> Iterator[tuple[Any, ...]]:
+    """(frame, µs, type, home, care-of, seq, verdict, BA, source, destination, reason, offset)
+    per packet; None where not applicable."""
     home_l = fields.home if isinstance(fields.home, list) else [bytes(r) for r in fields.home]
     care_l = fields.care_of if isinstance(fields.care_of, list) else [bytes(r) for r in fields.care_of]
     types = list(fields.mh_type)
@@ -121,6 +221,10 @@ def _rows(batch: Batch, fields: Fields, verdicts: Sequence[int]) -> Iterator[tup
         ba = _BA_FOR_VERDICT.get(v)
         if v == 0 and not int(flags[i]) & FLAG_A:
             ba = None
+        elif v in _BA_VERDICTS and v != V_BA_BAD_CHECKSUM:
+            ba = int(flags[i]) if int(types[i]) == 6 else None
+        p = batch.packet(i)
+        why, where = malformed_reason(p) if v == Verdict.MALFORMED else (WHY_SNAP_LENGTH, len(p)) if v == V_TRUNCATED else (0, 0)
         yield (
             int(batch.frames[i]),
             int(batch.times[i]),
@@ -130,160 +234,49 @@ def _rows(batch: Batch, fields: Fields, verdicts: Sequence[int]) -> Iterator[tup
             int(seqs[i]) if with_fields else None,
             v,
             ba,
+            p[8:24] if len(p) >= 40 else None,
+            p[24:40] if len(p) >= 40 else None,
+            why or None,
+            where if why else None,
         )
 
 
 def format_plain(batch: Batch, fields: Fields, verdicts: Sequence[int], addr: _Addresses) -> str:
     """The text lines of a batch, one per packet, each ending in a newline."""
     out = []
-    for frame, us, mtype, home, care_of, seq, v, ba in _rows(batch, fields, verdicts):
+    for frame, us, mtype, home, care_of, seq, v, ba, src, dst, why, where in _rows(batch, fields, verdicts):
         out.append(
             f"{frame:>{_W_FRAME}}  {_time_text(us):>{_W_TIME}}  {mtype:<{_W_TYPE}}  "
             f"{'-' if home is None else addr(home):<{_W_ADDR}}  {'-' if care_of is None else addr(care_of):<{_W_ADDR}}  "
-            f"{'-' if seq is None else seq:>{_W_SEQ}}  {_VERDICT_NAMES[v]:<{_W_VERDICT}}  {'-' if ba is None else ba:>{_W_BA}}\n"
+            f"{'-' if seq is None else seq:>{_W_SEQ}}  {_VERDICT_NAMES[v]:<{_W_VERDICT}}  {'-' if ba is None else ba:>{_W_BA}}  "
+            f"{'-' if src is None else addr(src) + ' > ' + addr(dst)}"
+            f"{'' if why is None else '  ' + REASON_NAMES[why] + '@' + str(where)}\n"
         )
     return "".join(out)
+
+
+def _quoted(text: str | None) -> str:
+    return "null" if text is None else f'"{text}"'
 
 
 def format_json(batch: Batch, fields: Fields, verdicts: Sequence[int], addr: _Addresses, capture: str) -> str:
-    """JSON lines of a batch: capture, frame, time, type, home, care_of, sequence, verdict, code, ba_status."""
+    """JSON lines of a batch: capture, frame, time, type, home, care_of, sequence, verdict, code,
+    ba_status, source, destination, reason, offset."""
     name = json.dumps(capture)
     out = []
-    for frame, us, mtype, home, care_of, seq, v, ba in _rows(batch, fields, verdicts):
+    for frame, us, mtype, home, care_of, seq, v, ba, src, dst, why, where in _rows(batch, fields, verdicts):
         out.append(
             f'{{"capture": {name}, "frame": {frame}, "time": {_time_text(us)}, "type": "{mtype}", '
-            f'"home": {"null" if home is None else chr(34) + addr(home) + chr(34)}, '
-            f'"care_of": {"null" if care_of is None else chr(34) + addr(care_of) + chr(34)}, '
+            f'"home": {_quoted(None if home is None else addr(home))}, '
+            f'"care_of": {_quoted(None if care_of is None else addr(care_of))}, '
             f'"sequence": {"null" if seq is None else seq}, "verdict": "{_VERDICT_NAMES[v]}", "code": {v}, '
-            f'"ba_status": {"null" if ba is None else ba}}}\n'
+            f'"ba_status": {"null" if ba is None else ba}, '
+            f'"source": {_quoted(None if src is None else addr(src))}, '
+            f'"destination": {_quoted(None if dst is None else addr(dst))}, '
+            f'"reason": {_quoted(None if why is None else REASON_NAMES[why])}, '
+            f'"offset": {"null" if where is None else where}}}\n'
         )
     return "".join(out)
-
-
-class _FastFormatter:
-    """Column-wise text lines (numpy): byte for byte what :func:`format_plain` writes.
-
-    Numbers come from tables of 4-digit groups, addresses from a table of padded address texts
-    kept across batches (each distinct address is formatted once). Falls back to the plain
-    formatter (returns None) for a batch with a value wider than its column.
-    """
-
-    def __init__(self, addr: _Addresses, np: Any) -> None:
-        self.np = np
-        self.addr = addr
-        self.width = len(HEADER) + 1
-        cols = [_W_FRAME, _W_TIME, _W_TYPE, _W_ADDR, _W_ADDR, _W_SEQ, _W_VERDICT, _W_BA]
-        self.at = []
-        pos = 0
-        for w in cols:
-            self.at.append(pos)
-            pos += w + 2
-        self.verdicts = self._table([f"{n:<{_W_VERDICT}}" for n in _VERDICT_NAMES], _W_VERDICT)
-        self.types = self._table([f"{_type_name(t):<{_W_TYPE}}" for t in range(-1, 256)], _W_TYPE)
-        # Rows 0-9999: "0000".."9999"; 10000-19999: "   0".."9999"; 20000: blanks.
-        k = np.arange(10000)
-        zero = (k[:, None] // np.array([1000, 100, 10, 1]) % 10 + 48).astype(np.uint8)
-        space = zero.copy()
-        space[(k[:, None] < np.array([1000, 100, 10, 1])) & (np.arange(4) < 3)] = 32
-        self.groups = np.concatenate([zero, space, np.full((1, 4), 32, dtype=np.uint8)])
-        # Distinct addresses seen so far: sorted 64-bit keys, their rows, the bytes and the text.
-        self.keys = np.zeros(0, dtype=np.uint64)
-        self.key_rows = np.zeros(0, dtype=np.int64)
-        self.raw = np.zeros((1, 16), dtype=np.uint8)  # row 0: "-"
-        self.text = self._table(["-"], _W_ADDR)
-
-    def _table(self, texts: list[str], width: int) -> Any:
-        np = self.np
-        return np.frombuffer("".join(t[:width].ljust(width) for t in texts).encode(), dtype=np.uint8).reshape(-1, width)
-
-    def _digits(self, values: Any, width: int, zero_pad: bool = False) -> Any:
-        """(n, width) ASCII of non-negative ``values`` (< 10**width), right-aligned."""
-        np = self.np
-        chunks = []
-        rest = values
-        for j in range((width + 3) // 4):
-            c = rest % 10000
-            rest = rest // 10000
-            if zero_pad:
-                idx = c
-            else:
-                idx = np.where(rest > 0, c, np.where((c > 0) | (j == 0), 10000 + c, 20000))
-            chunks.append(self.groups[idx])
-        out = np.concatenate(chunks[::-1], axis=1) if len(chunks) > 1 else chunks[0]
-        return out[:, -width:]
-
-    def _addresses(self, both: Any) -> Any:
-        """Row of each 16-byte address of ``both`` in the address table (new ones added)."""
-        np = self.np
-        halves = np.ascontiguousarray(both).view(np.uint64)
-        key = halves[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ halves[:, 1]
-        rows = np.full(len(key), -1, dtype=np.int64)
-        if len(self.keys):
-            pos = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
-            hit = self.keys[pos] == key
-            rows[hit] = self.key_rows[pos[hit]]
-        miss = np.flatnonzero(rows < 0)
-        if len(miss):
-            new_keys, first, inverse = np.unique(key[miss], return_index=True, return_inverse=True)
-            new_raw = both[miss[first]]
-            flat = new_raw.tobytes()
-            ntop, af = socket.inet_ntop, socket.AF_INET6
-            texts = [ntop(af, flat[k : k + 16]) for k in range(0, len(flat), 16)]
-            for k in np.flatnonzero(~new_raw[:, :10].any(axis=1)):  # IPv4-compatible/-mapped forms
-                texts[k] = ipv6_text(flat[16 * k : 16 * k + 16])
-            base = len(self.raw)
-            rows[miss] = base + inverse.ravel()
-            self.raw = np.concatenate([self.raw, new_raw])
-            self.text = np.concatenate([self.text, self._table(texts, _W_ADDR)])
-            keys = np.concatenate([self.keys, new_keys])
-            order = np.argsort(keys, kind="stable")
-            self.keys = keys[order]
-            self.key_rows = np.concatenate([self.key_rows, np.arange(base, base + len(new_keys))])[order]
-        if not (self.raw[rows] == both).all():  # two addresses with one key: not worth a table
-            return None
-        return rows
-
-    def __call__(self, batch: Batch, fields: Fields, verdicts: Any) -> bytes | None:
-        np = self.np
-        n = len(batch)
-        frames = np.frombuffer(batch.frames, dtype=np.uint64).astype(np.int64)
-        times = np.frombuffer(batch.times, dtype=np.int64)
-        sec, usec = times // 1_000_000, times % 1_000_000
-        if n == 0 or frames.max() >= 10**_W_FRAME or sec.min() < 10**9 or sec.max() >= 10**10:
-            return None
-        if max(len(t) for t in _VERDICT_NAMES) > _W_VERDICT:
-            return None
-        v = np.frombuffer(verdicts, dtype=np.uint8).astype(np.int64)
-        with_fields = np.isin(v, list(_WITH_FIELDS))
-        sel = np.flatnonzero(with_fields)
-        rows = self._addresses(np.concatenate([fields.home[sel], fields.care_of[sel]]))
-        if rows is None:
-            return None
-        home_i = np.zeros(n, dtype=np.int64)
-        care_i = np.zeros(n, dtype=np.int64)
-        home_i[sel], care_i[sel] = rows[: len(sel)], rows[len(sel) :]
-        m = np.full((n, self.width), 32, dtype=np.uint8)
-        m[:, -1] = 10
-        a = self.at
-        m[:, a[0] : a[0] + _W_FRAME] = self._digits(frames, _W_FRAME)
-        m[:, a[1] : a[1] + 10] = self._digits(sec, 10)
-        m[:, a[1] + 10] = 46
-        m[:, a[1] + 11 : a[1] + 17] = self._digits(usec, 6, zero_pad=True)
-        m[:, a[2] : a[2] + _W_TYPE] = self.types[np.asarray(fields.mh_type, dtype=np.int64) + 1]
-        m[:, a[3] : a[3] + _W_ADDR] = self.text[home_i]
-        m[:, a[4] : a[4] + _W_ADDR] = self.text[care_i]
-        seq = np.asarray(fields.seq, dtype=np.int64)
-        m[:, a[5] : a[5] + _W_SEQ] = self._digits(seq, _W_SEQ)
-        m[~with_fields, a[5] : a[5] + _W_SEQ] = np.frombuffer(b"    -", dtype=np.uint8)
-        m[:, a[6] : a[6] + _W_VERDICT] = self.verdicts[v]
-        ba = np.full(n, -1, dtype=np.int64)
-        for code, status in _BA_FOR_VERDICT.items():
-            if status is not None:
-                ba[v == code] = status
-        ba[(v == 0) & ((np.asarray(fields.flags, dtype=np.int64) & FLAG_A) == 0)] = -1
-        m[:, a[7] : a[7] + _W_BA] = self._digits(np.maximum(ba, 0), _W_BA)
-        m[ba < 0, a[7] : a[7] + _W_BA] = np.frombuffer(b"  -", dtype=np.uint8)
-        return bytes(m.tobytes())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,8 +297,11 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
             "Several captures are verified in the order given, with one sequence table.\n\n"
             "Columns: frame number (from 1, as Wireshark counts), capture time (s since the epoch), MH type,\n"
             "home address, care-of address, sequence number, verdict, and the status of the Binding\n"
-            "Acknowledgement the correspondent would send ('-': none). Address and sequence are shown for\n"
-            "well-formed Binding Updates only.\n\n"
+            "Acknowledgement the correspondent would send ('-': none), source > destination, and for a\n"
+            "MALFORMED packet why (parse error@byte offset). Address and sequence are shown for well-formed\n"
+            "Binding Updates and for Binding Acknowledgements, which are checked as the mobile node would\n"
+            "(BA_* verdicts, counted apart). Frames cut by the capture's snap length are TRUNCATED.\n"
+            "CAPTURE '-' reads standard input as it comes (tcpdump -w - | kbmfast verify - ...).\n\n"
             "Exit status: 0 when every capture was read to its end (whatever the verdicts); 1 when a\n"
             "capture is missing or damaged (what came before the damage is still verified and printed);\n"
             "2 for usage, key-file, state-file or output-file errors (nothing verified); 130 (SIGINT),\n"
@@ -321,8 +317,14 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
             "  kbmfast verify day1.pcap day2.pcap --keys cn.keys --json > verdicts.jsonl"
         ),
     )
-    p.add_argument("captures", nargs="*", metavar="CAPTURE", help="pcap or pcapng files, verified in this order")
-    p.add_argument(  # kbmfast serve's live capture, answering nothing (kbmfast/serve_cli.py)
+    p.add_argument(
+        "captures",
+        nargs="*",
+        metavar="CAPTURE",
+        help="pcap or pcapng files, verified in this order; '-': standard input, read as it comes "
+        "(e.g. tcpdump -w - | kbmfast verify - ...)",
+    )
+    p.add_argument(  # kbmfast serve's live capture (kbmfast.live), answering nothing: _verify_live
         "-i", "--interface", metavar="IF", help="verify live on IF instead of files (CAP_NET_RAW; no replies; Ctrl-C ends)"
     )
     p.add_argument("--keys", metavar="KEYS", help="the key file (TOML, mode 0600; see 'kbmfast keys generate')")
@@ -353,6 +355,7 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
         help="verify with the C core (default) or the pure-Python reference (slow; same answers)",
     )
     p.add_argument("--batch", type=int, default=65536, metavar="N", help="packets per verify_buffer call (default 65536)")
+    p.add_argument("--shard", metavar="I/N", help="only the peers of shard I of N (docs/tools.md: sharding)")
     p.add_argument(
         "--skip",
         type=int,
@@ -360,6 +363,25 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="skip the first N frames of the first CAPTURE (frames keep their numbers): resumes an interrupted "
         "run, whose last line on stderr gives N",
+    )
+    p.add_argument(
+        "-c",
+        "--count",
+        type=int,
+        metavar="COUNT",
+        help="stop after COUNT frames (all captures together, after --skip), as tcpdump -c",
+    )
+    p.add_argument(
+        "-l",
+        "--line-buffered",
+        action="store_true",
+        help="write each batch's lines at once (the default when standard output is a terminal); with "
+        "'-' a batch is what has arrived",
+    )
+    p.add_argument(
+        "--correspondent",
+        metavar="ADDR",
+        help="only the mobility packets to or from this correspondent node (IPv6 address); the others count as other frames",
     )
     p.set_defaults(handler=run_verify)
 
@@ -374,6 +396,13 @@ def _demo_files() -> Iterator[tuple[str, str]]:
         with os.fdopen(fd, "wb") as out:
             out.write((samples / SAMPLE_KEYS).read_bytes())
         yield str(capture), keys
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _same_terminal(a: IO[str], b: IO[str]) -> bool:
@@ -434,9 +463,9 @@ class _Acks:
 
     def write(self, batch: Batch, fields: Fields, verdicts: Sequence[int], last: dict[bytes, int | None]) -> None:
         for i, code in enumerate(verdicts):
-            v = Verdict(code)
-            if v not in BA_STATUS:
+            if code not in _BA_FOR_VERDICT:
                 continue
+            v = Verdict(code)
             home = bytes(fields.home[i])
             flags = int(fields.flags[i])
             seq = int(fields.seq[i])
@@ -462,40 +491,232 @@ class _Acks:
                 self.writer.write(ack, int(batch.times[i]))
 
 
+class _Directions:
+    """What the verifier does not judge: frames cut by the snap length (TRUNCATED), and the other
+    direction of a capture. A Binding Acknowledgement is checked as the mobile node would check
+    it: the authenticator with its peer's key over the care-of address (from the Binding Update
+    it answers, else its destination, else, for a de-registration, the home address: the type 2
+    Routing header's address), the correspondent (its source) and its Mobility Header; its
+    sequence is matched to a Binding Update to that correspondent seen before it (or at the same
+    time) in the capture, once the capture has shown an acknowledgement. Other messages that the
+    verifier calls MALFORMED only for their type 2 Routing header are NOT_BINDING_UPDATE."""
+
+    HISTORY = 16  # Binding Updates remembered per (home, correspondent)
+
+    def __init__(self, keys: Any, backend: Any) -> None:
+        self.keys, self.backend = keys, backend
+        self.history: dict[tuple[bytes, bytes], list[tuple[int, int, bytes, bool]]] = {}
+        self.on = False  # an acknowledgement was seen: Binding Updates are remembered
+
+    def apply(self, data: Any, offsets: Any, times: Any, n: int, verdicts: Any, cut: Any) -> None:
+        """Change ``verdicts`` (a writable uint8 sequence) of packets 0..n-1 where they call for it."""
+        import kbmfast
+
+        from .capture import packet_fields
+
+        if cut is not None:
+            for i in range(n):
+                if cut[i]:
+                    verdicts[i] = V_TRUNCATED
+        raw = bytes(memoryview(verdicts)[:n])
+        view = memoryview(data)
+        acks = []
+        for code in (Verdict.MALFORMED, Verdict.NOT_BINDING_UPDATE):
+            i = raw.find(code)
+            while i >= 0:
+                p = bytes(view[offsets[i] : offsets[i + 1]])
+                try:
+                    packet = kbmfast.parse_packet(p)
+                except _types.MalformedPacket:
+                    packet = None
+                if packet is not None and isinstance(packet.message, _types.BindingAck):
+                    acks.append((i, p, packet))
+                elif packet is not None and code == Verdict.MALFORMED and not isinstance(packet.message, _types.BindingUpdate):
+                    if malformed_reason(p)[0] == WHY_ROUTING_HEADER:
+                        verdicts[i] = Verdict.NOT_BINDING_UPDATE
+                i = raw.find(code, i + 1)
+        self.on = self.on or bool(acks)
+        if not self.on:
+            return
+        # In time order, a Binding Update before an acknowledgement of the same time (a merged
+        # capture may put the answer first).
+        events: list[tuple[int, int, int, bytes, Any]] = [
+            (int(times[i]), 0, i, b"", None) for i in range(n) if raw[i] in _WITH_FIELDS and raw[i] < len(Verdict)
+        ]
+        events += [(int(times[i]), 1, i, p, packet) for i, p, packet in acks]
+        events.sort(key=lambda e: e[:3])
+        for when, kind, i, p, packet in events:
+            if kind:
+                verdicts[i] = self.check(p, packet, when)
+                continue
+            p = bytes(view[offsets[i] : offsets[i + 1]])
+            _, seq, _, units, home, care_of = packet_fields(p)
+            seen = self.history.setdefault((bytes(home), p[24:40]), [])
+            seen.append((seq, when, bytes(home) if units == 0 else bytes(care_of), units == 0))
+            del seen[: -self.HISTORY]
+
+    def check(self, p: bytes, packet: Any, when: int) -> int:
+        """The verdict on one Binding Acknowledgement."""
+        import hmac
+
+        from ._util import wipe
+        from .reference.verifier import current_kbm
+
+        msg = packet.message
+        if not packet.checksum_valid:
+            return V_BA_BAD_CHECKSUM
+        cn, dst = p[8:24], p[24:40]
+        home = packet.routing_address.packed if packet.routing_address is not None else dst
+        seen = [h for h in self.history.get((home, cn), []) if h[1] <= when]
+        if msg.status == 135:  # it carries the last accepted sequence: it answers the latest
+            match = seen[-1] if seen else None
+        else:
+            match = next((h for h in reversed(seen) if h[0] == msg.sequence), None)
+        if self.keys.peer(home) is None:
+            return V_BA_NOT_CONFIGURED
+        bad = next((o for o in msg.options if isinstance(o, _types.BindingAuthorizationData)), None)
+        if bad is None:
+            return V_BA_NO_AUTHORIZATION
+        tries = ([(match[2], match[3])] if match else []) + [(dst, False), (home, True)]
+        for care_of, dereg in tries:
+            found = current_kbm(self.keys, home, care_of, dereg)
+            if found is None:
+                return V_BA_NOT_CONFIGURED
+            kbm = found[1]
+            try:
+                expected = self.backend.authenticator(bytes(kbm), care_of, cn, p[packet.mh_offset :])
+            finally:
+                wipe(kbm)
+            if hmac.compare_digest(expected, bad.authenticator):
+                return V_BA_VALID if match is not None or not seen else V_BA_UNMATCHED
+        return V_BA_BAD_AUTHENTICATOR
+
+
+def _count(verdicts: Any, n: int) -> list[int]:
+    raw = bytes(memoryview(verdicts)[:n])
+    return [raw.count(code) for code in range(len(_VERDICT_NAMES))]
+
+
+class _CAcks(_Acks):
+    """--acks-out in C (csrc/capture.c, kbm_write_acks): the same records as :class:`_Acks`.
+
+    The peers' keys are not copied: the table points into the KeyTable's own buffers (which the
+    table keeps alive, and which KeyTable wipes). The last accepted sequence of each peer is read
+    from the verifier once, then followed by kbm_write_acks through every acceptance it walks.
+    """
+
+    def __init__(self, verifier: Any, stream: BinaryIO, keys: Any) -> None:
+        from ._keys import KIND_KCN
+        from ._native_edge import ffi, lib
+
+        super().__init__(verifier, stream)
+        self.ffi, self.lib = ffi, lib
+        peers = keys.peers()
+        self.slots = 1 << max(4, (2 * len(peers)).bit_length())
+        self.table = ffi.new("kbm_ack_peer[]", self.slots)
+        self.hold: list[Any] = []  # the key and nonce buffers the table points into
+        for peer in peers:
+            slot = lib.kbm_ack_slot(self.table, self.slots, peer.home)
+            last = verifier.last_sequence(peer.home)
+            self.table[slot].last = -1 if last is None else last
+            entry = self.table[slot].peer
+            ffi.memmove(entry.home, peer.home, 16)
+            entry.kind = lib.KBM_KIND_KCN if peer.kind == KIND_KCN else lib.KBM_KIND_KBM
+            for name, value in (("key", peer.key), ("home_nonce", peer.home_nonce), ("care_of_nonce", peer.care_of_nonce)):
+                view = ffi.from_buffer("uint8_t[]", value) if len(value) else ffi.NULL
+                self.hold.append(view)
+                setattr(entry, name, view)
+                setattr(entry, name + "_len", len(value))
+        limit = getattr(verifier, "max_lifetime", None)
+        self.max_lifetime = 0xFFFFFFFF if limit is None else limit
+        self.out = bytearray(0)
+
+    def snapshot(self, fields: Fields) -> dict[bytes, int | None]:
+        return {}
+
+    def write(self, batch: Batch, fields: Fields, verdicts: Sequence[int], last: dict[bytes, int | None]) -> None:
+        self.write_packets(batch.data, batch.offsets, batch.times, len(batch), verdicts)
+
+    def write_packets(self, data: Any, offsets: Any, times: Any, n: int, verdicts: Any) -> None:
+        """Write the acknowledgements for packets 0..n-1 (a Batch's or a Chunk's buffers)."""
+        self.out, records = self.build(data, offsets, times, n, verdicts, self.out)
+        self.put(records)
+
+    def put(self, records: tuple[memoryview, int, int]) -> None:
+        """Write records that :meth:`build` made."""
+        self.writer.stream.write(records[0])
+        self.writer.count += records[1]
+        self.writer.clamped += records[2]
+
+    def build(
+        self, data: Any, offsets: Any, times: Any, n: int, verdicts: Any, out: bytearray
+    ) -> tuple[bytearray, tuple[memoryview, int, int]]:
+        """The pcap records of packets 0..n-1 in ``out`` (grown as needed): (out, (records,
+        count, clamped)). Calls must come in capture order (the last accepted sequences)."""
+        ffi, lib, fb = self.ffi, self.lib, self.ffi.from_buffer
+        if len(out) < n * lib.KBM_ACK_RECORD_MAX:
+            out = bytearray(n * lib.KBM_ACK_RECORD_MAX)
+        written, count, clamped = ffi.new("size_t *"), ffi.new("uint64_t *"), ffi.new("uint64_t *")
+        done = lib.kbm_write_acks(
+            fb("uint8_t[]", data) if len(data) else ffi.new("uint8_t[]", 1),
+            len(data),
+            fb("uint64_t[]", offsets),
+            fb("int64_t[]", times),
+            fb("uint8_t[]", verdicts),
+            n,
+            self.table,
+            self.slots,
+            self.max_lifetime,
+            fb("uint8_t[]", out),
+            len(out),
+            written,
+            count,
+            clamped,
+        )
+        if done < n:  # pragma: no cover - the buffer holds n records; offsets come from the walker
+            raise AssertionError("kbm_write_acks stopped early")
+        return out, (memoryview(out)[: written[0]], count[0], clamped[0])
+
+    def close(self) -> None:
+        """Drop the table (it holds pointers to the keys, not copies)."""
+        self.ffi.memmove(self.table, bytes(self.ffi.sizeof(self.table)), self.ffi.sizeof(self.table))
+        self.hold.clear()
+
+
 class _Job:
     """One batch's work on the worker thread, in batch order: its fields, the sequence table as
-    the batch finds it (for --acks-out), its verdicts, their count and the output text. numpy
-    releases the GIL in its inner loops, so this overlaps with reading the next batch."""
+    the batch finds it (for --acks-out), its verdicts, their count and the output text."""
 
-    def __init__(
-        self, verifier: Any, acks: _Acks | None, fast: _FastFormatter | None, as_json: bool, quiet: bool, np: Any
-    ) -> None:
-        self.verifier, self.acks, self.fast, self.as_json, self.quiet, self.np = verifier, acks, fast, as_json, quiet, np
-        self.addr = fast.addr if fast is not None else _Addresses()
+    def __init__(self, verifier: Any, acks: _Acks | None, directions: _Directions, as_json: bool, quiet: bool, np: Any) -> None:
+        self.verifier, self.acks, self.as_json, self.quiet, self.np = verifier, acks, as_json, quiet, np
+        self.directions = directions
+        self.addr = _Addresses()
+        self.c_lines: _CLines | None = None
 
     def __call__(self, batch: Batch, path: str) -> tuple[Fields, Any, dict[bytes, int | None], bytes, list[int]]:
         from .capture import Fields, fields_fast, fields_plain
 
         np = self.np
-        if self.quiet and self.acks is None:  # nothing needs the fields
+        python_acks = self.acks is not None and not isinstance(self.acks, _CAcks)
+        if not python_acks and (self.quiet or self.c_lines is not None):  # nothing needs the fields
             fields = Fields([], [], [], [], [], [])
         else:
             fields = fields_fast(batch) if np is not None else fields_plain(batch)
         last = self.acks.snapshot(fields) if self.acks is not None else {}
         verdicts = self.verifier.verify_buffer(batch.data, batch.offsets)
-        if np is not None:
-            counts = np.bincount(np.frombuffer(verdicts, dtype=np.uint8), minlength=len(Verdict)).tolist()
-        else:
-            counts = [0] * len(Verdict)
-            for code in verdicts:
-                counts[code] += 1
+        self.directions.apply(batch.data, batch.offsets, batch.times, len(batch), verdicts, batch.cut)
+        counts = _count(verdicts, len(batch))
         if self.quiet:
             text = b""
+        elif self.c_lines is not None:
+            self.c_lines.name = json.dumps(path).encode() if self.as_json else None
+            text = bytes(
+                self.c_lines.lines(batch.data, batch.offsets, batch.frames, batch.times, verdicts, len(batch), bytearray())
+            )
         elif self.as_json:
             text = format_json(batch, fields, verdicts, self.addr, path).encode()
         else:
-            fast = self.fast(batch, fields, verdicts) if self.fast is not None else None
-            text = fast if fast is not None else format_plain(batch, fields, verdicts, self.addr).encode()
+            text = format_plain(batch, fields, verdicts, self.addr).encode()
         return fields, verdicts, last, text, counts
 
 
@@ -508,54 +729,80 @@ class _CLines:
 
     SLOTS = 1 << 16  # address texts cached (peers repeat)
 
-    def __init__(self, verifier: Any, quiet: bool) -> None:
+    def __init__(self, verifier: Any, quiet: bool, directions: _Directions) -> None:
         from ._native_edge import ffi
 
-        self.verifier, self.quiet, self.ffi = verifier, quiet, ffi
+        self.verifier, self.quiet, self.ffi, self.directions = verifier, quiet, ffi, directions
+        self.acks: _CAcks | None = None
+        self.name: bytes | None = None  # --json: the capture's name as a JSON string
         self.cache = ffi.new("kbm_addr_slot[]", self.SLOTS) if not quiet else None
         self.dotted = int(str(ipaddress.IPv6Address("::ffff:1.2.3.4")) == "::ffff:1.2.3.4")
 
-    def verify(self, chunk: Chunk) -> tuple[Any, list[int]]:
-        """The chunk's verdicts and their count per verdict."""
+    def verify(self, chunk: Chunk) -> tuple[Any, list[int], Any]:
+        """The chunk's verdicts, their count per verdict and (--acks-out) its acknowledgements,
+        built here on the worker thread, in chunk order, into the chunk's own buffer."""
         verdicts = self.verifier.verify_buffer(chunk.buffer(), chunk.offsets_view())
-        raw = verdicts.tobytes()
-        return verdicts, [raw.count(code) for code in range(len(Verdict))]
+        self.directions.apply(chunk.data, chunk.offsets, chunk.times, chunk.n, verdicts, chunk.cut if chunk.ncut else None)
+        records = None
+        if self.acks is not None:
+            chunk.acks, records = self.acks.build(chunk.data, chunk.offsets, chunk.times, chunk.n, verdicts, chunk.acks)
+        return verdicts, _count(verdicts, chunk.n), records
 
     def format(self, chunk: Chunk, verdicts: Any) -> memoryview | bytes:
         """The chunk's text lines."""
-        from ._native_edge import lib
-
         n = chunk.n
         if self.quiet or n == 0:
             return b""
+        text = self.lines(chunk.data, chunk.offsets, chunk.frames, chunk.times, verdicts, n, chunk.text)
+        if isinstance(text, memoryview) and isinstance(text.obj, bytearray):
+            chunk.text = text.obj  # the buffer, grown if it had to be
+        return text
+
+    def lines(
+        self, data: Any, offsets: Any, frames: Any, times: Any, verdicts: Any, n: int, out: bytearray
+    ) -> memoryview | bytes:
+        """The text lines of packets 0..n-1, formatted into ``out`` (grown as needed)."""
+        from ._native_edge import lib
+
         ffi, fb = self.ffi, self.ffi.from_buffer
-        need = n * lib.KBM_LINE_MAX
-        if len(chunk.text) < need:
-            chunk.text = bytearray(need)
+        name = self.name
+        need = n * (lib.KBM_LINE_MAX if name is None else lib.KBM_JSON_MAX + len(name))
+        if len(out) < need:
+            out = bytearray(need)
         written = ffi.new("size_t *")
-        done = lib.kbm_format_lines(
-            fb("uint8_t[]", chunk.data),
-            len(chunk.data),
-            fb("uint64_t[]", chunk.offsets),
-            fb("uint64_t[]", chunk.frames),
-            fb("int64_t[]", chunk.times),
+        args = (
+            fb("uint8_t[]", data) if len(data) else ffi.new("uint8_t[]", 1),
+            len(data),
+            fb("uint64_t[]", offsets),
+            fb("uint64_t[]", frames),
+            fb("int64_t[]", times),
             fb("uint8_t[]", verdicts),
             n,
             self.cache,
             self.SLOTS,
             self.dotted,
-            fb("char[]", chunk.text),
-            len(chunk.text),
-            written,
         )
-        text: memoryview | bytes = memoryview(chunk.text)[: written[0]]
+        if name is None:
+            done = lib.kbm_format_lines(*args, fb("char[]", out), len(out), written)
+        else:
+            done = lib.kbm_format_json(*args, name, len(name), fb("char[]", out), len(out), written)
+        text: memoryview | bytes = memoryview(out)[: written[0]]
         if done < n:  # pragma: no cover - only for values C does not format (none today)
             from .capture import Batch as _Batch
             from .capture import fields_plain
 
-            batch = chunk.batch()
-            rest = _Batch(batch.data, batch.offsets[done:], batch.frames[done:], batch.times[done:])
-            text = bytes(text) + format_plain(rest, fields_plain(rest), list(verdicts)[done:], _Addresses()).encode()
+            rest = _Batch(
+                bytes(data),
+                array("Q", offsets[done : n + 1]),
+                array("Q", frames[done:n]),
+                array("q", times[done:n]),
+            )
+            rows = list(verdicts)[done:n]
+            if name is None:
+                more = format_plain(rest, fields_plain(rest), rows, _Addresses())
+            else:
+                more = format_json(rest, fields_plain(rest), rows, _Addresses(), json.loads(name))
+            text = bytes(text) + more.encode()
         return text
 
 
@@ -565,21 +812,29 @@ def _call_job(work: _Job, path: str, batch: Batch) -> Any:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Verify the captures; print lines and the summary; return the exit status."""
+    _shard_filter(args)  # a bad --shard is refused before any file is opened
     if args.demo:
         if args.captures or args.keys:
             raise CliError("--demo takes no CAPTURE and no --keys")
         with _demo_files() as (capture, keys):
             return _verify(args, [capture], keys)
     if args.interface:
-        from .serve_cli import run_verify_live
-
-        return run_verify_live(args)
+        return _verify_live(args)
     if not args.captures or not args.keys:
         raise CliError("give one or more CAPTURE files and --keys KEYS (or --demo)")
     if args.batch < 1:
         raise CliError("--batch must be at least 1")
     if args.skip < 0:
         raise CliError("--skip must be at least 0")
+    if args.count is not None and args.count < 1:
+        raise CliError("-c/--count must be at least 1")
+    if args.captures.count("-") > 1:
+        raise CliError("standard input ('-') can be read only once")
+    if args.correspondent is not None:
+        try:
+            ipaddress.IPv6Address(args.correspondent)
+        except ValueError as e:
+            raise CliError(f"--correspondent: {e}") from None
     return _verify(args, args.captures, args.keys)
 
 
@@ -610,6 +865,41 @@ def _skip(item: Any, skip: int) -> Any:
     item.frames[: n - k] = item.frames[k:n]
     item.times[: n - k] = item.times[k:n]
     item.n = n - k
+    return item
+
+
+def _only(item: Any, cn: bytes) -> Any:
+    """``item`` (a Chunk, changed in place, or a Batch) with only the packets to or from the
+    correspondent ``cn``; None when none is left."""
+    from .capture import Batch
+
+    chunk = not isinstance(item, Batch)
+    n = item.n if chunk else len(item)
+    data = memoryview(item.data)
+    offs = item.offsets
+    keep = [i for i in range(n) if data[offs[i] + 24 : offs[i] + 40] == cn or data[offs[i] + 8 : offs[i] + 24] == cn]
+    if len(keep) == n:
+        return item
+    if not keep:
+        return None
+    packed = b"".join(data[offs[i] : offs[i + 1]] for i in keep)
+    offsets = array("Q", [0])
+    for i in keep:
+        offsets.append(offsets[-1] + offs[i + 1] - offs[i])
+    frames = array("Q", [item.frames[i] for i in keep])
+    times = array("q", [item.times[i] for i in keep])
+    cut = bytes(item.cut[i] for i in keep) if (item.ncut if chunk else item.cut) else None
+    data.release()
+    if not chunk:
+        return Batch(packed, offsets, frames, times, cut)
+    m = len(keep)
+    item.data[: len(packed)] = packed
+    item.offsets[: m + 1] = offsets
+    item.frames[:m], item.times[:m] = frames, times
+    if cut is not None:
+        item.cut[:m] = cut
+        item.ncut = sum(cut)
+    item.n = m
     return item
 
 
@@ -667,7 +957,7 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
         raise CliError(f"--acks-out {os_error_text(e)}") from None
     try:
         verifier = _open_verifier(backend, keys, args.state)
-        run = _VerifyRun(args, verifier, acks_file)
+        run = _VerifyRun(args, verifier, acks_file, keys, backend)
         try:
             with _outputs.current.deferred():
                 run.all(captures)
@@ -695,23 +985,34 @@ class _VerifyRun:
     on SIGINT/SIGTERM or when standard output is closed: every batch handed to the verifier
     (whose state it changes) then has its lines written and its acknowledgements too."""
 
-    def __init__(self, args: argparse.Namespace, verifier: Any, acks_file: OutputFile | None) -> None:
+    def __init__(self, args: argparse.Namespace, verifier: Any, acks_file: OutputFile | None, keys: Any, backend: Any) -> None:
         from .capture import HAVE_C
         from .capture import np as _np
 
         self.args, self.verifier, self.np = args, verifier, _np
         self.out = Stdout()
-        self.counts = [0] * len(Verdict)
+        self.counts = [0] * len(_VERDICT_NAMES)
         self.totals = {"frames": 0, "other": 0, "acks": 0}
         self.status = 0
         self.progress = _Progress(sys.stderr, sys.stdout, args.quiet)
         self.addr = _Addresses()
-        fast = _FastFormatter(self.addr, _np) if _np is not None and not args.json else None
-        self.acks = _Acks(verifier, acks_file.stream) if acks_file is not None else None
-        self.work = _Job(verifier, self.acks, fast, args.json, args.quiet, _np)
-        self.lines = _CLines(verifier, args.quiet) if HAVE_C and not args.json and self.acks is None else None
+        self.directions = _Directions(keys, backend)
+        self.acks: _Acks | None = None
+        if acks_file is not None:
+            self.acks = _CAcks(verifier, acks_file.stream, keys) if HAVE_C else _Acks(verifier, acks_file.stream)
+        self.work = _Job(verifier, self.acks, self.directions, args.json, args.quiet, _np)
+        c_lines = _CLines(verifier, args.quiet, self.directions) if HAVE_C else None
+        self.work.c_lines = c_lines if not args.quiet else None
+        self.lines = c_lines if self.acks is None or isinstance(self.acks, _CAcks) else None
+        if self.lines is not None and isinstance(self.acks, _CAcks):
+            self.lines.acks = self.acks
+        self.snaplen: list[tuple[str, int]] = []  # (capture, frames cut by its snap length)
+        self.correspondent = ipaddress.IPv6Address(args.correspondent).packed if args.correspondent else None
+        self.left: int | None = args.count  # -c: frames still to verify
+        self.line_buffered = bool(args.line_buffered) or _isatty(sys.stdout)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbmfast-verify")
         self.stopped_at: tuple[int, int] | None = None  # (capture index, frames of it done)
+        self.shard = _shard_filter(args)
 
     def stopping(self) -> bool:
         """A signal arrived or standard output was closed."""
@@ -724,20 +1025,25 @@ class _VerifyRun:
             if self.stopping():
                 self.stopped_at = (index, skip)
                 return
+            if self.left is not None and self.left <= 0:
+                return  # -c COUNT frames verified
             done = self.one(path, skip)
             if done is not None:
                 self.stopped_at = (index, done)
                 return
 
     def emit_lines(self, job: tuple[Chunk, Future[Any]]) -> None:
-        """Count and write a C-path chunk's lines."""
+        """Count and write a C-path chunk's lines (and acknowledgements)."""
         assert self.lines is not None
-        verdicts, batch_counts = job[1].result()
+        verdicts, batch_counts, records = job[1].result()
         text = self.lines.format(job[0], verdicts) if not self.out.closed else b""
         for code, k in enumerate(batch_counts):
             self.counts[code] += k
         if text:
             self.out.write(text)
+        if isinstance(self.acks, _CAcks):
+            self.acks.put(records)
+            self.totals["acks"] += records[1]
 
     def emit(self, job: tuple[Batch, Future[Any]]) -> None:
         """Count and write a batch's lines (or JSON) and its acknowledgements."""
@@ -764,9 +1070,17 @@ class _VerifyRun:
             self.status = 1
             return None
         mobility_before = sum(self.counts)
+        if self.left is not None:
+            reader.max_frames = skip + self.left
         with reader:
+            if self.lines is not None and self.args.json:
+                self.lines.name = json.dumps(path).encode()
             if not self.args.json and not self.args.quiet:
                 self.out.write(f"# {path}\n{HEADER}\n")
+                if self.line_buffered:
+                    self.out.flush()
+            # A stream's lines go out as its packets arrive: each batch is finished at once.
+            at_once = reader.streaming
             lines = self.lines
             # The C path (walk, gather, verify, format in C) when it applies, else batches.
             batch = self.args.batch
@@ -785,11 +1099,24 @@ class _VerifyRun:
                         item = _skip(item, skip)
                         if item is None:
                             continue
+                    if self.correspondent is not None:
+                        item = _only(item, self.correspondent)
+                        if item is None:
+                            continue
+                    if self.shard is not None:
+                        item = self.shard(item)
+                        if item is None:
+                            continue
                     future = self.pool.submit(job, item)
                     if pending is not None:
                         finish(pending)
                     pending = (item, future)
                     done = _last_frame(item)
+                    if at_once:
+                        finish(pending)
+                        pending = None
+                    if self.line_buffered:
+                        self.out.flush()
                     self.progress.show(path, reader)
                 if pending is not None:
                     finish(pending)
@@ -799,9 +1126,15 @@ class _VerifyRun:
             if not stopped:
                 done = max(done, reader.frames)
             frames = max(0, done - skip)
+            if self.shard is not None:
+                frames, self.shard.kept, self.shard.dropped = self.shard.frames(frames), 0, 0
+            if self.left is not None:
+                self.left -= frames
             self.totals["frames"] += frames
             self.totals["other"] += frames - (sum(self.counts) - mobility_before)
             self.progress.clear()
+            if reader.cut:
+                self.snaplen.append((path, reader.cut))
             damage = reader.error
             if damage is not None and not stopped:
                 print(
@@ -814,6 +1147,8 @@ class _VerifyRun:
     def close(self) -> None:
         """Wait for the worker; flush and close the verifier (its state)."""
         self.pool.shutdown()
+        if isinstance(self.acks, _CAcks):
+            self.acks.close()
         self.verifier.close()
 
     def finish(self, captures: list[str]) -> int:
@@ -829,7 +1164,7 @@ class _VerifyRun:
             if index < len(captures):
                 where = f"after {done} frames of {captures[index]}" + (f" and all of {index} earlier" if index else "")
                 again = " ".join(shlex.quote(c) for c in captures[index:])
-                skip = f" --skip {done}" if done else ""
+                skip = (f" --skip {done}" if done else "") + (f" --shard {self.args.shard}" if self.shard is not None else "")
                 hint = f"to resume: kbmfast verify {again}{skip} with the same --keys and --state" + (
                     " and a new --acks-out" if self.acks is not None else ""
                 )
@@ -837,6 +1172,13 @@ class _VerifyRun:
                 where, hint = "after the last frame", "nothing is left to verify"
             print(
                 f"kbmfast verify: {why} {where}; its lines, acknowledgements and state all end there; {hint}",
+                file=sys.stderr,
+            )
+        for path, cut in self.snaplen:
+            print(
+                f"kbmfast verify: {path}: {cut} frames were cut short by the capture's snap length and are "
+                "reported as TRUNCATED, not verified: capture with a larger snap length (tcpdump -s 0, "
+                "tshark/dumpcap -s 0)",
                 file=sys.stderr,
             )
         if not self.out.closed:
@@ -847,13 +1189,28 @@ class _VerifyRun:
         return interrupts.status if signum is not None else self.status
 
 
+def _shard_filter(args: argparse.Namespace) -> Any:
+    """The --shard filter, or None."""
+    from ._shard import ShardFilter, parse_shard
+
+    if getattr(args, "shard", None) is None:
+        return None
+    try:
+        return ShardFilter(parse_shard(args.shard))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
 def _summary(
     out: Stdout, counts: list[int], totals: dict[str, int], args: argparse.Namespace, with_acks: bool, resume: Any
 ) -> None:
     mobility = sum(counts)
+    acks = {_VERDICT_NAMES[v]: counts[v] for v in _BA_VERDICTS}
     if args.json:
         doc: dict[str, Any] = {
             "verdicts": {v.name: counts[v] for v in Verdict},
+            "acknowledgements": acks,
+            "truncated": counts[V_TRUNCATED],
             "mobility_packets": mobility,
             "other_frames": totals["other"],
             "frames": totals["frames"],
@@ -867,6 +1224,11 @@ def _summary(
     lines = [] if args.quiet else [""]
     lines.append(f"{'verdict':<24}{'packets':>10}")
     lines += [f"{v.name:<24}{counts[v]:>10}" for v in Verdict]
+    if counts[V_TRUNCATED]:
+        lines.append(f"{'TRUNCATED (snap length)':<24}{counts[V_TRUNCATED]:>10}")
+    if any(acks.values()):
+        lines.append(f"{'acknowledgement verdict':<24}{'packets':>10}")
+        lines += [f"{name:<24}{k:>10}" for name, k in acks.items()]
     lines.append(f"{'mobility packets':<24}{mobility:>10}")
     lines.append(f"{'other frames (skipped)':<24}{totals['other']:>10}")
     lines.append(f"{'frames':<24}{totals['frames']:>10}")
@@ -919,6 +1281,7 @@ def add_gen(sub: Subparsers[argparse.ArgumentParser]) -> None:
         "--keys", metavar="KEYFILE", help="the key file to write (default: FILE with .keys.toml instead of its suffix)"
     )
     p.add_argument("--force", action="store_true", help="overwrite existing output files (refused otherwise)")
+    p.add_argument("--shard", metavar="I/N", help="write only the frames of shard I of N (docs/tools.md: sharding)")
     p.set_defaults(handler=run_gen)
 
 
@@ -935,6 +1298,7 @@ def run_gen(args: argparse.Namespace) -> int:
     together: an error or an interrupt leaves none of them changed.
     """
     from . import gen
+    from ._shard import parse_shard
     from .capture import PcapWriter, write_pcapng
 
     keys_path = args.keys or _default_keys(args.out)
@@ -943,7 +1307,9 @@ def run_gen(args: argparse.Namespace) -> int:
     refuse_existing(outputs, args.force)
     try:
         mix = gen.parse_mix(args.mix)
-        traffic = gen.generate(args.peers, args.updates, seed=args.seed, mix=mix)
+        keys, chunks = gen.stream(args.peers, args.updates, seed=args.seed, mix=mix)
+        if args.shard is not None:
+            chunks = gen.shard_chunks(chunks, parse_shard(args.shard))
     except ValueError as e:
         raise CliError(str(e)) from None
     wanted = [(args.out, False), (keys_path, True)] + ([(args.truth, False)] if args.truth else [])
@@ -951,25 +1317,39 @@ def run_gen(args: argparse.Namespace) -> int:
     files: list[OutputFile] = []
     try:
         with output_files(wanted, _outputs.current) as files:
+            files[1].stream.write(keys.to_toml().encode())
+            truth = files[2].stream if args.truth else None
+
+            def frames() -> Iterator[tuple[bytes, int]]:
+                """The frames as generated, a checked chunk at a time (bounded memory); the
+                truth written alongside."""
+                for chunk in chunks:
+                    if truth is not None:
+                        truth.write(
+                            "".join(
+                                json.dumps(
+                                    {"frame": e.frame, "kind": e.kind, "verdict": e.verdict.name, "ba_status": e.ba_status}
+                                )
+                                + "\n"
+                                for _, _, e in chunk
+                            ).encode()
+                        )
+                    for frame, us, _ in chunk:
+                        yield frame, us
+
             if args.format == "pcap":
                 writer = PcapWriter(files[0].stream, linktype=1)
-                for frame, us in traffic.frames:
+                for frame, us in frames():
                     writer.write(frame, us)
             else:
-                write_pcapng(files[0].stream, traffic.frames)
-            files[1].stream.write(traffic.keys.to_toml().encode())
-            if args.truth:
-                out = files[2].stream
-                for entry in traffic.truth:
-                    doc = {"frame": entry.frame, "kind": entry.kind, "verdict": entry.verdict.name, "ba_status": entry.ba_status}
-                    out.write((json.dumps(doc) + "\n").encode())
+                write_pcapng(files[0].stream, frames())
     except OSError as e:
         what = next((n for n, (path, _) in zip(names, wanted, strict=False) if path == e.filename), "output")
         raise CliError(f"{what} {os_error_text(e)}; no file was written", 2 if what != "output" else 1) from None
     except Interrupted as e:
         written = files and all(f.committed for f in files)
         raise CliError(f"interrupted by {e}; {'every' if written else 'no'} file was written", e.status) from None
-    print(f"kbmfast gen: {len(traffic.frames)} frames to {args.out}, keys of {len(traffic.keys)} peers to {keys_path}")
+    print(f"kbmfast gen: {args.updates} frames to {args.out}, keys of {len(keys)} peers to {keys_path}")
     return 0
 
 
@@ -1045,3 +1425,55 @@ def run_keys_generate(args: argparse.Namespace) -> int:
 def registrars() -> tuple[Any, ...]:
     """This module's subcommands for kbmfast.cli, in --help order."""
     return (add_verify, add_gen, add_keys)
+
+
+def _verify_live(args: argparse.Namespace) -> int:
+    """``kbmfast verify -i IF``: verify live on IF (the same capture as serve), print what
+    verify prints for files, send nothing; SIGINT/SIGTERM end it (status 0) with the summary."""
+    from .capture import Batch
+    from .live import LiveCapture, LiveError
+
+    if args.captures or args.demo or args.skip or args.acks_out:
+        raise CliError("-i takes no CAPTURE, --demo, --skip or --acks-out")
+    if not args.keys:
+        raise CliError("-i needs --keys KEYS")
+    if args.batch < 1:
+        raise CliError("--batch must be at least 1")
+    keys = load_key_file(args.keys)
+    try:  # batches of at most 4096 live (a batch buffer holds a snaplen per packet)
+        cap = LiveCapture(args.interface, batch=min(args.batch, 4096), inbound_only=False)
+    except LiveError as e:
+        raise CliError(str(e), 2 if e.kind == "filter" else 1) from None
+    backend: Any
+    if args.backend == "c":
+        import kbmfast as backend
+    else:
+        import kbmfast.reference as backend
+    verifier = _open_verifier(backend, keys, args.state)
+    run = _VerifyRun(args, verifier, None, keys, backend)
+    interrupts = _outputs.current
+    print(f"kbmfast verify: capturing on {args.interface}", file=sys.stderr, flush=True)
+    try:
+        if not args.json and not args.quiet:
+            run.out.write(f"# {args.interface}\n{HEADER}\n")
+            run.out.flush()
+        with interrupts.deferred():
+            while not run.stopping():
+                b = cap.batch(None, idle_ms=100)
+                if b.n == 0:
+                    continue
+                end = b.offsets[b.n]
+                item = Batch(bytes(b.data[:end]), array("Q", b.offsets[: b.n + 1]), array("Q", b.frames), array("q", b.times_us))
+                run.emit((item, run.pool.submit(_call_job, run.work, args.interface, item)))
+                run.out.flush()
+            interrupts.handled = True
+    finally:
+        run.close()
+        stats = cap.stats()
+        cap.close()
+    run.totals["frames"] = stats["frames"]
+    run.totals["other"] = stats["other"]
+    if not run.out.closed:
+        _summary(run.out, run.counts, run.totals, args, False, None)
+        run.out.flush()
+    return _outputs.EXIT_SIGPIPE if run.out.closed else 0

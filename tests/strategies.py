@@ -953,7 +953,7 @@ RR_HOMES = (*(a16(f"2001:db8:500::{i + 1:x}") for i in range(6)), PEERS[0].home)
 
 def rr_init(mh_type: int, cookie: bytes, source: bytes, destination: bytes) -> bytes:
     """A HoTI (1) or CoTI (2) with a correct checksum."""
-    from kbmfast._rr import build_init
+    from kbmfast.reference.rr import build_init
 
     return build_init(mh_type, cookie, source, destination)
 

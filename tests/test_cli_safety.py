@@ -26,7 +26,7 @@ import pytest
 import kbmfast
 from kbmfast import _outputs, _stateformat, capture, cli
 
-FRAME_LINE = re.compile(r"^\s+(\d+)\s+\d+\.\d{6}\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$")
+FRAME_LINE = re.compile(r"^\s+(\d+)\s+\d+\.\d{6}\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)(?:\s+\S+ > \S+.*)?$")
 UPDATES = 6000
 
 

@@ -139,7 +139,7 @@ def test_two_workers_with_different_epochs_share_one_count(tmp_path: Any) -> Non
     assert kbmfast.KeyTable.load(keyfile).epoch(HOME) == 0
     with kbmfast.Verifier(keys, state=state) as here:
         worker = subprocess.Popen(
-            [sys.executable, "-c", WORKER, keyfile, state],
+            [sys.executable, "-P", "-c", WORKER, keyfile, state],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

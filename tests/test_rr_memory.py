@@ -16,7 +16,7 @@ from test_key_memory import _CHILD, MASK
 _SETUP = r"""
 import gc, hashlib, json, os, sys
 import {module} as kb
-from kbmfast._rr import build_init
+from kbmfast.reference.rr import build_init
 
 job = json.loads(sys.stdin.read())
 MASK = {mask}

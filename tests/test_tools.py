@@ -93,7 +93,7 @@ def test_text_output_fast_and_plain_agree(made: dict[str, pathlib.Path], capsys:
     truth = truth_of(made["truth"])
     for line, (frame, verdict, ba) in zip(body[2 : 2 + len(truth)], truth, strict=True):
         cols = line.split()
-        assert int(cols[0]) == frame and cols[-2] == verdict and cols[-1] == ("-" if ba is None else str(ba))
+        assert int(cols[0]) == frame and cols[6] == verdict and cols[7] == ("-" if ba is None else str(ba))
 
 
 def test_acks_out_matches_results(

@@ -40,6 +40,8 @@ from .._types import (
     UnknownOption,
     Verdict,
 )
+from . import statefile as _statefile
+from . import wire as _wire
 from .build import build_binding_ack, build_binding_update
 from .crypto import authenticator, derive_kbm, mac96, sequence_newer
 from .verifier import Verifier
@@ -49,7 +51,7 @@ backend = "reference"
 #: Where the SHA-1 work happens in this backend.
 kernel = "hashlib"
 
-BindingUpdateList = binding_update_list_class(build_binding_update, mac96, __name__)
+BindingUpdateList = binding_update_list_class(build_binding_update, mac96, _statefile.SequenceState, _wire, __name__)
 
 __all__ = [
     "AUTHENTICATOR_SIZE",

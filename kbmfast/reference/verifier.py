@@ -42,6 +42,7 @@ from .._util import (
     near_limit_threshold,
     wipe,
 )
+from . import rr as rr_wire
 from . import wire
 from .build import build_binding_ack
 from .crypto import kbm_from_tokens, keygen_token, mac96
@@ -101,7 +102,7 @@ class Verifier:
         return_routability: _rr.ReturnRoutability | None = None,
         compat: str = "rfc6275",
     ) -> None:
-        check_verifier_args(keys, rekey_limit, max_lifetime)
+        check_verifier_args(keys, KeyTable, rekey_limit, max_lifetime)
         policy = check_sync(sync)
         self.keys = keys
         self.rekey_limit = rekey_limit
@@ -343,7 +344,7 @@ class Verifier:
             self._open()
         if rr is None:
             return None
-        return _rr.reply(rr.snapshot(current=True), p)
+        return rr_wire.reply(rr.snapshot(current=True), p)
 
     def reply_buffer(self, buffer: Any, offsets: Any) -> tuple[bytes, array[int]]:
         """``reply`` for packet i = ``buffer[offsets[i]:offsets[i+1]]``: the replies back to
@@ -356,7 +357,7 @@ class Verifier:
         ends = array("Q", [0])
         snap = None if rr is None else rr.snapshot(current=True)
         for i in range(len(offs) - 1):
-            r = None if snap is None else _rr.reply(snap, bytes(buf[offs[i] : offs[i + 1]]))
+            r = None if snap is None else rr_wire.reply(snap, bytes(buf[offs[i] : offs[i + 1]]))
             if r is not None:
                 out += r
             ends.append(len(out))
@@ -435,7 +436,7 @@ def acknowledge(
     assert sequence is not None
     if result.nonce_indices is not None and status in (136, 137, 138):
         # no Kbm without the nonces: the BA goes unauthenticated (RFC 6275 §9.5.4)
-        return _rr.build_plain_ack(home, result.correspondent.packed, sequence, status, result.source.packed)
+        return rr_wire.build_plain_ack(home, result.correspondent.packed, sequence, status, result.source.packed)
     cap = max_lifetime
     if result.nonce_indices is not None:
         if rr is None:

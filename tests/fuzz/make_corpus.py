@@ -39,7 +39,7 @@ def seeds() -> list[bytes]:
         args.update(extra)
         out.append(kbmfast.build_binding_update(kbm, **args))
     # return routability: Home and Care-of Test Inits (the RR verifiers answer them)
-    from kbmfast._rr import build_init
+    from kbmfast.reference.rr import build_init
 
     cn = ipaddress.IPv6Address("2001:db8:3::300").packed
     for mh_type, source in ((1, "2001:db8:1::100"), (2, "2001:db8:2::200")):
