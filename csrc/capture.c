@@ -528,16 +528,17 @@ int kbm_packet_fields(const uint8_t *p, size_t length, kbm_fields *f)
 static const char *const verdict_names[KBM_V_END] = {
     "ACCEPTED", "MALFORMED", "BAD_CHECKSUM", "NOT_BINDING_UPDATE", "NOT_CONFIGURED",
     "MISSING_AUTHORIZATION", "BAD_AUTHENTICATOR", "SEQUENCE_OUT_OF_WINDOW",
-    "HOME_REGISTRATION", "INVALID_CARE_OF", "KEY_EXHAUSTED", "TRUNCATED", "BA_VALID",
+    "HOME_REGISTRATION", "INVALID_CARE_OF", "KEY_EXHAUSTED", "HOME_NONCE_EXPIRED",
+    "CARE_OF_NONCE_EXPIRED", "NONCES_EXPIRED", "RR_TABLE_FULL", "TRUNCATED", "BA_VALID",
     "BA_UNMATCHED", "BA_BAD_AUTHENTICATOR", "BA_NO_AUTHORIZATION", "BA_NOT_CONFIGURED",
     "BA_BAD_CHECKSUM"};
 /* Binding Acknowledgement status per verdict, -1: none (kbmfast._types.BA_STATUS); -2: the
    status the acknowledgement in the packet carries */
-static const int16_t ba_status[KBM_V_END] = {0,  -1, -1, -1, -1, -1, -1, 135, 131,
-                                             174, 129, -1, -2, -2, -2, -2, -2, -1};
+static const int16_t ba_status[KBM_V_END] = {0,   -1,  -1,  -1,  -1,  -1, -1, 135, 131, 174, 129,
+                                             136, 137, 138, 130, -1, -2, -2, -2, -2, -2, -1};
 /* Whether a line shows home, care-of and sequence */
-static const uint8_t shows_fields[KBM_V_END] = {1, 0, 0, 0, 1, 1, 1, 1, 1,
-                                               1, 1, 0, 1, 1, 1, 1, 1, 0};
+static const uint8_t shows_fields[KBM_V_END] = {1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1,
+                                               1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0};
 /* The names of kbm_perr and kbm_why codes (tools_cli.REASON_NAMES) */
 static const char *const reason_names[KBM_WHY_END] = {
     "", "SHORT", "VERSION", "PAYLOAD_LENGTH", "EXT_TRUNCATED", "EXT_ORDER", "NO_MH",

@@ -120,7 +120,27 @@ struct kbm_verifier {
     kbm_state state;
     uint32_t rekey_limit;
     uint64_t seed[2];
+    struct kbm_rr *rr; /* return routability (rr.c), NULL when off */
+    int compat;        /* 1: RFC 3775 de-registration rules */
 };
+
+/* rr.c: the RR branch of the pipeline, for Binding Updates with Nonce Indices from home
+   addresses with no configured peer. kbm_rr_authenticate sets each item's verdict: 0
+   (authenticated), 11-13 (expired nonce indices) or KBM_BAD_AUTHENTICATOR, two at a time;
+   kbm_rr_sequence then judges an authenticated one, in packet order (*last_out for 135). */
+#define KBM_RR_BATCH 32
+typedef struct {
+    const uint8_t *p;
+    size_t n;
+    const kbm_layout *l;
+    const uint8_t *home, *care_of;
+    int dereg;
+    uint8_t verdict;
+} kbm_rr_item;
+void kbm_rr_authenticate(kbm_verifier *v, kbm_rr_item *items, size_t n);
+uint8_t kbm_rr_sequence(kbm_verifier *v, const uint8_t *home, const uint8_t *care_of,
+                        uint16_t seq, int dereg, uint16_t *last_out);
+void kbm_rr_free(struct kbm_rr *rr);
 
 /* A keygen token (RFC 6275 §5.2.5): First(64, HMAC_SHA1(Kcn, address | nonce | which)),
    which = 0 for the home token, 1 for the care-of token; nonce_len <= KBM_NONCE_MAX. */

@@ -49,6 +49,10 @@ enum kbm_verdict {
     KBM_HOME_REGISTRATION = 8,
     KBM_INVALID_CARE_OF = 9,
     KBM_KEY_EXHAUSTED = 10,
+    KBM_HOME_NONCE_EXPIRED = 11,    /* return routability: BA 136 */
+    KBM_CARE_OF_NONCE_EXPIRED = 12, /* BA 137 */
+    KBM_NONCES_EXPIRED = 13,        /* BA 138 */
+    KBM_RR_TABLE_FULL = 14,         /* BA 130 */
 };
 
 /* ---- Parsing (parse.c) ---- */
@@ -150,6 +154,7 @@ typedef struct {
     uint16_t lifetime;  /* 4-second units */
     uint16_t flags;
     uint16_t last_sequence;
+    int32_t nonce;      /* return routability: offset of the Nonce Indices data, else -1 */
 } kbm_detail;
 
 /* state_path NULL: the sequence table lives in anonymous memory. The file must already have
@@ -176,6 +181,26 @@ int kbm_verifier_slot_word(kbm_verifier *v, const uint8_t home[16], uint64_t *wo
 int kbm_verifier_key_advance(kbm_verifier *v, const uint8_t home[16], uint32_t *advance);
 /* msync + fsync of the state file (no-op in memory). */
 int kbm_verifier_flush(kbm_verifier *v);
+
+/* compat = 1: RFC 3775 rules (care-of == home is a de-registration at any lifetime; a
+   de-registration's MAC may also be over the care-of address). Default 0: RFC 6275. */
+void kbm_verifier_set_compat(kbm_verifier *v, int rfc3775);
+
+/* ---- Return routability (rr.c; kbmfast/_rr.py holds the rules and the secrets' lifecycle) ---- */
+
+#define KBM_RR_REPLY_SIZE 64
+/* Turns RR on: peers without a preconfigured key are verified with RR keys (max_peers: the
+   bounded table of their sequence numbers). Once, before verifying. */
+int kbm_rr_enable(kbm_verifier *v, size_t max_peers);
+/* The secrets as of now: Kcn and the count live nonces (8 bytes each, serials oldest ..). */
+int kbm_rr_set(kbm_verifier *v, const uint8_t *kcn, size_t kcn_len, uint64_t oldest,
+               const uint8_t *nonces, size_t count);
+/* Home / Care-of Test for each Home / Care-of Test Init buf[offsets[i] .. offsets[i+1]), with
+   Kcn and the nonce of serial `serial` (its index: serial mod 2^16): reply i is
+   out[out_offsets[i] .. out_offsets[i+1]) (empty: none); out holds 64 * n bytes. */
+int kbm_rr_reply(const uint8_t *kcn, size_t kcn_len, uint64_t serial, const uint8_t nonce[8],
+                 const uint8_t *buf, size_t buf_len, const uint64_t *offsets, size_t n,
+                 uint8_t *out, uint64_t *out_offsets, size_t *where);
 
 /* ---- Yardsticks for benchmarks (bench.c) ---- */
 
@@ -330,7 +355,7 @@ int kbm_malformed_reason(const uint8_t *p, size_t n, uint32_t *where);
 
 /* kbmfast verify's verdict codes past the verifier's (0-10): */
 enum kbm_cli_verdict {
-    KBM_V_TRUNCATED = 11,         /* cut by the capture's snap length */
+    KBM_V_TRUNCATED = 15,         /* cut by the capture's snap length (after the RR verdicts) */
     KBM_V_BA_VALID,               /* a Binding Acknowledgement, authentic (as the MN checks it) */
     KBM_V_BA_UNMATCHED,           /* authentic, but no earlier Binding Update has its sequence */
     KBM_V_BA_BAD_AUTHENTICATOR,

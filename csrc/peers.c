@@ -356,6 +356,7 @@ void kbm_verifier_free(kbm_verifier *v)
     if (!v)
         return;
     kbm_index_free(atomic_load(&v->index), 1);
+    kbm_rr_free(v->rr);
     kbm_state_close(&v->state);
     pthread_mutex_destroy(&v->write_lock);
     kbm_wipe(v->seed, sizeof v->seed);

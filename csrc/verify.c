@@ -13,6 +13,8 @@
 
 #define CHUNK 32
 #define PENDING 0xFF
+#define RR_PENDING 0xFE
+_Static_assert(CHUNK <= KBM_RR_BATCH, "rr.c authenticates at most KBM_RR_BATCH items at once");
 #define FLAG_H 0x4000
 
 typedef struct {
@@ -29,6 +31,8 @@ typedef struct {
     uint8_t has_detail;
     uint8_t minimal; /* the canonical layout below: a 32-byte Mobility Header */
     uint8_t fresh;   /* `derived` was computed for this packet, not taken from the cache */
+    uint8_t dereg;   /* a de-registration (lifetime 0; compat: also care-of == home) */
+    uint8_t rr;      /* no configured peer: the return-routability branch (rr.c) */
     uint8_t mac[KBM_AUTH_SIZE];
     kbm_mac_key derived; /* RFC 4449: the registration Kbm for this care-of address */
 } job;
@@ -87,6 +91,7 @@ static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
     uint32_t where;
     j->has_detail = 0;
     j->fresh = 0;
+    j->rr = 0;
     j->seq = j->flags = j->lifetime = 0;
     j->peer = NULL;
     j->key = NULL;
@@ -127,7 +132,8 @@ static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
         j->has_detail = 0;
         return;
     }
-    j->mac_co = j->lifetime == 0 ? j->home : j->care_of;
+    j->dereg = j->lifetime == 0 || (v->compat && memcmp(j->home, j->care_of, 16) == 0);
+    j->mac_co = j->dereg ? j->home : j->care_of;
     j->hash = kbm_hash16(v->seed, j->home);
     j->bucket = j->hash & x->mask;
     __builtin_prefetch(&x->buckets[j->bucket]);
@@ -156,12 +162,14 @@ static void resolve(job *j, const kbm_verifier *v, const struct kbm_index *x)
             peer = kbm_index_find(x, j->hash, j->home);
     }
     if (!peer) {
-        j->verdict = KBM_NOT_CONFIGURED;
+        /* RR: judged in packet order in kbm_verify's last stage (rr.c) */
+        j->rr = v->rr != NULL && j->l.nonce >= 0;
+        j->verdict = j->rr ? RR_PENDING : KBM_NOT_CONFIGURED;
         return;
     }
     j->peer = peer;
     __builtin_prefetch(kbm_state_word(&v->state, peer->slot));
-    if (peer->kcn && j->lifetime != 0) {
+    if (peer->kcn && !j->dereg) {
         j->fresh = !kbm_kcn_key(peer->kcn, j->care_of, &j->derived);
         j->key = &j->derived;
     } else {
@@ -184,11 +192,36 @@ static void mac_pending(job *jobs, size_t m)
     kbm_mac96_batch(r, k);
 }
 
+/* Return routability (rr.c): nonces, RR Kbm and MAC for the chunk's RR jobs, two at a time. */
+static void rr_authenticate(kbm_verifier *v, job *jobs, size_t m, uint8_t *rr_verdict)
+{
+    kbm_rr_item items[CHUNK];
+    size_t idx[CHUNK], k = 0;
+    for (size_t i = 0; i < m; i++) {
+        rr_verdict[i] = 0;
+        if (jobs[i].verdict == RR_PENDING) {
+            const job *j = &jobs[i];
+            items[k] = (kbm_rr_item){j->p, j->n, &j->l, j->home, j->care_of, j->dereg, 0};
+            idx[k++] = i;
+        }
+    }
+    if (k)
+        kbm_rr_authenticate(v, items, k);
+    for (size_t i = 0; i < k; i++)
+        rr_verdict[idx[i]] = items[i].verdict;
+}
+
 /* Authentication, then the answers only an authenticated Binding Update may get. */
 static uint8_t decide(job *j, kbm_verifier *v, uint16_t *last_out)
 {
-    if (!kbm_ct_equal12_inline(j->mac, j->p + j->l.bad))
-        return KBM_BAD_AUTHENTICATOR;
+    if (!kbm_ct_equal12_inline(j->mac, j->p + j->l.bad)) {
+        /* compat: a de-registration MACed over its care-of address (UMIP's mobile nodes) */
+        if (!(v->compat && j->dereg && memcmp(j->home, j->care_of, 16) != 0))
+            return KBM_BAD_AUTHENTICATOR;
+        kbm_mac96(j->key, j->care_of, j->p + 24, j->p + j->l.mh, j->n - (size_t)j->l.mh, j->mac);
+        if (!kbm_ct_equal12_inline(j->mac, j->p + j->l.bad))
+            return KBM_BAD_AUTHENTICATOR;
+    }
     if (j->fresh)
         kbm_kcn_publish(j->peer->kcn, j->care_of, &j->derived);
     if (j->flags & FLAG_H)
@@ -206,7 +239,7 @@ static uint8_t decide(job *j, kbm_verifier *v, uint16_t *last_out)
             *last_out = last;
             return KBM_SEQUENCE_OUT_OF_WINDOW;
         }
-        if (j->lifetime != 0 && memcmp(j->home, j->care_of, 16) == 0)
+        if (!j->dereg && memcmp(j->home, j->care_of, 16) == 0)
             return KBM_INVALID_CARE_OF;
         uint32_t current = KBM_W_FP(w);
         if (__builtin_expect(current != peer->fp && current != 0, 0)) {
@@ -269,11 +302,18 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
             if (jobs[k].verdict == PENDING)
                 resolve(&jobs[k], v, x);
         mac_pending(jobs, m);
+        uint8_t rr_verdict[CHUNK];
+        if (v->rr)
+            rr_authenticate(v, jobs, m, rr_verdict);
         for (size_t k = 0; k < m; k++) {
             job *j = &jobs[k];
             uint16_t last = 0;
             if (j->verdict == PENDING)
                 j->verdict = decide(j, v, &last);
+            else if (j->verdict == RR_PENDING)
+                j->verdict = rr_verdict[k] ? rr_verdict[k]
+                                           : kbm_rr_sequence(v, j->home, j->care_of, j->seq,
+                                                             j->dereg, &last);
             if (j->key == &j->derived)
                 kbm_wipe(&j->derived, sizeof j->derived);
             verdicts[base + k] = j->verdict;
@@ -286,6 +326,7 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
                 d->lifetime = j->lifetime;
                 d->flags = j->flags;
                 d->last_sequence = last;
+                d->nonce = j->rr ? j->l.nonce : -1;
             }
         }
     }

@@ -19,6 +19,7 @@ plain Python; both answer identically on every input.
 from __future__ import annotations
 
 from ._keys import KeyTable
+from ._rr import ReturnRoutability
 from ._types import (
     AUTHENTICATOR_SIZE,
     IPPROTO_MH,
@@ -92,6 +93,7 @@ __all__ = [
     "Pad1",
     "PadN",
     "Result",
+    "ReturnRoutability",
     "StateFileError",
     "UnknownMessage",
     "UnknownOption",

@@ -45,6 +45,14 @@ VERIFIER_ARGUMENTS = """
         process never accepts it again; ``sync`` bounds what a power loss or kernel crash can
         lose (with N, Binding Updates accepted in the last N ms may be accepted once more).
         Without a ``state`` file there is nothing to flush.
+    ``return_routability`` (default ``None``)
+        A :class:`ReturnRoutability`: peers without a preconfigured key are then verified by
+        return routability (RFC 6275 §5.2) instead of getting ``NOT_CONFIGURED``, and
+        ``reply()`` / ``reply_buffer()`` answer Home and Care-of Test Inits
+        (docs/return-routability.md). A configured peer is never verified with RR keys.
+    ``compat`` (default ``"rfc6275"``)
+        ``"rfc3775"`` takes care-of = home as a de-registration at any lifetime and a
+        de-registration's authenticator over its care-of address too (UMIP's mobile nodes).
 
     ``close()`` (or ``with``) flushes the state and wipes the verifier's keys; verifiers still
     open are closed at interpreter exit. A verifier cannot be used in a process forked after

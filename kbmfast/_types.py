@@ -38,6 +38,12 @@ class Verdict(enum.IntEnum):
     HOME_REGISTRATION = 8
     INVALID_CARE_OF = 9
     KEY_EXHAUSTED = 10
+    # return routability (RFC 6275 §9.5.1): a Binding Update from a peer with no preconfigured
+    # key, verified with the return-routability Kbm (Verifier(return_routability=...))
+    HOME_NONCE_EXPIRED = 11
+    CARE_OF_NONCE_EXPIRED = 12
+    NONCES_EXPIRED = 13
+    RR_TABLE_FULL = 14
 
 
 #: Binding Acknowledgement status sent for each verdict (None: nothing is sent).
@@ -47,6 +53,10 @@ BA_STATUS: dict[Verdict, int | None] = {
     Verdict.HOME_REGISTRATION: 131,
     Verdict.INVALID_CARE_OF: 174,
     Verdict.KEY_EXHAUSTED: 129,
+    Verdict.HOME_NONCE_EXPIRED: 136,
+    Verdict.CARE_OF_NONCE_EXPIRED: 137,
+    Verdict.NONCES_EXPIRED: 138,
+    Verdict.RR_TABLE_FULL: 130,
 }
 
 
@@ -349,7 +359,8 @@ class Result:
     Address, else the source); ``source`` is where a Binding Acknowledgement goes;
     ``lifetime`` is the requested lifetime in seconds; ``ba_status`` is the status of the
     Binding Acknowledgement to send (``None``: send nothing); ``last_sequence`` is the last
-    accepted sequence number, given with status 135.
+    accepted sequence number, given with status 135. ``nonce_indices`` (home, care-of) is set
+    when the Binding Update was judged by return routability (no preconfigured key).
     """
 
     verdict: Verdict
@@ -362,3 +373,4 @@ class Result:
     ba_status: int | None = None
     last_sequence: int | None = None
     source: IPv6Address | None = None
+    nonce_indices: tuple[int, int] | None = None

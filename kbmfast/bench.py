@@ -39,6 +39,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import tempfile
 import threading
 from array import array
@@ -56,6 +57,7 @@ from . import _stateformat
 from . import fast as _fast
 from ._native_edge import ffi, lib
 from ._outputs import child_defaults
+from ._rr_bench import rr_ratio
 
 HOME_PREFIX = ipaddress.IPv6Address("2001:db8:1::")
 CARE_OF_PREFIX = ipaddress.IPv6Address("2001:db8:2::")
@@ -1098,6 +1100,7 @@ class Report:
             }
             if m.unit == "verifications":
                 row.update(self.ratios(m))
+            row.update(rr_ratio(m, self.ceiling))  # return routability's rows
             if m.unit == "calls":
                 row["best_us_per_call"] = 1e6 / m.best
                 row["median_us_per_call"] = 1e6 / m.median
@@ -1159,6 +1162,9 @@ def run(config: BenchConfig | None = None, workload: Workload | None = None, *, 
     plans += [plan_compress(c.ceiling_blocks, streams) for streams in (1, 2)]
     plans += plan_kernels(c.ceiling_blocks)
     plans += plan_verify_buffer_kernels(w, top)
+    from ._rr_bench import rr_plans  # return routability (issue 12): its own module
+
+    plans += rr_plans(min(c.peers, 4096), 4, top, c.seed, sys.modules[__name__])
     plans += [
         plan_latency("c", w, c.latency_calls),
         plan_latency("c", w, c.latency_calls, cold=True),
@@ -1272,6 +1278,9 @@ def format_report(r: Report) -> str:
         rate(r.get(f"c.traffic.{kind}"), f"C verify_buffer, {kind} traffic (kbmfast.gen)")
         rate(r.get(f"reference.traffic.{kind}"), f"reference, {kind} traffic")
     lines.append(_row(f"ceiling ({r.ceiling_source}: best compressions/s / 2)", si(r.ceiling)))
+    from ._rr_bench import rr_rows
+
+    lines += rr_rows(r.measures, r.ceiling, _row, si)  # of ceiling: of compressions/s ÷ their count
 
     lines += ["", _row("latency and SHA-1", "best", "median")]
     for m in r.measures:

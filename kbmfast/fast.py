@@ -10,11 +10,13 @@ import dataclasses
 import ipaddress
 import os
 import struct
+import threading
 from array import array
 from collections.abc import Iterable
 from itertools import accumulate, chain
 from typing import Any
 
+from . import _rr
 from . import _stateformat as fmt
 from ._keys import KIND_KBM, KeyTable, Peer
 from ._lifecycle import DEFAULT_SYNC_MS, VERIFIER_ARGUMENTS, Durability, check_sync, track
@@ -184,6 +186,8 @@ class Verifier:
         rekey_limit: int = DEFAULT_REKEY_LIMIT,
         max_lifetime: int | None = None,
         sync: str | int = DEFAULT_SYNC_MS,
+        return_routability: _rr.ReturnRoutability | None = None,
+        compat: str = "rfc6275",
     ) -> None:
         check_verifier_args(keys, KeyTable, rekey_limit, max_lifetime)
         use_kernel()
@@ -191,6 +195,10 @@ class Verifier:
         self.keys = keys
         self.rekey_limit = rekey_limit
         self.max_lifetime = max_lifetime
+        self.return_routability = _rr.check_rr(return_routability)
+        self.compat = _rr.check_compat(compat)
+        self._pushed: _rr.Snapshot | None = None
+        self._push_lock = threading.Lock()
         self._durability: Durability | None = None
         self._forked = False
         self._path = None if state is None else fmt.prepare(state)
@@ -199,6 +207,11 @@ class Verifier:
         if ptr == ffi.NULL:
             _raise(status[0], f"state file {self._path}", self._path)
         self._v: Any = ffi.gc(ptr, lib.kbm_verifier_free)
+        lib.kbm_verifier_set_compat(ptr, 1 if self.compat == "rfc3775" else 0)
+        if return_routability is not None:
+            rc = lib.kbm_rr_enable(ptr, return_routability.max_peers)
+            if rc:
+                _raise(rc, "return routability")
         self._set_peers(keys.peers())
         keys.subscribe(self._on_key_change)
         if self._path is not None:
@@ -264,10 +277,35 @@ class Verifier:
 
     # -- verification --------------------------------------------------------------------------
 
+    def _push(self, v: Any, current: bool = False) -> None:
+        """Give the C core the RR secrets as of now when they changed (the clock is read once
+        per call, as in the reference)."""
+        rr = self.return_routability
+        if rr is None:
+            return
+        snap = rr.snapshot(current=current)
+        if snap is self._pushed:
+            return
+        with self._push_lock:  # never an older snapshot over a newer one (threads race here)
+            pushed = self._pushed
+            if pushed is not None and snap.version <= pushed.version:
+                return
+            material = bytearray(snap.kcn) + b"".join(snap.nonces)
+            kcn = ffi.from_buffer("uint8_t[]", material)
+            try:
+                rc = lib.kbm_rr_set(v, kcn, len(snap.kcn), snap.oldest, kcn + len(snap.kcn), len(snap.nonces))
+            finally:
+                wipe(material)
+            if rc:
+                _raise(rc, "return routability")
+            self._pushed = snap
+
     def _run(self, buf: Any, length: int, offsets: Any, n: int, details: Any) -> array[int]:
         v = self._v
         if v is None:
             raise self._unusable()
+        if self.return_routability is not None:
+            self._push(v)
         verdicts = _ZERO_VERDICT * n
         try:
             scratch = _SCRATCH.pop()
@@ -287,6 +325,8 @@ class Verifier:
         v = self._v
         if v is None:
             raise self._unusable()
+        if self.return_routability is not None:
+            self._push(v)
         try:  # C buffers reused from call to call (one set per thread verifying at once)
             scratch = _SCRATCH.pop()
         except IndexError:
@@ -340,7 +380,49 @@ class Verifier:
 
     def acknowledge(self, result: Result) -> bytes | None:
         """The authenticated Binding Acknowledgement to send for ``result``, or None."""
-        return _acknowledge(self.keys, self.max_lifetime, result, build_binding_ack)
+        return _acknowledge(self.keys, self.max_lifetime, result, build_binding_ack, self.return_routability, self.compat)
+
+    def reply(self, packet: Any) -> bytes | None:
+        """The Home Test or Care-of Test answering a Home Test Init or Care-of Test Init, or
+        None (not one, malformed, or no ``return_routability``). Creates no state."""
+        p = check_packet(packet, "packet")
+        out, ends = self._reply(p, len(p), ffi.new("uint64_t[]", [0, len(p)]), 1)
+        return out if ends[1] else None
+
+    def reply_buffer(self, buffer: Any, offsets: Any) -> tuple[bytes, array[int]]:
+        """``reply`` for packet i = ``buffer[offsets[i]:offsets[i+1]]``, in C with the GIL
+        released: the replies back to back and their n + 1 offsets (an empty slice: no reply)."""
+        buf, offs = check_offsets(buffer, offsets, walk=False)
+        c_offs = ffi.from_buffer("uint64_t[]", offs)
+        if int(ffi.cast("uintptr_t", c_offs)) % 8:  # a misaligned view: C loads whole words
+            c_offs = ffi.new("uint64_t[]", offs.tolist())
+        try:
+            return self._reply(ffi.from_buffer("uint8_t[]", buf), len(buf), c_offs, len(offs) - 1)
+        except ValueError:
+            check_offsets(buffer, offsets)
+            raise
+
+    def _reply(self, buf: Any, length: int, c_offs: Any, n: int) -> tuple[bytes, array[int]]:
+        self._handle()
+        rr = self.return_routability
+        if rr is None:
+            return b"", array("Q", bytes(8 * (n + 1)))
+        snap = rr.snapshot(current=True)  # this call's secrets, whatever other threads push
+        kcn = bytearray(snap.kcn)
+        out = bytearray(lib.KBM_RR_REPLY_SIZE * n)
+        ends = array("Q", bytes(8 * (n + 1)))
+        where = ffi.new("size_t *")
+        try:
+            rc = lib.kbm_rr_reply(
+                ffi.from_buffer("uint8_t[]", kcn), len(kcn), snap.newest, snap.nonces[-1], buf, length, c_offs, n,
+                ffi.from_buffer("uint8_t[]", out), ffi.from_buffer("uint64_t[]", ends), where,
+            )  # fmt: skip
+        finally:
+            wipe(kcn)
+        if rc:
+            _raise(rc, "reply")
+        del out[ends[-1] :]
+        return bytes(out), ends
 
     def last_sequence(self, home: Any) -> int | None:
         """The last sequence number accepted from ``home``, or None."""
@@ -401,10 +483,10 @@ Verifier.__doc__ = f"{Verifier.__doc__}{VERIFIER_ARGUMENTS}"
 
 #: kbm_detail (home, care_of, sequence, lifetime, flags, last_sequence), read straight from
 #: the bytes the core wrote, in one unpack instead of six cffi attribute reads.
-_DETAIL = struct.Struct("<iiHHHH")
+_DETAIL = struct.Struct("<iiHHHHi")
 if ffi.sizeof("kbm_detail") != _DETAIL.size or [
-    ffi.offsetof("kbm_detail", f) for f in ("home", "care_of", "sequence", "lifetime", "flags", "last_sequence")
-] != [0, 4, 8, 10, 12, 14]:  # pragma: no cover - kbm.h and this line change together
+    ffi.offsetof("kbm_detail", f) for f in ("home", "care_of", "sequence", "lifetime", "flags", "last_sequence", "nonce")
+] != [0, 4, 8, 10, 12, 14, 16]:  # pragma: no cover - kbm.h and this line change together
     raise ImportError("kbmfast: kbm_detail's layout does not match kbmfast.fast._DETAIL")
 _unpack_detail = _DETAIL.unpack_from
 _iter_details = _DETAIL.iter_unpack
@@ -459,6 +541,7 @@ def _triple(key: bytes) -> tuple[ipaddress.IPv6Address, ipaddress.IPv6Address, i
 #: falls back to the constructor should Result ever gain __slots__, __post_init__ or fields.
 _RESULT_FIELDS = (
     "verdict", "home", "care_of", "correspondent", "sequence", "lifetime", "ack", "ba_status", "last_sequence", "source",
+    "nonce_indices",
 )  # fmt: skip
 _new_object = object.__new__
 _set_attribute = object.__setattr__
@@ -517,7 +600,7 @@ def _scratch() -> tuple[Any, ...]:
 def _result(p: bytes, verdict: int, d: tuple[int, ...]) -> Result:
     """The Result of packet ``p`` from its verdict code and its unpacked kbm_detail."""
     v = _VERDICTS[verdict]
-    home, care_of, sequence, lifetime, flags, last = d
+    home, care_of, sequence, lifetime, flags, last, nonce = d
     if home < 0:
         return Result(v)
     ack = (flags & FLAG_A) != 0
@@ -540,6 +623,7 @@ def _result(p: bytes, verdict: int, d: tuple[int, ...]) -> Result:
         "ba_status": _BA_STATUS[verdict] if v is not _ACCEPTED else (0 if ack else None),
         "last_sequence": last if v is _OUT_OF_WINDOW else None,
         "source": source,
+        "nonce_indices": None if nonce < 0 else (p[nonce] << 8 | p[nonce + 1], p[nonce + 2] << 8 | p[nonce + 3]),
     }
     if _FAST_RESULT:
         r: Result = _new_object(Result)
@@ -555,7 +639,7 @@ def _fast_result_ok() -> bool:
         return False
     p = bytes(range(96))
     try:
-        for code, d in ((7, (48, 8, 1, 2, 0x8000, 3)), (0, (48, 56, 4, 5, 0, 6)), (9, (8, 8, 7, 8, 0x8000, 9))):
+        for code, d in ((7, (48, 8, 1, 2, 0x8000, 3, -1)), (0, (48, 56, 4, 5, 0, 6, 20)), (9, (8, 8, 7, 8, 0x8000, 9, -1))):
             _FAST_RESULT = True
             fast = _result(p, code, d)
             _FAST_RESULT = False

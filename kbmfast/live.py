@@ -27,7 +27,7 @@ DEFAULT_MAX_DELAY_US = 0
 DEFAULT_SNAPLEN = 2560
 DEFAULT_BUFFER = 32 << 20
 
-_DETAIL_SIZE = 16
+_DETAIL_SIZE = ffi.sizeof("kbm_detail")  # not a literal: the struct grew (RR Nonce Indices offset)
 
 
 class LiveError(KbmError):

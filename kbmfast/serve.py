@@ -56,7 +56,7 @@ def ack_fields(
     fields of the Binding Acknowledgement that ``Verifier.acknowledge`` builds, or None when
     none is due: an accepted BU without the A flag). The same rules as acknowledge (tests
     compare the two byte for byte)."""
-    home_at, care_at, sequence, units, flags, last = detail
+    home_at, care_at, sequence, units, flags, last = detail[:6]  # [6]: the RR Nonce Indices (none here)
     home = packet[home_at : home_at + 16]
     source = packet[8:24]
     care_of = source if care_at == 8 else packet[care_at : care_at + 16]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .._keys import KeyTable
 from .._mn import binding_update_list_class
+from .._rr import ReturnRoutability
 from .._types import (
     AUTHENTICATOR_SIZE,
     IPPROTO_MH,
@@ -79,6 +80,7 @@ __all__ = [
     "Pad1",
     "PadN",
     "Result",
+    "ReturnRoutability",
     "StateFileError",
     "UnknownMessage",
     "UnknownOption",

@@ -15,6 +15,7 @@ from array import array
 from collections.abc import Iterable
 from typing import Any
 
+from .. import _rr
 from .. import _stateformat as fmt
 from .._keys import KIND_KBM, KeyTable, Peer
 from .._lifecycle import DEFAULT_SYNC_MS, VERIFIER_ARGUMENTS, Durability, check_sync, track
@@ -41,6 +42,7 @@ from .._util import (
     near_limit_threshold,
     wipe,
 )
+from . import rr as rr_wire
 from . import wire
 from .build import build_binding_ack
 from .crypto import kbm_from_tokens, keygen_token, mac96
@@ -97,12 +99,18 @@ class Verifier:
         rekey_limit: int = DEFAULT_REKEY_LIMIT,
         max_lifetime: int | None = None,
         sync: str | int = DEFAULT_SYNC_MS,
+        return_routability: _rr.ReturnRoutability | None = None,
+        compat: str = "rfc6275",
     ) -> None:
         check_verifier_args(keys, KeyTable, rekey_limit, max_lifetime)
         policy = check_sync(sync)
         self.keys = keys
         self.rekey_limit = rekey_limit
         self.max_lifetime = max_lifetime
+        self.return_routability = _rr.check_rr(return_routability)
+        self.compat = _rr.check_compat(compat)
+        self._rr_seq = None if return_routability is None else _rr.RRSequences(return_routability.max_peers)
+        self._snap: _rr.Snapshot | None = None
         self._lock = threading.Lock()
         self._closed = False
         self._forked = False
@@ -148,10 +156,16 @@ class Verifier:
         """Verify one packet (bytes-like, from the IPv6 version nibble) and update state."""
         p = check_packet(packet, "packet")
         with self._lock:
+            self._take_snapshot()
             result = self._verify(p)
             self._state.check()  # no answer from a file found changed under it
         self._changed()
         return result
+
+    def _take_snapshot(self) -> None:
+        # the RR secrets as of this call: the clock is read once per call (both backends)
+        if self.return_routability is not None:
+            self._snap = self.return_routability.snapshot()
 
     def _changed(self) -> None:
         if self._durability is not None:
@@ -212,17 +226,21 @@ class Verifier:
         home_registration = bool(msg.flags & FLAG_H)
         if home_registration and any(isinstance(o, NonceIndices) for o in msg.options):
             return Result(Verdict.MALFORMED)
-        # 6-7: key selection and the authenticator (Nonce Indices ignored, RFC 4449 §3).
-        dereg = msg.lifetime == 0
+        # 6-7: key selection and the authenticator (Nonce Indices ignored, RFC 4449 §3). With
+        # compat="rfc3775", care-of == home is a de-registration whatever the lifetime.
+        dereg = msg.lifetime == 0 or (self.compat == "rfc3775" and home == care_of)
         found = current_kbm(self.keys, home, care_of, dereg)
         if found is None:
-            return Result(Verdict.NOT_CONFIGURED, **base)
+            ni = next((o for o in msg.options if isinstance(o, NonceIndices)), None)
+            if self._snap is None or ni is None:
+                return Result(Verdict.NOT_CONFIGURED, **base)
+            return self._verify_rr(p, mh, msg, bad.authenticator, ni, dereg, base)
         peer, kbm = found
         try:
-            expected = mac96(kbm, home if dereg else care_of, cn, p[mh:])
+            ok = self._mac_ok(kbm, home, care_of, cn, p[mh:], bad.authenticator, dereg)
         finally:
             wipe(kbm)
-        if not hmac.compare_digest(expected, bad.authenticator):
+        if not ok:
             return Result(Verdict.BAD_AUTHENTICATOR, **base)
         # Authenticated from here on: every rejection is answered.
         if home_registration:
@@ -247,11 +265,52 @@ class Verifier:
         self._state.put(home, fmt.pack_word(True, seq, advance + step, fp))
         return Result(Verdict.ACCEPTED, ba_status=0 if base["ack"] else None, **base)
 
+    def _mac_ok(self, kbm: bytearray, home: bytes, care_of: bytes, cn: bytes, mh: bytes, got: bytes, dereg: bool) -> bool:
+        """The authenticator check: over the home address for a de-registration (RFC 6275
+        §6.2.7), else the care-of; compat="rfc3775" also takes a de-registration's MAC over
+        the care-of address (what UMIP's mobile nodes send)."""
+        if hmac.compare_digest(mac96(kbm, home if dereg else care_of, cn, mh), got):
+            return True
+        return dereg and self.compat == "rfc3775" and care_of != home and hmac.compare_digest(mac96(kbm, care_of, cn, mh), got)
+
+    def _verify_rr(
+        self, p: bytes, mh: int, msg: BindingUpdate, got: bytes, ni: NonceIndices, dereg: bool, base: dict[str, Any]
+    ) -> Result:
+        """RFC 6275 §9.5.1 for a peer without a preconfigured key: nonce indices, the RR Kbm,
+        the sequence in the bounded RR table (docs/return-routability.md)."""
+        snap, table = self._snap, self._rr_seq
+        assert snap is not None and table is not None
+        indices = (ni.home_nonce_index, ni.care_of_nonce_index)
+        base["nonce_indices"] = indices
+        home, care_of, cn = base["home"].packed, base["care_of"].packed, base["correspondent"].packed
+        code = _rr.expired_verdict(snap, indices, dereg)
+        if code:
+            v = Verdict(code)
+            return Result(v, ba_status=BA_STATUS[v], **base)
+        kbm = _rr.rr_kbm(snap, home, care_of, indices, dereg)
+        assert kbm is not None
+        try:
+            ok = self._mac_ok(kbm, home, care_of, cn, p[mh:], got, dereg)
+        finally:
+            wipe(kbm)
+        if not ok:
+            return Result(Verdict.BAD_AUTHENTICATOR, **base)
+        seq = msg.sequence
+        last = table.last(home, snap)
+        if last is not None and not 1 <= (seq - last) % 65536 <= 32767:
+            return Result(Verdict.SEQUENCE_OUT_OF_WINDOW, ba_status=135, last_sequence=last, **base)
+        if not dereg and home == care_of:
+            return Result(Verdict.INVALID_CARE_OF, ba_status=174, **base)
+        if not table.put(home, seq, snap):
+            return Result(Verdict.RR_TABLE_FULL, ba_status=130, **base)
+        return Result(Verdict.ACCEPTED, ba_status=0 if base["ack"] else None, **base)
+
     def verify_batch(self, packets: Iterable[Any], results: bool = False) -> Any:
         """Verify packets in order, as if one by one: verdict codes (uint8 array) or Results."""
         checked = [check_packet(p, f"packets[{i}]") for i, p in enumerate(packets)]
         with self._lock:
             self._open()
+            self._take_snapshot()
             out = [self._verify(p) for p in checked]
             self._state.check()
         self._changed()
@@ -264,6 +323,7 @@ class Verifier:
         buf, offs = check_offsets(buffer, offsets)
         with self._lock:
             self._open()
+            self._take_snapshot()
             out = array("B", [self._verify(bytes(buf[offs[i] : offs[i + 1]])).verdict for i in range(len(offs) - 1)])
             self._state.check()
         self._changed()
@@ -273,7 +333,35 @@ class Verifier:
 
     def acknowledge(self, result: Result) -> bytes | None:
         """The authenticated Binding Acknowledgement to send for ``result``, or None."""
-        return acknowledge(self.keys, self.max_lifetime, result, build_binding_ack)
+        return acknowledge(self.keys, self.max_lifetime, result, build_binding_ack, self.return_routability, self.compat)
+
+    def reply(self, packet: Any) -> bytes | None:
+        """The Home Test or Care-of Test answering a Home Test Init or Care-of Test Init, or
+        None (not one, malformed, or no ``return_routability``). Creates no state."""
+        p = check_packet(packet, "packet")
+        rr = self.return_routability
+        with self._lock:
+            self._open()
+        if rr is None:
+            return None
+        return rr_wire.reply(rr.snapshot(current=True), p)
+
+    def reply_buffer(self, buffer: Any, offsets: Any) -> tuple[bytes, array[int]]:
+        """``reply`` for packet i = ``buffer[offsets[i]:offsets[i+1]]``: the replies back to
+        back and their n + 1 offsets (an empty slice: no reply)."""
+        buf, offs = check_offsets(buffer, offsets)
+        rr = self.return_routability
+        with self._lock:
+            self._open()
+        out = bytearray()
+        ends = array("Q", [0])
+        snap = None if rr is None else rr.snapshot(current=True)
+        for i in range(len(offs) - 1):
+            r = None if snap is None else rr_wire.reply(snap, bytes(buf[offs[i] : offs[i + 1]]))
+            if r is not None:
+                out += r
+            ends.append(len(out))
+        return bytes(out), ends
 
     def last_sequence(self, home: Any) -> int | None:
         """The last sequence number accepted from ``home``, or None."""
@@ -325,7 +413,14 @@ class Verifier:
 Verifier.__doc__ = f"{Verifier.__doc__}{VERIFIER_ARGUMENTS}"
 
 
-def acknowledge(keys: KeyTable, max_lifetime: int | None, result: Result, build: Any) -> bytes | None:
+def acknowledge(
+    keys: KeyTable,
+    max_lifetime: int | None,
+    result: Result,
+    build: Any,
+    rr: _rr.ReturnRoutability | None = None,
+    compat: str = "rfc6275",
+) -> bytes | None:
     """Build the BA for a Result (shared by both backends: it is not on the hot path)."""
     if not isinstance(result, Result):
         raise TypeError(f"result: expected a Result, not {type(result).__name__}")
@@ -336,16 +431,32 @@ def acknowledge(keys: KeyTable, max_lifetime: int | None, result: Result, build:
         raise ValueError("result: not a Result that calls for a Binding Acknowledgement")
     assert result.correspondent is not None and result.source is not None and result.lifetime is not None
     home = result.home.packed
-    dereg = result.lifetime == 0
-    found = current_kbm(keys, home, result.care_of.packed, dereg)
-    if found is None:
-        raise KeyError(f"home {result.home} is no longer configured: cannot sign its acknowledgement")
-    kbm = found[1]
+    dereg = result.lifetime == 0 or (compat == "rfc3775" and home == result.care_of.packed)
+    sequence = result.last_sequence if status == 135 else result.sequence
+    assert sequence is not None
+    if result.nonce_indices is not None and status in (136, 137, 138):
+        # no Kbm without the nonces: the BA goes unauthenticated (RFC 6275 §9.5.4)
+        return rr_wire.build_plain_ack(home, result.correspondent.packed, sequence, status, result.source.packed)
+    cap = max_lifetime
+    if result.nonce_indices is not None:
+        if rr is None:
+            raise ValueError("result: judged by return routability, but this verifier has none")
+        if keys.peer(home) is not None:
+            raise KeyError(f"home {result.home} is now configured: its RR acknowledgement is not signed with RR keys")
+        found_kbm = _rr.rr_kbm(rr.snapshot(), home, result.care_of.packed, result.nonce_indices, dereg)
+        if found_kbm is None:
+            raise KeyError(f"home {result.home}: the nonces of its Binding Update expired: cannot sign its acknowledgement")
+        kbm = found_kbm
+        cap = _rr.MAX_RR_BINDING_LIFETIME if max_lifetime is None else min(max_lifetime, _rr.MAX_RR_BINDING_LIFETIME)
+    else:
+        found = current_kbm(keys, home, result.care_of.packed, dereg)
+        if found is None:
+            raise KeyError(f"home {result.home} is no longer configured: cannot sign its acknowledgement")
+        kbm = found[1]
     care_of = home if dereg else result.care_of.packed
     lifetime = 0
     if status < 128:
-        lifetime = result.lifetime if max_lifetime is None else min(result.lifetime, max_lifetime)
-    sequence = result.last_sequence if status == 135 else result.sequence
+        lifetime = result.lifetime if cap is None else min(result.lifetime, cap)
     try:
         packet: bytes = build(
             kbm,

@@ -5,7 +5,9 @@
    in range; anything else (a crash, an out-of-bounds read, UB) is found by the sanitizers.
    The pipeline runs once per MAC kernel this CPU has, on 17 copies of the input (so the
    multi-buffer kernels get full lanes and a remainder), and every kernel's MAC of the input,
-   read as key | care-of | correspondent | Mobility Header, must equal the portable one. */
+   read as key | care-of | correspondent | Mobility Header, must equal the portable one.
+   A second verifier with return routability (fixed Kcn and nonces) answers the input as a
+   Home / Care-of Test Init and verifies it as an RR Binding Update. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +15,7 @@
 #include "kbm.h"
 #include "mac.h"
 
-static kbm_verifier *verifier;
+static kbm_verifier *verifier, *rr_verifier;
 
 static void setup(void)
 {
@@ -37,6 +39,13 @@ static void setup(void)
     memcpy(specs[1].home, home2, 16);
     size_t failed;
     if (kbm_verifier_set_peers(verifier, specs, 2, &failed) != 0)
+        abort();
+    /* return routability: nonces with serials 0..2 (indices 0, 1, 2), a table of 4 RR peers */
+    static const uint8_t nonces[24] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+                                       17, 18, 19, 20, 21, 22, 23, 24};
+    rr_verifier = kbm_verifier_new(NULL, 32768, &status);
+    if (!rr_verifier || kbm_rr_enable(rr_verifier, 4) != 0 ||
+        kbm_rr_set(rr_verifier, kcn, 20, 0, nonces, 3) != 0)
         abort();
 }
 
@@ -101,6 +110,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     abort();
         }
     }
+    /* return routability: the input as an init message and as an RR Binding Update */
+    uint64_t one[2] = {0, size};
+    uint8_t reply[KBM_RR_REPLY_SIZE];
+    uint64_t reply_offsets[2];
+    static const uint8_t rr_kcn[20] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    static const uint8_t rr_nonce[8] = {17, 18, 19, 20, 21, 22, 23, 24};
+    if (kbm_rr_reply(rr_kcn, 20, 2, rr_nonce, p, size, one, 1, reply, reply_offsets, &bad) != 0 ||
+        reply_offsets[1] % KBM_RR_REPLY_SIZE != 0)
+        abort();
+    if (kbm_verify(rr_verifier, p, size, one, 1, verdicts, details, &bad) != 0 ||
+        verdicts[0] > KBM_RR_TABLE_FULL)
+        abort();
     free(p);
     return 0;
 }

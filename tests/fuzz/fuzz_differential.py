@@ -29,6 +29,9 @@ def verifiers() -> tuple[object, object]:
 
 
 C, REF = verifiers()
+# return routability: one ReturnRoutability (a clock that never moves) shared by both backends
+RR = kbmfast.ReturnRoutability(kcn=KCN, clock=lambda: 1000.0)
+RR_C, RR_REF = (kb.Verifier(kb.KeyTable(), return_routability=RR) for kb in (kbmfast, kbmfast.reference))
 
 
 def outcome(fn: object, data: bytes) -> object:
@@ -45,6 +48,12 @@ def test_one(data: bytes) -> None:
     ra, rb = C.verify(data), REF.verify(data)
     if ra != rb:
         raise AssertionError(f"verify differs on {data.hex()}: {ra!r} != {rb!r}")
+    ha, hb = RR_C.reply(data), RR_REF.reply(data)
+    if ha != hb:
+        raise AssertionError(f"reply differs on {data.hex()}: {ha!r} != {hb!r}")
+    ra, rb = RR_C.verify(data), RR_REF.verify(data)
+    if ra != rb:
+        raise AssertionError(f"RR verify differs on {data.hex()}: {ra!r} != {rb!r}")
 
 
 if __name__ == "__main__":

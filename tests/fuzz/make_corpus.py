@@ -4,6 +4,7 @@ malformed captures (tests/corpus/tcpdump). Usage: python tests/fuzz/make_corpus.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import pathlib
 import random
@@ -37,6 +38,12 @@ def seeds() -> list[bytes]:
         }
         args.update(extra)
         out.append(kbmfast.build_binding_update(kbm, **args))
+    # return routability: Home and Care-of Test Inits (the RR verifiers answer them)
+    from kbmfast.reference.rr import build_init
+
+    cn = ipaddress.IPv6Address("2001:db8:3::300").packed
+    for mh_type, source in ((1, "2001:db8:1::100"), (2, "2001:db8:2::200")):
+        out.append(build_init(mh_type, bytes(range(8)), ipaddress.IPv6Address(source).packed, cn))
     rng = random.Random(7)
     draw = RandomDraw(rng)
     out += [any_packet(draw) for _ in range(200)]

@@ -15,7 +15,7 @@ cp tests/fuzz/crashes/* "$work/corpus/" 2>/dev/null || true
 clang -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -Icsrc csrc/parse.c csrc/mac.c csrc/sha1.c csrc/sha1_shani.c csrc/sha1_avx2.c csrc/sha1_avx512.c \
     csrc/kernels.c csrc/peers.c csrc/state.c \
-    csrc/verify.c csrc/bench.c tests/fuzz/fuzz_core.c -lcrypto -lpthread -o "$work/fuzz_core"
+    csrc/verify.c csrc/bench.c csrc/rr.c tests/fuzz/fuzz_core.c -lcrypto -lpthread -o "$work/fuzz_core"
 echo "== libFuzzer on the C core, ${seconds}s"
 "$work/fuzz_core" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 \
     -artifact_prefix=tests/fuzz/crashes/ "$work/corpus" 2>&1 | tail -n 15

@@ -1,0 +1,66 @@
+"""Return routability's Kcn is not left in memory: a subprocess gives a ReturnRoutability a
+Kcn (assembled in a bytearray from two halves, then wiped), answers a HoTI and a CoTI, verifies
+and acknowledges an RR Binding Update, regenerates Kcn, closes the verifier and scans its own
+memory for the first Kcn (the scanner of tests/test_key_memory.py)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import types
+
+from test_key_memory import _CHILD, MASK
+
+_SETUP = r"""
+import gc, hashlib, json, os, sys
+import {module} as kb
+from kbmfast.reference.rr import build_init
+
+job = json.loads(sys.stdin.read())
+MASK = {mask}
+masked = bytes.fromhex(job["kcn"])
+low, high = bytes(x ^ MASK for x in masked[:10]), bytes(x ^ MASK for x in masked[10:20])
+needles = [(0, "raw", low, high)]
+kcn = bytearray(20)
+kcn[:10], kcn[10:] = low, high
+del masked
+
+
+class Clock:
+    now = 50.0
+
+    def __call__(self):
+        return self.now
+
+
+rr = kb.ReturnRoutability(kcn=kcn, clock=Clock())
+kcn[:] = bytes(20)
+a = lambda s: __import__("ipaddress").IPv6Address(s).packed
+home, care_of, cn = a("2001:db8:1::1"), a("2001:db8:2::2"), a("2001:db8:3::3")
+v = kb.Verifier(kb.KeyTable(), return_routability=rr)
+hot = v.reply(build_init(1, b"12345678", home, cn))
+cot = v.reply(build_init(2, b"abcdefgh", care_of, cn))
+kbm = hashlib.sha1(hot[56:64] + cot[56:64]).digest()
+bu = kb.build_binding_update(kbm, home=home, care_of=care_of, correspondent=cn, sequence=1, lifetime=40,
+                             nonce_indices=(hot[46] << 8 | hot[47], cot[46] << 8 | cot[47]))
+r = v.verify(bu)
+assert r.verdict == kb.Verdict.ACCEPTED, r
+assert v.acknowledge(r)
+rr.regenerate()
+v.close()
+del v, r, hot, cot, bu, kbm
+gc.collect()
+
+"""
+
+
+def test_no_kcn_left_in_memory(kb: types.ModuleType) -> None:
+    kcn = secrets.token_bytes(20)
+    code = _SETUP.format(module=kb.__name__, mask=MASK) + _CHILD[_CHILD.index("def regions():") :]
+    job = {"kcn": bytes(x ^ MASK for x in kcn).hex()}
+    done = subprocess.run([sys.executable, "-P", "-c", code], input=json.dumps(job), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found == [], f"Kcn still in memory after regenerate() + close(): {found}"
