@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import signal
 import stat
 import sys
@@ -268,6 +269,42 @@ def silence_stdout() -> None:
             os.close(fd)
 
 
+def write_all(binary: Any, data: bytes | memoryview) -> None:
+    """Write every byte of ``data`` to a binary stream.
+
+    Standard output's binary layer is a raw FileIO under ``python -u`` or PYTHONUNBUFFERED, whose
+    ``write`` is one write(2): a signal arriving while it waits on a full pipe makes it return
+    the bytes written so far, and on a non-blocking descriptor it may write nothing (None). Both
+    are taken up here, so that a signal never cuts a batch's lines short.
+    """
+    view = memoryview(data).cast("B")
+    while view:
+        try:
+            n = binary.write(view)
+        except BlockingIOError as e:  # a buffered stream on a non-blocking descriptor
+            n = e.characters_written
+            _wait_writable(binary)
+        if n is None:  # a raw stream on a non-blocking descriptor: nothing written
+            _wait_writable(binary)
+            continue
+        view = view[n:]
+
+
+def flush_all(stream: IO[Any]) -> None:
+    """Flush ``stream``, waiting while a non-blocking descriptor is full (the data not yet
+    written stays in the buffer: flushing again goes on from there)."""
+    while True:
+        try:
+            stream.flush()
+            return
+        except BlockingIOError:
+            _wait_writable(stream)
+
+
+def _wait_writable(stream: Any) -> None:
+    select.select([], [stream.fileno()], [])
+
+
 class Stdout:
     """Standard output for a command's lines; ``closed`` once its reader went away (EPIPE).
 
@@ -283,13 +320,14 @@ class Stdout:
         if self.closed:
             return False
         try:
-            if isinstance(data, str):
-                self.stream.write(data)
-            elif hasattr(self.stream, "buffer"):
-                self.stream.flush()
-                self.stream.buffer.write(data)
-            else:
-                self.stream.write(bytes(data).decode())
+            binary = getattr(self.stream, "buffer", None)
+            if binary is None:
+                self.stream.write(data if isinstance(data, str) else bytes(data).decode())
+            else:  # text too, encoded here: a TextIOWrapper over a raw stream drops short writes
+                if isinstance(data, str):
+                    data = data.encode(getattr(self.stream, "encoding", None) or "utf-8")
+                flush_all(self.stream)
+                write_all(binary, data)
         except BrokenPipeError:
             self.closed = True
             silence_stdout()
@@ -299,7 +337,7 @@ class Stdout:
         """Flush; False when standard output is closed."""
         if not self.closed:
             try:
-                self.stream.flush()
+                flush_all(self.stream)
             except BrokenPipeError:
                 self.closed = True
                 silence_stdout()

@@ -344,6 +344,98 @@ def test_verify_json_interrupted(tmp_path: pathlib.Path, made: dict[str, pathlib
     assert [d["frame"] for d in docs[:-1]] == list(range(1, n + 1))
 
 
+def pipe_of_one_page() -> tuple[int, int]:
+    """A pipe that holds one page (4096 bytes): a batch's lines (about 15 KB) cannot fit."""
+    import fcntl
+
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+    return r, w
+
+
+def waits_in_pipe_write(pid: int) -> bool:
+    """The process's main thread sleeps in write(2) on a full pipe (its kernel wait channel)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read().endswith("pipe_write")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ and FIONREAD on a pipe: Linux")
+@pytest.mark.parametrize("unbuffered", [True, False], ids=["python-u", "buffered"])
+@pytest.mark.parametrize("mode", ["c-lines", "acks", "json"])
+def test_verify_signal_during_a_blocked_write_loses_no_line(
+    tmp_path: pathlib.Path, made: dict[str, pathlib.Path], mode: str, unbuffered: bool
+) -> None:
+    """The signal arrives while ``kbmfast verify`` waits in write(2) on a full pipe, part of a
+    batch's lines written. Under ``python -u`` / PYTHONUNBUFFERED standard output is a raw
+    FileIO: write(2) returns that part, and the rest of the batch was dropped (lines 1..n with a
+    hole, or a JSON line cut in the middle). Every line of 1..n must arrive, whole."""
+    state, acks = tmp_path / "s.state", tmp_path / "a.pcap"
+    argv = ["verify", str(made["pcap"]), "--keys", str(made["keys"]), "--state", str(state), "--batch", "100"]
+    argv += {"c-lines": [], "acks": ["--acks-out", str(acks)], "json": ["--json"]}[mode]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    r, w = pipe_of_one_page()
+    try:
+        child = subprocess.Popen(kbmfast_argv(*argv), stdout=w, stderr=subprocess.PIPE, env=env)
+    finally:
+        os.close(w)
+    assert child.stderr is not None
+    with open(r, "rb") as out:
+        # The pipe full: the child waits inside the write of the first batch, part of it
+        # written (the header went first, and a batch's lines are longer than the pipe).
+        deadline = time.monotonic() + 120
+        while not waits_in_pipe_write(child.pid):
+            assert child.poll() is None, child.stderr.read()
+            assert time.monotonic() < deadline, "the child never waited in write(2) on the full pipe"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGTERM)
+        text = out.read().decode()
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=300) == 143 and "Traceback" not in err, err
+    n = resume_point(err)
+    assert 100 <= n < UPDATES
+    if mode == "json":
+        docs = [json.loads(x) for x in text.splitlines() if x.startswith("{")]  # each whole
+        assert [d["frame"] for d in docs[:-1]] == list(range(1, n + 1))
+        assert docs[-1]["summary"]["frames"] == n
+    else:
+        check_prefix(made, n, state, acks if mode == "acks" else None, frame_lines(text))
+        assert re.search(rf"^frames\s+{n}$", text, re.M)
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["python-u", "buffered"])
+def test_stdout_writes_everything_into_a_non_blocking_pipe(raw: bool) -> None:
+    """Standard output on a non-blocking pipe (shared with another program that set it so): a
+    full pipe takes part of a write or none of it; Stdout waits and writes the rest."""
+    import io
+    import threading
+
+    data = bytes(range(256)) * 1000  # several times what the pipe holds
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    binary: Any = io.FileIO(w, "w") if raw else io.BufferedWriter(io.FileIO(w, "w"))
+    stream = io.TextIOWrapper(binary, encoding="utf-8", write_through=raw)
+    got = bytearray()
+
+    def drain() -> None:
+        with open(r, "rb", buffering=0) as f:
+            while piece := f.read(1000):
+                got.extend(piece)
+                time.sleep(0.0005)  # slower than the writer: the pipe fills
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    out = _outputs.Stdout(stream)
+    assert out.write("# text\n") and out.write(data) and out.write(memoryview(data)) and out.flush()
+    stream.close()
+    reader.join()
+    assert bytes(got) == b"# text\n" + data + data
+
+
 @pytest.mark.parametrize("with_acks", [False, True], ids=["c-lines", "acks"])
 def test_verify_into_a_closed_pipe(tmp_path: pathlib.Path, made: dict[str, pathlib.Path], with_acks: bool) -> None:
     """``kbmfast verify ... | head -1``: a quiet stop (141), state and acks on the same prefix."""
