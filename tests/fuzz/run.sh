@@ -24,8 +24,11 @@ echo "== libFuzzer on the capture walker and line formatter, ${seconds}s"
 mkdir -p "$work/corpus-capture"
 "$python" -P tests/fuzz/make_capture_corpus.py "$work/corpus-capture"
 cp tests/fuzz/crashes/capture-* "$work/corpus-capture/" 2>/dev/null || true
+# capture.c now uses the core (MALFORMED reasons, acknowledgements built in C): link it whole
 clang -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -Icsrc csrc/capture.c tests/fuzz/fuzz_capture.c -o "$work/fuzz_capture"
+    -Icsrc csrc/capture.c csrc/parse.c csrc/mac.c csrc/sha1.c csrc/sha1_shani.c csrc/sha1_avx2.c \
+    csrc/sha1_avx512.c csrc/kernels.c csrc/peers.c csrc/state.c csrc/verify.c csrc/bench.c csrc/rr.c \
+    tests/fuzz/fuzz_capture.c -lcrypto -lpthread -o "$work/fuzz_capture"
 "$work/fuzz_capture" -max_total_time="$seconds" -max_len=8192 -print_final_stats=1 \
     -artifact_prefix=tests/fuzz/crashes/capture- "$work/corpus-capture" 2>&1 | tail -n 15
 
