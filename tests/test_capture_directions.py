@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import tool_env
 
 import kbmfast
 from kbmfast import gen, tools_cli
@@ -91,7 +92,9 @@ def test_both_directions(made: dict[str, pathlib.Path]) -> None:
 def test_both_directions_mergecap(made: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
     """The issue's own recipe: mergecap of a gen capture and its --acks-out."""
     both = tmp_path / "m.pcap"
-    subprocess.run(["mergecap", "-w", str(both), str(made["pcap"]), str(made["acks"])], check=True, capture_output=True)
+    subprocess.run(
+        ["mergecap", "-w", str(both), str(made["pcap"]), str(made["acks"])], check=True, capture_output=True, env=tool_env()
+    )
     _, summary, _ = json_run(str(both), "--keys", str(made["keys"]))
     acks = len(_packets(made["acks"]))
     assert summary["acknowledgements"]["BA_VALID"] == acks and summary["verdicts"]["MALFORMED"] < 50
@@ -249,7 +252,12 @@ def test_snap_length(made: dict[str, pathlib.Path], tmp_path: pathlib.Path, fmt:
 def test_snap_length_editcap(made: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
     for fmt in ("pcap", "pcapng"):
         snapped = tmp_path / f"e.{fmt}"
-        subprocess.run(["editcap", "-F", fmt, "-s", "96", str(made["pcap"]), str(snapped)], check=True, capture_output=True)
+        subprocess.run(
+            ["editcap", "-F", fmt, "-s", "96", str(made["pcap"]), str(snapped)],
+            check=True,
+            capture_output=True,
+            env=tool_env(),
+        )
         rows, summary, err = json_run(str(snapped), "--keys", str(made["keys"]))
         assert summary["truncated"] == sum(r["verdict"] == "TRUNCATED" for r in rows) > len(rows) // 2
         assert "larger snap length" in err
