@@ -111,7 +111,8 @@ kbm_live *kbm_live_open(const char *device, const char *filter, int snaplen, int
         goto fail;
     }
     if (fanout_group >= 0) {
-        int val = (fanout_group & 0xFFFF) | (PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16;
+        /* unsigned: the DEFRAG flag is 0x8000, shifted into the sign bit */
+        unsigned val = ((unsigned)fanout_group & 0xFFFFu) | (unsigned)(PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16;
         if (setsockopt(pcap_fileno(l->p), SOL_PACKET, PACKET_FANOUT, &val, sizeof val) < 0) {
             set_error(errbuf, "PACKET_FANOUT", strerror(errno));
             goto fail;

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import pytest
-from helpers import tool_env
+from helpers import not_under_asan, tool_env
 
 import kbmfast
 from kbmfast import gen, tools_cli
@@ -356,6 +356,7 @@ def test_stdin_count_stops_early(made: dict[str, pathlib.Path]) -> None:
     assert proc.returncode == 0
 
 
+@not_under_asan
 def test_stdin_in_bounded_memory(made: dict[str, pathlib.Path]) -> None:
     """A large capture through a pipe: peak RSS stays far below the bytes piped (it read the
     whole pipe before: 419 MB RSS for a 380 MB pipe)."""
@@ -421,6 +422,7 @@ def test_format_json_c_equals_python() -> None:
     assert all(json.loads(line)["capture"] == name for line in got.decode().splitlines())
 
 
+@not_under_asan
 def test_gen_streams_in_bounded_memory(tmp_path: pathlib.Path) -> None:
     """gen held every frame (3.1 GB RSS for 3 M packets); now a checked chunk at a time. The
     same bytes as gen.generate, and a peak RSS that does not grow with the number of frames."""

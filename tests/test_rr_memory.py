@@ -11,7 +11,10 @@ import subprocess
 import sys
 import types
 
+from helpers import not_under_asan
 from test_key_memory import _CHILD, MASK
+
+pytestmark = not_under_asan  # see test_key_memory.py
 
 _SETUP = r"""
 import gc, hashlib, json, os, sys

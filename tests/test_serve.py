@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import custom_bu, tool_env
+from helpers import UNDER_ASAN, custom_bu, tool_env
 from netns import CN, COA, MobileNode, Net, in_netns
 
 import kbmfast
@@ -433,7 +433,8 @@ def test_flood_of_hostile_frames(net: Net, tmp_path: Path, mn: MobileNode) -> No
         elapsed = time.monotonic() - start
         errors = sum(1 for _, p in mn.acks if kbmfast.parse_packet(p).message.status >= 128)  # type: ignore[union-attr]
         assert 0 < errors <= 10 + 20 * elapsed + 1
-        assert rss[-1] - rss[0] < 4096, rss  # kB: flat after the first round
+        if not UNDER_ASAN:  # (ASan's quarantine grows with every free until 256 MB)
+            assert rss[-1] - rss[0] < 4096, rss  # kB: flat after the first round
     finally:
         assert s.stop() == 0, "\n".join(s.lines)
 
