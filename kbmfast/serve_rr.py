@@ -29,7 +29,7 @@ from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from ._rr import MAX_RR_BINDING_LIFETIME, MH_COT, MH_HOT
-from ._types import Verdict
+from ._types import BA_STATUS, Verdict
 from .fast import _DETAIL, _result
 
 if TYPE_CHECKING:
@@ -41,17 +41,8 @@ _NOT_BU = int(Verdict.NOT_BINDING_UPDATE)
 _RR_ONLY = frozenset(
     int(v) for v in (Verdict.HOME_NONCE_EXPIRED, Verdict.CARE_OF_NONCE_EXPIRED, Verdict.NONCES_EXPIRED, Verdict.RR_TABLE_FULL)
 )
-#: The verdicts the fast path acknowledges (kbmfast.serve._ACTION).
-_ANSWERED = frozenset(
-    int(v)
-    for v in (
-        Verdict.ACCEPTED,
-        Verdict.SEQUENCE_OUT_OF_WINDOW,
-        Verdict.HOME_REGISTRATION,
-        Verdict.INVALID_CARE_OF,
-        Verdict.KEY_EXHAUSTED,
-    )
-)
+#: The verdicts the fast path acknowledges (kbmfast.serve._ACTION: ACCEPTED, 135, 131, 174, 129).
+_ANSWERED = frozenset(int(v) for v in BA_STATUS) - _RR_ONLY
 _REPLY_NAMES = {MH_HOT: "HoT", MH_COT: "CoT"}
 NONE: frozenset[int] = frozenset()
 

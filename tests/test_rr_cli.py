@@ -6,11 +6,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import test_mn
+import test_serve
 from helpers import custom_bu, tool_env
 from netns import CN, COA, MobileNode, Net
 from test_serve import HOME, KBM, Serve, python_cmd, root
@@ -22,13 +21,7 @@ HOME_RR = "2001:db8:1::900"  # in no key file: a mobile node that only return ro
 net = test_mn.net  # the MN namespace routes to the CN
 
 
-@pytest.fixture
-def mn(net: Net) -> Iterator[MobileNode]:
-    m = MobileNode(net)
-    try:
-        yield m
-    finally:
-        m.close()
+mn = test_serve.mn
 
 
 def start(net: Net, tmp: Path, *extra: str) -> Serve:
