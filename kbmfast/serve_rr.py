@@ -34,7 +34,6 @@ from .fast import _DETAIL, _result
 
 if TYPE_CHECKING:
     from .live import Batch, LiveCapture
-    from .serve import Server
 
 _NOT_BU = int(Verdict.NOT_BINDING_UPDATE)
 #: The verdicts only return routability gives (BA 136, 137, 138, 130).
@@ -66,9 +65,10 @@ def _slow(packet: bytes, code: int, detail: tuple[int, ...], compat: bool) -> bo
     return False
 
 
-def handle(server: Server, capture: LiveCapture, batch: Batch) -> frozenset[int]:
+def handle(server: Any, capture: LiveCapture, batch: Batch) -> frozenset[int]:
     """Answer the batch's Home/Care-of Test Inits and the Binding Updates the fast path cannot
-    sign (see the module's docstring); count what was sent in ``server.stats``. Returns the
+    sign (see the module's docstring) for ``server`` (a kbmfast.serve.Server: its verifier,
+    cache, limiter and stats, which count what was sent). Returns the
     indices of the Binding Updates handled here."""
     import time
 

@@ -3,11 +3,14 @@ in network namespaces (tests/netns.py), ``--compat rfc3775``, and ``kbmfast veri
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 import test_mn
 import test_serve
 from helpers import custom_bu, tool_env
@@ -15,6 +18,7 @@ from netns import CN, COA, MobileNode, Net
 from test_serve import HOME, KBM, Serve, python_cmd, root
 
 import kbmfast
+from kbmfast import cli, tools_cli
 
 HOME_RR = "2001:db8:1::900"  # in no key file: a mobile node that only return routability serves
 
@@ -144,3 +148,214 @@ def test_compat_rfc3775_on_serve(net: Net, tmp_path: Path, mn: MobileNode) -> No
         finally:
             assert serve.stop() == 0, serve.lines
             (tmp_path / "cn.state").unlink()
+
+
+# ---- kbmfast verify --rr: a correspondent's run replayed from a capture ---------------------
+
+KCN_RR = bytes(range(200, 220))
+T0_US = 1_700_000_000_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _rr_run(backend: Any, kcn: bytes, compat: str = "rfc6275") -> tuple[list[tuple[int, bytes]], list[int], list[bytes]]:
+    """A correspondent (the library, with Kcn ``kcn`` and derived nonces) and an unconfigured
+    mobile node over 300 s, and a configured one: the capture (time µs, packet), the library's
+    verdict per packet (RR_REPLIED for an answered init) and what the correspondent sends."""
+    clock = Clock()
+    rr = backend.ReturnRoutability(kcn, clock=clock, derive_nonces=True)
+    keys = backend.KeyTable()
+    keys.add_kbm(HOME, KBM)
+    cn = backend.Verifier(keys, return_routability=rr, compat=compat)
+    bul = backend.BindingUpdateList(HOME_RR, clock=clock)
+    capture: list[tuple[int, bytes]] = []
+    verdicts: list[int] = []
+    sent: list[bytes] = []
+
+    def at(seconds: float, packet: bytes) -> bytes | None:
+        when = T0_US + int(seconds * 1e6)
+        clock.t = when / 1e6
+        capture.append((when, packet))
+        r = cn.verify(packet)
+        out = None
+        if r.verdict == kbmfast.Verdict.NOT_BINDING_UPDATE and (out := cn.reply(packet)) is not None:
+            verdicts.append(tools_cli.V_RR_REPLIED)
+        else:
+            verdicts.append(int(r.verdict))
+            out = cn.acknowledge(r) if r.ba_status is not None else None
+        if out is not None:
+            sent.append(out)
+        return out
+
+    def rr_exchange(seconds: float) -> None:
+        for init in bul.return_routability(CN, care_of=COA):
+            reply = at(seconds, init)
+            assert reply is not None
+            at(seconds + 0.001, reply)  # the HoT/CoT in the capture too (both directions)
+            assert bul.process_test(reply)
+
+    rr_exchange(0)
+    first = bul.binding_update(CN, care_of=COA, lifetime=600)
+    ack = at(1, first)
+    assert ack is not None and bul.process_ack(ack).verdict == kbmfast.Verdict.ACCEPTED
+    at(2, first)  # a replay: 135
+    at(3, kbmfast.build_binding_update(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=9, lifetime=60))
+    # a configured peer's RR Binding Update: never judged with RR keys
+    at(4, custom_bu(bytes(20), home=HOME, care_of=COA, correspondent=CN, sequence=10, nonce_indices=(0, 0)))
+    at(5, custom_bu(KBM, home=HOME, care_of=HOME, correspondent=CN, sequence=11, mac_care_of=HOME))  # 174 / RFC 3775
+    rr_exchange(100)  # a second nonce
+    at(101, bul.binding_update(CN, care_of=COA, lifetime=600))
+    at(300, first)  # its nonce is gone: 138
+    at(301, bul.binding_update(CN, care_of=COA, lifetime=0))  # de-registration, home token from t=100
+    cn.close()
+    return capture, verdicts, sent
+
+
+def _pcap(path: Path, records: list[tuple[int, bytes]]) -> Path:
+    from kbmfast.capture import PcapWriter
+
+    with path.open("wb") as f:
+        w = PcapWriter(f)
+        for when, packet in records:
+            w.write(packet, when)
+    return path
+
+
+def _read_pcap(path: Path) -> list[bytes]:
+    raw = path.read_bytes()
+    at, out = 24, []
+    while at < len(raw):
+        n = int.from_bytes(raw[at + 8 : at + 12], "little")
+        out.append(raw[at + 16 : at + 16 + n])
+        at += 16 + n
+    return out
+
+
+def _private(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def _key_file(path: Path) -> Path:
+    keys = kbmfast.KeyTable()
+    keys.add_kbm(HOME, KBM)
+    keys.save(path)
+    return path
+
+
+@pytest.mark.parametrize("compat", ["rfc6275", "rfc3775"])
+@pytest.mark.parametrize("backend", ["c", "reference"])
+def test_verify_replays_the_library(tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str, compat: str) -> None:
+    import kbmfast.reference
+
+    capture, expected, sent = _rr_run(kbmfast if backend == "c" else kbmfast.reference, KCN_RR, compat)
+    names = {tools_cli.V_RR_REPLIED: "RR_REPLIED", **{int(v): v.name for v in kbmfast.Verdict}}
+    assert [names[v] for v in expected] == [
+        *["RR_REPLIED", "NOT_BINDING_UPDATE"] * 2, "ACCEPTED", "SEQUENCE_OUT_OF_WINDOW", "ACCEPTED", "BAD_AUTHENTICATOR",
+        "INVALID_CARE_OF" if compat == "rfc6275" else "ACCEPTED",
+        *["RR_REPLIED", "NOT_BINDING_UPDATE"] * 2, "ACCEPTED", "NONCES_EXPIRED", "ACCEPTED",
+    ]  # fmt: skip
+    pcap = _pcap(tmp_path / "rr.pcap", capture)
+    kcn = _private(tmp_path / "kcn", KCN_RR.hex() + "\n")
+    acks = tmp_path / "acks.pcap"
+    argv = ["verify", str(pcap), "--keys", str(_key_file(tmp_path / "k.toml")), "--json", "--rr", "--rr-kcn-file", str(kcn)]
+    argv += ["--acks-out", str(acks), "--backend", backend, "--compat", compat, "--batch", "3"]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    summary = lines.pop()["summary"]
+    assert [(d["frame"], d["code"]) for d in lines] == list(enumerate(expected, 1))
+    assert [d["verdict"] for d in lines] == [names[v] for v in expected]
+    assert summary["rr_replied"] == 4 and summary["acks_written"] == len(sent)
+    assert _read_pcap(acks) == sent  # HoT, CoT and acknowledgements, byte for byte
+    assert KCN_RR.hex() not in out + err
+
+    # without the Kcn, the same capture cannot be verified: the tokens are not this run's
+    assert cli.main(["verify", str(pcap), "--keys", str(tmp_path / "k.toml"), "--json", "--rr", "--backend", backend]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()[:-1]]
+    assert lines[4]["verdict"] == "BAD_AUTHENTICATOR" and lines[0]["verdict"] == "RR_REPLIED"
+
+
+def test_verify_compat_on_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    same = custom_bu(KBM, home=HOME, care_of=HOME, correspondent=CN, sequence=11, mac_care_of=HOME)
+    pcap = _pcap(tmp_path / "same.pcap", [(T0_US, same)])
+    keys = _key_file(tmp_path / "k.toml")
+    for extra, verdict, status in (((), "INVALID_CARE_OF", 174), (("--compat", "rfc3775"), "ACCEPTED", 0)):
+        assert cli.main(["verify", str(pcap), "--keys", str(keys), "--json", *extra]) == 0
+        line = json.loads(capsys.readouterr().out.splitlines()[0])
+        assert (line["verdict"], line["ba_status"]) == (verdict, status)
+
+
+def test_verify_without_rr_replies_to_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capture, _, _ = _rr_run(kbmfast, KCN_RR)
+    pcap = _pcap(tmp_path / "rr.pcap", capture)
+    assert cli.main(["verify", str(pcap), "--keys", str(_key_file(tmp_path / "k.toml")), "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["verdict"] == "NOT_BINDING_UPDATE" and lines[4]["verdict"] == "NOT_CONFIGURED"
+    assert "rr_replied" not in lines[-1]["summary"]
+
+
+def _one_line(done: subprocess.CompletedProcess[str], status: int, words: str) -> None:
+    assert done.returncode == status, done
+    assert "Traceback" not in done.stderr and KCN_RR.hex() not in done.stderr + done.stdout
+    last = [line for line in done.stderr.splitlines() if not line.startswith(test_mn.NOISE)]
+    assert (len(last) == 1 or last[0].startswith("usage:")) and words in last[-1], done.stderr
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    pcap = _pcap(tmp_path / "rr.pcap", _rr_run(kbmfast, KCN_RR)[0])
+    keys = _key_file(tmp_path / "k.toml")
+
+    def verify(*extra: str) -> subprocess.CompletedProcess[str]:
+        cmd = [*python_cmd(), "verify", str(pcap), "--keys", str(keys), *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=tool_env())
+
+    good = _private(tmp_path / "good", KCN_RR.hex())
+    _one_line(verify("--rr-kcn-file", str(good)), 2, "--rr-kcn-file needs --rr")
+    for name, text, mode in (
+        ("short", KCN_RR.hex()[:-2], 0o600),
+        ("long", KCN_RR.hex() + "00", 0o600),
+        ("nothex", KCN_RR.hex()[:-1] + "g", 0o600),
+        ("two", KCN_RR.hex()[:20] + " " + KCN_RR.hex()[20:], 0o600),
+    ):
+        _one_line(verify("--rr", "--rr-kcn-file", str(_private(tmp_path / name, text, mode))), 2, "40 hexadecimal digits")
+    _one_line(verify("--rr", "--rr-kcn-file", str(_private(tmp_path / "open", KCN_RR.hex(), 0o644))), 2, "chmod 600")
+    _one_line(verify("--rr", "--rr-kcn-file", str(tmp_path / "missing")), 2, "missing")
+    _one_line(verify("--rr", "--skip", "2"), 2, "--skip")
+    _one_line(verify("--compat", "rfc9999"), 2, "invalid choice")
+    assert verify("--rr", "--rr-kcn-file", str(good), "--quiet").returncode == 0
+
+    serve = [*python_cmd(), "serve", "-i", "lo", "--keys", str(keys), "--state", str(tmp_path / "s"), "--rr"]
+    done = subprocess.run([*serve, "--workers", "2"], capture_output=True, text=True, timeout=60, env=tool_env())
+    _one_line(done, 2, "--workers 1")
+
+    def mn(*how: str) -> subprocess.CompletedProcess[str]:
+        cmd = [*python_cmd(), "mn", "-i", "lo", "--home", HOME_RR, "--care-of", COA, "--correspondent", CN, *how]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=tool_env())
+
+    _one_line(mn(), 2, "give --keys KEYS or --rr")
+    _one_line(mn("--rr", "--keys", str(keys)), 2, "give --keys KEYS or --rr")
+
+
+def test_derived_nonces_replay_and_random_ones_do_not() -> None:
+    def nonces(**kw: Any) -> list[bytes]:
+        clock = Clock()
+        rr = kbmfast.ReturnRoutability(KCN_RR, clock=clock, **kw)
+        out = []
+        for t in (0, 31, 62):
+            clock.t = t
+            out.append(rr.snapshot(current=True).nonces[-1])
+        return out
+
+    derived = nonces(derive_nonces=True)
+    assert derived == nonces(derive_nonces=True) and len(set(derived)) == 3
+    assert nonces() != nonces() and not set(nonces()) & set(derived)
+    other = kbmfast.ReturnRoutability(bytes(20), clock=Clock(), derive_nonces=True)
+    assert other.snapshot(current=True).nonces[0] != derived[0]  # a function of Kcn
