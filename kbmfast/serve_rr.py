@@ -51,17 +51,14 @@ def wanted(verifier: Any) -> bool:
     return verifier.return_routability is not None or verifier.compat == "rfc3775"
 
 
-def _slow(packet: bytes, code: int, detail: tuple[int, ...], compat: bool) -> bool:
-    """Whether this verdict is this module's to answer rather than the fast path's."""
-    if code in _RR_ONLY:
+def _slow(data: memoryview, at: int, code: int, detail: tuple[int, ...], compat: bool) -> bool:
+    """Whether this verdict (of the packet at ``data[at:]``) is this module's to answer rather
+    than the fast path's."""
+    if code in _RR_ONLY or detail[6] >= 0:  # judged by return routability: no Kbm in the key table
         return True
-    if code not in _ANSWERED or detail[0] < 0:
-        return False
-    if detail[6] >= 0:  # judged by return routability: its Kbm is not in the key table
-        return True
-    if compat and detail[3] != 0:  # RFC 3775: care-of = home is a de-registration
-        home_at, care_at = detail[0], detail[1]
-        return packet[home_at : home_at + 16] == packet[care_at : care_at + 16]
+    if compat and detail[3] != 0 and detail[0] >= 0:  # RFC 3775: care-of = home is a de-registration
+        home, care_of = at + detail[0], at + detail[1]
+        return data[home : home + 16] == data[care_of : care_of + 16]
     return False
 
 
@@ -101,11 +98,10 @@ def handle(server: Any, capture: LiveCapture, batch: Batch) -> frozenset[int]:
         if code not in _RR_ONLY and code not in _ANSWERED:
             continue
         detail = _DETAIL.unpack_from(details, _DETAIL.size * i)
-        packet = bytes(data[offsets[i] : offsets[i + 1]])
-        if not _slow(packet, code, detail, compat):
+        if not _slow(data, offsets[i], code, detail, compat):
             continue
         done.add(i)
-        result = _result(packet, code, detail)
+        result = _result(bytes(data[offsets[i] : offsets[i + 1]]), code, detail)
         assert result.home is not None and result.care_of is not None and result.lifetime is not None
         home = result.home.packed
         if code == 0:

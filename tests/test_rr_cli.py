@@ -359,3 +359,32 @@ def test_derived_nonces_replay_and_random_ones_do_not() -> None:
     assert nonces() != nonces() and not set(nonces()) & set(derived)
     other = kbmfast.ReturnRoutability(bytes(20), clock=Clock(), derive_nonces=True)
     assert other.snapshot(current=True).nonces[0] != derived[0]  # a function of Kcn
+
+
+@root
+def test_verify_live_rr_shows_replies(net: Net, tmp_path: Path, mn: MobileNode) -> None:
+    keys = _key_file(tmp_path / "k.toml")
+    cmd = ["ip", "netns", "exec", net.cn, *python_cmd(), "verify", "-i", net.cn_if, "--keys", str(keys), "--json", "--rr"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_env())
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        while "capturing on" not in (line := proc.stderr.readline()):
+            assert line, "verify -i ended early"
+        bul = kbmfast.BindingUpdateList(HOME_RR)
+        rr_bu = custom_bu(bytes(20), home=HOME_RR, care_of=COA, correspondent=CN, sequence=5, nonce_indices=(0, 0))
+        for p in (*bul.return_routability(CN, care_of=COA), rr_bu):
+            mn.send(p)
+        records = (json.loads(x) for x in iter(proc.stdout.readline, "") if x.startswith("{"))
+        lines = [next(records) for _ in range(3)]
+    except BaseException:
+        proc.kill()
+        raise
+    proc.send_signal(signal.SIGINT)  # SIGINT ends it with the summary, status 0
+    rest, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert [(d["type"], d["verdict"]) for d in lines] == [
+        ("HoTI", "RR_REPLIED"),
+        ("CoTI", "RR_REPLIED"),
+        ("BU", "BAD_AUTHENTICATOR"),
+    ]
+    assert json.loads(rest.splitlines()[-1])["summary"]["rr_replied"] == 2
