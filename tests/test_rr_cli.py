@@ -388,3 +388,32 @@ def test_verify_live_rr_shows_replies(net: Net, tmp_path: Path, mn: MobileNode) 
         ("BU", "BAD_AUTHENTICATOR"),
     ]
     assert json.loads(rest.splitlines()[-1])["summary"]["rr_replied"] == 2
+
+
+@root
+def test_mn_reruns_rr_after_a_serve_restart(net: Net, tmp_path: Path) -> None:
+    """A restarted ``serve --rr`` has a new Kcn and no nonces: the mobile node's next refresh
+    names unknown indices, gets 138, runs RR again and is registered again."""
+    serve = start(net, tmp_path, "--rr")
+    cmd = mn_cmd(net, HOME_RR, "--rr", "--interval", "1", "--retries", "5")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_env())
+    assert proc.stdout is not None
+    try:
+        lines = iter(proc.stdout.readline, "")
+        assert any(line.startswith("registered") for line in lines)
+        assert serve.stop() == 0, serve.lines
+        serve = start(net, tmp_path, "--rr")
+        seen = []
+        for line in lines:
+            seen.append(line)
+            if line.startswith("registered"):
+                break
+        assert any("answered 138 (nonce indices expired): rerunning return routability" in x for x in seen), seen
+        assert seen[-1].startswith(f"registered {HOME_RR}") and "status 0" in seen[-1], seen
+        assert [b["home"] for b in serve.snapshot()["bindings"]] == [HOME_RR]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        assert serve.stop() == 0, serve.lines
