@@ -417,3 +417,89 @@ def test_mn_reruns_rr_after_a_serve_restart(net: Net, tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         assert serve.stop() == 0, serve.lines
+
+
+# ---- Server.handle's RR path, without a network ----------------------------------------------
+
+
+class FakeCapture:
+    """What Server.handle sends, in order: (packet index, bytes)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, bytes]] = []
+
+    def send(self, index: int, packet: bytes) -> bool:
+        self.sent.append((index, bytes(packet)))
+        return True
+
+    def answer(self, index: int, kbm: Any, fields: Any) -> bool:
+        from kbmfast.live import build_ack
+
+        return self.send(index, build_ack(kbm, fields))
+
+
+def _live_batch(cn: kbmfast.Verifier, packets: list[bytes]) -> Any:
+    """A batch as LiveCapture.batch makes it: the RR secrets pushed, then kbm_verify."""
+    from array import array
+    from itertools import accumulate
+
+    from kbmfast._native_edge import ffi, lib
+    from kbmfast.fast import _DETAIL
+    from kbmfast.live import Batch
+
+    n, data = len(packets), b"".join(packets)
+    offsets = array("Q", accumulate(map(len, packets), initial=0))
+    verdicts, details = bytearray(n), bytearray(_DETAIL.size * n)
+    cn._push(cn._handle())
+    fb = ffi.from_buffer
+    rc = lib.kbm_verify(
+        cn._handle(), data, len(data), fb("uint64_t[]", offsets), n, fb("uint8_t[]", verdicts),
+        fb("kbm_detail[]", details), ffi.new("size_t *"),
+    )  # fmt: skip
+    assert rc == 0
+    return Batch(n, memoryview(data), offsets, verdicts, details, [T0_US] * n, list(range(1, n + 1)))
+
+
+def test_server_handle_rr_and_compat_answers_are_acknowledge_s() -> None:
+    from test_serve import CN_NONCE, HN, HOME2, KCN
+
+    from kbmfast.fast import _result
+    from kbmfast.serve import Server
+
+    keys = kbmfast.KeyTable()
+    keys.add_kbm(HOME, KBM)
+    keys.add_kcn(HOME2, KCN, HN, CN_NONCE)
+    clock = Clock()
+    cn = kbmfast.Verifier(keys, return_routability=kbmfast.ReturnRoutability(clock=clock), compat="rfc3775")
+    server, cap = Server(cn), FakeCapture()
+    bul = kbmfast.BindingUpdateList(HOME_RR, clock=clock)
+    inits = list(bul.return_routability(CN, care_of=COA))
+    server.handle(cap, _live_batch(cn, [*inits, custom_bu(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=1)]))
+    assert [(i, p) for i, p in cap.sent[:2]] == [(0, cn.reply(inits[0])), (1, cn.reply(inits[1]))]
+    assert [i for i, _ in cap.sent] == [0, 1, 2]  # the configured peer's BA by the fast path
+    assert all(bul.process_test(p) for _, p in cap.sent[:2])
+
+    # an RR registration; an RFC 4449 peer at home with a lifetime (RFC 3775: a de-registration,
+    # Kbm from the home token only); RR indices never handed out (138, no authenticator)
+    dereg_kbm = kbmfast.derive_kbm(KCN, HN, CN_NONCE, home=HOME2, care_of=HOME2, deregistration=True)
+    packets = [
+        bul.binding_update(CN, care_of=COA, lifetime=600),
+        custom_bu(dereg_kbm, home=HOME2, care_of=HOME2, correspondent=CN, sequence=3, mac_care_of=HOME2),
+        custom_bu(bytes(20), home="2001:db8:1::901", care_of=COA, correspondent=CN, sequence=1, nonce_indices=(9, 9)),
+    ]
+    cap.sent.clear()
+    batch = _live_batch(cn, packets)
+    server.handle(cap, batch)
+    from kbmfast.fast import _DETAIL
+
+    expected = [
+        (i, cn.acknowledge(_result(p, batch.verdicts[i], _DETAIL.unpack_from(batch.details, _DETAIL.size * i))))
+        for i, p in enumerate(packets)
+    ]
+    assert list(batch.verdicts) == [0, 0, int(kbmfast.Verdict.NONCES_EXPIRED)]
+    assert cap.sent == expected
+    assert bul.process_ack(cap.sent[0][1]).verdict == kbmfast.Verdict.ACCEPTED
+    snap = server.snapshot()
+    assert [(b["home"], b["lifetime"]) for b in snap["bindings"]] == [(HOME, 420), (HOME_RR, 420)]  # RR: at most 420
+    assert snap["rr_replies"] == {"CoT": 1, "HoT": 1} and snap["ba_sent"] == {"0": 3, "138": 1}
+    cn.close()
