@@ -531,14 +531,14 @@ static const char *const verdict_names[KBM_V_END] = {
     "HOME_REGISTRATION", "INVALID_CARE_OF", "KEY_EXHAUSTED", "HOME_NONCE_EXPIRED",
     "CARE_OF_NONCE_EXPIRED", "NONCES_EXPIRED", "RR_TABLE_FULL", "TRUNCATED", "BA_VALID",
     "BA_UNMATCHED", "BA_BAD_AUTHENTICATOR", "BA_NO_AUTHORIZATION", "BA_NOT_CONFIGURED",
-    "BA_BAD_CHECKSUM"};
+    "BA_BAD_CHECKSUM", "RR_REPLIED"};
 /* Binding Acknowledgement status per verdict, -1: none (kbmfast._types.BA_STATUS); -2: the
    status the acknowledgement in the packet carries */
 static const int16_t ba_status[KBM_V_END] = {0,   -1,  -1,  -1,  -1,  -1, -1, 135, 131, 174, 129,
-                                             136, 137, 138, 130, -1, -2, -2, -2, -2, -2, -1};
+                                             136, 137, 138, 130, -1, -2, -2, -2, -2, -2, -1, -1};
 /* Whether a line shows home, care-of and sequence */
 static const uint8_t shows_fields[KBM_V_END] = {1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1,
-                                               1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0};
+                                               1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 0};
 /* The names of kbm_perr and kbm_why codes (tools_cli.REASON_NAMES) */
 static const char *const reason_names[KBM_WHY_END] = {
     "", "SHORT", "VERSION", "PAYLOAD_LENGTH", "EXT_TRUNCATED", "EXT_ORDER", "NO_MH",

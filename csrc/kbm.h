@@ -362,6 +362,7 @@ enum kbm_cli_verdict {
     KBM_V_BA_NO_AUTHORIZATION,    /* no Binding Authorization Data option */
     KBM_V_BA_NOT_CONFIGURED,      /* no key for its home address */
     KBM_V_BA_BAD_CHECKSUM,
+    KBM_V_RR_REPLIED,             /* a Home/Care-of Test Init that verify --rr answered */
     KBM_V_END
 };
 

@@ -38,6 +38,8 @@ DEFAULT_MAX_PEERS = 16384
 INIT_MAX = 2048
 
 MH_HOTI, MH_COTI, MH_HOT, MH_COT = 1, 2, 3, 4
+#: ReturnRoutability(derive_nonces=True): nonce = First(64, HMAC_SHA1(Kcn, label | serial)).
+_NONCE_LABEL = b"kbmfast nonce"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,10 @@ class ReturnRoutability:
     MAX_NONCE_LIFETIME (240 s) after it was made, then forgotten. ``clock``: seconds, monotonic
     (injectable: tests move time without sleeping). ``max_peers``: how many RR mobile nodes a
     verifier remembers the last sequence number of at once (see docs/return-routability.md).
+    ``derive_nonces``: derive each nonce from Kcn and its serial number instead of drawing it
+    from :mod:`secrets`, so that a run can be replayed from Kcn and the times of the Home and
+    Care-of Test Inits (``kbmfast verify --rr --rr-kcn-file``). Never give a live CN a Kcn it
+    used before with this: its nonces would repeat, and old Binding Updates verify again.
 
     A Home or Care-of Test Init creates no state at all: the reply is a function of Kcn, the
     current nonce and the message. Pass the object to ``Verifier(..., return_routability=)``.
@@ -89,6 +95,7 @@ class ReturnRoutability:
         clock: Callable[[], float] = time.monotonic,
         *,
         max_peers: int = DEFAULT_MAX_PEERS,
+        derive_nonces: bool = False,
     ) -> None:
         if kcn is not None and (not isinstance(kcn, bytes | bytearray) or len(kcn) != KCN_SIZE):
             raise ValueError(f"kcn: expected {KCN_SIZE} bytes")
@@ -101,6 +108,7 @@ class ReturnRoutability:
         self.nonce_interval = nonce_interval
         self.clock = clock
         self.max_peers = max_peers
+        self.derive_nonces = bool(derive_nonces)
         self._lock = threading.Lock()
         self._kcn = bytearray(kcn if kcn is not None else secrets.token_bytes(KCN_SIZE))
         self._generation = 0
@@ -120,6 +128,13 @@ class ReturnRoutability:
             self._nonces.clear()
             self._snapshot = None
 
+    def _new_nonce(self, serial: int) -> bytes:
+        """Nonce ``serial``: from :mod:`secrets`, or with ``derive_nonces`` First(64,
+        HMAC_SHA1(Kcn, "kbmfast nonce" | serial as 8 bytes)) (caller holds the lock)."""
+        if not self.derive_nonces:
+            return secrets.token_bytes(NONCE_SIZE)
+        return hmac.digest(self._kcn, _NONCE_LABEL + serial.to_bytes(8, "big"), "sha1")[:NONCE_SIZE]
+
     def snapshot(self, now: float | None = None, *, current: bool = False) -> Snapshot:
         """The secrets valid at ``now`` (default: the clock); ``current`` makes the nonce a
         Home or Care-of Test would hand out now, if the newest is ``nonce_interval`` old."""
@@ -132,7 +147,7 @@ class ReturnRoutability:
                 q.popleft()
                 changed = True
             if current and (not q or now - q[-1][1] >= self.nonce_interval):
-                q.append((self._next, now, secrets.token_bytes(NONCE_SIZE)))
+                q.append((self._next, now, self._new_nonce(self._next)))
                 self._next += 1
                 changed = True
             snap = self._snapshot

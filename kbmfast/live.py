@@ -150,6 +150,8 @@ class LiveCapture:
         details = ffi.NULL
         if verifier is not None:
             v = verifier._handle()  # the C verifier: kbm_verify runs inside kbm_live_batch
+            if verifier.return_routability is not None:
+                verifier._push(v)  # the RR secrets as of now: nonces made and expired (serve --rr)
             details = self._c_details
         n = lib.kbm_live_batch(
             self._handle(),

@@ -22,8 +22,10 @@ from ._outputs import CliError, os_error_text
 if TYPE_CHECKING:
     from ._outputs import Subparsers
 
-#: Resynchronisations (authenticated 135) in a row before giving up on a registration.
+#: Resynchronisations (authenticated 135, or 136-138 then RR again) in a row before giving up.
 MAX_RESYNC = 3
+#: The verdicts of an RR Binding Acknowledgement saying the nonces expired (BA 136, 137, 138).
+_NONCES_EXPIRED = (11, 12, 13)
 
 
 def _address(text: str) -> ipaddress.IPv6Address:
@@ -68,7 +70,9 @@ def add_mn(sub: Subparsers[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Register HOME at CARE-OF with the correspondent node CN over interface IF, authorized with the\n"
-            "Kbm that KEYS (a kbmfast key file, e.g. the correspondent's own) holds for HOME; verify every\n"
+            "Kbm that KEYS (a kbmfast key file, e.g. the correspondent's own) holds for HOME, or with --rr\n"
+            "by return routability (RFC 6275 §5.2: the Home Test Init goes from HOME, so it must reach CN\n"
+            "and the Home Test come back on IF, as through a home agent's tunnel); verify every\n"
             "Binding Acknowledgement; on an authenticated status 135 adopt the correspondent's sequence and\n"
             "send again; refresh before the granted lifetime runs out; de-register (lifetime 0) after\n"
             "--count registrations or on SIGTERM/SIGINT. One line per event on stdout.\n"
@@ -84,7 +88,13 @@ def add_mn(sub: Subparsers[argparse.ArgumentParser]) -> None:
     p.add_argument("--home", required=True, type=_address, metavar="HOA", help="the mobile node's home address")
     p.add_argument("--care-of", required=True, type=_address, metavar="COA", help="its care-of address on IF")
     p.add_argument("--correspondent", required=True, type=_address, metavar="CN", help="the correspondent node")
-    p.add_argument("--keys", required=True, metavar="KEYS", help="key file holding the Kbm of HOME")
+    p.add_argument("--keys", metavar="KEYS", help="key file holding the Kbm of HOME (or --rr)")
+    p.add_argument(
+        "--rr",
+        action="store_true",
+        help="no preconfigured key: run return routability with CN (Home and Care-of Test Init) whenever the "
+        "keygen tokens are missing or stale, and authorize with the Kbm they give (instead of --keys)",
+    )
     p.add_argument("--state", metavar="FILE", help="sequence state file (a restart never reuses a sequence)")
     p.add_argument("--lifetime", type=_lifetime, default=420, metavar="S", help="requested lifetime in s (default 420)")
     p.add_argument(
@@ -160,7 +170,9 @@ class _Node:
         wait = self.args.timeout
         what = "de-registration" if lifetime == 0 else "registration"
         while True:
-            packet = self.bul.binding_update(self.cn, care_of=self.coa, lifetime=lifetime)
+            packet = self.binding_update(lifetime, stop_on_signal)
+            if packet is None:
+                return None
             sent = time.monotonic()
             self.link.send(packet)
             end = sent + wait
@@ -179,6 +191,8 @@ class _Node:
                     self.say(f"ignored an acknowledgement from {self.cn}: {r.verdict.name.lower()}")
                 elif r.verdict == Verdict.ACCEPTED or (r.verdict == Verdict.SEQUENCE_OUT_OF_WINDOW and r.ba_status == 135):
                     result = r
+                elif r.verdict in _NONCES_EXPIRED:  # the BUL forgot the tokens: rerun RR
+                    result = r
             if result is None:
                 attempt += 1
                 if attempt > self.args.retries:
@@ -189,6 +203,12 @@ class _Node:
             status = result.ba_status
             if result.verdict == Verdict.ACCEPTED and status < 128:
                 return result, ms
+            if result.verdict in _NONCES_EXPIRED:
+                resyncs += 1
+                self.say(f"{self.cn} answered {status} (nonce indices expired): rerunning return routability")
+                if resyncs > MAX_RESYNC:
+                    raise CliError(f"{what}: {self.cn} keeps answering {status} after {MAX_RESYNC} return routability runs", 1)
+                continue
             if status == BAStatus.SEQUENCE_OUT_OF_WINDOW:
                 resyncs += 1
                 self.say(f"sequence out of window: {self.cn} last accepted {result.last_sequence}; resynchronised, sending again")
@@ -200,6 +220,49 @@ class _Node:
             except ValueError:
                 name = "unknown status"
             raise CliError(f"{what} refused by {self.cn}: status {status} ({name})", 1)
+
+    def binding_update(self, lifetime: int, stop_on_signal: bool) -> bytes | None:
+        """The next Binding Update; with --rr, return routability first when the keygen tokens
+        are missing or stale (None when a signal came meanwhile, ``stop_on_signal``)."""
+        if self.args.rr:
+            try:
+                return bytes(self.bul.binding_update(self.cn, care_of=self.coa, lifetime=lifetime))
+            except (KeyError, ValueError):  # RR never run, or no fresh keygen tokens
+                if not self.return_routability(stop_on_signal):
+                    return None
+            try:
+                return bytes(self.bul.binding_update(self.cn, care_of=self.coa, lifetime=lifetime))
+            except ValueError as e:  # pragma: no cover - the tests just arrived
+                raise CliError(str(e), 1) from None
+        return bytes(self.bul.binding_update(self.cn, care_of=self.coa, lifetime=lifetime))
+
+    def return_routability(self, stop_on_signal: bool) -> bool:
+        """Send a Home Test Init and a Care-of Test Init until both tests come back (False when
+        a signal came, ``stop_on_signal``); CliError when CN does not answer."""
+        from . import _outputs
+
+        wait = self.args.timeout
+        for _ in range(self.args.retries + 1):
+            start = time.monotonic()
+            for init in self.bul.return_routability(self.cn, care_of=self.coa):
+                self.link.send(init)
+            got: set[bytes] = set()
+            end = start + wait
+            while len(got) < 2:
+                if stop_on_signal and _outputs.current.signum is not None:
+                    return False
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                reply = self.link.receive(min(left, 0.1))
+                if reply is not None and reply[8:24] == self.cn.packed and self.bul.process_test(reply):
+                    got.add(reply[24:40])
+            if len(got) == 2:
+                ms = (time.monotonic() - start) * 1e3
+                self.say(f"return routability with {self.cn}: home and care-of keygen tokens received ({ms:.1f} ms)")
+                return True
+            wait *= 2
+        raise CliError(f"return routability: no Home Test and Care-of Test from {self.cn} after {self.args.retries + 1} tries", 1)
 
     def run(self) -> int:
         from . import _outputs
@@ -247,7 +310,9 @@ def run_mn(args: argparse.Namespace) -> int:
 
     if args.care_of == args.home:
         raise CliError("--care-of: must differ from --home (a mobile node at home does not register)", 2)
-    kbm = _kbm(args.keys, args.home)
+    if bool(args.rr) == bool(args.keys):
+        raise CliError("give --keys KEYS or --rr (return routability), one of them", 2)
+    kbm = bytearray() if args.rr else _kbm(args.keys, args.home)
     try:
         try:
             link = Link(args.interface)
@@ -260,7 +325,8 @@ def run_mn(args: argparse.Namespace) -> int:
             text = os_error_text(e, args.state) if isinstance(e, OSError) else str(e)
             raise CliError(f"--state {text}", 2) from None
         try:
-            bul.add(args.correspondent, kbm)
+            if not args.rr:
+                bul.add(args.correspondent, kbm)
             try:
                 return _Node(args, bul, link).run()
             except LinkError as e:

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from . import serve_rr
 from ._keys import KeyTable, Peer
 from ._types import BA_STATUS, FLAG_A, Verdict
 from ._util import wipe
@@ -224,6 +225,7 @@ class Stats:
         self.batches = 0
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
+        self.rr_replies: Counter[str] = Counter()  # HoT/CoT sent (kbmfast.serve_rr)
         self.started = time.time()
 
     def observe_latency(self, seconds: float) -> None:
@@ -251,6 +253,7 @@ class Server:
         self.cache = cache or BindingCache()
         self.stats = Stats()
         self.captures: list[LiveCapture] = []
+        self.rr_path = serve_rr.wanted(verifier)  # return routability / compat rfc3775
 
     def handle(self, capture: LiveCapture, batch: Batch) -> None:
         """Act on one verified batch: binding cache, acknowledgements (built and sent by the C
@@ -263,9 +266,10 @@ class Server:
         now = time.monotonic()
         keys, max_lifetime = self.verifier.keys, self.verifier.max_lifetime
         data, offsets, details = batch.data, batch.offsets, batch.details
+        rr_done = serve_rr.handle(self, capture, batch) if self.rr_path else serve_rr.NONE
         for i in range(n):
             code = verdicts[i]
-            if code not in _ACTION:
+            if code not in _ACTION or i in rr_done:
                 continue
             detail = _DETAIL.unpack_from(details, _DETAIL.size * i)
             if detail[0] < 0:  # pragma: no cover - every such verdict has its details
@@ -321,6 +325,7 @@ class Server:
             verdicts = {Verdict(k).name: v for k, v in sorted(self.stats.verdicts.items())}
             sent = {str(k): v for k, v in sorted(self.stats.ba_sent.items())}
             limited, failed, batches = self.stats.ba_limited, self.stats.ba_failed, self.stats.batches
+            rr_replies = dict(sorted(self.stats.rr_replies.items()))
         return {
             "pid": os.getpid(),
             "time": time.time(),
@@ -330,6 +335,7 @@ class Server:
             "ba_sent": sent,
             "ba_rate_limited": limited,
             "ba_not_sent": failed,
+            "rr_replies": rr_replies,
             "batches": batches,
             "capture": self.pcap_totals(),
             "bindings": self.cache.snapshot(),
@@ -361,6 +367,7 @@ def start_metrics(server: Server, host: str, port: int) -> Any:
             with server.stats.lock:
                 verdicts = dict(server.stats.verdicts)
                 sent = dict(server.stats.ba_sent)
+                rr = dict(server.stats.rr_replies)
                 limited, batches = server.stats.ba_limited, server.stats.batches
                 buckets, total = list(server.stats.latency_buckets), server.stats.latency_sum
             packets = CounterMetricFamily("kbmfast_packets", "Mobility packets verified, by verdict", labels=["verdict"])
@@ -368,9 +375,13 @@ def start_metrics(server: Server, host: str, port: int) -> Any:
                 packets.add_metric([v.name], verdicts.get(int(v), 0))
             yield packets
             acks = CounterMetricFamily("kbmfast_acks_sent", "Binding Acknowledgements sent, by status", labels=["status"])
-            for status in (0, 129, 131, 135, 174):
+            for status in (0, 129, 130, 131, 135, 136, 137, 138, 174):
                 acks.add_metric([str(status)], sent.get(status, 0))
             yield acks
+            replies = CounterMetricFamily("kbmfast_rr_replies", "Home and Care-of Tests sent (--rr)", labels=["type"])
+            for name in ("HoT", "CoT"):
+                replies.add_metric([name], rr.get(name, 0))
+            yield replies
             yield CounterMetricFamily("kbmfast_acks_rate_limited", "Error acknowledgements not sent (rate limit)", value=limited)
             yield CounterMetricFamily("kbmfast_batches", "Batches verified", value=batches)
             cumulative, acc = [], 0

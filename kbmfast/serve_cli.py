@@ -134,7 +134,26 @@ def add_serve(sub: Subparsers[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="N processes on each interface (PACKET_FANOUT hash), sharing the state file (default 1)",
     )
+    add_rr_flags(p, "serve")
     p.set_defaults(handler=run_serve)
+
+
+def add_rr_flags(p: argparse.ArgumentParser, command: str) -> None:
+    """``--rr`` and ``--compat`` (serve and verify; kbmfast.serve_rr, docs/return-routability.md)."""
+    p.add_argument(
+        "--rr",
+        action="store_true",
+        help="return routability for the mobile nodes without a configured key: answer Home/Care-of Test Inits "
+        "and verify their RR Binding Updates"
+        + (" (a new Kcn at every start, in memory only: mobile nodes rerun RR after a restart)" if command == "serve" else ""),
+    )
+    p.add_argument(
+        "--compat",
+        choices=("rfc6275", "rfc3775"),
+        default="rfc6275",
+        help="rfc3775: care-of = home is a de-registration whatever the lifetime, as UMIP's mobile nodes expect "
+        "(default rfc6275; docs/spec-notes.md)",
+    )
 
 
 def _filter(args: argparse.Namespace) -> str | None:
@@ -166,6 +185,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CliError("--metrics needs prometheus_client: pip install 'kbmfast[metrics]'", 2)
     if args.error_rate <= 0:
         raise CliError("--error-rate: must be positive", 2)
+    if args.rr and args.workers > 1:
+        raise CliError("--rr: needs --workers 1 (the nonces live in one process's memory)", 2)
     keys = _load_keys(args.keys)  # checked once here, so a bad file fails before anything opens
     for peer in keys.peers():
         peer.wipe()
@@ -206,7 +227,7 @@ def _serve(args: argparse.Namespace, fanout: int | None, worker: int) -> int:
     captures = _open_captures(args, fanout)
     keys = _load_keys(args.keys)
     try:
-        verifier = Verifier(keys, state=args.state, max_lifetime=args.max_lifetime)
+        verifier = Verifier(keys, state=args.state, max_lifetime=args.max_lifetime, **_rr_args(args))
     except (KbmError, ValueError) as e:
         raise CliError(f"--state {e}", 2) from None
     except OSError as e:
@@ -240,7 +261,8 @@ def _serve(args: argparse.Namespace, fanout: int | None, worker: int) -> int:
     interrupts = _outputs.current
     threads = [threading.Thread(target=work, args=(c,), name=f"kbmfast-serve-{c.interface}", daemon=True) for c in captures]
     tty = sys.stderr.isatty() and args.stats_interval > 0
-    print(f"{name}: serving on {', '.join(args.interface)} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    rr = " with return routability" if args.rr else ""
+    print(f"{name}: serving on {', '.join(args.interface)}{rr} (pid {os.getpid()})", file=sys.stderr, flush=True)
     with interrupts.deferred():
         for t in threads:
             t.start()
@@ -278,6 +300,13 @@ def _serve(args: argparse.Namespace, fanout: int | None, worker: int) -> int:
         raise CliError(errors[0], 1)
     print(f"{name}: stopped: {server.stats_line()}", file=sys.stderr, flush=True)
     return 0
+
+
+def _rr_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Verifier's return_routability= (a fresh Kcn from ``secrets``) and compat=."""
+    from ._rr import ReturnRoutability
+
+    return {"return_routability": ReturnRoutability() if args.rr else None, "compat": args.compat}
 
 
 def _write_snapshot(snapshot: dict[str, Any], path: str | None, worker: int | None, name: str) -> None:

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from . import _outputs, _types
+from . import _outputs, _types, verify_rr
 from ._outputs import (
     EXIT_SIGPIPE,
     CliError,
@@ -67,10 +67,11 @@ CLI_VERDICTS = (
     "BA_NO_AUTHORIZATION",
     "BA_NOT_CONFIGURED",
     "BA_BAD_CHECKSUM",
+    "RR_REPLIED",  # --rr: a Home/Care-of Test Init answered (kbmfast.verify_rr)
 )
-# after the Verifier's codes (csrc/kbm.h KBM_V_TRUNCATED...): 15-21
+# after the Verifier's codes (csrc/kbm.h KBM_V_TRUNCATED...): 15-22
 (V_TRUNCATED, V_BA_VALID, V_BA_UNMATCHED, V_BA_BAD_AUTHENTICATOR, V_BA_NO_AUTHORIZATION, V_BA_NOT_CONFIGURED,
- V_BA_BAD_CHECKSUM) = range(len(Verdict), len(Verdict) + len(CLI_VERDICTS))  # fmt: skip
+ V_BA_BAD_CHECKSUM, V_RR_REPLIED) = range(len(Verdict), len(Verdict) + len(CLI_VERDICTS))  # fmt: skip
 _VERDICT_NAMES = [v.name for v in Verdict] + list(CLI_VERDICTS)
 _BA_VERDICTS = range(V_BA_VALID, V_BA_BAD_CHECKSUM + 1)
 _BA_FOR_VERDICT = {int(v): s for v, s in BA_STATUS.items()}
@@ -383,6 +384,15 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
         metavar="ADDR",
         help="only the mobility packets to or from this correspondent node (IPv6 address); the others count as other frames",
     )
+    from .serve_cli import add_rr_flags
+
+    add_rr_flags(p, "verify")
+    p.add_argument(
+        "--rr-kcn-file",
+        metavar="FILE",
+        help="with --rr: the Kcn the correspondent answered with (40 hex digits, a private file like a key file), "
+        "to replay its run from the capture's Home/Care-of Test Inits (docs/tools.md); default: a fresh Kcn",
+    )
     p.set_defaults(handler=run_verify)
 
 
@@ -692,6 +702,7 @@ class _Job:
         self.directions = directions
         self.addr = _Addresses()
         self.c_lines: _CLines | None = None
+        self.rr: Any = None  # --rr: kbmfast.verify_rr.Replay judges the batch instead
 
     def __call__(self, batch: Batch, path: str) -> tuple[Fields, Any, dict[bytes, int | None], bytes, list[int]]:
         from .capture import Fields, fields_fast, fields_plain
@@ -703,7 +714,7 @@ class _Job:
         else:
             fields = fields_fast(batch) if np is not None else fields_plain(batch)
         last = self.acks.snapshot(fields) if self.acks is not None else {}
-        verdicts = self.verifier.verify_buffer(batch.data, batch.offsets)
+        verdicts = self.rr(batch) if self.rr is not None else self.verifier.verify_buffer(batch.data, batch.offsets)
         self.directions.apply(batch.data, batch.offsets, batch.times, len(batch), verdicts, batch.cut)
         counts = _count(verdicts, len(batch))
         if self.quiet:
@@ -920,7 +931,7 @@ def load_key_file(path: str, status: int = 2) -> Any:
         raise CliError(f"key file {os_error_text(e, path)}", status) from None
 
 
-def _open_verifier(backend: Any, keys: Any, state: str | None) -> Any:
+def _open_verifier(backend: Any, keys: Any, state: str | None, **rr: Any) -> Any:
     """The Verifier, or CliError (status 2) for a state file that cannot be used or a bad
     KBMFAST_KERNEL."""
     if backend.backend == "c":
@@ -931,7 +942,7 @@ def _open_verifier(backend: Any, keys: Any, state: str | None) -> Any:
         except ValueError as e:
             raise CliError(str(e)) from None
     try:
-        return backend.Verifier(keys, state=state)
+        return backend.Verifier(keys, state=state, **rr)
     except OSError as e:
         raise CliError(f"state file {os_error_text(e, state)}") from None
     except ValueError as e:  # StateFileError names the file itself
@@ -956,8 +967,8 @@ def _verify(args: argparse.Namespace, captures: list[str], key_path: str) -> int
     except OSError as e:
         raise CliError(f"--acks-out {os_error_text(e)}") from None
     try:
-        verifier = _open_verifier(backend, keys, args.state)
-        run = _VerifyRun(args, verifier, acks_file, keys, backend)
+        verifier, replay = verify_rr.setup(args, _open_verifier, backend, keys, args.state)  # --rr, --compat
+        run = _VerifyRun(args, verifier, acks_file, keys, backend, replay)
         try:
             with _outputs.current.deferred():
                 run.all(captures)
@@ -985,7 +996,9 @@ class _VerifyRun:
     on SIGINT/SIGTERM or when standard output is closed: every batch handed to the verifier
     (whose state it changes) then has its lines written and its acknowledgements too."""
 
-    def __init__(self, args: argparse.Namespace, verifier: Any, acks_file: OutputFile | None, keys: Any, backend: Any) -> None:
+    def __init__(
+        self, args: argparse.Namespace, verifier: Any, acks_file: OutputFile | None, keys: Any, backend: Any, replay: Any = None
+    ) -> None:
         from .capture import HAVE_C
         from .capture import np as _np
 
@@ -997,11 +1010,14 @@ class _VerifyRun:
         self.progress = _Progress(sys.stderr, sys.stdout, args.quiet)
         self.addr = _Addresses()
         self.directions = _Directions(keys, backend)
-        self.acks: _Acks | None = None
-        if acks_file is not None:
+        self.acks: Any = None
+        if acks_file is not None and replay is not None:  # --rr: packet by packet (kbmfast.verify_rr)
+            self.acks = verify_rr.Acks(replay, acks_file.stream)
+        elif acks_file is not None:
             self.acks = _CAcks(verifier, acks_file.stream, keys) if HAVE_C else _Acks(verifier, acks_file.stream)
         self.work = _Job(verifier, self.acks, self.directions, args.json, args.quiet, _np)
-        c_lines = _CLines(verifier, args.quiet, self.directions) if HAVE_C else None
+        self.work.rr = replay
+        c_lines = _CLines(verifier, args.quiet, self.directions) if HAVE_C and replay is None else None
         self.work.c_lines = c_lines if not args.quiet else None
         self.lines = c_lines if self.acks is None or isinstance(self.acks, _CAcks) else None
         if self.lines is not None and isinstance(self.acks, _CAcks):
@@ -1215,6 +1231,8 @@ def _summary(
             "other_frames": totals["other"],
             "frames": totals["frames"],
         }
+        if getattr(args, "rr", False):
+            doc["rr_replied"] = counts[V_RR_REPLIED]
         if with_acks:
             doc["acks_written"] = totals["acks"]
         if resume is not None:
@@ -1226,6 +1244,8 @@ def _summary(
     lines += [f"{v.name:<24}{counts[v]:>10}" for v in Verdict]
     if counts[V_TRUNCATED]:
         lines.append(f"{'TRUNCATED (snap length)':<24}{counts[V_TRUNCATED]:>10}")
+    if getattr(args, "rr", False):
+        lines.append(f"{'RR_REPLIED (HoTI, CoTI)':<24}{counts[V_RR_REPLIED]:>10}")
     if any(acks.values()):
         lines.append(f"{'acknowledgement verdict':<24}{'packets':>10}")
         lines += [f"{name:<24}{k:>10}" for name, k in acks.items()]
@@ -1449,8 +1469,8 @@ def _verify_live(args: argparse.Namespace) -> int:
         import kbmfast as backend
     else:
         import kbmfast.reference as backend
-    verifier = _open_verifier(backend, keys, args.state)
-    run = _VerifyRun(args, verifier, None, keys, backend)
+    verifier, replay = verify_rr.setup(args, _open_verifier, backend, keys, args.state)  # --rr, --compat
+    run = _VerifyRun(args, verifier, None, keys, backend, replay)
     interrupts = _outputs.current
     print(f"kbmfast verify: capturing on {args.interface}", file=sys.stderr, flush=True)
     try:

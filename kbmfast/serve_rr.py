@@ -1,0 +1,135 @@
+"""Return routability and ``--compat rfc3775`` in ``kbmfast serve`` (docs/serve.md).
+
+:class:`kbmfast.serve.Server` hands each verified batch to :func:`handle` first when its
+verifier has ``return_routability`` or ``compat="rfc3775"``. This module answers what the
+preconfigured fast path does not:
+
+- Home Test Init / Care-of Test Init (verdict NOT_BINDING_UPDATE): answered with
+  ``Verifier.reply_buffer`` (one C call for the batch's inits) and sent back the way each init's
+  frame came (``LiveCapture.send``). Replies are not rate-limited: an init costs the CN one
+  keygen token and no state (RFC 6275 §5.2.7), and the reply is barely larger than the init.
+- RR Binding Updates (those with a Nonce Indices option from a peer with no preconfigured
+  key): accepted ones enter the binding cache with the granted lifetime (at most
+  MAX_RR_BINDING_LIFETIME), and every acknowledgement is what ``Verifier.acknowledge`` builds:
+  signed with the RR Kbm derived from the nonces the BU names, or for 136/137/138 sent without
+  a Binding Authorization Data option (there is no key). Error acknowledgements are rate-limited
+  per home address like the others.
+- With ``compat="rfc3775"``, a configured peer's Binding Update whose care-of address is its
+  home address is a de-registration: ``acknowledge`` derives its Kbm as one (the fast path would
+  not), so it goes this way too.
+
+:func:`handle` returns the indices it answered; the fast path skips them.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from itertools import accumulate
+from typing import TYPE_CHECKING, Any
+
+from ._rr import MAX_RR_BINDING_LIFETIME, MH_COT, MH_HOT
+from ._types import BA_STATUS, Verdict
+from .fast import _DETAIL, _result
+
+if TYPE_CHECKING:
+    from .live import Batch, LiveCapture
+
+_NOT_BU = int(Verdict.NOT_BINDING_UPDATE)
+#: The verdicts only return routability gives (BA 136, 137, 138, 130).
+_RR_ONLY = frozenset(
+    int(v) for v in (Verdict.HOME_NONCE_EXPIRED, Verdict.CARE_OF_NONCE_EXPIRED, Verdict.NONCES_EXPIRED, Verdict.RR_TABLE_FULL)
+)
+#: The verdicts the fast path acknowledges (kbmfast.serve._ACTION: ACCEPTED, 135, 131, 174, 129).
+_ANSWERED = frozenset(int(v) for v in BA_STATUS) - _RR_ONLY
+_REPLY_NAMES = {MH_HOT: "HoT", MH_COT: "CoT"}
+NONE: frozenset[int] = frozenset()
+
+
+def wanted(verifier: Any) -> bool:
+    """Whether ``verifier`` needs :func:`handle` (return routability or compat rfc3775)."""
+    return verifier.return_routability is not None or verifier.compat == "rfc3775"
+
+
+def _slow(data: memoryview, at: int, code: int, detail: tuple[int, ...], compat: bool) -> bool:
+    """Whether this verdict (of the packet at ``data[at:]``) is this module's to answer rather
+    than the fast path's."""
+    if code in _RR_ONLY or detail[6] >= 0:  # judged by return routability: no Kbm in the key table
+        return True
+    if compat and detail[3] != 0 and detail[0] >= 0:  # RFC 3775: care-of = home is a de-registration
+        home, care_of = at + detail[0], at + detail[1]
+        return data[home : home + 16] == data[care_of : care_of + 16]
+    return False
+
+
+def handle(server: Any, capture: LiveCapture, batch: Batch) -> frozenset[int]:
+    """Answer the batch's Home/Care-of Test Inits and the Binding Updates the fast path cannot
+    sign (see the module's docstring) for ``server`` (a kbmfast.serve.Server: its verifier,
+    cache, limiter and stats, which count what was sent). Returns the
+    indices of the Binding Updates handled here."""
+    import time
+
+    verifier = server.verifier
+    n, verdicts, details, data, offsets = batch.n, batch.verdicts, batch.details, batch.data, batch.offsets
+    replies: Counter[str] = Counter()
+    reply_failed = 0
+    if verifier.return_routability is not None:
+        inits = [i for i in range(n) if verdicts[i] == _NOT_BU]
+        if inits:
+            buf = b"".join(data[offsets[i] : offsets[i + 1]] for i in inits)
+            offs = array("Q", accumulate((offsets[i + 1] - offsets[i] for i in inits), initial=0))
+            out, ends = verifier.reply_buffer(buf, offs)
+            for k, i in enumerate(inits):
+                reply = out[ends[k] : ends[k + 1]]
+                if not reply:
+                    continue
+                if capture.send(i, reply):
+                    replies[_REPLY_NAMES.get(reply[42], "?")] += 1
+                else:
+                    reply_failed += 1
+    compat = verifier.compat == "rfc3775"
+    done: set[int] = set()
+    sent: Counter[int] = Counter()
+    limited = failed = 0
+    now = time.monotonic()
+    cap = verifier.max_lifetime
+    for i in range(n):
+        code = verdicts[i]
+        if code not in _RR_ONLY and code not in _ANSWERED:
+            continue
+        detail = _DETAIL.unpack_from(details, _DETAIL.size * i)
+        if not _slow(data, offsets[i], code, detail, compat):
+            continue
+        done.add(i)
+        result = _result(bytes(data[offsets[i] : offsets[i + 1]]), code, detail)
+        assert result.home is not None and result.care_of is not None and result.lifetime is not None
+        home = result.home.packed
+        if code == 0:
+            limit = cap
+            if result.nonce_indices is not None:
+                limit = MAX_RR_BINDING_LIFETIME if cap is None else min(cap, MAX_RR_BINDING_LIFETIME)
+            granted = result.lifetime if limit is None else min(result.lifetime, limit)
+            server.cache.update(home, result.care_of.packed, detail[2], granted)
+        status = result.ba_status
+        if status is None:
+            continue
+        if status >= 128 and not server.limiter.allow(home, now):
+            limited += 1
+            continue
+        try:
+            ack = verifier.acknowledge(result)
+        except KeyError:  # its nonces expired, or the peer was configured (SIGHUP) meanwhile
+            failed += 1
+            continue
+        if ack is not None and capture.send(i, ack):
+            sent[status] += 1
+        else:
+            failed += 1
+    with server.stats.lock:
+        server.stats.ba_sent.update(sent)
+        server.stats.ba_limited += limited
+        server.stats.ba_failed += failed
+        server.stats.rr_replies.update(replies)
+        if reply_failed:
+            server.stats.rr_replies["not_sent"] += reply_failed
+    return frozenset(done) if done else NONE
