@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._outputs import Subparsers
+from .._outputs import Subparsers
 
 Handler = Callable[[argparse.Namespace], int]
 Registrar = Callable[["Subparsers[argparse.ArgumentParser]"], None]
@@ -150,7 +150,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from kbmfast import bench
 
-    from ._outputs import CliError, Interrupted, OutputFile, os_error_text
+    from .._outputs import CliError, Interrupted, OutputFile, os_error_text
 
     if args.serve:
         return _bench_serve(args)
@@ -181,8 +181,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def _bench_serve(args: argparse.Namespace) -> int:
     """``kbmfast bench --serve`` (kbmfast.serve_bench)."""
-    from . import serve_bench
-    from ._outputs import CliError
+    from .._outputs import CliError
+    from ..bench import serve as serve_bench
 
     try:
         report = serve_bench.run(packets=20_000 if args.quick else 100_000, peers=args.peers or 1000)
@@ -220,10 +220,10 @@ def _bench(args: argparse.Namespace, bench: Any, plot_file: Any) -> int:
 
 def _registrars() -> Sequence[Registrar]:
     """Every subcommand, in --help order."""
-    from .mn_cli import add_mn
-    from .serve_cli import add_serve
-    from .state_cli import add_state
-    from .tools_cli import add_gen, add_keys, add_verify
+    from .mn import add_mn
+    from .serve import add_serve
+    from .state import add_state
+    from .verify import add_gen, add_keys, add_verify
 
     return (add_version, add_bench, add_verify, add_gen, add_keys, add_state, add_serve, add_mn)
 
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     path and the cause), SIGINT/SIGTERM (130/143, see kbmfast._outputs), a standard output
     closed by its reader (141, quietly).
     """
-    from . import _outputs
+    from .. import _outputs
 
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler

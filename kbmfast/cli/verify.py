@@ -28,8 +28,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from . import _outputs, _types
-from ._outputs import (
+from .. import _outputs, _types
+from .._outputs import (
     EXIT_SIGPIPE,
     CliError,
     Interrupted,
@@ -41,10 +41,10 @@ from ._outputs import (
     output_files,
     refuse_existing,
 )
-from ._types import BA_STATUS, FLAG_A, Result, Verdict
+from .._types import BA_STATUS, FLAG_A, Result, Verdict
 
 if TYPE_CHECKING:
-    from .capture import Batch, CaptureReader, Chunk, Fields
+    from ..capture import Batch, CaptureReader, Chunk, Fields
 
 # The capture module (and numpy, when installed) is imported when a command runs, not for --help.
 MH_TYPE_NAMES = ("BRR", "HoTI", "CoTI", "HoT", "CoT", "BU", "BA", "BE")
@@ -99,7 +99,7 @@ REASON_NAMES: dict[int, str] = {
 def _extension_offsets(p: bytes, mh: int) -> tuple[int, int]:
     """The Home Address option's address and the type 2 Routing header's offsets in a packet
     that wire.scan accepted (-1 where absent)."""
-    from .capture import _find_option_plain
+    from ..capture import _find_option_plain
 
     nh, pos, hao, rh2 = p[6], 40, -1, -1
     while pos < mh:
@@ -116,10 +116,10 @@ def _extension_offsets(p: bytes, mh: int) -> tuple[int, int]:
 def malformed_reason(p: bytes) -> tuple[int, int]:
     """(code, byte offset) of why the verifier calls ``p`` MALFORMED, in the order it decides
     (kbmfast.reference.verifier); (0, 0) when it would not. The oracle of kbm_malformed_reason."""
-    from ._types import FLAG_H, AlternateCareOfAddress, BindingAuthorizationData, BindingUpdate, NonceIndices
-    from ._util import is_routable_unicast, is_unicast
-    from .capture import _find_option_plain
-    from .reference import wire
+    from .._types import FLAG_H, AlternateCareOfAddress, BindingAuthorizationData, BindingUpdate, NonceIndices
+    from .._util import is_routable_unicast, is_unicast
+    from ..capture import _find_option_plain
+    from ..reference import wire
 
     try:
         layout = wire.scan(p)
@@ -452,7 +452,7 @@ class _Acks:
     """
 
     def __init__(self, verifier: Any, stream: BinaryIO) -> None:
-        from .capture import PcapWriter
+        from ..capture import PcapWriter
 
         self.verifier = verifier
         self.writer = PcapWriter(stream)
@@ -512,7 +512,7 @@ class _Directions:
         """Change ``verdicts`` (a writable uint8 sequence) of packets 0..n-1 where they call for it."""
         import kbmfast
 
-        from .capture import packet_fields
+        from ..capture import packet_fields
 
         if cut is not None:
             for i in range(n):
@@ -559,8 +559,8 @@ class _Directions:
         """The verdict on one Binding Acknowledgement."""
         import hmac
 
-        from ._util import wipe
-        from .reference.verifier import current_kbm
+        from .._util import wipe
+        from ..reference.verifier import current_kbm
 
         msg = packet.message
         if not packet.checksum_valid:
@@ -606,8 +606,8 @@ class _CAcks(_Acks):
     """
 
     def __init__(self, verifier: Any, stream: BinaryIO, keys: Any) -> None:
-        from ._keys import KIND_KCN
-        from ._native_edge import ffi, lib
+        from .._keys import KIND_KCN
+        from .._native_edge import ffi, lib
 
         super().__init__(verifier, stream)
         self.ffi, self.lib = ffi, lib
@@ -694,7 +694,7 @@ class _Job:
         self.c_lines: _CLines | None = None
 
     def __call__(self, batch: Batch, path: str) -> tuple[Fields, Any, dict[bytes, int | None], bytes, list[int]]:
-        from .capture import Fields, fields_fast, fields_plain
+        from ..capture import Fields, fields_fast, fields_plain
 
         np = self.np
         python_acks = self.acks is not None and not isinstance(self.acks, _CAcks)
@@ -730,7 +730,7 @@ class _CLines:
     SLOTS = 1 << 16  # address texts cached (peers repeat)
 
     def __init__(self, verifier: Any, quiet: bool, directions: _Directions) -> None:
-        from ._native_edge import ffi
+        from .._native_edge import ffi
 
         self.verifier, self.quiet, self.ffi, self.directions = verifier, quiet, ffi, directions
         self.acks: _CAcks | None = None
@@ -762,7 +762,7 @@ class _CLines:
         self, data: Any, offsets: Any, frames: Any, times: Any, verdicts: Any, n: int, out: bytearray
     ) -> memoryview | bytes:
         """The text lines of packets 0..n-1, formatted into ``out`` (grown as needed)."""
-        from ._native_edge import lib
+        from .._native_edge import lib
 
         ffi, fb = self.ffi, self.ffi.from_buffer
         name = self.name
@@ -788,8 +788,8 @@ class _CLines:
             done = lib.kbm_format_json(*args, name, len(name), fb("char[]", out), len(out), written)
         text: memoryview | bytes = memoryview(out)[: written[0]]
         if done < n:  # pragma: no cover - only for values C does not format (none today)
-            from .capture import Batch as _Batch
-            from .capture import fields_plain
+            from ..capture import Batch as _Batch
+            from ..capture import fields_plain
 
             rest = _Batch(
                 bytes(data),
@@ -841,7 +841,7 @@ def run_verify(args: argparse.Namespace) -> int:
 def _skip(item: Any, skip: int) -> Any:
     """``item`` (a Chunk, changed in place, or a Batch) without the packets of frames up to
     ``skip``; None when no packet is left."""
-    from .capture import Batch
+    from ..capture import Batch
 
     if isinstance(item, Batch):
         n = len(item)
@@ -871,7 +871,7 @@ def _skip(item: Any, skip: int) -> Any:
 def _only(item: Any, cn: bytes) -> Any:
     """``item`` (a Chunk, changed in place, or a Batch) with only the packets to or from the
     correspondent ``cn``; None when none is left."""
-    from .capture import Batch
+    from ..capture import Batch
 
     chunk = not isinstance(item, Batch)
     n = item.n if chunk else len(item)
@@ -924,7 +924,7 @@ def _open_verifier(backend: Any, keys: Any, state: str | None) -> Any:
     """The Verifier, or CliError (status 2) for a state file that cannot be used or a bad
     KBMFAST_KERNEL."""
     if backend.backend == "c":
-        from .fast import use_kernel
+        from ..fast import use_kernel
 
         try:
             use_kernel()
@@ -986,8 +986,8 @@ class _VerifyRun:
     (whose state it changes) then has its lines written and its acknowledgements too."""
 
     def __init__(self, args: argparse.Namespace, verifier: Any, acks_file: OutputFile | None, keys: Any, backend: Any) -> None:
-        from .capture import HAVE_C
-        from .capture import np as _np
+        from ..capture import HAVE_C
+        from ..capture import np as _np
 
         self.args, self.verifier, self.np = args, verifier, _np
         self.out = Stdout()
@@ -1060,7 +1060,7 @@ class _VerifyRun:
     def one(self, path: str, skip: int) -> int | None:
         """Verify one capture; None when read to its end (or unreadable), else the frames of it
         done (skipped or verified) when stopped."""
-        from .capture import CaptureError, CaptureReader
+        from ..capture import CaptureError, CaptureReader
 
         try:
             reader = CaptureReader(path)
@@ -1191,7 +1191,7 @@ class _VerifyRun:
 
 def _shard_filter(args: argparse.Namespace) -> Any:
     """The --shard filter, or None."""
-    from ._shard import ShardFilter, parse_shard
+    from .._shard import ShardFilter, parse_shard
 
     if getattr(args, "shard", None) is None:
         return None
@@ -1297,9 +1297,9 @@ def run_gen(args: argparse.Namespace) -> int:
     and opened (as temporary files beside them) first, written, then renamed into place
     together: an error or an interrupt leaves none of them changed.
     """
-    from . import gen
-    from ._shard import parse_shard
-    from .capture import PcapWriter, write_pcapng
+    from .. import gen
+    from .._shard import parse_shard
+    from ..capture import PcapWriter, write_pcapng
 
     keys_path = args.keys or _default_keys(args.out)
     outputs = [("--out", args.out), ("--keys", keys_path), ("--truth", args.truth)]
@@ -1430,8 +1430,8 @@ def registrars() -> tuple[Any, ...]:
 def _verify_live(args: argparse.Namespace) -> int:
     """``kbmfast verify -i IF``: verify live on IF (the same capture as serve), print what
     verify prints for files, send nothing; SIGINT/SIGTERM end it (status 0) with the summary."""
-    from .capture import Batch
-    from .live import LiveCapture, LiveError
+    from ..capture import Batch
+    from ..live import LiveCapture, LiveError
 
     if args.captures or args.demo or args.skip or args.acks_out:
         raise CliError("-i takes no CAPTURE, --demo, --skip or --acks-out")

@@ -53,11 +53,11 @@ from typing import Any, BinaryIO
 import kbmfast
 import kbmfast.reference
 
-from . import _stateformat
-from . import fast as _fast
-from ._native_edge import ffi, lib
-from ._outputs import child_defaults
-from ._rr_bench import rr_ratio
+from .. import _stateformat
+from .. import fast as _fast
+from .._native_edge import ffi, lib
+from .._outputs import child_defaults
+from .rr import rr_ratio
 
 HOME_PREFIX = ipaddress.IPv6Address("2001:db8:1::")
 CARE_OF_PREFIX = ipaddress.IPv6Address("2001:db8:2::")
@@ -753,7 +753,7 @@ def make_traffic(kind: str, peers: int, packets: int, seed: int = 0) -> Traffic:
     """``kind`` "shapes": legitimate Binding Updates of every shape kbmfast.gen makes (Alternate
     Care-of Address, de-registrations, Nonce Indices, RFC 4449 peers); "rejects": the same
     with kbmfast.gen's default hostile mix (replays, forgeries, unknown peers, malformed)."""
-    from . import gen
+    from .. import gen
 
     mix = {name: 0.0 for name in gen.DEFAULT_MIX} if kind == "shapes" else dict(gen.DEFAULT_MIX)
     t = gen.generate(peers, packets, seed=seed, mix=mix)
@@ -1162,7 +1162,7 @@ def run(config: BenchConfig | None = None, workload: Workload | None = None, *, 
     plans += [plan_compress(c.ceiling_blocks, streams) for streams in (1, 2)]
     plans += plan_kernels(c.ceiling_blocks)
     plans += plan_verify_buffer_kernels(w, top)
-    from ._rr_bench import rr_plans  # return routability (issue 12): its own module
+    from .rr import rr_plans  # return routability (issue 12): its own module
 
     plans += rr_plans(min(c.peers, 4096), 4, top, c.seed, sys.modules[__name__])
     plans += [
@@ -1278,7 +1278,7 @@ def format_report(r: Report) -> str:
         rate(r.get(f"c.traffic.{kind}"), f"C verify_buffer, {kind} traffic (kbmfast.gen)")
         rate(r.get(f"reference.traffic.{kind}"), f"reference, {kind} traffic")
     lines.append(_row(f"ceiling ({r.ceiling_source}: best compressions/s / 2)", si(r.ceiling)))
-    from ._rr_bench import rr_rows
+    from .rr import rr_rows
 
     lines += rr_rows(r.measures, r.ceiling, _row, si)  # of ceiling: of compressions/s ÷ their count
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import kbmfast
 
-from . import _rr
-from .reference.rr import build_init
+from .. import _rr
+from ..reference.rr import build_init
 
 RR_BU_COMPRESSIONS = 9
 REPLY_COMPRESSIONS = 2
