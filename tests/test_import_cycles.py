@@ -29,7 +29,7 @@ EXTENSIONS = {"kbmfast._native"}
 # point). The library under it (the benchmark engine kbmfast.bench and the generator kbmfast.gen
 # included) must never import one of them.
 COMMAND_PACKAGE = "kbmfast.cli"
-COMMANDS = {"verify", "state", "serve", "mn"}
+COMMANDS = {"version", "bench", "verify", "gen", "keys", "state", "serve", "mn"}
 
 
 def is_command(module: str) -> bool:

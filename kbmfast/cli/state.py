@@ -146,7 +146,7 @@ def run_check(args: argparse.Namespace) -> int:
 def run_compact(args: argparse.Namespace) -> int:
     """Rewrite (and optionally salvage or prune) a state file."""
     from .. import _stateformat as fmt
-    from .verify import load_key_file
+    from ._common import load_key_file
 
     if args.drop_unconfigured and not args.keys:
         raise CliError("--drop-unconfigured needs --keys")
@@ -200,7 +200,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     """Rewrite a version 1 state file as version 2."""
     from .. import _stateformat as fmt
     from ..reference.verifier import peer_fingerprint
-    from .verify import load_key_file
+    from ._common import load_key_file
 
     if args.output is not None:
         check_distinct([("FILE", args.file), ("--keys", args.keys)], [("--output", args.output)])
