@@ -120,7 +120,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
-    """``kbmfast bench --serve`` (kbmfast.serve_bench)."""
+    """``kbmfast bench --serve`` (kbmfast.bench.serve)."""
     from .._outputs import CliError
     from ..bench import serve as serve_bench
 
