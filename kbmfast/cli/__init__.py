@@ -102,7 +102,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if installed:
             interrupts.restore()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
