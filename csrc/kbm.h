@@ -376,7 +376,7 @@ typedef struct {
     uint8_t len;
     char text[47];
 } kbm_addr_slot;
-/* The text lines of `kbmfast verify` (tools_cli.format_plain) for packets 0..n-1 of a
+/* The text lines of `kbmfast verify` (kbmfast.cli.verify.format_plain) for packets 0..n-1 of a
    verify_buffer batch and their verdicts (kbm_verdict or kbm_cli_verdict), into out. Returns the number of lines written (fewer
    than n when out has less than KBM_LINE_MAX bytes left, or at a packet it cannot format: a
    bad offset or verdict, a negative time) and their length in *written. */
@@ -408,7 +408,7 @@ size_t kbm_write_acks(const uint8_t *buf, size_t buf_len, const uint64_t *offset
                       size_t out_len, size_t *written, uint64_t *count, uint64_t *clamped);
 
 #define KBM_JSON_MAX 640
-/* The same rows as JSON lines (tools_cli.format_json); name is the capture's name as a JSON
+/* The same rows as JSON lines (kbmfast.cli.verify.format_json); name is the capture's name as a JSON
    string, quotes included (json.dumps). Each row needs KBM_JSON_MAX + name_len bytes of out. */
 size_t kbm_format_json(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
                        const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,
