@@ -153,3 +153,43 @@ MB_FN uint32_t MB_NAME(kbm_sha1_mb_bench)(const uint8_t *blocks, uint64_t rounds
     MB_STORE(t, s[0]);
     return t[0];
 }
+
+/* Lane i: SHA-1 of the one padded block at blk[i], then that 20-byte digest as an HMAC key
+   reduced to its midstates (kbm_mac_key_init) in out[i]: three compressions, the last two
+   on blocks built in registers. Lanes past n repeat lane 0 and are never stored. */
+MB_FN void MB_NAME(kbm_sha1_key_mb)(const uint8_t *const blk[], kbm_mac_key *const out[],
+                                    size_t n)
+{
+    const uint8_t *rows[MB_L];
+    MB_V s[5], d[5], w[16];
+    _Alignas(64) uint32_t t[10][MB_L];
+    uint32_t iv[5];
+    kbm_sha1_init(iv);
+    for (size_t i = 0; i < MB_L; i++)
+        rows[i] = blk[i < n ? i : 0];
+    for (int j = 0; j < 5; j++)
+        s[j] = MB_SET1((int)iv[j]);
+    MB_ROWS(w, rows, 0);
+    MB_NAME(compress)(s, w);
+    for (int j = 0; j < 5; j++)
+        d[j] = s[j];
+    /* the key padded to 64 bytes (zeros) XOR ipad, then XOR opad */
+    for (int pad = 0; pad < 2; pad++) {
+        const MB_V x = MB_SET1(pad ? 0x5C5C5C5C : 0x36363636);
+        for (int j = 0; j < 5; j++) {
+            w[j] = MB_XOR(d[j], x);
+            s[j] = MB_SET1((int)iv[j]);
+        }
+        for (int j = 5; j < 16; j++)
+            w[j] = x;
+        MB_NAME(compress)(s, w);
+        for (int j = 0; j < 5; j++)
+            MB_STORE(t[5 * pad + j], s[j]);
+    }
+    for (size_t i = 0; i < n; i++)
+        for (int j = 0; j < 5; j++) {
+            out[i]->inner[j] = t[j][i];
+            out[i]->outer[j] = t[5 + j][i];
+        }
+    kbm_wipe(t, sizeof t);
+}

@@ -403,7 +403,7 @@ class Verifier:
             raise
 
     def _reply(self, buf: Any, length: int, c_offs: Any, n: int) -> tuple[bytes, array[int]]:
-        self._handle()
+        v = self._handle()
         rr = self.return_routability
         if rr is None:
             return b"", array("Q", bytes(8 * (n + 1)))
@@ -414,7 +414,7 @@ class Verifier:
         where = ffi.new("size_t *")
         try:
             rc = lib.kbm_rr_reply(
-                ffi.from_buffer("uint8_t[]", kcn), len(kcn), snap.newest, snap.nonces[-1], buf, length, c_offs, n,
+                v, ffi.from_buffer("uint8_t[]", kcn), len(kcn), snap.newest, snap.nonces[-1], buf, length, c_offs, n,
                 ffi.from_buffer("uint8_t[]", out), ffi.from_buffer("uint64_t[]", ends), where,
             )  # fmt: skip
         finally:
