@@ -127,9 +127,7 @@ SCRIPT = textwrap.dedent(
 def _run(kernel: str, seed: int) -> dict[str, object]:
     env = dict(os.environ)
     env["KBMFAST_KERNEL"] = kernel
-    proc = subprocess.run(
-        [sys.executable, "-P", "-c", SCRIPT, str(seed)], env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-P", "-c", SCRIPT, str(seed)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result: dict[str, object] = json.loads(proc.stdout.splitlines()[-1])
     return result
