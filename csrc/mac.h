@@ -221,7 +221,7 @@ static inline int kbm_ct_equal12_inline(const uint8_t a[12], const uint8_t b[12]
     /* d | -d has its top bit set exactly when d != 0 */
     return (int)(((d | (0 - d)) >> 63) ^ 1);
 }
-/* Zeroes n bytes in a way the compiler cannot elide (OPENSSL_cleanse). */
+/* Zeroes n bytes in a way the compiler cannot elide (memset and a compiler barrier). */
 void kbm_wipe(void *p, size_t n);
 
 #endif /* KBM_MAC_H */

@@ -39,10 +39,9 @@ struct kbm_rr {
     uint8_t nonce[NONCE_SLOTS][NONCE_SIZE];
     struct rr_entry *tab, *spare;
     size_t mask, used, max;
-    /* kbm_rr_reply's Kcn: the bytes last seen and their HMAC midstates, computed once per Kcn
-       (kbm_rr_set or a reply with other bytes), wiped by kbm_rr_forget and kbm_rr_free */
-    uint8_t reply_raw[64];
-    size_t reply_len; /* 0: none */
+    /* kbm_rr_reply's Kcn as midstates, computed once per Kcn: reply_id names the Kcn (the
+       caller's, never reused; 0: none), wiped by kbm_rr_forget and kbm_rr_free */
+    uint64_t reply_id;
     kbm_mac_key reply_kcn;
 };
 
@@ -82,20 +81,6 @@ int kbm_rr_enable(kbm_verifier *v, size_t max_peers)
     return KBM_OK;
 }
 
-/* The reply cache now holds kcn (its midstates k); the caller holds rr->mu. */
-static void remember_kcn(struct kbm_rr *rr, const uint8_t *kcn, size_t kcn_len,
-                         const kbm_mac_key *k)
-{
-    kbm_wipe(rr->reply_raw, sizeof rr->reply_raw);
-    kbm_wipe(&rr->reply_kcn, sizeof rr->reply_kcn);
-    rr->reply_len = 0;
-    if (kcn && kcn_len <= sizeof rr->reply_raw) {
-        memcpy(rr->reply_raw, kcn, kcn_len);
-        rr->reply_kcn = *k;
-        rr->reply_len = kcn_len;
-    }
-}
-
 void kbm_rr_forget(kbm_verifier *v)
 {
     struct kbm_rr *rr = v->rr;
@@ -104,7 +89,8 @@ void kbm_rr_forget(kbm_verifier *v)
     pthread_mutex_lock(&rr->mu);
     kbm_wipe(&rr->kcn, sizeof rr->kcn);
     kbm_wipe(rr->nonce, sizeof rr->nonce);
-    remember_kcn(rr, NULL, 0, NULL);
+    kbm_wipe(&rr->reply_kcn, sizeof rr->reply_kcn);
+    rr->reply_id = 0;
     rr->count = 0;
     rr->ready = 0;
     pthread_mutex_unlock(&rr->mu);
@@ -120,7 +106,6 @@ int kbm_rr_set(kbm_verifier *v, const uint8_t *kcn, size_t kcn_len, uint64_t old
     kbm_mac_key_init(&k, kcn, kcn_len);
     pthread_mutex_lock(&rr->mu);
     rr->kcn = k;
-    remember_kcn(rr, kcn, kcn_len, &k);
     rr->oldest = oldest;
     rr->count = count;
     for (size_t i = 0; i < count; i++)
@@ -269,11 +254,14 @@ void kbm_rr_authenticate(kbm_verifier *v, kbm_rr_item *items, size_t n)
     if (n > KBM_RR_BATCH)
         n = KBM_RR_BATCH; /* the caller's chunks are never larger */
     /* the nonce indices (a de-registration needs the home one only), under the lock; the
-       sequence table's slots are fetched meanwhile for kbm_rr_sequence (a prefetch of a
-       slot that purge moves is only wasted) */
+       sequence table's first slots are fetched meanwhile for kbm_rr_sequence (a prefetch of
+       a slot that purge moves is only wasted) */
     pthread_mutex_lock(&rr->mu);
-    for (size_t i = 0; i < n; i++)
-        __builtin_prefetch(&rr->tab[kbm_hash16(v->seed, items[i].home) & rr->mask]);
+    for (size_t i = 0; i < n; i++) {
+        const struct rr_entry *e = &rr->tab[kbm_hash16(v->seed, items[i].home) & rr->mask];
+        __builtin_prefetch(e); /* the table is calloc's: an entry may straddle two lines */
+        __builtin_prefetch((const uint8_t *)e + sizeof *e - 1);
+    }
     for (size_t i = 0; i < n; i++) {
         kbm_rr_item *it = &items[i];
         const uint8_t *ni = it->p + it->l->nonce;
@@ -415,22 +403,15 @@ static void build_test(const init_msg *m, uint64_t serial, const uint8_t token[8
     mh[5] = (uint8_t)c;
 }
 
-/* 1 when a and b (n bytes each) are equal, in time independent of their contents. */
-static int ct_equal(const uint8_t *a, const uint8_t *b, size_t n)
+/* Kcn's midstates into k: v's cached ones when they are those of Kcn kcn_id, else computed
+   (and cached, unless kcn_id is 0). */
+static void reply_kcn(kbm_verifier *v, const uint8_t *kcn, size_t kcn_len, uint64_t kcn_id,
+                      kbm_mac_key *k)
 {
-    uint8_t d = 0;
-    for (size_t i = 0; i < n; i++)
-        d |= (uint8_t)(a[i] ^ b[i]);
-    return d == 0;
-}
-
-/* Kcn's midstates into k: v's cached ones when they are kcn's, else computed (and cached). */
-static void reply_kcn(kbm_verifier *v, const uint8_t *kcn, size_t kcn_len, kbm_mac_key *k)
-{
-    struct kbm_rr *rr = v ? v->rr : NULL;
+    struct kbm_rr *rr = v && kcn_id ? v->rr : NULL;
     if (rr) {
         pthread_mutex_lock(&rr->mu);
-        int hit = rr->reply_len == kcn_len && ct_equal(rr->reply_raw, kcn, kcn_len);
+        int hit = rr->reply_id == kcn_id;
         if (hit)
             *k = rr->reply_kcn;
         pthread_mutex_unlock(&rr->mu);
@@ -440,15 +421,16 @@ static void reply_kcn(kbm_verifier *v, const uint8_t *kcn, size_t kcn_len, kbm_m
     kbm_mac_key_init(k, kcn, kcn_len);
     if (rr) {
         pthread_mutex_lock(&rr->mu);
-        remember_kcn(rr, kcn, kcn_len, k);
+        rr->reply_kcn = *k;
+        rr->reply_id = kcn_id;
         pthread_mutex_unlock(&rr->mu);
     }
 }
 
 #define REPLY_BATCH 64 /* init messages whose tokens are computed in one batch */
 
-int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn_key, size_t kcn_len, uint64_t serial,
-                 const uint8_t nonce[NONCE_SIZE], const uint8_t *buf, size_t buf_len,
+int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn_key, size_t kcn_len, uint64_t kcn_id,
+                 uint64_t serial, const uint8_t nonce[NONCE_SIZE], const uint8_t *buf, size_t buf_len,
                  const uint64_t *offsets, size_t n, uint8_t *out, uint64_t *out_offsets,
                  size_t *where)
 {
@@ -469,7 +451,7 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn_key, size_t kcn_len, uint64
     /* the caller's snapshot (Kcn and the nonce to hand out), not the verifier's: a reply
        never depends on what another thread pushed meanwhile */
     kbm_mac_key kcn;
-    reply_kcn(v, kcn_key, kcn_len, &kcn);
+    reply_kcn(v, kcn_key, kcn_len, kcn_id, &kcn);
     const int id = kbm_kernel_current();
     uint8_t copy[INIT_MAX];
     init_msg msgs[REPLY_BATCH];

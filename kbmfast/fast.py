@@ -212,6 +212,7 @@ class Verifier:
             rc = lib.kbm_rr_enable(ptr, return_routability.max_peers)
             if rc:
                 _raise(rc, "return routability")
+            return_routability.subscribe(self._on_regenerate)
         self._set_peers(keys.peers())
         keys.subscribe(self._on_key_change)
         if self._path is not None:
@@ -264,6 +265,12 @@ class Verifier:
             raise ValueError(fmt.key_refusal(peers[failed[0]].home, status, self.rekey_limit))
         if rc:
             _raise(rc, f"state file {self._path}" if self._path else "adding peers", self._path)
+
+    def _on_regenerate(self) -> None:
+        """Kcn was regenerated: the C core wipes the old one's midstates and nonces now."""
+        v = self._v
+        if v is not None:
+            lib.kbm_rr_forget(v)
 
     def _on_key_change(self, home: bytes, peer: Peer | None) -> None:
         if self._v is None:
@@ -414,7 +421,7 @@ class Verifier:
         where = ffi.new("size_t *")
         try:
             rc = lib.kbm_rr_reply(
-                v, ffi.from_buffer("uint8_t[]", kcn), len(kcn), snap.newest, snap.nonces[-1], buf, length, c_offs, n,
+                v, ffi.from_buffer("uint8_t[]", kcn), len(kcn), snap.kcn_id, snap.newest, snap.nonces[-1], buf, length, c_offs, n,
                 ffi.from_buffer("uint8_t[]", out), ffi.from_buffer("uint64_t[]", ends), where,
             )  # fmt: skip
         finally:
