@@ -328,20 +328,25 @@ typedef struct {
     uint8_t type;
 } init_msg;
 
-/* The one's complement sum (RFC 1071) of d[0 .. 8 * n8) plus `extra` (a big-endian value under
-   2^16), folded to 16 bits: parse.c's sums, for the fixed layouts of the usual init message
-   and of the replies, whose pseudo-header addresses and Mobility Header are contiguous. */
-static uint32_t ones_sum8(const uint8_t *d, size_t n8, uint32_t extra)
+/* One's complement sums (RFC 1071) as parse.c's, for the fixed layouts of the usual init
+   message and of the replies: s plus the host-order 16-bit words of d[0 .. 8 * n8). */
+static uint64_t sum8(uint64_t s, const uint8_t *d, size_t n8)
 {
-    uint64_t s = 0;
     for (size_t i = 0; i < n8; i++) {
         uint64_t x;
         memcpy(&x, d + 8 * i, 8);
         s += (x & 0xFFFFFFFFu) + (x >> 32);
     }
+    return s;
+}
+
+/* A host-order sum folded to 16 bits as a big-endian value, plus `extra` (big-endian, under
+   2^16), folded again. */
+static uint32_t fold_be(uint64_t s, uint32_t extra)
+{
     while (s >> 16)
         s = (s & 0xFFFF) + (s >> 16);
-    uint32_t be = (uint32_t)((s << 8 | s >> 8) & 0xFFFF) + extra; /* host order to big-endian */
+    uint32_t be = (uint32_t)((s << 8 | s >> 8) & 0xFFFF) + extra;
     while (be >> 16)
         be = (be & 0xFFFF) + (be >> 16);
     return be;
@@ -365,7 +370,7 @@ static int check_init(const uint8_t *p, size_t n, init_msg *m)
     }
     uint8_t type = p[l.mh + 2];
     /* the checksum: the usual init's addresses and MH are p[8 .. 56), its length 16 */
-    int sum_ok = plain ? ones_sum8(p + 8, 6, 16 + 135) == 0xFFFF : kbm_checksum_ok(p, n, &l);
+    int sum_ok = plain ? fold_be(sum8(0, p + 8, 6), 16 + 135) == 0xFFFF : kbm_checksum_ok(p, n, &l);
     if ((type != 1 && type != 2) || !sum_ok ||
         (!plain && kbm_parse_mh(p, n, &l, NULL, 0, NULL, &where) != 0))
         return 0;
@@ -382,25 +387,23 @@ static int check_init(const uint8_t *p, size_t n, init_msg *m)
 static void build_test(const init_msg *m, uint64_t serial, const uint8_t token[8],
                        uint8_t out[REPLY_SIZE])
 {
-    uint8_t *mh = out + 40;
-    memset(out, 0, REPLY_SIZE);
-    out[0] = 0x60;
-    out[5] = 24; /* Payload Length */
-    out[6] = 135;
-    out[7] = 64;
+    static const uint8_t ip[8] = {0x60, 0, 0, 0, 0, 24 /* Payload Length */, 135, 64};
+    /* the MH's first 8 bytes as a little-endian load reads them: Payload Proto, Header Len,
+       MH Type, reserved, the checksum (0 while summing), the nonce index */
+    uint64_t head = 59u | 2u << 8 | (uint64_t)(uint8_t)(m->type + 2) << 16 |
+                    (uint64_t)(uint8_t)(serial >> 8) << 48 | (uint64_t)(uint8_t)serial << 56;
+    /* summed from the pieces, not read back from out (loads spanning the stores just made
+       there would wait for them); pseudo-header: length 24, Next Header 135 */
+    uint64_t s = sum8((head & 0xFFFFFFFFu) + (head >> 32), m->dst, 2);
+    s = sum8(sum8(sum8(s, m->src, 2), m->cookie, 1), token, 1);
+    uint16_t c = (uint16_t)~fold_be(s, 24 + 135);
+    head |= (uint64_t)(uint8_t)(c >> 8) << 32 | (uint64_t)(uint8_t)c << 40;
+    memcpy(out, ip, 8);
     memcpy(out + 8, m->dst, 16);
     memcpy(out + 24, m->src, 16);
-    mh[0] = 59;
-    mh[1] = 2;
-    mh[2] = (uint8_t)(m->type + 2);
-    mh[6] = (uint8_t)(serial >> 8);
-    mh[7] = (uint8_t)serial;
-    memcpy(mh + 8, m->cookie, 8);
-    memcpy(mh + 16, token, 8);
-    /* addresses and MH are out[8 .. 64): the pseudo-header's length 24, Next Header 135 */
-    uint16_t c = (uint16_t)~ones_sum8(out + 8, 7, 24 + 135);
-    mh[4] = (uint8_t)(c >> 8);
-    mh[5] = (uint8_t)c;
+    memcpy(out + 40, &head, 8); /* little-endian host (internal.h) */
+    memcpy(out + 48, m->cookie, 8);
+    memcpy(out + 56, token, 8);
 }
 
 /* Kcn's midstates into k: v's cached ones when they are those of Kcn kcn_id, else computed

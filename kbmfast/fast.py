@@ -52,6 +52,9 @@ from .reference.crypto import authenticator_with, sequence_newer
 from .reference.statefile import SequenceState as _SequenceState
 from .reference.verifier import acknowledge as _acknowledge
 
+# Memory C fills before Python reads it (reply_buffer's replies): not zeroed first.
+_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+
 _addr = ipaddress.IPv6Address
 _UNKNOWN_MH = 100
 _ORPHANS: list[Any] = []  # C verifiers inherited through fork(): left alone
@@ -416,20 +419,19 @@ class Verifier:
             return b"", array("Q", bytes(8 * (n + 1)))
         snap = rr.snapshot(current=True)  # this call's secrets, whatever other threads push
         kcn = bytearray(snap.kcn)
-        out = bytearray(lib.KBM_RR_REPLY_SIZE * n)
+        out = _uncleared("uint8_t[]", lib.KBM_RR_REPLY_SIZE * n)  # C writes every byte returned
         ends = array("Q", bytes(8 * (n + 1)))
         where = ffi.new("size_t *")
         try:
             rc = lib.kbm_rr_reply(
                 v, ffi.from_buffer("uint8_t[]", kcn), len(kcn), snap.kcn_id, snap.newest, snap.nonces[-1], buf, length, c_offs, n,
-                ffi.from_buffer("uint8_t[]", out), ffi.from_buffer("uint64_t[]", ends), where,
+                out, ffi.from_buffer("uint64_t[]", ends), where,
             )  # fmt: skip
         finally:
             wipe(kcn)
         if rc:
             _raise(rc, "reply")
-        del out[ends[-1] :]
-        return bytes(out), ends
+        return ffi.buffer(out, ends[-1])[:], ends
 
     def last_sequence(self, home: Any) -> int | None:
         """The last sequence number accepted from ``home``, or None."""
