@@ -37,7 +37,7 @@ struct kbm_rr {
     uint64_t oldest;
     size_t count;
     uint8_t nonce[NONCE_SLOTS][NONCE_SIZE];
-    struct rr_entry *tab, *spare;
+    struct rr_entry *tab, *spare; /* spare: made by the first purge */
     size_t mask, used, max;
     /* kbm_rr_reply's Kcn as midstates, computed once per Kcn: reply_id names the Kcn (the
        caller's, never reused; 0: none), wiped by kbm_rr_forget and kbm_rr_free */
@@ -67,10 +67,7 @@ int kbm_rr_enable(kbm_verifier *v, size_t max_peers)
     while (cap < max_peers * 2)
         cap *= 2;
     rr->tab = calloc(cap, sizeof *rr->tab);
-    rr->spare = calloc(cap, sizeof *rr->spare);
-    if (!rr->tab || !rr->spare) {
-        free(rr->tab);
-        free(rr->spare);
+    if (!rr->tab) {
         free(rr);
         return KBM_ENOMEM;
     }
@@ -143,6 +140,8 @@ static struct rr_entry *slot_of(struct rr_entry *tab, size_t mask, const uint64_
 /* Drop the entries no live nonce covers (the table is full of the others otherwise). */
 static void purge(struct kbm_rr *rr, const uint64_t seed[2])
 {
+    if (!rr->spare && !(rr->spare = malloc((rr->mask + 1) * sizeof *rr->spare)))
+        return; /* out of memory: the table stays full */
     memset(rr->spare, 0, (rr->mask + 1) * sizeof *rr->spare);
     size_t used = 0;
     for (size_t i = 0; i <= rr->mask; i++) {
