@@ -270,13 +270,10 @@ static void rr_narrow(compress2_fn *c2, const rr_stage *st, size_t at, size_t n)
 static void rr_wide(int id, const rr_stage *st, size_t at, size_t n)
 {
 #if defined(__x86_64__)
-    const kbm_mac_key *keys[MAX_LANES];
-    for (size_t i = 0; i < n; i++)
-        keys[i] = st->key;
     if (st->key && id == KBM_KERNEL_AVX512)
-        kbm_mac96_mb_avx512(keys, st->blk + at, 1, st->mac + at, n);
+        kbm_hmac1_mb_avx512(st->key, st->blk + at, st->mac + at, n);
     else if (st->key)
-        kbm_mac96_mb_avx2(keys, st->blk + at, 1, st->mac + at, n);
+        kbm_hmac1_mb_avx2(st->key, st->blk + at, st->mac + at, n);
     else if (id == KBM_KERNEL_AVX512)
         kbm_sha1_key_mb_avx512(st->blk + at, st->keys + at, n);
     else

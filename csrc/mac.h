@@ -182,6 +182,11 @@ void kbm_mac96_min_mb_avx512(const kbm_mac_key *const key[], const uint8_t *cons
 /* rounds compressions on each of 8 / 16 lanes, transposing the blocks at blocks[64 * i]. */
 uint32_t kbm_sha1_mb_bench_avx2(const uint8_t *blocks, uint64_t rounds);
 uint32_t kbm_sha1_mb_bench_avx512(const uint8_t *blocks, uint64_t rounds);
+/* kbm_hmac1_batch_with's wide kernels: n <= 8 / 16 padded blocks, one key. */
+void kbm_hmac1_mb_avx2(const kbm_mac_key *key, const uint8_t *const blk[], uint8_t *const out[],
+                       size_t n);
+void kbm_hmac1_mb_avx512(const kbm_mac_key *key, const uint8_t *const blk[],
+                         uint8_t *const out[], size_t n);
 /* kbm_sha1_key_batch_with's wide kernels: n <= 8 / 16 padded blocks. */
 void kbm_sha1_key_mb_avx2(const uint8_t *const blk[], kbm_mac_key *const out[], size_t n);
 void kbm_sha1_key_mb_avx512(const uint8_t *const blk[], kbm_mac_key *const out[], size_t n);
