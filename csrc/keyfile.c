@@ -21,29 +21,71 @@
 
 enum { F_HOME = 1, F_KBM = 2, F_KCN = 4, F_HN = 8, F_CN = 16, F_EPOCH = 32 };
 
-static int hexval(uint8_t c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+/* hex digit -> value + 1, 0 for any other byte (a table: the decode loop has no branch) */
+static const uint8_t hexval1[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,
+    ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14,
+    ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15,
+    ['F'] = 16};
 
 /* Decodes hex digits (an even number, nothing else) into out; -1 if not that. */
 static long unhex(const uint8_t *s, size_t len, uint8_t *out, size_t cap)
 {
     if (len % 2 || len / 2 > cap)
         return -1;
+    int bad = 0;
     for (size_t i = 0; i < len; i += 2) {
-        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
-        if (hi < 0 || lo < 0)
-            return -1;
-        out[i / 2] = (uint8_t)(hi << 4 | lo);
+        int hi = hexval1[s[i]], lo = hexval1[s[i + 1]];
+        bad |= !hi | !lo;
+        out[i / 2] = (uint8_t)((hi - 1) << 4 | ((lo - 1) & 15));
     }
-    return (long)(len / 2);
+    return bad ? -1 : (long)(len / 2);
+}
+
+/* inet_ntop's text for an address whose first 80 bits are not all zero (so never the dotted
+   IPv4 forms): lower-case hex words without leading zeros, the first longest run of two or more
+   zero words as "::" (RFC 5952, as glibc writes it). */
+static size_t ntop6(const uint8_t a[16], char out[INET6_ADDRSTRLEN])
+{
+    static const char digits[] = "0123456789abcdef";
+    unsigned words[8];
+    int best = -1, best_len = 0;
+    for (int i = 0; i < 8; i++)
+        words[i] = (unsigned)a[2 * i] << 8 | a[2 * i + 1];
+    for (int i = 0; i < 8;) {
+        int j = i;
+        while (j < 8 && words[j] == 0)
+            j++;
+        if (j - i > best_len) {
+            best = i;
+            best_len = j - i;
+        }
+        i = j > i ? j : i + 1;
+    }
+    if (best_len < 2)
+        best = -1;
+    size_t n = 0;
+    for (int i = 0; i < 8; i++) {
+        if (i == best) {
+            out[n++] = ':';
+            if (i + best_len == 8)
+                out[n++] = ':';
+            i += best_len - 1;
+            continue;
+        }
+        if (i)
+            out[n++] = ':';
+        int started = 0;
+        for (int shift = 12; shift >= 0; shift -= 4) {
+            unsigned d = words[i] >> shift & 15;
+            if (d || started || shift == 0) {
+                out[n++] = digits[d];
+                started = 1;
+            }
+        }
+    }
+    out[n] = 0;
+    return n;
 }
 
 /* The home address, only in the form _util.address_bytes reads on its exact fast path: text
@@ -57,7 +99,7 @@ static int home_address(const uint8_t *s, size_t len, uint8_t out[16])
     memcpy(text, s, len);
     text[len] = 0;
     if (inet_pton(AF_INET6, text, out) != 1 || memcmp(out, zero10, 10) == 0 ||
-        !inet_ntop(AF_INET6, out, back, sizeof back) || strcmp(back, text) != 0)
+        ntop6(out, back) != len || memcmp(back, text, len) != 0)
         return -1;
     return 0;
 }
@@ -111,7 +153,33 @@ static int same_key(const peers_view *p, size_t a, size_t b)
            memcmp(p->material + p->key_at[a], p->material + p->key_at[b], p->key_lens[a]) == 0;
 }
 
-/* 1 if two peers share a home address or a key (kind and bytes: the fingerprint's rule). */
+static uint64_t home_hash(const uint64_t seed[2], const peers_view *p, size_t i)
+{
+    return kbm_hash16(seed, p->homes + 16 * i);
+}
+
+static uint64_t key_hash(const uint64_t seed[2], const peers_view *p, size_t i)
+{
+    return hash_bytes(seed, p->material + p->key_at[i], p->key_lens[i], p->kinds[i]);
+}
+
+/* Puts peer i in the table (entries: hash tag << 32 | index + 1); 1 if same() finds it there. */
+static int insert(uint64_t *table, size_t mask, uint64_t h, size_t i, const peers_view *p,
+                  int (*same)(const peers_view *, size_t, size_t))
+{
+    uint64_t tag = h >> 32 << 32;
+    size_t j = h & mask;
+    for (; table[j]; j = (j + 1) & mask)
+        if ((table[j] & ~UINT64_C(0xFFFFFFFF)) == tag && same(p, (size_t)(uint32_t)table[j] - 1, i))
+            return 1;
+    table[j] = tag | (uint64_t)(i + 1);
+    return 0;
+}
+
+/* 1 if two peers share a home address or a key (kind and bytes: the fingerprint's rule). The
+   tables are far larger than the caches: each probe is prefetched PREFETCH peers ahead, and a
+   tag in the entry keeps most probes from reading another peer's data. */
+#define PREFETCH 16
 static int any_repeat(const peers_view *p, size_t n, int *err)
 {
     uint64_t seed[2];
@@ -122,25 +190,24 @@ static int any_repeat(const peers_view *p, size_t n, int *err)
     size_t cap = 16;
     while (cap < 2 * n)
         cap *= 2;
-    uint32_t *homes = calloc(cap, sizeof *homes), *keys = calloc(cap, sizeof *keys);
+    uint64_t *homes = calloc(cap, sizeof *homes), *keys = calloc(cap, sizeof *keys);
     int repeat = 0;
     if (!homes || !keys) {
         *err = KBM_ENOMEM;
         goto out;
     }
     for (size_t i = 0; i < n && !repeat; i++) {
-        size_t j = kbm_hash16(seed, p->homes + 16 * i) & (cap - 1);
-        for (; homes[j] && !repeat; j = (j + 1) & (cap - 1))
-            repeat = same_home(p, homes[j] - 1, i);
-        homes[j] = (uint32_t)(i + 1);
-        j = hash_bytes(seed, p->material + p->key_at[i], p->key_lens[i], p->kinds[i]) & (cap - 1);
-        for (; keys[j] && !repeat; j = (j + 1) & (cap - 1))
-            repeat = same_key(p, keys[j] - 1, i);
-        keys[j] = (uint32_t)(i + 1);
+        if (i + PREFETCH < n) {
+            __builtin_prefetch(&homes[home_hash(seed, p, i + PREFETCH) & (cap - 1)], 1);
+            __builtin_prefetch(&keys[key_hash(seed, p, i + PREFETCH) & (cap - 1)], 1);
+        }
+        repeat = insert(homes, cap - 1, home_hash(seed, p, i), i, p, same_home) ||
+                 insert(keys, cap - 1, key_hash(seed, p, i), i, p, same_key);
     }
 out:
     free(homes);
     free(keys);
+    kbm_wipe(seed, sizeof seed);
     return repeat;
 }
 

@@ -150,3 +150,18 @@ def test_packed_table_serves_both_backends(tmp_path: os.PathLike[str]) -> None:
             assert v.verify(packet).verdict is kbmfast.Verdict.ACCEPTED
         keys.add_kbm("2001:db8:1::3", bytes(range(1, 21)))  # a change after a packed load
         assert len(keys) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(words=st.lists(st.sampled_from([0, 0, 0, 1, 0xABC, 0xFFFF, 0x10]), min_size=8, max_size=8))
+def test_canonical_homes_take_the_native_path(words: list[int]) -> None:
+    """csrc/keyfile.c's own inet_ntop (RFC 5952) agrees with Python's text of every address it
+    reads: a saved file with any such home is read in C, to the same bytes."""
+    address = ipaddress.IPv6Address(sum(w << (16 * (7 - i)) for i, w in enumerate(words)))
+    text = f'[[peer]]\nhome = "{address}"\nkbm = "{"11" * 20}"\n'
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _write(os.path.join(tmp, "cn.keys"), text)
+        native = KeyTable.load(path)
+        took = native.packed() is not None
+        assert list(native) == [address]
+        assert took == (address.packed[:10] != bytes(10))  # the first 80 bits zero: Python's way
