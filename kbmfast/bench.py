@@ -832,6 +832,20 @@ def measure_latency(backend: str, w: Workload, calls: int, repeat: int, *, cold:
     return execute([plan_latency(backend, w, calls, cold=cold)], repeat)[0]
 
 
+def keyfile_to_verifier(keys: kbmfast.KeyTable) -> float:
+    """Seconds from a key file on disk (``keys`` saved, as ``kbmfast keys generate`` writes
+    one) to a running C Verifier: KeyTable.load, then Verifier (issue 14 item 4's start-up)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "cn.keys")
+        keys.save(path)
+        gc.collect()
+        t0 = perf_counter()
+        verifier = kbmfast.Verifier(kbmfast.KeyTable.load(path))
+        dt = perf_counter() - t0
+        verifier.close()
+    return dt
+
+
 def measure_setup(w: Workload, repeat: int) -> list[Figure]:
     """Building the KeyTable of ``w``'s peers and a Verifier from it, µs per peer (best run)."""
     homes = [peer_addresses(i)[0] for i in range(w.peers)]
@@ -846,6 +860,7 @@ def measure_setup(w: Workload, repeat: int) -> list[Figure]:
     return [
         Figure("setup.keytable", f"KeyTable.add_kbm, {w.peers} peers", min(table) / w.peers * 1e6, "µs/peer"),
         Figure("setup.verifier", f"Verifier(keys), {w.peers} peers", min(verifier) / w.peers * 1e6, "µs/peer"),
+        Figure("setup.keyfile", f"key file -> Verifier, {w.peers} peers", keyfile_to_verifier(keys) / w.peers * 1e6, "µs/peer"),
     ]
 
 
@@ -887,7 +902,7 @@ def big_table(peers: int, rounds: int, batch: int, seed: int, plot: bool) -> dic
     rss2 = _rss()
     trimmed = _malloc_trim()
     rss3 = _rss()
-    out["setup"] = {"keytable_s": t1 - t0, "verifier_s": t2 - t1}
+    out["setup"] = {"keytable_s": t1 - t0, "verifier_s": t2 - t1, "keyfile_s": keyfile_to_verifier(keys)}
     out["memory"] = {
         "keytable": (rss1 - rss0) / peers,
         "verifier": (rss2 - rss1) / peers,
@@ -1207,6 +1222,7 @@ def run(config: BenchConfig | None = None, workload: Workload | None = None, *, 
         figures += [
             Figure("big.setup.keytable", f"KeyTable.add_kbm, {peers} peers", s["keytable_s"] / peers * 1e6, "µs/peer"),
             Figure("big.setup.verifier", f"Verifier(keys), {peers} peers", s["verifier_s"] / peers * 1e6, "µs/peer"),
+            Figure("big.setup.keyfile", f"key file -> Verifier (load + Verifier), {peers} peers", s["keyfile_s"], "s"),
             Figure("memory.keytable", f"KeyTable (the key file in memory), {peers} peers", mem["keytable"], "B/peer"),
             Figure("memory.verifier", f"Verifier beyond the key table, {peers} peers (RSS)", mem["verifier"], "B/peer"),
         ]
