@@ -266,9 +266,12 @@ class KeyTable:
         with no peers gives an empty table (every Binding Update is then ``NOT_CONFIGURED``).
 
         The file is read into a buffer that is overwritten once parsed. A file as :meth:`save`
-        writes it is parsed in that buffer and its keys decoded from it straight into the
-        table's own bytearrays; any other layout goes through ``tomllib``, whose strings (the
-        keys in hex) cannot be overwritten and stay in memory until Python reuses it.
+        writes it is read by the C core (csrc/keyfile.c), its keys decoded straight into one
+        buffer the C Verifier takes as it is (Peer objects are made on first need, and that
+        buffer then wiped); any other file, and any file with an error, is read here in Python,
+        which gives the same table or the same message. Other layouts go through ``tomllib``,
+        whose strings (the keys in hex) cannot be overwritten and stay in memory until Python
+        reuses it.
         """
         return cls._load(path, native=True)
 
