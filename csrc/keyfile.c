@@ -35,9 +35,9 @@ static long unhex(const uint8_t *s, size_t len, uint8_t *out, size_t cap)
         return -1;
     int bad = 0;
     for (size_t i = 0; i < len; i += 2) {
-        int hi = hexval1[s[i]], lo = hexval1[s[i + 1]];
+        unsigned hi = hexval1[s[i]], lo = hexval1[s[i + 1]];
         bad |= !hi | !lo;
-        out[i / 2] = (uint8_t)((hi - 1) << 4 | ((lo - 1) & 15));
+        out[i / 2] = (uint8_t)((hi - 1u) << 4 | ((lo - 1u) & 15u)); /* unsigned: no UB on 0 */
     }
     return bad ? -1 : (long)(len / 2);
 }
