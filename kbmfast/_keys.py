@@ -445,9 +445,11 @@ def _packed_native(raw: bytearray) -> Packed | None:
         wipe(material)
         return None
     count = n[0]
+    exact = material[: used[0]]  # a bytearray slice: a bytearray copy, no bytes object between
+    wipe(material)  # the text's upper bound of the keys (half its size) is given back
     return Packed(
         bytes(homes[: 16 * count]), bytes(kinds[:count]), epochs[:count], key_lens[:count], bytes(hn_lens[:count]),
-        bytes(cn_lens[:count]), material,
+        bytes(cn_lens[:count]), exact,
     )  # fmt: skip
 
 
