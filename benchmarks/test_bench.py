@@ -295,6 +295,22 @@ def test_setup(benchmark: BenchmarkFixture, record: Recorder, workload: Workload
 
 
 @pytest.mark.benchmark(group="setup and memory")
+def test_keyfile_to_verifier(
+    benchmark: BenchmarkFixture, record: Recorder, workload: Workload, repeat: int, tmp_path: os.PathLike[str]
+) -> None:
+    """A key file as save() writes it -> a running C Verifier: KeyTable.load + Verifier (issue 14
+    item 4's start-up; the 1 M-peer figure is kbmfast bench's ``key file -> Verifier`` row)."""
+    path = os.path.join(tmp_path, "cn.keys")
+    workload.keys.save(path)
+    built: list[Any] = []
+    benchmark.pedantic(lambda: built.append(kbmfast.Verifier(kbmfast.KeyTable.load(path))), rounds=repeat)
+    for v in built:
+        check_accepted([v.verify_batch(workload.packets[:100])], "a Verifier built from the key file")
+        v.close()
+    record(workload.peers, unit="peers/s")
+
+
+@pytest.mark.benchmark(group="setup and memory")
 def test_memory_per_peer(benchmark: BenchmarkFixture, record: Recorder, big_peers: int) -> None:
     """Resident memory per peer with big_peers peers, measured in a fresh interpreter (which also
     verifies one round and checks every verdict). The time is that whole child's."""

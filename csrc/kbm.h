@@ -167,6 +167,21 @@ void kbm_verifier_free(kbm_verifier *v);
    with *failed = its index, and nothing changes. */
 int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *peers, size_t n, size_t *failed);
 int kbm_verifier_remove_peer(kbm_verifier *v, const uint8_t home[16]);
+
+/* The key file's simple form (keyfile.c; kbmfast._keys reads every other form): 0 when text
+   is a key file exactly as KeyTable.save writes one, whole and valid (no home address or key
+   given twice), with its n <= cap peers in the arrays (homes 16 bytes each, kinds KBM_KIND_*,
+   epochs, the lengths of key and nonces, key_at the offset of each key) and their keys and
+   nonces decoded into material (key, home nonce, care-of nonce, peer after peer; the caller
+   wipes it); 1 when it is not (the Python loader decides); KBM_ENOMEM or KBM_EIO. */
+int kbm_keyfile_parse(const uint8_t *text, size_t len, size_t cap, uint8_t *homes,
+                      uint8_t *kinds, uint16_t *key_lens, uint8_t *hn_lens, uint8_t *cn_lens,
+                      uint16_t *epochs, uint64_t *key_at, uint8_t *material,
+                      size_t material_cap, size_t *n_out, size_t *material_out);
+/* Fills specs[0..n) from arrays laid out as kbm_keyfile_parse writes them (material from 0). */
+void kbm_peer_specs(size_t n, const uint8_t *homes, const uint8_t *kinds,
+                    const uint16_t *key_lens, const uint8_t *hn_lens, const uint8_t *cn_lens,
+                    const uint8_t *material, kbm_peer_spec *specs);
 /* Verifies packet i = buf[offsets[i] .. offsets[i+1]) for i < n, in order, writing verdicts
    (and details when details != NULL). Returns 0, or KBM_EOFFSET with *where = bad index. */
 int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64_t *offsets,

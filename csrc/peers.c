@@ -130,8 +130,7 @@ static int peer_init(struct kbm_peer *p, const kbm_peer_spec *s)
         if (s->key_len != KBM_SIZE)
             return KBM_EINVAL;
         kbm_mac_key_init(&p->key, s->key, s->key_len);
-        burn_stack();
-        return KBM_OK;
+        return KBM_OK; /* the caller burns the stack (once per call, not per peer) */
     }
     if (s->kind != KBM_KIND_KCN || s->key_len == 0 || s->home_nonce_len > KBM_NONCE_MAX ||
         s->care_of_nonce_len > KBM_NONCE_MAX)
@@ -148,7 +147,6 @@ static int peer_init(struct kbm_peer *p, const kbm_peer_spec *s)
         memcpy(c->care_of_nonce, s->care_of_nonce, s->care_of_nonce_len);
     c->care_of_nonce_len = s->care_of_nonce_len;
     kbm_wipe(digest, sizeof digest);
-    burn_stack();
     p->kcn = c;
     return KBM_OK;
 }
@@ -243,7 +241,6 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
             goto out;
         /* a used-up or replaced key is refused here, with the peer's index for the message */
         uint32_t fp = kbm_state_fingerprint(&v->state, spec);
-        burn_stack(); /* the fingerprint's HMAC read the raw key */
         rc = kbm_state_key_status(&v->state, slot, fp, v->rekey_limit);
         if (rc) {
             *failed = done;
@@ -278,6 +275,7 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
     publish(v, x, retired, nretired);
     x = NULL;
 out:
+    burn_stack(); /* the fingerprints' HMACs and peer_init read raw keys: once for all peers */
     if (x) {
         /* failure: free what this call created, keep what the old index still owns */
         for (size_t i = 0; i < x->n; i++) {

@@ -461,7 +461,7 @@ uint32_t kbm_state_fingerprint(const kbm_state *s, const kbm_peer_spec *spec)
     kbm_hmac_sha1(s->salt, sizeof s->salt, msg, n, digest);
     uint32_t h;
     memcpy(&h, digest, 4);
-    kbm_wipe(msg, sizeof msg);
+    kbm_wipe(msg, n); /* the bytes written: the rest of msg was never set */
     kbm_wipe(digest, sizeof digest);
     return h % FP_MAX + 1;
 }

@@ -17,6 +17,7 @@ import struct
 import threading
 import tomllib
 import weakref
+from array import array
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -87,6 +88,8 @@ class KeyTable:
         self._owner: dict[bytes, bytes] = {}
         self._lock = threading.RLock()
         self._listeners: list[weakref.WeakMethod[Listener]] = []
+        #: peers as the C key-file reader left them, until something needs Peer objects
+        self._packed: Packed | None = None
 
     def add_kbm(self, home: Any, kbm: Any, *, epoch: int | None = None) -> None:
         """Configure a 20-byte Kbm for ``home`` (draft-ietf-mip6-precfgKbm); replaces (rekeys)."""
@@ -111,6 +114,7 @@ class KeyTable:
             raise ValueError("epoch: must be an int in 0..65535")
         fp = peer.fingerprint()
         with self._lock:
+            self._unpack()
             owner = self._owner.get(fp)
             if owner is not None and owner != peer.home:
                 raise ValueError(
@@ -136,6 +140,7 @@ class KeyTable:
         """Forget ``home``'s key (KeyError if absent) and overwrite it. Its sequence state is kept."""
         hoa = address_bytes(home, "home")
         with self._lock:
+            self._unpack()
             peer = self._peers.get(hoa)
             if peer is None:
                 raise KeyError(f"home {ipaddress.IPv6Address(hoa)} is not configured")
@@ -145,38 +150,80 @@ class KeyTable:
             peer.wipe()
 
     def __contains__(self, home: object) -> bool:
+        if self._packed is not None:
+            self._unpack()
         try:
             return address_bytes(home, "home") in self._peers
         except (TypeError, ValueError):
             return False
 
     def __len__(self) -> int:
-        return len(self._peers)
+        packed = self._packed
+        return len(self._peers) if packed is None else packed.n
 
     def __iter__(self) -> Iterator[ipaddress.IPv6Address]:
         with self._lock:
+            self._unpack()
             homes = list(self._peers)
         return (ipaddress.IPv6Address(h) for h in homes)
 
     def __repr__(self) -> str:
-        return f"<KeyTable: {len(self._peers)} peers>"
+        return f"<KeyTable: {len(self)} peers>"
 
     def epoch(self, home: Any) -> int:
         """The key epoch of ``home``: bumped by each rekey and kept in the key file, for the
         operator's records only. It decides nothing about replay: the state file counts each
         key's sequence advance by a fingerprint of the key itself (docs/state-format.md)."""
+        if self._packed is not None:
+            self._unpack()
         return self._peers[address_bytes(home, "home")].epoch
 
     # -- for verifiers -------------------------------------------------------------------------
 
     def peer(self, home: bytes) -> Peer | None:
         """The peer configured for a 16-byte home address, or None (internal)."""
+        if self._packed is not None:
+            self._unpack()
         return self._peers.get(home)
 
     def peers(self) -> list[Peer]:
         """A snapshot of all peers (internal)."""
         with self._lock:
+            self._unpack()
             return list(self._peers.values())
+
+    def packed(self) -> Packed | None:
+        """The peers as the C key-file reader left them, or None once they are Peer objects
+        (internal: the C Verifier takes them as they are; hold ``_lock`` while using them)."""
+        return self._packed
+
+    def _unpack(self) -> None:
+        """Turn the packed peers into Peer objects, once, when something asks for one: the
+        C reader leaves a million peers in a few flat buffers, and making their objects costs
+        more than reading the file."""
+        with self._lock:
+            packed = self._packed
+            if packed is None:
+                return
+            peers: dict[bytes, Peer] = {}
+            owner: dict[bytes, bytes] = {}
+            view = memoryview(packed.material)
+            at = 0
+            homes, kinds, epochs = packed.homes, packed.kinds, packed.epochs
+            for i, (key_len, hn_len, cn_len) in enumerate(zip(packed.key_lens, packed.hn_lens, packed.cn_lens, strict=True)):
+                home = homes[16 * i : 16 * i + 16]
+                key = bytearray(view[at : at + key_len])
+                at += key_len
+                home_nonce = view[at : at + hn_len].tobytes()
+                at += hn_len
+                care_of_nonce = view[at : at + cn_len].tobytes()
+                at += cn_len
+                peer = peers[home] = Peer(home, kinds[i], key, home_nonce, care_of_nonce, epochs[i])
+                owner[peer.fingerprint()] = home
+            view.release()
+            self._peers, self._owner = peers, owner
+            self._packed = None
+            wipe(packed.material)
 
     def subscribe(self, method: Listener) -> None:
         """Call the bound ``method(home, peer_or_None)`` on every change (held weakly; internal)."""
@@ -212,21 +259,34 @@ class KeyTable:
     def load(cls, path: str | os.PathLike[str]) -> KeyTable:
         """Read a TOML key file, which must be private: a regular file (not a symbolic link),
         owned by the user running kbmfast, that group and others may neither read nor write,
-        of at most 64 MiB. Each peer is listed once.
+        of at most 256 MiB. Each peer is listed once.
 
         The file holds ``[[peer]]`` tables with ``home`` and either ``kbm`` (hex, 20 bytes) or
         ``kcn``, ``home_nonce`` and ``care_of_nonce`` (hex), and an optional ``epoch``. A file
         with no peers gives an empty table (every Binding Update is then ``NOT_CONFIGURED``).
 
         The file is read into a buffer that is overwritten once parsed. A file as :meth:`save`
-        writes it is parsed in that buffer and its keys decoded from it straight into the
-        table's own bytearrays; any other layout goes through ``tomllib``, whose strings (the
-        keys in hex) cannot be overwritten and stay in memory until Python reuses it.
+        writes it is read by the C core (csrc/keyfile.c), its keys decoded straight into one
+        buffer the C Verifier takes as it is (Peer objects are made on first need, and that
+        buffer then wiped); any other file, and any file with an error, is read here in Python,
+        which gives the same table or the same message. Other layouts go through ``tomllib``,
+        whose strings (the keys in hex) cannot be overwritten and stay in memory until Python
+        reuses it.
         """
+        return cls._load(path, native=True)
+
+    @classmethod
+    def _load(cls, path: str | os.PathLike[str], *, native: bool) -> KeyTable:
+        """:meth:`load`; ``native=False`` reads every file in Python (the C reader's reference)."""
         name = os.fspath(path)
         raw = _read_private(name)
         try:
-            return cls._parse(name, raw)
+            packed = _packed_native(raw) if native else None
+            if packed is None:
+                return cls._parse(name, raw)
+            table = cls()
+            table._packed = packed
+            return table
         finally:
             wipe(raw)
 
@@ -339,8 +399,59 @@ class KeyTable:
             raise
 
 
-#: The largest key file read: 64 MiB (about 650 000 peers as save() writes them).
-MAX_KEY_FILE = 64 << 20
+#: The largest key file read: 256 MiB (about 2.7 million Kbm peers as save() writes them).
+MAX_KEY_FILE = 256 << 20
+
+
+class Packed:
+    """Peers as the C key-file reader leaves them, in file order (internal): ``homes`` 16 bytes
+    each, ``kinds`` (KIND_*), ``epochs``, and the lengths of each key and its nonces, which lie
+    back to back, peer after peer, in ``material`` (wiped once the peers become Peer objects)."""
+
+    __slots__ = ("cn_lens", "epochs", "hn_lens", "homes", "key_lens", "kinds", "material", "n")
+
+    def __init__(
+        self, homes: bytes, kinds: bytes, epochs: array[int], key_lens: array[int], hn_lens: bytes, cn_lens: bytes,
+        material: bytearray,
+    ) -> None:  # fmt: skip
+        self.n = len(kinds)
+        self.homes, self.kinds, self.epochs = homes, kinds, epochs
+        self.key_lens, self.hn_lens, self.cn_lens = key_lens, hn_lens, cn_lens
+        self.material = material
+
+
+def _packed_native(raw: bytearray) -> Packed | None:
+    """The peers of a key file in the simple form save() writes, read by the C core
+    (csrc/keyfile.c); None for any other file, or without the C core (the caller reads it in
+    Python, and refuses it there when it is wrong: the messages are written once, here)."""
+    try:
+        from ._native_edge import ffi, lib
+    except ImportError:  # pragma: no cover - the pure-Python install
+        return None
+    cap = raw.count(b"[[peer]]")
+    homes, kinds, hn_lens, cn_lens = bytearray(16 * cap), bytearray(cap), bytearray(cap), bytearray(cap)
+    epochs, key_lens, key_at = array("H", bytes(2 * cap)), array("H", bytes(2 * cap)), array("Q", bytes(8 * cap))
+    material = bytearray(len(raw) // 2 + 1)
+    n, used = ffi.new("size_t *"), ffi.new("size_t *")
+    buf = ffi.from_buffer
+    rc = lib.kbm_keyfile_parse(
+        buf(raw), len(raw), cap, buf(homes), buf(kinds), buf("uint16_t[]", key_lens), buf(hn_lens), buf(cn_lens),
+        buf("uint16_t[]", epochs), buf("uint64_t[]", key_at), buf(material), len(material), n, used,
+    )  # fmt: skip
+    if rc == lib.KBM_ENOMEM:
+        wipe(material)
+        raise MemoryError("reading the key file")
+    if rc:
+        wipe(material)
+        return None
+    count = n[0]
+    exact = material[: used[0]]  # a bytearray slice: a bytearray copy, no bytes object between
+    wipe(material)  # the text's upper bound of the keys (half its size) is given back
+    return Packed(
+        bytes(homes[: 16 * count]), bytes(kinds[:count]), epochs[:count], key_lens[:count], bytes(hn_lens[:count]),
+        bytes(cn_lens[:count]), exact,
+    )  # fmt: skip
+
 
 _FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import _rr
 from . import _stateformat as fmt
-from ._keys import KIND_KBM, KeyTable, Peer
+from ._keys import KIND_KBM, KIND_KCN, KeyTable, Packed, Peer
 from ._lifecycle import DEFAULT_SYNC_MS, VERIFIER_ARGUMENTS, Durability, check_sync, track
 from ._mn import binding_update_list_class
 from ._native_edge import ffi, lib
@@ -72,6 +72,8 @@ def _reply_scratch(size: int) -> Any:
 
 
 _addr = ipaddress.IPv6Address
+if (KIND_KBM, KIND_KCN) != (lib.KBM_KIND_KBM, lib.KBM_KIND_KCN):  # pragma: no cover - kbm.h and _keys change together
+    raise ImportError("kbmfast: the key kinds of _keys and kbm.h differ")
 _UNKNOWN_MH = 100
 _ORPHANS: list[Any] = []  # C verifiers inherited through fork(): left alone
 _MAX_OPTIONS = 2048
@@ -232,7 +234,12 @@ class Verifier:
             if rc:
                 _raise(rc, "return routability")
             return_routability.subscribe(self._on_regenerate)
-        self._set_peers(keys.peers())
+        with keys._lock:  # the packed peers stay as they are while the core reads them
+            packed = keys.packed()
+            if packed is not None:
+                self._set_packed(packed)
+            else:
+                self._set_peers(keys.peers())
         keys.subscribe(self._on_key_change)
         if self._path is not None:
             self._durability = Durability(policy, self.flush)
@@ -259,29 +266,38 @@ class Verifier:
     def _set_peers(self, peers: list[Peer]) -> None:
         if not peers:
             return
-        specs = ffi.new("kbm_peer_spec[]", len(peers))
-        # every key and nonce in one buffer (wiped below): no small allocation per peer, and
-        # join copies each key from its bytearray straight into it (no bytes object holds one)
+        # every key and nonce in one buffer (wiped below): join copies each key from its
+        # bytearray straight into it (no bytes object holds one); the C core fills the specs
         material = bytearray().join(chain.from_iterable((p.key, p.home_nonce, p.care_of_nonce) for p in peers))
-        base = ffi.from_buffer("uint8_t[]", material, require_writable=True)
-        at = 0
-        for spec, peer in zip(specs, peers, strict=True):
-            ffi.memmove(spec.home, peer.home, 16)
-            spec.kind = lib.KBM_KIND_KBM if peer.kind == KIND_KBM else lib.KBM_KIND_KCN
-            spec.key, spec.key_len = base + at, len(peer.key)
-            at += len(peer.key)
-            spec.home_nonce, spec.home_nonce_len = base + at, len(peer.home_nonce)
-            at += len(peer.home_nonce)
-            spec.care_of_nonce, spec.care_of_nonce_len = base + at, len(peer.care_of_nonce)
-            at += len(peer.care_of_nonce)
-        failed = ffi.new("size_t *")
         try:
-            rc = lib.kbm_verifier_set_peers(self._handle(), specs, len(peers), failed)
+            self._set_specs(
+                b"".join(p.home for p in peers), bytes(p.kind for p in peers), array("H", [len(p.key) for p in peers]),
+                bytes(len(p.home_nonce) for p in peers), bytes(len(p.care_of_nonce) for p in peers), material,
+            )  # fmt: skip
         finally:
             wipe(material)
+
+    def _set_packed(self, packed: Packed) -> None:
+        """The peers of a key file the C reader read, as it left them (no Peer objects)."""
+        if packed.n:
+            self._set_specs(packed.homes, packed.kinds, packed.key_lens, packed.hn_lens, packed.cn_lens, packed.material)
+
+    def _set_specs(
+        self, homes: bytes, kinds: bytes, key_lens: array[int], hn_lens: bytes, cn_lens: bytes, material: bytearray
+    ) -> None:
+        """Give the C core peers laid out as kbm_peer_specs reads them (kinds: KIND_*)."""
+        n = len(kinds)
+        specs = ffi.new("kbm_peer_spec[]", n)
+        lib.kbm_peer_specs(
+            n, homes, kinds, ffi.from_buffer("uint16_t[]", key_lens), hn_lens, cn_lens,
+            ffi.from_buffer("uint8_t[]", material, require_writable=True), specs,
+        )  # fmt: skip
+        failed = ffi.new("size_t *")
+        rc = lib.kbm_verifier_set_peers(self._handle(), specs, n, failed)
         if rc in (lib.KBM_EEXHAUSTED, lib.KBM_EEARLIER):
             status = fmt.KEY_EXHAUSTED if rc == lib.KBM_EEXHAUSTED else fmt.KEY_EARLIER
-            raise ValueError(fmt.key_refusal(peers[failed[0]].home, status, self.rekey_limit))
+            i = failed[0]
+            raise ValueError(fmt.key_refusal(homes[16 * i : 16 * i + 16], status, self.rekey_limit))
         if rc:
             _raise(rc, f"state file {self._path}" if self._path else "adding peers", self._path)
 

@@ -185,8 +185,8 @@ def test_key_file_symlink_and_directory_are_refused(kb: types.ModuleType, tmp_pa
 
 def test_key_file_size_cap(kb: types.ModuleType, tmp_path: os.PathLike[str]) -> None:
     path = _private_file(os.path.join(tmp_path, "huge.toml"))
-    os.truncate(path, (64 << 20) + 1)  # sparse: nothing is written
-    with pytest.raises(kb.KeyFileError, match=r"67108865 bytes, more than a key file may be \(64 MiB\)") as err:
+    os.truncate(path, (256 << 20) + 1)  # sparse: nothing is written
+    with pytest.raises(kb.KeyFileError, match=r"268435457 bytes, more than a key file may be \(256 MiB\)") as err:
         kb.KeyTable.load(path)
     assert path in str(err.value)
 

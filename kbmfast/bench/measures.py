@@ -10,6 +10,7 @@ import gc
 import multiprocessing
 import os
 import statistics
+import tempfile
 import threading
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -526,6 +527,20 @@ def measure_latency(backend: str, w: Workload, calls: int, repeat: int, *, cold:
     return execute([plan_latency(backend, w, calls, cold=cold)], repeat)[0]
 
 
+def keyfile_to_verifier(keys: kbmfast.KeyTable) -> float:
+    """Seconds from a key file on disk (``keys`` saved, as ``kbmfast keys generate`` writes
+    one) to a running C Verifier: KeyTable.load, then Verifier (issue 14 item 4's start-up)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "cn.keys")
+        keys.save(path)
+        gc.collect()
+        t0 = perf_counter()
+        verifier = kbmfast.Verifier(kbmfast.KeyTable.load(path))
+        dt = perf_counter() - t0
+        verifier.close()
+    return dt
+
+
 def measure_setup(w: Workload, repeat: int) -> list[Figure]:
     """Building the KeyTable of ``w``'s peers and a Verifier from it, µs per peer (best run)."""
     homes = [peer_addresses(i)[0] for i in range(w.peers)]
@@ -540,6 +555,7 @@ def measure_setup(w: Workload, repeat: int) -> list[Figure]:
     return [
         Figure("setup.keytable", f"KeyTable.add_kbm, {w.peers} peers", min(table) / w.peers * 1e6, "µs/peer"),
         Figure("setup.verifier", f"Verifier(keys), {w.peers} peers", min(verifier) / w.peers * 1e6, "µs/peer"),
+        Figure("setup.keyfile", f"key file -> Verifier, {w.peers} peers", keyfile_to_verifier(keys) / w.peers * 1e6, "µs/peer"),
     ]
 
 
@@ -581,7 +597,7 @@ def big_table(peers: int, rounds: int, batch: int, seed: int, plot: bool) -> dic
     rss2 = _rss()
     trimmed = _malloc_trim()
     rss3 = _rss()
-    out["setup"] = {"keytable_s": t1 - t0, "verifier_s": t2 - t1}
+    out["setup"] = {"keytable_s": t1 - t0, "verifier_s": t2 - t1, "keyfile_s": keyfile_to_verifier(keys)}
     out["memory"] = {
         "keytable": (rss1 - rss0) / peers,
         "verifier": (rss2 - rss1) / peers,
