@@ -13,17 +13,46 @@
 #include <string.h>
 #include <sys/random.h>
 
+/* The bucket of the peer whose home address is home (hash h), or NULL. */
+static kbm_bucket *bucket_of(const struct kbm_index *x, uint64_t h, const uint8_t home[16])
+{
+    uint32_t tag = KBM_H_TAG(h);
+    for (size_t j = h & x->mask;; j = (j + 1) & x->mask) {
+        kbm_bucket *b = &x->buckets[j];
+        uint32_t idx = KBM_B_IDX(*b);
+        if (idx == 0)
+            return NULL;
+        if (KBM_B_TAG(*b) == tag && memcmp(x->peers[idx - 1].home, home, 16) == 0)
+            return b;
+    }
+}
+
 const struct kbm_peer *kbm_index_find(const struct kbm_index *x, uint64_t h,
                                       const uint8_t home[16])
 {
-    uint32_t tag = (uint32_t)(h >> 32);
-    for (size_t j = h & x->mask;; j = (j + 1) & x->mask) {
-        const struct kbm_bucket *b = &x->buckets[j];
-        if (b->idx == 0)
-            return NULL;
-        if (b->tag == tag && memcmp(x->peers[b->idx - 1].home, home, 16) == 0)
-            return &x->peers[b->idx - 1];
+    const kbm_bucket *b = bucket_of(x, h, home);
+    return b ? &x->peers[KBM_B_IDX(*b) - 1] : NULL;
+}
+
+size_t kbm_index_check(const struct kbm_index *x, const uint64_t seed[2])
+{
+    size_t faults = 0, used = 0;
+    for (size_t j = 0; j <= x->mask; j++) {
+        uint32_t idx = KBM_B_IDX(x->buckets[j]);
+        if (!idx)
+            continue;
+        used++;
+        if (idx > x->n) {
+            faults++;
+            continue;
+        }
+        const struct kbm_peer *p = &x->peers[idx - 1];
+        uint64_t h = kbm_hash16(seed, p->home);
+        /* the first bucket of its chain for this address is this one, naming its slot */
+        faults += bucket_of(x, h, p->home) != &x->buckets[j];
+        faults += KBM_B_SLOT(x->buckets[j]) != p->slot || KBM_B_TAG(x->buckets[j]) != KBM_H_TAG(h);
     }
+    return faults + (used != x->n);
 }
 
 void kbm_keygen_token(const kbm_mac_key *kcn, const uint8_t address[16], const uint8_t *nonce,
@@ -94,10 +123,9 @@ static void bucket_put(struct kbm_index *x, const uint64_t seed[2], size_t i)
 {
     uint64_t h = kbm_hash16(seed, x->peers[i].home);
     size_t j = h & x->mask;
-    while (x->buckets[j].idx)
+    while (KBM_B_IDX(x->buckets[j]))
         j = (j + 1) & x->mask;
-    x->buckets[j].tag = (uint32_t)(h >> 32);
-    x->buckets[j].idx = (uint32_t)(i + 1);
+    x->buckets[j] = KBM_B_PACK(h, i + 1, x->peers[i].slot);
 }
 
 /* Wait until no reader can hold an index published before this call. */
@@ -255,8 +283,9 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
         p.slot = slot;
         p.fp = fp;
         uint64_t h = kbm_hash16(v->seed, p.home);
-        struct kbm_peer *have = (struct kbm_peer *)kbm_index_find(x, h, p.home);
-        if (have) {
+        kbm_bucket *b = bucket_of(x, h, p.home);
+        if (b) {
+            struct kbm_peer *have = &x->peers[KBM_B_IDX(*b) - 1];
             if (have->kcn) {
                 /* a peer replaced twice in one call had its first kcn never published */
                 int published = 0;
@@ -268,6 +297,7 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
                     kcn_free(have->kcn);
             }
             *have = p;
+            *b = KBM_B_PACK(h, KBM_B_IDX(*b), p.slot); /* the same address: the same slot */
         } else {
             x->peers[x->n] = p;
             bucket_put(x, v->seed, x->n);
@@ -404,4 +434,12 @@ int kbm_verifier_flush(kbm_verifier *v)
     int rc = kbm_state_flush(&v->state);
     pthread_mutex_unlock(&v->write_lock);
     return rc;
+}
+
+size_t kbm_verifier_check_index(kbm_verifier *v)
+{
+    pthread_mutex_lock(&v->write_lock);
+    size_t faults = kbm_index_check(atomic_load(&v->index), v->seed);
+    pthread_mutex_unlock(&v->write_lock);
+    return faults;
 }
