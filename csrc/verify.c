@@ -335,8 +335,8 @@ typedef struct {
     size_t m;
 } chunk;
 
-/* Takes the packets [base, base + c->m) and prefetches their first two cache lines (a chunk
-   before their parse). The offsets are the caller's memory, which another thread may change at
+/* Takes the packets [base, base + c->m) (a stream the hardware prefetcher follows: prefetching
+   them a chunk ahead, tried, gained nothing). The offsets are the caller's memory, which another thread may change at
    any time: each is read once, into off, and only that copy is checked and used. A packet whose
    copy fails the check kbm_verify made first (the caller changed them during the call) is
    empty, so MALFORMED: a garbage answer for a garbage caller, never a read out of bounds. */
@@ -351,8 +351,6 @@ static void take_chunk(chunk *c, const uint8_t *buf, size_t buf_len, const uint6
         int sane = off[k] <= off[k + 1] && off[k + 1] <= buf_len;
         c->j[k].p = buf + (sane ? off[k] : 0);
         c->j[k].n = sane ? (size_t)(off[k + 1] - off[k]) : 0;
-        __builtin_prefetch(c->j[k].p);
-        __builtin_prefetch(c->j[k].p + 64);
     }
 }
 
@@ -433,26 +431,22 @@ verify_upto(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64_t 
         return rc;
     uint32_t g = kbm_read_begin(v);
     const struct kbm_index *x = atomic_load(&v->index);
-    /* three chunks in flight: k (peers, MAC, sequence), k+1 (parse, then probe), k+2 (its
-       packets prefetched) */
-    chunk c[3];
+    chunk c[2];
     int accepted = 0;
     if (n) {
         take_chunk(&c[0], buf, buf_len, offsets, 0, n);
         parse_chunk(&c[0], v, x);
         if (upto >= UPTO_PROBE)
             probe_chunk(&c[0], v, x);
-        if (n > CHUNK)
-            take_chunk(&c[1], buf, buf_len, offsets, CHUNK, n);
     }
-    for (size_t base = 0, k = 0; base < n; base += CHUNK, k = k == 2 ? 0 : k + 1) {
-        chunk *cur = &c[k], *next = &c[k == 2 ? 0 : k + 1], *after = &c[k == 0 ? 2 : k - 1];
+    for (size_t base = 0, k = 0; base < n; base += CHUNK, k ^= 1) {
+        chunk *cur = &c[k], *next = &c[k ^ 1];
         int more = n - base > CHUNK;
-        if (n - base > 2 * CHUNK)
-            take_chunk(after, buf, buf_len, offsets, base + 2 * CHUNK, n);
         /* chunk k+1's parse and bucket prefetches run while chunk k's peers arrive */
-        if (more)
+        if (more) {
+            take_chunk(next, buf, buf_len, offsets, base + CHUNK, n);
             parse_chunk(next, v, x);
+        }
         if (upto >= UPTO_RESOLVE)
             resolve_chunk(cur, v, x);
         if (upto >= UPTO_MAC)
