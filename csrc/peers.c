@@ -50,7 +50,8 @@ size_t kbm_index_check(const struct kbm_index *x, const uint64_t seed[2])
         uint64_t h = kbm_hash16(seed, p->home);
         /* the first bucket of its chain for this address is this one, naming its slot */
         faults += bucket_of(x, h, p->home) != &x->buckets[j];
-        faults += KBM_B_SLOT(x->buckets[j]) != p->slot || KBM_B_TAG(x->buckets[j]) != KBM_H_TAG(h);
+        faults += KBM_B_SLOT(x->buckets[j]) != p->slot || KBM_B_TAG(x->buckets[j]) != KBM_H_TAG(h) ||
+                  !(x->buckets[j] & KBM_B_KCN) != !x->kcn[idx - 1];
     }
     return faults + (used != x->n);
 }
@@ -89,13 +90,14 @@ void kbm_index_free(struct kbm_index *x, int free_kcn)
 {
     if (!x)
         return;
+    if (x->kcn && free_kcn)
+        for (size_t i = 0; i < x->n; i++)
+            kcn_free(x->kcn[i]);
     if (x->peers) {
-        if (free_kcn)
-            for (size_t i = 0; i < x->n; i++)
-                kcn_free(x->peers[i].kcn);
         kbm_wipe(x->peers, x->cap * sizeof *x->peers);
         free(x->peers);
     }
+    free(x->kcn);
     free(x->buckets);
     free(x);
 }
@@ -109,13 +111,15 @@ static struct kbm_index *index_alloc(size_t cap)
     while (nb < cap * 2)
         nb *= 2;
     x->cap = cap ? cap : 1;
-    x->peers = calloc(x->cap, sizeof *x->peers);
+    x->peers = aligned_alloc(64, x->cap * sizeof *x->peers); /* a peer per cache line */
+    x->kcn = calloc(x->cap, sizeof *x->kcn);
     x->buckets = calloc(nb, sizeof *x->buckets);
     x->mask = nb - 1;
-    if (!x->peers || !x->buckets) {
+    if (!x->peers || !x->kcn || !x->buckets) {
         kbm_index_free(x, 0);
         return NULL;
     }
+    memset(x->peers, 0, x->cap * sizeof *x->peers);
     return x;
 }
 
@@ -125,7 +129,7 @@ static void bucket_put(struct kbm_index *x, const uint64_t seed[2], size_t i)
     size_t j = h & x->mask;
     while (KBM_B_IDX(x->buckets[j]))
         j = (j + 1) & x->mask;
-    x->buckets[j] = KBM_B_PACK(h, i + 1, x->peers[i].slot);
+    x->buckets[j] = KBM_B_PACK(h, i + 1, x->peers[i].slot, x->kcn[i] != NULL);
 }
 
 /* Wait until no reader can hold an index published before this call. */
@@ -149,11 +153,11 @@ static void publish(kbm_verifier *v, struct kbm_index *fresh, struct kbm_kcn **r
         kcn_free(retired[i]);
 }
 
-/* Midstates and RFC 4449 precomputation for one peer; the raw key is not kept. */
-static int peer_init(struct kbm_peer *p, const kbm_peer_spec *s)
+/* Midstates and RFC 4449 precomputation (*kcn, or NULL) for one peer; the raw key is not kept. */
+static int peer_init(struct kbm_peer *p, struct kbm_kcn **kcn, const kbm_peer_spec *s)
 {
     memcpy(p->home, s->home, 16);
-    p->kcn = NULL;
+    *kcn = NULL;
     if (s->kind == KBM_KIND_KBM) {
         if (s->key_len != KBM_SIZE)
             return KBM_EINVAL;
@@ -177,7 +181,7 @@ static int peer_init(struct kbm_peer *p, const kbm_peer_spec *s)
     c->care_of_nonce_len = s->care_of_nonce_len;
     kbm_wipe(digest, sizeof digest);
     burn_stack();
-    p->kcn = c;
+    *kcn = c;
     return KBM_OK;
 }
 
@@ -235,8 +239,10 @@ static int copy_index(const struct kbm_index *old, size_t extra, const uint64_t 
     struct kbm_index *x = index_alloc(n + extra);
     if (!x)
         return KBM_ENOMEM;
-    if (n)
+    if (n) {
         memcpy(x->peers, old->peers, n * sizeof *x->peers);
+        memcpy(x->kcn, old->kcn, n * sizeof *x->kcn);
+    }
     x->n = n;
     for (size_t i = 0; i < n; i++)
         bucket_put(x, seed, i);
@@ -260,6 +266,7 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
         goto out;
     for (; done < n; done++) {
         struct kbm_peer p;
+        struct kbm_kcn *kcn;
         uint32_t slot;
         const kbm_peer_spec *spec = &specs[done];
         rc = KBM_EINVAL;
@@ -277,7 +284,7 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
             *failed = done;
             goto out;
         }
-        rc = peer_init(&p, spec);
+        rc = peer_init(&p, &kcn, spec);
         if (rc)
             goto out;
         p.slot = slot;
@@ -285,21 +292,23 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
         uint64_t h = kbm_hash16(v->seed, p.home);
         kbm_bucket *b = bucket_of(x, h, p.home);
         if (b) {
-            struct kbm_peer *have = &x->peers[KBM_B_IDX(*b) - 1];
-            if (have->kcn) {
+            size_t i = KBM_B_IDX(*b) - 1;
+            if (x->kcn[i]) {
                 /* a peer replaced twice in one call had its first kcn never published */
                 int published = 0;
-                for (size_t i = 0; old && i < old->n; i++)
-                    published |= old->peers[i].kcn == have->kcn;
+                for (size_t j = 0; old && j < old->n; j++)
+                    published |= old->kcn[j] == x->kcn[i];
                 if (published)
-                    retired[nretired++] = have->kcn;
+                    retired[nretired++] = x->kcn[i];
                 else
-                    kcn_free(have->kcn);
+                    kcn_free(x->kcn[i]);
             }
-            *have = p;
-            *b = KBM_B_PACK(h, KBM_B_IDX(*b), p.slot); /* the same address: the same slot */
+            x->peers[i] = p;
+            x->kcn[i] = kcn;
+            *b = KBM_B_PACK(h, i + 1, p.slot, kcn != NULL); /* the same address: the same slot */
         } else {
             x->peers[x->n] = p;
+            x->kcn[x->n] = kcn;
             bucket_put(x, v->seed, x->n);
             x->n++;
         }
@@ -313,9 +322,9 @@ out:
         for (size_t i = 0; i < x->n; i++) {
             int shared = 0;
             for (size_t j = 0; old && j < old->n && !shared; j++)
-                shared = old->peers[j].kcn == x->peers[i].kcn;
+                shared = old->kcn[j] == x->kcn[i];
             if (!shared)
-                kcn_free(x->peers[i].kcn);
+                kcn_free(x->kcn[i]);
         }
         kbm_index_free(x, 0);
     }
@@ -339,10 +348,11 @@ int kbm_verifier_remove_peer(kbm_verifier *v, const uint8_t home[16])
                 if (&old->peers[i] == gone)
                     continue;
                 x->peers[x->n] = old->peers[i];
+                x->kcn[x->n] = old->kcn[i];
                 bucket_put(x, v->seed, x->n);
                 x->n++;
             }
-            struct kbm_kcn *retired = gone->kcn;
+            struct kbm_kcn *retired = old->kcn[gone - old->peers];
             publish(v, x, &retired, retired ? 1 : 0);
             rc = KBM_OK;
         }

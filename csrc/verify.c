@@ -28,6 +28,7 @@ typedef struct {
     size_t n;
     const uint8_t *home, *care_of, *mac_co;
     const struct kbm_peer *peer;
+    struct kbm_kcn *kcn;    /* the peer's RFC 4449 extras when it has them */
     const kbm_mac_key *key; /* the peer's midstates, or `derived` */
     uint64_t hash;
     size_t bucket;
@@ -199,9 +200,9 @@ static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
     j->verdict = PENDING;
 }
 
-/* First bucket whose tag matches (or the empty one ending the chain); prefetch its peer (both
-   of the cache lines a 72-byte peer may straddle) and, from the slot the bucket names, its
-   sequence slot: one round of misses instead of peer, then slot. */
+/* First bucket whose tag matches (or the empty one ending the chain); prefetch its peer (one
+   cache line) and, from the slot the bucket names, its sequence slot: one round of misses
+   instead of peer, then slot. */
 static void probe(job *j, const kbm_verifier *v, const struct kbm_index *x)
 {
     uint32_t tag = KBM_H_TAG(j->hash);
@@ -211,9 +212,7 @@ static void probe(job *j, const kbm_verifier *v, const struct kbm_index *x)
         b = (b + 1) & x->mask;
     j->bucket = b;
     if (KBM_B_IDX(e)) {
-        const char *peer = (const char *)&x->peers[KBM_B_IDX(e) - 1];
-        __builtin_prefetch(peer);
-        __builtin_prefetch(peer + sizeof(struct kbm_peer) - 1);
+        __builtin_prefetch(&x->peers[KBM_B_IDX(e) - 1]);
         __builtin_prefetch(kbm_state_word(&v->state, KBM_B_SLOT(e)));
     }
 }
@@ -221,11 +220,17 @@ static void probe(job *j, const kbm_verifier *v, const struct kbm_index *x)
 static void resolve(job *j, const kbm_verifier *v, const struct kbm_index *x)
 {
     const struct kbm_peer *peer = NULL;
-    uint32_t idx = KBM_B_IDX(x->buckets[j->bucket]);
+    struct kbm_kcn *kcn = NULL;
+    kbm_bucket e = x->buckets[j->bucket];
+    uint32_t idx = KBM_B_IDX(e);
     if (idx) {
         peer = &x->peers[idx - 1];
-        if (memcmp(peer->home, j->home, 16) != 0) /* a tag collision: walk on */
+        if (e & KBM_B_KCN)
+            kcn = x->kcn[idx - 1];
+        if (memcmp(peer->home, j->home, 16) != 0) { /* a tag collision: walk on */
             peer = kbm_index_find(x, j->hash, j->home);
+            kcn = peer ? x->kcn[peer - x->peers] : NULL;
+        }
     }
     if (!peer) {
         /* RR: judged in packet order in kbm_verify's last stage (rr.c) */
@@ -234,8 +239,9 @@ static void resolve(job *j, const kbm_verifier *v, const struct kbm_index *x)
         return;
     }
     j->peer = peer;
-    if (peer->kcn && !j->dereg) {
-        j->fresh = !kbm_kcn_key(peer->kcn, j->care_of, &j->derived);
+    j->kcn = kcn;
+    if (kcn && !j->dereg) {
+        j->fresh = !kbm_kcn_key(kcn, j->care_of, &j->derived);
         j->key = &j->derived;
     } else {
         j->key = &peer->key; /* read in place: the index outlives this call (kbm_read_begin) */
@@ -288,7 +294,7 @@ static uint8_t decide(job *j, kbm_verifier *v, uint16_t *last_out)
             return KBM_BAD_AUTHENTICATOR;
     }
     if (j->fresh)
-        kbm_kcn_publish(j->peer->kcn, j->care_of, &j->derived);
+        kbm_kcn_publish(j->kcn, j->care_of, &j->derived);
     if (j->flags & FLAG_H)
         return KBM_HOME_REGISTRATION;
     const struct kbm_peer *peer = j->peer;

@@ -89,6 +89,34 @@ def test_many_peers_and_unknown_homes(kb: types.ModuleType) -> None:
             assert faults(v) == 0
 
 
+def test_rfc4449_flag_follows_the_peer() -> None:
+    """The bucket says whether its peer has RFC 4449 extras (the verifier reads them only then):
+    a peer turned from a configured Kbm into a Kcn and back is verified with the right key."""
+    keys = kbmfast.KeyTable()
+    for i in range(64):
+        keys.add_kbm(home(i), key(i))
+    care_of = "2001:db8:c0::99"
+
+    def kcn_bu(i: int, seq: int) -> bytes:
+        kbm = kbmfast.derive_kbm(key(i, 7), b"hn", b"cn", home=home(i), care_of=care_of, deregistration=False)
+        return kbmfast.build_binding_update(  # type: ignore[no-any-return]
+            kbm, home=home(i), care_of=care_of, correspondent=CN, sequence=seq, lifetime=8
+        )
+
+    with kbmfast.Verifier(keys) as v:
+        for i in range(0, 64, 2):
+            keys.add_kcn(home(i), key(i, 7), b"hn", b"cn")
+        assert faults(v) == 0
+        packets = [kcn_bu(i, 1) if i % 2 == 0 else bu(kbmfast, i, 1) for i in range(64)]
+        assert verify_all(v, packets) == [0] * 64
+        for i in range(0, 64, 4):  # back to a configured Kbm
+            keys.add_kbm(home(i), key(i, 8))
+        keys.remove(home(2))
+        assert faults(v) == 0
+        packets = [bu(kbmfast, i, 2, 8) if i % 4 == 0 else kcn_bu(i, 2) if i % 2 == 0 else bu(kbmfast, i, 2) for i in range(64)]
+        assert verify_all(v, packets) == [4 if i == 2 else 0 for i in range(64)]
+
+
 def test_slots_follow_compaction(tmp_path: os.PathLike[str]) -> None:
     """compact --drop-unconfigured renumbers the slots after the dropped ones: a Verifier on the
     compacted file must name (and count in) each peer's new slot."""
