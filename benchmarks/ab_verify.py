@@ -1,6 +1,7 @@
 """A/B of C ``verify_buffer`` across builds and kernels, interleaved on one pinned core.
 
-    python benchmarks/ab_verify.py [--cpu 1] [--runs 9] [--peers 10000] NAME=PYTHON[:PATH][@KERNEL] ...
+    python benchmarks/ab_verify.py [--cpu 1] [--runs 9] [--peers 10000] [--rounds 10]
+        [--traffic minimal|shapes|rejects] NAME=PYTHON[:PATH][@KERNEL] ...
 
 Each NAME runs in its own process: PYTHON is its interpreter, PATH (optional) is put first on
 its sys.path (a source tree with a built ``kbmfast/_native*.so``: another checkout built
@@ -28,7 +29,13 @@ if sys.argv[1]:
 os.sched_setaffinity(0, {int(sys.argv[2])})
 import kbmfast
 from kbmfast import bench
-w = bench.make_workload(int(sys.argv[3]), 10, 0)
+peers, rounds, traffic = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+if traffic == "minimal":
+    w = bench.make_workload(peers, rounds, 0)
+    want = bytes(len(w))
+else:
+    w = bench.make_traffic(traffic, peers, peers * rounds, 0)
+    want = w.verdicts
 pairs = bench.split_buffer(w.buffer, w.offsets, 4096)
 print(kbmfast.kernel, flush=True)
 for line in sys.stdin:
@@ -36,8 +43,8 @@ for line in sys.stdin:
     t = time.thread_time()
     outs = [v.verify_buffer(b, o) for b, o in pairs]
     dt = time.thread_time() - t
-    if sum(x.count(0) for x in outs) != len(w):
-        sys.exit("not every packet was accepted")
+    if b"".join(bytes(x) for x in outs) != want:
+        sys.exit("a verdict differs from the expected one")
     print(dt, flush=True)
 """
 
@@ -48,6 +55,13 @@ def main() -> int:
     ap.add_argument("--cpu", type=int, default=1)
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--peers", type=int, default=10000)
+    ap.add_argument("--rounds", type=int, default=10, help="packets per peer (default 10)")
+    ap.add_argument(
+        "--traffic",
+        choices=("minimal", "shapes", "rejects"),
+        default="minimal",
+        help="minimal Binding Updates (default), or kbmfast.gen traffic (bench.make_traffic)",
+    )
     ap.add_argument("spec", nargs="+")
     a = ap.parse_args()
     procs = []
@@ -60,7 +74,7 @@ def main() -> int:
         if kernel:
             env["KBMFAST_KERNEL"] = kernel
         p = subprocess.Popen(
-            [python or sys.executable, "-P", "-c", CHILD, path, str(a.cpu), str(a.peers)],
+            [python or sys.executable, "-P", "-c", CHILD, path, str(a.cpu), str(a.peers), str(a.rounds), a.traffic],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -81,9 +95,11 @@ def main() -> int:
             p.stdin.write("go\n")
             p.stdin.flush()
             times[name].append(float(p.stdout.readline()))
-    n = a.peers * 10
+    n = a.peers * a.rounds
     first = statistics.median(times[procs[0][0]])
-    print(f"C verify_buffer, {a.peers} peers, batch 4096, CPU {a.cpu}, {a.runs} interleaved runs")
+    print(
+        f"C verify_buffer, {a.traffic} traffic, {a.peers} peers x {a.rounds}, batch 4096, CPU {a.cpu}, {a.runs} interleaved runs"
+    )
     print(f"{'name':<16}{'kernel':<10}{'median':>12}{'best':>12}{'x first':>9}")
     for name, p in procs:
         med, best = statistics.median(times[name]), min(times[name])

@@ -92,23 +92,42 @@ struct kbm_kcn {
     _Atomic uint64_t cache[7]; /* care-of address (2 words), then the Kbm's midstates (5) */
 };
 
+/* One cache line: what verifying a packet reads. A peer's RFC 4449 extras are beside it, in the
+   index's kcn array, read only when its bucket says it has them. */
 struct kbm_peer {
     uint8_t home[16];
     kbm_mac_key key; /* draft: Kbm; RFC 4449: the de-registration Kbm, SHA1(hkt) */
-    struct kbm_kcn *kcn;
     uint32_t slot;
     uint32_t fp; /* the key's fingerprint in the state file (kbm_state_fingerprint) */
 };
+_Static_assert(sizeof(struct kbm_peer) == 64, "a peer is one cache line");
 
-struct kbm_bucket {
-    uint32_t tag; /* high half of the hash */
-    uint32_t idx; /* peer index + 1; 0 = empty */
-};
+/* A bucket is one word: the tag (the hash's 12 high bits), whether the peer has RFC 4449 extras
+   (1 bit), the peer's index + 1 (26 bits; 0: empty) and the peer's state slot (25 bits), so that
+   the verifier can prefetch the peer and its sequence slot together from the bucket alone. The
+   slot there is a prefetch hint: every read and write of the sequence state uses peer->slot
+   (set together, kept equal by peers.c, checked by kbm_index_check). Every peer has its own
+   slot, so there are at most KBM_STATE_MAX_SLOTS peers and both fields fit. */
+typedef uint64_t kbm_bucket;
+#define KBM_B_SLOT_BITS 25
+#define KBM_B_IDX_BITS 26
+#define KBM_B_KCN (UINT64_C(1) << (KBM_B_SLOT_BITS + KBM_B_IDX_BITS))
+#define KBM_B_TAG_SHIFT (KBM_B_SLOT_BITS + KBM_B_IDX_BITS + 1)
+_Static_assert(KBM_STATE_MAX_SLOTS <= (1u << KBM_B_SLOT_BITS), "a slot fits in a bucket");
+_Static_assert(KBM_STATE_MAX_SLOTS < (1u << KBM_B_IDX_BITS), "a peer index + 1 fits too");
+#define KBM_B_SLOT(b) ((uint32_t)((b) & ((UINT64_C(1) << KBM_B_SLOT_BITS) - 1)))
+#define KBM_B_IDX(b) ((uint32_t)(((b) >> KBM_B_SLOT_BITS) & ((UINT64_C(1) << KBM_B_IDX_BITS) - 1)))
+#define KBM_B_TAG(b) ((uint32_t)((b) >> KBM_B_TAG_SHIFT))
+#define KBM_H_TAG(h) ((uint32_t)((h) >> KBM_B_TAG_SHIFT)) /* a hash's tag */
+#define KBM_B_PACK(h, idx, slot, has_kcn)                                                      \
+    ((uint64_t)KBM_H_TAG(h) << KBM_B_TAG_SHIFT | ((has_kcn) ? KBM_B_KCN : 0) |                 \
+     (uint64_t)(idx) << KBM_B_SLOT_BITS | (slot))
 
 struct kbm_index {
-    struct kbm_peer *peers;
+    struct kbm_peer *peers; /* 64-byte aligned */
+    struct kbm_kcn **kcn;   /* peer i's RFC 4449 extras, or NULL (a draft Kbm peer) */
     size_t n, cap;
-    struct kbm_bucket *buckets;
+    kbm_bucket *buckets;
     size_t mask;
 };
 
@@ -150,6 +169,9 @@ void kbm_keygen_token(const kbm_mac_key *kcn, const uint8_t address[16], const u
 const struct kbm_peer *kbm_index_find(const struct kbm_index *x, uint64_t h,
                                       const uint8_t home[16]);
 void kbm_index_free(struct kbm_index *x, int free_kcn);
+/* 0 when every peer has exactly one bucket, on its probe chain, naming its slot and whether it
+   has RFC 4449 extras; else the number of faults found (tests: kbm_verifier_check_index). */
+size_t kbm_index_check(const struct kbm_index *x, const uint64_t seed[2]);
 /* The registration Kbm's midstates for care_of: 1 when they came from the peer's cache, 0 when
    derived now. A derived key is cached by kbm_kcn_publish only once a Binding Update it
    verified has authenticated, so forged care-of addresses cannot evict the genuine one. */

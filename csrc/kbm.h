@@ -196,6 +196,9 @@ int kbm_verifier_slot_word(kbm_verifier *v, const uint8_t home[16], uint64_t *wo
 int kbm_verifier_key_advance(kbm_verifier *v, const uint8_t home[16], uint32_t *advance);
 /* msync + fsync of the state file (no-op in memory). */
 int kbm_verifier_flush(kbm_verifier *v);
+/* Tests: 0 when the peer index is consistent (every peer in exactly one bucket, on its probe
+   chain, whose tag and slot are the peer's), else the number of faults found. */
+size_t kbm_verifier_check_index(kbm_verifier *v);
 
 /* compat = 1: RFC 3775 rules (care-of == home is a de-registration at any lifetime; a
    de-registration's MAC may also be over the care-of address). Default 0: RFC 6275. */

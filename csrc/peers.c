@@ -13,17 +13,47 @@
 #include <string.h>
 #include <sys/random.h>
 
+/* The bucket of the peer whose home address is home (hash h), or NULL. */
+static kbm_bucket *bucket_of(const struct kbm_index *x, uint64_t h, const uint8_t home[16])
+{
+    uint32_t tag = KBM_H_TAG(h);
+    for (size_t j = h & x->mask;; j = (j + 1) & x->mask) {
+        kbm_bucket *b = &x->buckets[j];
+        uint32_t idx = KBM_B_IDX(*b);
+        if (idx == 0)
+            return NULL;
+        if (KBM_B_TAG(*b) == tag && memcmp(x->peers[idx - 1].home, home, 16) == 0)
+            return b;
+    }
+}
+
 const struct kbm_peer *kbm_index_find(const struct kbm_index *x, uint64_t h,
                                       const uint8_t home[16])
 {
-    uint32_t tag = (uint32_t)(h >> 32);
-    for (size_t j = h & x->mask;; j = (j + 1) & x->mask) {
-        const struct kbm_bucket *b = &x->buckets[j];
-        if (b->idx == 0)
-            return NULL;
-        if (b->tag == tag && memcmp(x->peers[b->idx - 1].home, home, 16) == 0)
-            return &x->peers[b->idx - 1];
+    const kbm_bucket *b = bucket_of(x, h, home);
+    return b ? &x->peers[KBM_B_IDX(*b) - 1] : NULL;
+}
+
+size_t kbm_index_check(const struct kbm_index *x, const uint64_t seed[2])
+{
+    size_t faults = 0, used = 0;
+    for (size_t j = 0; j <= x->mask; j++) {
+        uint32_t idx = KBM_B_IDX(x->buckets[j]);
+        if (!idx)
+            continue;
+        used++;
+        if (idx > x->n) {
+            faults++;
+            continue;
+        }
+        const struct kbm_peer *p = &x->peers[idx - 1];
+        uint64_t h = kbm_hash16(seed, p->home);
+        /* the first bucket of its chain for this address is this one, naming its slot */
+        faults += bucket_of(x, h, p->home) != &x->buckets[j];
+        faults += KBM_B_SLOT(x->buckets[j]) != p->slot || KBM_B_TAG(x->buckets[j]) != KBM_H_TAG(h) ||
+                  !(x->buckets[j] & KBM_B_KCN) != !x->kcn[idx - 1];
     }
+    return faults + (used != x->n);
 }
 
 void kbm_keygen_token(const kbm_mac_key *kcn, const uint8_t address[16], const uint8_t *nonce,
@@ -60,13 +90,14 @@ void kbm_index_free(struct kbm_index *x, int free_kcn)
 {
     if (!x)
         return;
+    if (x->kcn && free_kcn)
+        for (size_t i = 0; i < x->n; i++)
+            kcn_free(x->kcn[i]);
     if (x->peers) {
-        if (free_kcn)
-            for (size_t i = 0; i < x->n; i++)
-                kcn_free(x->peers[i].kcn);
         kbm_wipe(x->peers, x->cap * sizeof *x->peers);
         free(x->peers);
     }
+    free(x->kcn);
     free(x->buckets);
     free(x);
 }
@@ -80,13 +111,15 @@ static struct kbm_index *index_alloc(size_t cap)
     while (nb < cap * 2)
         nb *= 2;
     x->cap = cap ? cap : 1;
-    x->peers = calloc(x->cap, sizeof *x->peers);
+    x->peers = aligned_alloc(64, x->cap * sizeof *x->peers); /* a peer per cache line */
+    x->kcn = calloc(x->cap, sizeof *x->kcn);
     x->buckets = calloc(nb, sizeof *x->buckets);
     x->mask = nb - 1;
-    if (!x->peers || !x->buckets) {
+    if (!x->peers || !x->kcn || !x->buckets) {
         kbm_index_free(x, 0);
         return NULL;
     }
+    memset(x->peers, 0, x->cap * sizeof *x->peers);
     return x;
 }
 
@@ -94,10 +127,9 @@ static void bucket_put(struct kbm_index *x, const uint64_t seed[2], size_t i)
 {
     uint64_t h = kbm_hash16(seed, x->peers[i].home);
     size_t j = h & x->mask;
-    while (x->buckets[j].idx)
+    while (KBM_B_IDX(x->buckets[j]))
         j = (j + 1) & x->mask;
-    x->buckets[j].tag = (uint32_t)(h >> 32);
-    x->buckets[j].idx = (uint32_t)(i + 1);
+    x->buckets[j] = KBM_B_PACK(h, i + 1, x->peers[i].slot, x->kcn[i] != NULL);
 }
 
 /* Wait until no reader can hold an index published before this call. */
@@ -121,11 +153,11 @@ static void publish(kbm_verifier *v, struct kbm_index *fresh, struct kbm_kcn **r
         kcn_free(retired[i]);
 }
 
-/* Midstates and RFC 4449 precomputation for one peer; the raw key is not kept. */
-static int peer_init(struct kbm_peer *p, const kbm_peer_spec *s)
+/* Midstates and RFC 4449 precomputation (*kcn, or NULL) for one peer; the raw key is not kept. */
+static int peer_init(struct kbm_peer *p, struct kbm_kcn **kcn, const kbm_peer_spec *s)
 {
     memcpy(p->home, s->home, 16);
-    p->kcn = NULL;
+    *kcn = NULL;
     if (s->kind == KBM_KIND_KBM) {
         if (s->key_len != KBM_SIZE)
             return KBM_EINVAL;
@@ -147,7 +179,7 @@ static int peer_init(struct kbm_peer *p, const kbm_peer_spec *s)
         memcpy(c->care_of_nonce, s->care_of_nonce, s->care_of_nonce_len);
     c->care_of_nonce_len = s->care_of_nonce_len;
     kbm_wipe(digest, sizeof digest);
-    p->kcn = c;
+    *kcn = c;
     return KBM_OK;
 }
 
@@ -205,8 +237,10 @@ static int copy_index(const struct kbm_index *old, size_t extra, const uint64_t 
     struct kbm_index *x = index_alloc(n + extra);
     if (!x)
         return KBM_ENOMEM;
-    if (n)
+    if (n) {
         memcpy(x->peers, old->peers, n * sizeof *x->peers);
+        memcpy(x->kcn, old->kcn, n * sizeof *x->kcn);
+    }
     x->n = n;
     for (size_t i = 0; i < n; i++)
         bucket_put(x, seed, i);
@@ -230,6 +264,7 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
         goto out;
     for (; done < n; done++) {
         struct kbm_peer p;
+        struct kbm_kcn *kcn;
         uint32_t slot;
         const kbm_peer_spec *spec = &specs[done];
         rc = KBM_EINVAL;
@@ -246,27 +281,31 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
             *failed = done;
             goto out;
         }
-        rc = peer_init(&p, spec);
+        rc = peer_init(&p, &kcn, spec);
         if (rc)
             goto out;
         p.slot = slot;
         p.fp = fp;
         uint64_t h = kbm_hash16(v->seed, p.home);
-        struct kbm_peer *have = (struct kbm_peer *)kbm_index_find(x, h, p.home);
-        if (have) {
-            if (have->kcn) {
+        kbm_bucket *b = bucket_of(x, h, p.home);
+        if (b) {
+            size_t i = KBM_B_IDX(*b) - 1;
+            if (x->kcn[i]) {
                 /* a peer replaced twice in one call had its first kcn never published */
                 int published = 0;
-                for (size_t i = 0; old && i < old->n; i++)
-                    published |= old->peers[i].kcn == have->kcn;
+                for (size_t j = 0; old && j < old->n; j++)
+                    published |= old->kcn[j] == x->kcn[i];
                 if (published)
-                    retired[nretired++] = have->kcn;
+                    retired[nretired++] = x->kcn[i];
                 else
-                    kcn_free(have->kcn);
+                    kcn_free(x->kcn[i]);
             }
-            *have = p;
+            x->peers[i] = p;
+            x->kcn[i] = kcn;
+            *b = KBM_B_PACK(h, i + 1, p.slot, kcn != NULL); /* the same address: the same slot */
         } else {
             x->peers[x->n] = p;
+            x->kcn[x->n] = kcn;
             bucket_put(x, v->seed, x->n);
             x->n++;
         }
@@ -281,9 +320,9 @@ out:
         for (size_t i = 0; i < x->n; i++) {
             int shared = 0;
             for (size_t j = 0; old && j < old->n && !shared; j++)
-                shared = old->peers[j].kcn == x->peers[i].kcn;
+                shared = old->kcn[j] == x->kcn[i];
             if (!shared)
-                kcn_free(x->peers[i].kcn);
+                kcn_free(x->kcn[i]);
         }
         kbm_index_free(x, 0);
     }
@@ -307,10 +346,11 @@ int kbm_verifier_remove_peer(kbm_verifier *v, const uint8_t home[16])
                 if (&old->peers[i] == gone)
                     continue;
                 x->peers[x->n] = old->peers[i];
+                x->kcn[x->n] = old->kcn[i];
                 bucket_put(x, v->seed, x->n);
                 x->n++;
             }
-            struct kbm_kcn *retired = gone->kcn;
+            struct kbm_kcn *retired = old->kcn[gone - old->peers];
             publish(v, x, &retired, retired ? 1 : 0);
             rc = KBM_OK;
         }
@@ -402,4 +442,12 @@ int kbm_verifier_flush(kbm_verifier *v)
     int rc = kbm_state_flush(&v->state);
     pthread_mutex_unlock(&v->write_lock);
     return rc;
+}
+
+size_t kbm_verifier_check_index(kbm_verifier *v)
+{
+    pthread_mutex_lock(&v->write_lock);
+    size_t faults = kbm_index_check(atomic_load(&v->index), v->seed);
+    pthread_mutex_unlock(&v->write_lock);
+    return faults;
 }

@@ -1,17 +1,23 @@
 /* The batch pipeline: parse -> find the peer -> MAC -> compare -> compare-and-swap, in chunks.
 
    Every step before the sequence check is a pure function of the packet and the peer, so a
-   chunk is parsed, looked up (prefetching buckets, peers and slots for the whole chunk) and
-   MACed in one batch (kernels.c: 16 or 8 lanes at a time, or two SHA-NI streams) first; then
-   the sequence stage runs strictly in packet order, which gives the in-order semantics of
-   verify_batch. The checks and their order are those of
-   kbmfast/reference/verifier.py. */
+   chunk is parsed, looked up and MACed in one batch (kernels.c: 16 or 8 lanes at a time, or two
+   SHA-NI streams) first; then the sequence stage runs strictly in packet order, which gives the
+   in-order semantics of verify_batch. The stages run one chunk ahead, so that memory latency
+   hides behind work: chunk k+1 is parsed (its buckets prefetched) before chunk k's peers are
+   read and its MACs computed, and chunk k+1's buckets are read (its peers and sequence slots
+   prefetched together: the bucket names both) before chunk k's sequence stage. Only reads of
+   the immutable index and of packets move ahead; everything that touches shared state (the
+   RFC 4449 key cache, the sequence slots, return routability) keeps its order. The checks and
+   their order are those of kbmfast/reference/verifier.py. */
 #include "hash.h"
 #include "internal.h"
 
 #include <string.h>
 
+#ifndef CHUNK
 #define CHUNK 32
+#endif
 #define PENDING 0xFF
 #define RR_PENDING 0xFE
 _Static_assert(CHUNK <= KBM_RR_BATCH, "rr.c authenticates at most KBM_RR_BATCH items at once");
@@ -22,6 +28,7 @@ typedef struct {
     size_t n;
     const uint8_t *home, *care_of, *mac_co;
     const struct kbm_peer *peer;
+    struct kbm_kcn *kcn;    /* the peer's RFC 4449 extras when it has them */
     const kbm_mac_key *key; /* the peer's midstates, or `derived` */
     uint64_t hash;
     size_t bucket;
@@ -87,6 +94,43 @@ static int minimal_layout(const uint8_t *p, size_t n, kbm_layout *l)
     return 1;
 }
 
+static inline int is_routable(const uint8_t a[16])
+{
+    /* kbm_is_routable on one read of the address: not multicast, not link-local (fe80::/10),
+       not :: or ::1 */
+    uint64_t lo = load64(a), hi = load64(a + 8);
+    uint8_t b0 = (uint8_t)lo, b1 = (uint8_t)(lo >> 8);
+    if (b0 == 0xFF || (b0 == 0xFE && (b1 & 0xC0) == 0x80))
+        return 0;
+    return (lo | (hi & UINT64_C(0x00FFFFFFFFFFFFFF))) != 0 || (hi >> 56) > 1;
+}
+
+static inline int is_unicast(const uint8_t a[16])
+{
+    uint64_t lo = load64(a), hi = load64(a + 8);
+    return (uint8_t)lo != 0xFF && (lo | hi) != 0;
+}
+
+/* kbm_checksum_ok for the minimal layout: source = the Home Address (48), destination (24), the
+   32-byte Mobility Header (64), eight word loads and one fold. */
+static inline int checksum_min_ok(const uint8_t *p)
+{
+    static const uint8_t at[8] = {48, 56, 24, 32, 64, 72, 80, 88};
+    uint64_t s = 0;
+    for (int i = 0; i < 8; i++) {
+        uint64_t w = load64(p + at[i]);
+        s += (w & 0xFFFFFFFFu) + (w >> 32);
+    }
+    /* host order to big-endian modulo 0xFFFF (parse.c: host_to_be), then length and NH 135 */
+    while (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16);
+    s = (uint16_t)(s << 8 | s >> 8);
+    s += 32 + 135;
+    while (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16);
+    return s == 0xFFFF;
+}
+
 static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
 {
     const uint8_t *p = j->p;
@@ -99,16 +143,24 @@ static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
     j->key = NULL;
     j->verdict = KBM_MALFORMED;
     j->minimal = (uint8_t)minimal_layout(p, j->n, &j->l);
-    if (!j->minimal && kbm_scan(p, j->n, &j->l, &where))
-        return;
-    /* a CN drops a non-routable HAO and any type 2 Routing header (RFC 6275 §9.3.1, §6.1) */
-    if ((j->l.hao >= 0 && !kbm_is_routable(p + j->l.hao)) || j->l.rh2 >= 0)
-        return;
-    if (!kbm_checksum_ok(p, j->n, &j->l)) {
-        j->verdict = KBM_BAD_CHECKSUM;
-        return;
-    }
-    if (!j->minimal) {
+    if (j->minimal) {
+        /* a non-routable Home Address is dropped (RFC 6275 §9.3.1), then the checksum */
+        if (!is_routable(p + 48))
+            return;
+        if (!checksum_min_ok(p)) {
+            j->verdict = KBM_BAD_CHECKSUM;
+            return;
+        }
+    } else {
+        if (kbm_scan(p, j->n, &j->l, &where))
+            return;
+        /* a CN drops a non-routable HAO and any type 2 Routing header (RFC 6275 §9.3.1, §6.1) */
+        if ((j->l.hao >= 0 && !is_routable(p + j->l.hao)) || j->l.rh2 >= 0)
+            return;
+        if (!kbm_checksum_ok(p, j->n, &j->l)) {
+            j->verdict = KBM_BAD_CHECKSUM;
+            return;
+        }
         int rc = kbm_parse_mh(p, j->n, &j->l, NULL, 0, NULL, &where);
         if (rc == KBM_UNKNOWN_MH || (rc == 0 && j->l.mh_type != 5)) {
             j->verdict = KBM_NOT_BINDING_UPDATE;
@@ -120,11 +172,19 @@ static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
     const uint8_t *source = p + 8, *mh = p + j->l.mh;
     j->home = j->l.hao >= 0 ? p + j->l.hao : source;
     j->care_of = j->l.alt >= 0 ? p + j->l.alt : source;
-    if (!kbm_is_unicast(source) || !kbm_is_routable(j->home) || !kbm_is_routable(j->care_of))
+    /* a Home Address option's address was checked above; a care-of address that is the source
+       is routable, hence unicast */
+    if (j->l.hao < 0 && !is_routable(source))
         return;
-    j->seq = (uint16_t)(mh[6] << 8 | mh[7]);
-    j->flags = (uint16_t)(mh[8] << 8 | mh[9]);
-    j->lifetime = (uint16_t)(mh[10] << 8 | mh[11]);
+    if (j->l.alt >= 0 ? !is_unicast(source) || !is_routable(j->care_of)
+                      : j->l.hao >= 0 && !is_routable(source))
+        return;
+    /* sequence, flags, lifetime: one load of the Mobility Header's bytes 4-11 (a Binding Update
+       has at least 12: kbm_parse_mh checked its Header Len, the minimal layout has 32) */
+    uint64_t f = load64(mh + 4);
+    j->seq = __builtin_bswap16((uint16_t)(f >> 16));
+    j->flags = __builtin_bswap16((uint16_t)(f >> 32));
+    j->lifetime = __builtin_bswap16((uint16_t)(f >> 48));
     j->has_detail = 1;
     if (j->l.bad < 0) {
         j->verdict = KBM_MISSING_AUTHORIZATION;
@@ -142,26 +202,37 @@ static void parse(job *j, const kbm_verifier *v, const struct kbm_index *x)
     j->verdict = PENDING;
 }
 
-/* First bucket whose tag matches (or the empty one ending the chain); prefetch its peer. */
-static void probe(job *j, const struct kbm_index *x)
+/* First bucket whose tag matches (or the empty one ending the chain); prefetch its peer (one
+   cache line) and, from the slot the bucket names, its sequence slot: one round of misses
+   instead of peer, then slot. */
+static void probe(job *j, const kbm_verifier *v, const struct kbm_index *x)
 {
-    uint32_t tag = (uint32_t)(j->hash >> 32);
+    uint32_t tag = KBM_H_TAG(j->hash);
     size_t b = j->bucket;
-    while (x->buckets[b].idx && x->buckets[b].tag != tag)
+    kbm_bucket e;
+    while (KBM_B_IDX(e = x->buckets[b]) && KBM_B_TAG(e) != tag)
         b = (b + 1) & x->mask;
     j->bucket = b;
-    if (x->buckets[b].idx)
-        __builtin_prefetch(&x->peers[x->buckets[b].idx - 1]);
+    if (KBM_B_IDX(e)) {
+        __builtin_prefetch(&x->peers[KBM_B_IDX(e) - 1]);
+        __builtin_prefetch(kbm_state_word(&v->state, KBM_B_SLOT(e)));
+    }
 }
 
 static void resolve(job *j, const kbm_verifier *v, const struct kbm_index *x)
 {
     const struct kbm_peer *peer = NULL;
-    size_t b = j->bucket;
-    if (x->buckets[b].idx) {
-        peer = &x->peers[x->buckets[b].idx - 1];
-        if (memcmp(peer->home, j->home, 16) != 0) /* a 32-bit tag collision: walk on */
+    struct kbm_kcn *kcn = NULL;
+    kbm_bucket e = x->buckets[j->bucket];
+    uint32_t idx = KBM_B_IDX(e);
+    if (idx) {
+        peer = &x->peers[idx - 1];
+        if (e & KBM_B_KCN)
+            kcn = x->kcn[idx - 1];
+        if (memcmp(peer->home, j->home, 16) != 0) { /* a tag collision: walk on */
             peer = kbm_index_find(x, j->hash, j->home);
+            kcn = peer ? x->kcn[peer - x->peers] : NULL;
+        }
     }
     if (!peer) {
         /* RR: judged in packet order in kbm_verify's last stage (rr.c) */
@@ -170,9 +241,9 @@ static void resolve(job *j, const kbm_verifier *v, const struct kbm_index *x)
         return;
     }
     j->peer = peer;
-    __builtin_prefetch(kbm_state_word(&v->state, peer->slot));
-    if (peer->kcn && !j->dereg) {
-        j->fresh = !kbm_kcn_key(peer->kcn, j->care_of, &j->derived);
+    j->kcn = kcn;
+    if (kcn && !j->dereg) {
+        j->fresh = !kbm_kcn_key(kcn, j->care_of, &j->derived);
         j->key = &j->derived;
     } else {
         j->key = &peer->key; /* read in place: the index outlives this call (kbm_read_begin) */
@@ -225,7 +296,7 @@ static uint8_t decide(job *j, kbm_verifier *v, uint16_t *last_out)
             return KBM_BAD_AUTHENTICATOR;
     }
     if (j->fresh)
-        kbm_kcn_publish(j->peer->kcn, j->care_of, &j->derived);
+        kbm_kcn_publish(j->kcn, j->care_of, &j->derived);
     if (j->flags & FLAG_H)
         return KBM_HOME_REGISTRATION;
     const struct kbm_peer *peer = j->peer;
@@ -263,8 +334,95 @@ static uint8_t decide(job *j, kbm_verifier *v, uint16_t *last_out)
     }
 }
 
-int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
-               size_t n, uint8_t *verdicts, kbm_detail *details, size_t *where)
+/* How far the pipeline runs: all of it (kbm_verify), or a stripped variant that stops after a
+   stage, for benchmarks/pipeline_parts.c's per-stage measurements. */
+enum { UPTO_PARSE = 1, UPTO_PROBE, UPTO_RESOLVE, UPTO_MAC, UPTO_ALL };
+
+typedef struct {
+    job j[CHUNK];
+    size_t m;
+} chunk;
+
+/* Takes the packets [base, base + c->m) (a stream the hardware prefetcher follows: prefetching
+   them a chunk ahead, tried, gained nothing). The offsets are the caller's memory, which another thread may change at
+   any time: each is read once, into off, and only that copy is checked and used. A packet whose
+   copy fails the check kbm_verify made first (the caller changed them during the call) is
+   empty, so MALFORMED: a garbage answer for a garbage caller, never a read out of bounds. */
+static void take_chunk(chunk *c, const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                       size_t base, size_t n)
+{
+    uint64_t off[CHUNK + 1];
+    size_t m = n - base < CHUNK ? n - base : CHUNK;
+    c->m = m;
+    memcpy(off, offsets + base, (m + 1) * sizeof off[0]);
+    for (size_t k = 0; k < m; k++) {
+        int sane = off[k] <= off[k + 1] && off[k + 1] <= buf_len;
+        c->j[k].p = buf + (sane ? off[k] : 0);
+        c->j[k].n = sane ? (size_t)(off[k + 1] - off[k]) : 0;
+    }
+}
+
+/* Parses the chunk's packets, prefetching their buckets. */
+static void parse_chunk(chunk *c, const kbm_verifier *v, const struct kbm_index *x)
+{
+    for (size_t k = 0; k < c->m; k++)
+        parse(&c->j[k], v, x);
+}
+
+static void probe_chunk(chunk *c, const kbm_verifier *v, const struct kbm_index *x)
+{
+    for (size_t k = 0; k < c->m; k++)
+        if (c->j[k].verdict == PENDING)
+            probe(&c->j[k], v, x);
+}
+
+static void resolve_chunk(chunk *c, const kbm_verifier *v, const struct kbm_index *x)
+{
+    for (size_t k = 0; k < c->m; k++)
+        if (c->j[k].verdict == PENDING)
+            resolve(&c->j[k], v, x);
+}
+
+/* The in-order stage: return routability, then each packet's decision and its answer. Returns
+   1 when one was accepted. */
+static int finish_chunk(chunk *c, kbm_verifier *v, uint8_t *verdicts, kbm_detail *details)
+{
+    uint8_t rr_verdict[CHUNK];
+    int accepted = 0;
+    if (v->rr)
+        rr_authenticate(v, c->j, c->m, rr_verdict);
+    for (size_t k = 0; k < c->m; k++) {
+        job *j = &c->j[k];
+        uint16_t last = 0;
+        if (j->verdict == PENDING)
+            j->verdict = decide(j, v, &last);
+        else if (j->verdict == RR_PENDING)
+            j->verdict = rr_verdict[k] ? rr_verdict[k]
+                                       : kbm_rr_sequence(v, j->home, j->care_of, j->seq,
+                                                         j->dereg, &last);
+        if (j->key == &j->derived)
+            kbm_wipe(&j->derived, sizeof j->derived);
+        verdicts[k] = j->verdict;
+        accepted |= j->verdict == KBM_ACCEPTED;
+        if (details) {
+            kbm_detail *d = &details[k];
+            d->home = j->has_detail ? (int32_t)(j->home - j->p) : -1;
+            d->care_of = j->has_detail ? (int32_t)(j->care_of - j->p) : -1;
+            d->sequence = j->seq;
+            d->lifetime = j->lifetime;
+            d->flags = j->flags;
+            d->last_sequence = last;
+            d->nonce = j->rr ? j->l.nonce : -1;
+        }
+    }
+    return accepted;
+}
+
+/* kbm_verify, or with upto < UPTO_ALL a stripped variant (verdicts: where the stages it ran
+   left them; the sequence state is not touched). */
+static inline __attribute__((always_inline)) int
+verify_upto(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+            size_t n, uint8_t *verdicts, kbm_detail *details, size_t *where, int upto)
 {
     for (size_t i = 0; i < n; i++) {
         if (offsets[i + 1] < offsets[i]) {
@@ -281,54 +439,37 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
         return rc;
     uint32_t g = kbm_read_begin(v);
     const struct kbm_index *x = atomic_load(&v->index);
-    job jobs[CHUNK];
+    chunk c[2];
     int accepted = 0;
-    uint64_t off[CHUNK + 1];
-    for (size_t base = 0; base < n; base += CHUNK) {
-        size_t m = n - base < CHUNK ? n - base : CHUNK;
-        /* The offsets are the caller's memory, which another thread may change at any time:
-           each is read once, into off, and only that copy is checked and used. A packet whose
-           copy fails the check above (the caller changed them during the call) is empty, so
-           MALFORMED: a garbage answer for a garbage caller, never a read out of bounds. */
-        memcpy(off, offsets + base, (m + 1) * sizeof off[0]);
-        for (size_t k = 0; k < m; k++) {
-            int sane = off[k] <= off[k + 1] && off[k + 1] <= buf_len;
-            jobs[k].p = buf + (sane ? off[k] : 0);
-            jobs[k].n = sane ? (size_t)(off[k + 1] - off[k]) : 0;
-            parse(&jobs[k], v, x);
+    if (n) {
+        take_chunk(&c[0], buf, buf_len, offsets, 0, n);
+        parse_chunk(&c[0], v, x);
+        if (upto >= UPTO_PROBE)
+            probe_chunk(&c[0], v, x);
+    }
+    for (size_t base = 0, k = 0; base < n; base += CHUNK, k ^= 1) {
+        chunk *cur = &c[k], *next = &c[k ^ 1];
+        int more = n - base > CHUNK;
+        /* chunk k+1's parse and bucket prefetches run while chunk k's peers arrive */
+        if (more) {
+            take_chunk(next, buf, buf_len, offsets, base + CHUNK, n);
+            parse_chunk(next, v, x);
         }
-        for (size_t k = 0; k < m; k++)
-            if (jobs[k].verdict == PENDING)
-                probe(&jobs[k], x);
-        for (size_t k = 0; k < m; k++)
-            if (jobs[k].verdict == PENDING)
-                resolve(&jobs[k], v, x);
-        mac_pending(jobs, m);
-        uint8_t rr_verdict[CHUNK];
-        if (v->rr)
-            rr_authenticate(v, jobs, m, rr_verdict);
-        for (size_t k = 0; k < m; k++) {
-            job *j = &jobs[k];
-            uint16_t last = 0;
-            if (j->verdict == PENDING)
-                j->verdict = decide(j, v, &last);
-            else if (j->verdict == RR_PENDING)
-                j->verdict = rr_verdict[k] ? rr_verdict[k]
-                                           : kbm_rr_sequence(v, j->home, j->care_of, j->seq,
-                                                             j->dereg, &last);
-            if (j->key == &j->derived)
-                kbm_wipe(&j->derived, sizeof j->derived);
-            verdicts[base + k] = j->verdict;
-            accepted |= j->verdict == KBM_ACCEPTED;
-            if (details) {
-                kbm_detail *d = &details[base + k];
-                d->home = j->has_detail ? (int32_t)(j->home - j->p) : -1;
-                d->care_of = j->has_detail ? (int32_t)(j->care_of - j->p) : -1;
-                d->sequence = j->seq;
-                d->lifetime = j->lifetime;
-                d->flags = j->flags;
-                d->last_sequence = last;
-                d->nonce = j->rr ? j->l.nonce : -1;
+        if (upto >= UPTO_RESOLVE)
+            resolve_chunk(cur, v, x);
+        if (upto >= UPTO_MAC)
+            mac_pending(cur->j, cur->m);
+        /* chunk k+1's buckets have arrived: prefetch its peers and slots before chunk k's
+           sequence stage */
+        if (more && upto >= UPTO_PROBE)
+            probe_chunk(next, v, x);
+        if (upto >= UPTO_ALL) {
+            accepted |= finish_chunk(cur, v, verdicts + base, details ? details + base : NULL);
+        } else {
+            for (size_t i = 0; i < cur->m; i++) {
+                verdicts[base + i] = cur->j[i].verdict;
+                if (cur->j[i].key == &cur->j[i].derived)
+                    kbm_wipe(&cur->j[i].derived, sizeof cur->j[i].derived);
             }
         }
     }
@@ -338,6 +479,12 @@ int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64
        change's kbm_state_retire already found the file changed: that is sticky). */
     return accepted ? kbm_state_check(&v->state)
                     : atomic_load_explicit(&v->state.broken, memory_order_relaxed);
+}
+
+int kbm_verify(kbm_verifier *v, const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+               size_t n, uint8_t *verdicts, kbm_detail *details, size_t *where)
+{
+    return verify_upto(v, buf, buf_len, offsets, n, verdicts, details, where, UPTO_ALL);
 }
 
 int kbm_authenticator(const uint8_t kbm[KBM_SIZE], const uint8_t care_of[16],
