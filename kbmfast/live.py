@@ -27,7 +27,11 @@ DEFAULT_MAX_DELAY_US = 0
 DEFAULT_SNAPLEN = 2560
 DEFAULT_BUFFER = 32 << 20
 
-_DETAIL_SIZE = ffi.sizeof("kbm_detail")  # not a literal: the struct grew (RR Nonce Indices offset)
+_DETAIL_SIZE = ffi.sizeof("kbm_detail")
+#: kbm_live_accept: home, care-of, packet index, granted lifetime (s), sequence, ack (0 none
+#: due, 1 sent, 2 not sent), padding.
+ACCEPT_FORMAT = "=16s16sIIHBx"
+ACCEPT_SIZE = ffi.sizeof("kbm_live_accept")  # not a literal: the struct grew (RR Nonce Indices offset)
 
 
 class LiveError(KbmError):
@@ -142,6 +146,10 @@ class LiveCapture:
         self._c_details = ffi.from_buffer("kbm_detail[]", self._details)
         self._stats = ffi.new("kbm_live_stats *")
         self._err = err
+        self._accepts = bytearray(ACCEPT_SIZE * batch)
+        self._c_accepts = ffi.from_buffer("kbm_live_accept[]", self._accepts)
+        self._handled = bytearray(batch)
+        self._c_handled = ffi.from_buffer("uint8_t[]", self._handled)
 
     def batch(self, verifier: Any = None, *, idle_ms: int = 100) -> Batch:
         """Capture the next batch (empty after ``idle_ms`` without a mobility packet) and, when
@@ -181,6 +189,34 @@ class LiveCapture:
             [int(self._meta[i].time_us) for i in range(n)],
             [int(self._meta[i].frame) for i in range(n)],
         )
+
+    def acknowledge_accepted(self, verifier: Any, batch: Batch) -> tuple[int, memoryview, bytearray]:
+        """The common case of ``batch`` (just verified with ``verifier``) in one C call with
+        the GIL released (``kbm_live_ack``): every ACCEPTED Binding Update of a configured
+        peer gets the acknowledgement ``Verifier.acknowledge`` builds when it has the A flag,
+        signed with the peer's current key (none for a peer removed meanwhile) and sent back
+        the way its frame came. Returns (m, records, handled): m records of
+        :data:`ACCEPT_FORMAT` for the binding cache, and ``handled[i]`` 1 for each packet
+        done here. Return routability's Binding Updates (and compat rfc3775's care-of = home
+        ones) are left to the caller."""
+        n = batch.n
+        max_lifetime = verifier.max_lifetime
+        m = lib.kbm_live_ack(
+            self._handle(),
+            verifier._handle(),
+            self._c_buf,
+            len(self._buf),
+            self._c_offsets,
+            n,
+            self._meta,
+            self._c_verdicts,
+            self._c_details,
+            0xFFFFFFFF if max_lifetime is None else min(max_lifetime, 0xFFFFFFFF),
+            self._c_accepts,
+            self._c_handled,
+            self._stats,
+        )
+        return int(m), memoryview(self._accepts)[: m * ACCEPT_SIZE], self._handled
 
     def send(self, index: int, packet: bytes) -> bool:
         """Send ``packet`` (from its IPv6 header) back the way packet ``index`` of the last
