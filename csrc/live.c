@@ -366,57 +366,15 @@ int kbm_live_answer(kbm_live *l, const kbm_live_meta *m, const uint8_t kbm[KBM_S
 
 /* Up to ACK_BURST frames go out in one sendmmsg. */
 #define ACK_BURST 64
-#define ACK_FRAME (KBM_LIVE_LINK_MAX + KBM_ACK_MAX)
-
-typedef struct {
-    kbm_live *l;
-    kbm_live_stats *st;
-    kbm_live_accept *rec[ACK_BURST];
-    uint8_t frame[ACK_BURST][ACK_FRAME];
-    size_t len[ACK_BURST];
-    size_t k;
-} ack_burst;
-
-static void flush_burst(ack_burst *b)
-{
-    struct mmsghdr msgs[ACK_BURST];
-    struct iovec iov[ACK_BURST];
-    size_t done = 0;
-    memset(msgs, 0, sizeof msgs);
-    for (size_t i = 0; i < b->k; i++) {
-        iov[i] = (struct iovec){b->frame[i], b->len[i]};
-        msgs[i].msg_hdr.msg_iov = &iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    while (done < b->k) {
-        int r = sendmmsg(pcap_fileno(b->l->p), msgs + done, (unsigned)(b->k - done), 0);
-        if (r <= 0)
-            break;
-        done += (size_t)r;
-    }
-    for (size_t i = done; i < b->k; i++) { /* what sendmmsg refused: one at a time */
-        if (pcap_inject(b->l->p, b->frame[i], b->len[i]) < 0) {
-            b->st->send_errors++;
-            b->rec[i]->ack = 2;
-        }
-    }
-    for (size_t i = 0; i < b->k; i++)
-        b->st->sent += b->rec[i]->ack == 1;
-    b->k = 0;
-}
+_Static_assert(KBM_LIVE_LINK_MAX + KBM_ACK_MAX <= KBM_LIVE_FRAME_MAX, "a BA's frame fits");
 
 size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf_len,
                     const uint64_t *offsets, size_t n, const kbm_live_meta *meta,
                     const uint8_t *verdicts, const kbm_detail *details, uint32_t max_lifetime,
-                    kbm_live_accept *out, uint8_t *handled, kbm_live_stats *st)
+                    kbm_live_accept *out, uint8_t *handled, uint8_t *frames, uint32_t *frame_lens,
+                    size_t *n_frames, kbm_live_stats *st)
 {
-    ack_burst *b = malloc(sizeof *b);
-    if (b) {
-        b->l = l;
-        b->st = st;
-        b->k = 0;
-    }
-    size_t m = 0;
+    size_t m = 0, k = 0;
     uint32_t g = kbm_read_begin(v);
     const struct kbm_index *x = atomic_load(&v->index);
     for (size_t i = 0; i < n; i++) {
@@ -445,7 +403,7 @@ size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf
             continue;
         r->ack = 2;
         const struct kbm_peer *peer = kbm_index_find(x, kbm_hash16(v->seed, home), home);
-        if (!peer || !b) /* removed since the batch was verified (SIGHUP) */
+        if (!peer) /* removed since the batch was verified (SIGHUP) */
             continue;
         int dereg = d->lifetime == 0;
         kbm_mac_key derived;
@@ -459,21 +417,49 @@ size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf
                                (uint16_t)(r->granted / 4), ba);
         if (key == &derived)
             kbm_wipe(&derived, sizeof derived);
-        int64_t fl = frame_for(l, &meta[i], ba, len, b->frame[b->k], ACK_FRAME);
+        int64_t fl = frame_for(l, &meta[i], ba, len, frames + k * KBM_LIVE_FRAME_MAX,
+                               KBM_LIVE_FRAME_MAX);
         if (fl < 0) {
             st->send_errors++;
             continue;
         }
         r->ack = 1;
-        b->rec[b->k] = r;
-        b->len[b->k++] = (size_t)fl;
-        if (b->k == ACK_BURST)
-            flush_burst(b);
+        frame_lens[k++] = (uint32_t)fl;
     }
     kbm_read_end(v, g);
-    if (b) {
-        flush_burst(b);
-        free(b);
-    }
+    *n_frames = k;
     return m;
+}
+
+size_t kbm_live_send_frames(kbm_live *l, const uint8_t *frames, const uint32_t *frame_lens,
+                            size_t n, kbm_live_stats *st)
+{
+    struct mmsghdr msgs[ACK_BURST];
+    struct iovec iov[ACK_BURST];
+    size_t sent = 0;
+    for (size_t base = 0; base < n; base += ACK_BURST) {
+        size_t k = n - base < ACK_BURST ? n - base : ACK_BURST, done = 0;
+        memset(msgs, 0, sizeof msgs);
+        for (size_t i = 0; i < k; i++) {
+            size_t len = frame_lens[base + i] <= KBM_LIVE_FRAME_MAX ? frame_lens[base + i] : 0;
+            iov[i] = (struct iovec){(void *)(uintptr_t)(frames + (base + i) * KBM_LIVE_FRAME_MAX), len};
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        while (done < k) {
+            int r = sendmmsg(pcap_fileno(l->p), msgs + done, (unsigned)(k - done), 0);
+            if (r <= 0)
+                break;
+            done += (size_t)r;
+        }
+        for (size_t i = done; i < k; i++) { /* what sendmmsg refused: one at a time */
+            if (pcap_inject(l->p, iov[i].iov_base, iov[i].iov_len) < 0)
+                st->send_errors++;
+            else
+                done++;
+        }
+        sent += done;
+    }
+    st->sent += sent;
+    return sent;
 }

@@ -114,7 +114,7 @@ class BindingCache:
 
     def update_accepted(self, records: memoryview) -> tuple[int, int]:
         """Apply the records of ``LiveCapture.acknowledge_accepted`` in order; returns (BAs
-        sent, BAs not sent) as the records say."""
+        built, BAs not built for want of a key) as the records say."""
         now, wall = time.monotonic(), time.time()
         entries = self._entries
         sent = failed = 0
@@ -304,11 +304,14 @@ class Server:
         if any(counts[c] for c in _ERRORS):  # rare and rate-limited: answered first, in Python
             limited, failed = self._answer_errors(capture, batch, rr_done, now, sent)
         if counts[0]:  # the common case in C: accepted BUs acknowledged, records for the cache
-            _m, records, _handled = capture.acknowledge_accepted(self.verifier, batch)
-            done, not_sent = self.cache.update_accepted(records)
+            tally: list[tuple[int, int]] = []  # the cache is updated before the BAs go out
+            _records, _handled, done = capture.acknowledge_accepted(
+                self.verifier, batch, lambda records: tally.append(self.cache.update_accepted(records))
+            )
+            built, no_key = tally[0]
             if done:
                 sent[0] += done
-            failed += not_sent
+            failed += no_key + built - done
         latency = max(0.0, time.time() - batch.times_us[0] / 1e6) if n else 0.0
         with self.stats.lock:
             self.stats.verdicts.update(counts)

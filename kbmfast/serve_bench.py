@@ -165,7 +165,7 @@ def step_packets(pps: int, packets: int) -> int:
 
 def _replay(veth: Veth, pcap: str, pps: int, n: int) -> float:
     rate = ["--topspeed"] if pps == 0 else [f"--pps={pps}"]
-    out = _run(*_pin(0), "tcpreplay", "-q", f"--limit={n}", "-i", veth.tx_if, *rate, pcap, ns=veth.tx)
+    out = _run(*_pin(0), "tcpreplay", "-q", "--preload-pcap", f"--limit={n}", "-i", veth.tx_if, *rate, pcap, ns=veth.tx)
     m = re.search(r"Rated:.*?([\d.]+) pps", out)
     if m is None:
         raise ServeBenchError(f"tcpreplay: no rate in its output: {out.strip()[-200:]}")
