@@ -28,11 +28,11 @@ DEFAULT_MAX_DELAY_US = 0
 DEFAULT_SNAPLEN = 2560
 DEFAULT_BUFFER = 32 << 20
 
-_DETAIL_SIZE = ffi.sizeof("kbm_detail")
+_DETAIL_SIZE = ffi.sizeof("kbm_detail")  # not a literal: the struct grew (RR Nonce Indices offset)
 #: kbm_live_accept: home, care-of, packet index, granted lifetime (s), sequence, ack (0 none
 #: due, 1 built, 2 not: no key), padding.
 ACCEPT_FORMAT = "=16s16sIIHBx"
-ACCEPT_SIZE = ffi.sizeof("kbm_live_accept")  # not a literal: the struct grew (RR Nonce Indices offset)
+ACCEPT_SIZE = ffi.sizeof("kbm_live_accept")
 
 
 class LiveError(KbmError):
