@@ -20,7 +20,7 @@ import kbmfast.reference
 from kbmfast import bench
 from kbmfast._native_edge import ffi, lib
 from kbmfast._stateformat import prepare
-from kbmfast.bench import Traffic, Workload, check_accepted, check_verdicts, pack, split_buffer, split_list, split_peers
+from kbmfast.bench import Traffic, Workload, check_accepted, check_verdicts, measures, pack, split_buffer, split_list, split_peers
 
 Recorder = Callable[..., None]  # the `record` fixture of conftest.py
 BACKENDS = {"c": kbmfast, "reference": kbmfast.reference}
@@ -55,7 +55,7 @@ def test_verify_latency(benchmark: BenchmarkFixture, record: Recorder, workload:
 
     def setup() -> tuple[tuple[bytes], dict[str, Any]]:
         if name == "c-cold":
-            bench._forget_addresses()
+            measures._forget_addresses()
         return (next(feed),), {}
 
     benchmark.pedantic(lambda p: verdicts.append(verifier.verify(p).verdict), setup=setup, rounds=calls)
@@ -168,7 +168,7 @@ def _thread_setup(w: Workload, jobs: list[list[Any]], runs: list[list[Any]], cpu
         out: list[list[Any]] = [[] for _ in jobs]
         runs.append(out)
         pool = [
-            threading.Thread(target=bench._thread_worker, args=(v, job, start, out, k, cpus[k] if cpus else None))
+            threading.Thread(target=measures._thread_worker, args=(v, job, start, out, k, cpus[k] if cpus else None))
             for k, job in enumerate(jobs)
         ]
         for t in pool:
@@ -191,7 +191,7 @@ def test_threads(benchmark: BenchmarkFixture, record: Recorder, workload: Worklo
     each on a CPU of its own unless unpinned (see kbmfast.bench.plan_threads)."""
     pairs = [split_buffer(*pack(share), BATCH) for share in split_peers(workload, 2)]
     jobs = [pairs[0] + pairs[1]] if threads == "1" else pairs
-    cpus = None if threads.endswith("unpinned") else bench._cpus(len(jobs))
+    cpus = None if threads.endswith("unpinned") else measures._cpus(len(jobs))
     runs: list[list[list[Any]]] = []
     benchmark.pedantic(_release, setup=_thread_setup(workload, jobs, runs, cpus), rounds=repeat)
     for out in runs:

@@ -1,5 +1,5 @@
 """pytest-benchmark: ``kbmfast serve`` on a veth pair against a plain libpcap loop
-(kbmfast.serve_bench; the figures in docs/performance.md come from ``kbmfast bench --serve``).
+(kbmfast.bench.serve; the figures in docs/performance.md come from ``kbmfast bench --serve``).
 
 Needs root, iproute2, nftables and tcpreplay (CI has them). One round: the interesting output is
 the printed table (the highest rate each side keeps up with, serve's CPU per BU against
@@ -14,7 +14,7 @@ import shutil
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from kbmfast import serve_bench
+from kbmfast.bench import serve as serve_bench
 
 QUICK = os.environ.get("KBMFAST_BENCH_QUICK", "") not in ("", "0")
 

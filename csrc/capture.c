@@ -1,6 +1,6 @@
 /* Capture files in memory: the record walk of classic pcap and pcapng, the link-layer and IPv6
    headers of each frame, the gather of the mobility packets, and the text lines of
-   `kbmfast verify`. The same rules as kbmfast/capture.py and kbmfast/tools_cli.py (the Python
+   `kbmfast verify`. The same rules as kbmfast/capture.py and kbmfast/cli/verify.py (the Python
    code is the oracle; tests/test_capture.py compares the two on every capture it builds).
 
    Every read is checked against the buffer's size; nothing is allocated here. */
@@ -453,7 +453,7 @@ int kbm_capture_gather(const uint8_t *buf, size_t size, const uint64_t *ip_off,
     return KBM_OK;
 }
 
-/* ---- the text lines of `kbmfast verify` (tools_cli.format_plain) ---- */
+/* ---- the text lines of `kbmfast verify` (kbmfast.cli.verify.format_plain) ---- */
 
 static size_t find_option(const uint8_t *p, size_t pos, size_t end, uint8_t want,
                           uint8_t want_len, int *found)
@@ -539,7 +539,7 @@ static const int16_t ba_status[KBM_V_END] = {0,   -1,  -1,  -1,  -1,  -1, -1, 13
 /* Whether a line shows home, care-of and sequence */
 static const uint8_t shows_fields[KBM_V_END] = {1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1,
                                                1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 0};
-/* The names of kbm_perr and kbm_why codes (tools_cli.REASON_NAMES) */
+/* The names of kbm_perr and kbm_why codes (kbmfast.cli.verify.REASON_NAMES) */
 static const char *const reason_names[KBM_WHY_END] = {
     "", "SHORT", "VERSION", "PAYLOAD_LENGTH", "EXT_TRUNCATED", "EXT_ORDER", "NO_MH",
     "OPT_TRUNCATED", "OPT_DISCARD", "HAO_LENGTH", "HAO_REPEATED", "", "ROUTING_TYPE",

@@ -195,12 +195,18 @@ int kbm_rr_enable(kbm_verifier *v, size_t max_peers);
 /* The secrets as of now: Kcn and the count live nonces (8 bytes each, serials oldest ..). */
 int kbm_rr_set(kbm_verifier *v, const uint8_t *kcn, size_t kcn_len, uint64_t oldest,
                const uint8_t *nonces, size_t count);
+/* Kcn was regenerated: wipe the secrets pushed so far (Kcn's midstates, the nonces) and the
+   replies' cached Kcn; until the next kbm_rr_set every nonce index is expired. */
+void kbm_rr_forget(kbm_verifier *v);
 /* Home / Care-of Test for each Home / Care-of Test Init buf[offsets[i] .. offsets[i+1]), with
    Kcn and the nonce of serial `serial` (its index: serial mod 2^16): reply i is
-   out[out_offsets[i] .. out_offsets[i+1]) (empty: none); out holds 64 * n bytes. */
-int kbm_rr_reply(const uint8_t *kcn, size_t kcn_len, uint64_t serial, const uint8_t nonce[8],
-                 const uint8_t *buf, size_t buf_len, const uint64_t *offsets, size_t n,
-                 uint8_t *out, uint64_t *out_offsets, size_t *where);
+   out[out_offsets[i] .. out_offsets[i+1]) (empty: none); out holds 64 * n bytes. kcn_id names
+   this Kcn (never reused for another in the process; 0: none): v (or NULL) then keeps Kcn's
+   midstates between calls, computed once per Kcn. */
+int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn, size_t kcn_len, uint64_t kcn_id,
+                 uint64_t serial, const uint8_t nonce[8], const uint8_t *buf, size_t buf_len,
+                 const uint64_t *offsets, size_t n, uint8_t *out, uint64_t *out_offsets,
+                 size_t *where);
 
 /* ---- Yardsticks for benchmarks (bench.c) ---- */
 
@@ -376,7 +382,7 @@ typedef struct {
     uint8_t len;
     char text[47];
 } kbm_addr_slot;
-/* The text lines of `kbmfast verify` (tools_cli.format_plain) for packets 0..n-1 of a
+/* The text lines of `kbmfast verify` (kbmfast.cli.verify.format_plain) for packets 0..n-1 of a
    verify_buffer batch and their verdicts (kbm_verdict or kbm_cli_verdict), into out. Returns the number of lines written (fewer
    than n when out has less than KBM_LINE_MAX bytes left, or at a packet it cannot format: a
    bad offset or verdict, a negative time) and their length in *written. */
@@ -408,7 +414,7 @@ size_t kbm_write_acks(const uint8_t *buf, size_t buf_len, const uint64_t *offset
                       size_t out_len, size_t *written, uint64_t *count, uint64_t *clamped);
 
 #define KBM_JSON_MAX 640
-/* The same rows as JSON lines (tools_cli.format_json); name is the capture's name as a JSON
+/* The same rows as JSON lines (kbmfast.cli.verify.format_json); name is the capture's name as a JSON
    string, quotes included (json.dumps). Each row needs KBM_JSON_MAX + name_len bytes of out. */
 size_t kbm_format_json(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
                        const uint64_t *frames, const int64_t *times, const uint8_t *verdicts,

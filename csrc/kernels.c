@@ -194,6 +194,131 @@ void kbm_mac96_batch(const kbm_mac96_req *r, size_t n)
     kbm_mac96_batch_with(kbm_kernel_current(), r, n);
 }
 
+/* ---- Return routability's batches (mac.h) ---- */
+
+typedef void compress2_fn(uint32_t s0[5], const uint8_t *b0, size_t nblocks0, uint32_t s1[5],
+                          const uint8_t *b1, size_t nblocks1);
+
+static void compress2_portable(uint32_t s0[5], const uint8_t *b0, size_t nblocks0,
+                               uint32_t s1[5], const uint8_t *b1, size_t nblocks1)
+{
+    for (size_t i = 0; i < nblocks0; i++)
+        kbm_sha1_compress_portable(s0, b0 + 64 * i);
+    for (size_t i = 0; i < nblocks1; i++)
+        kbm_sha1_compress_portable(s1, b1 + 64 * i);
+}
+
+/* One stage of an RR batch: HMAC-SHA1-96 of one-block messages with one key (key != NULL,
+   into mac[]), or Kbm midstates from one-block messages (into keys[]). */
+typedef struct {
+    const kbm_mac_key *key;
+    const uint8_t *const *blk;
+    uint8_t *const *mac;
+    kbm_mac_key *const *keys;
+} rr_stage;
+
+/* Items at .. at + n, two at a time (SHA-NI interleaved, or portable C). */
+static void rr_narrow(compress2_fn *c2, const rr_stage *st, size_t at, size_t n)
+{
+    uint8_t b[2][64], d[20];
+    uint32_t s[2][5];
+    for (size_t i = at; i < at + n; i += 2) {
+        size_t use1 = i + 1 < at + n, j = use1 ? i + 1 : i;
+        if (st->key) {
+            memcpy(s[0], st->key->inner, sizeof s[0]);
+            memcpy(s[1], st->key->inner, sizeof s[1]);
+            c2(s[0], st->blk[i], 1, s[1], st->blk[j], use1);
+            for (int k = 0; k < 2; k++) {
+                for (int w = 0; w < 5; w++)
+                    kbm_store32_be(d + 4 * w, s[k][w]);
+                kbm_pad_block(b[k], d, 20, 64);
+                memcpy(s[k], st->key->outer, sizeof s[k]);
+            }
+            c2(s[0], b[0], 1, s[1], b[1], use1);
+            for (size_t k = 0; k <= use1; k++)
+                for (int w = 0; w < 3; w++)
+                    kbm_store32_be(st->mac[i + k] + 4 * w, s[k][w]);
+        } else {
+            kbm_sha1_init(s[0]);
+            kbm_sha1_init(s[1]);
+            c2(s[0], st->blk[i], 1, s[1], st->blk[j], use1);
+            for (int k = 0; k < 2; k++) {
+                memset(b[k], 0x36, 64);
+                for (int w = 0; w < 5; w++)
+                    for (int x = 0; x < 4; x++)
+                        b[k][4 * w + x] ^= (uint8_t)(s[k][w] >> (24 - 8 * x));
+            }
+            for (int pad = 0; pad < 2; pad++) { /* inner, then outer midstates */
+                for (int k = 0; pad && k < 2; k++)
+                    for (int x = 0; x < 64; x++)
+                        b[k][x] ^= 0x36 ^ 0x5C;
+                kbm_sha1_init(s[0]);
+                kbm_sha1_init(s[1]);
+                c2(s[0], b[0], 1, s[1], b[1], use1);
+                for (size_t k = 0; k <= use1; k++)
+                    memcpy(pad ? st->keys[i + k]->outer : st->keys[i + k]->inner, s[k],
+                           sizeof s[k]);
+            }
+        }
+    }
+    kbm_wipe(b, sizeof b);
+    kbm_wipe(d, sizeof d);
+    kbm_wipe(s, sizeof s);
+}
+
+/* Items at .. at + n (n <= the kernel's lanes) in one multi-buffer call. */
+static void rr_wide(int id, const rr_stage *st, size_t at, size_t n)
+{
+#if defined(__x86_64__)
+    if (st->key && id == KBM_KERNEL_AVX512)
+        kbm_hmac1_mb_avx512(st->key, st->blk + at, st->mac + at, n);
+    else if (st->key)
+        kbm_hmac1_mb_avx2(st->key, st->blk + at, st->mac + at, n);
+    else if (id == KBM_KERNEL_AVX512)
+        kbm_sha1_key_mb_avx512(st->blk + at, st->keys + at, n);
+    else
+        kbm_sha1_key_mb_avx2(st->blk + at, st->keys + at, n);
+#else
+    (void)id;
+    rr_narrow(kbm_sha1_compress2, st, at, n);
+#endif
+}
+
+/* Full lane groups on the wide kernels, the rest as kbm_mac96_batch_with does. */
+static void rr_run(int id, const rr_stage *st, size_t n)
+{
+    if (!kbm_kernel_supported(id))
+        id = KBM_KERNEL_PORTABLE;
+    if (id == KBM_KERNEL_PORTABLE || id == KBM_KERNEL_SHANI) {
+        rr_narrow(id == KBM_KERNEL_PORTABLE ? compress2_portable : kbm_sha1_compress2, st, 0, n);
+        return;
+    }
+    const size_t lanes = id == KBM_KERNEL_AVX512 ? 16 : 8;
+    size_t i = 0;
+    for (; i + lanes <= n; i += lanes)
+        rr_wide(id, st, i, lanes);
+    if (i < n) {
+        if (kbm_sha1_use_shani() && 2 * (n - i) < lanes)
+            rr_narrow(kbm_sha1_compress2, st, i, n - i);
+        else
+            rr_wide(id, st, i, n - i);
+    }
+}
+
+void kbm_hmac1_batch_with(int id, const kbm_mac_key *key, const uint8_t *const blk[],
+                          uint8_t *const out[], size_t n)
+{
+    rr_stage st = {key, blk, out, NULL};
+    rr_run(id, &st, n);
+}
+
+void kbm_sha1_key_batch_with(int id, const uint8_t *const blk[], kbm_mac_key *const out[],
+                             size_t n)
+{
+    rr_stage st = {NULL, blk, NULL, out};
+    rr_run(id, &st, n);
+}
+
 /* ---- Calibration ---- */
 
 static double now_ns(void)

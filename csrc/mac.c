@@ -3,29 +3,16 @@
 
 #include <string.h>
 
-#include <openssl/crypto.h>
-
-static const uint32_t sha1_iv[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u,
-                                    0xC3D2E1F0u};
-
-static void store32_be(uint8_t *p, uint32_t x)
-{
-    p[0] = (uint8_t)(x >> 24);
-    p[1] = (uint8_t)(x >> 16);
-    p[2] = (uint8_t)(x >> 8);
-    p[3] = (uint8_t)x;
-}
-
 static void store64_be(uint8_t *p, uint64_t x)
 {
-    store32_be(p, (uint32_t)(x >> 32));
-    store32_be(p + 4, (uint32_t)x);
+    kbm_store32_be(p, (uint32_t)(x >> 32));
+    kbm_store32_be(p + 4, (uint32_t)x);
 }
 
 static void digest_out(const uint32_t s[5], uint8_t *out, int words)
 {
     for (int i = 0; i < words; i++)
-        store32_be(out + 4 * i, s[i]);
+        kbm_store32_be(out + 4 * i, s[i]);
 }
 
 /* Hashes msg into s, which has already absorbed `prefix` bytes (a multiple of 64), pads, and
@@ -51,7 +38,7 @@ static void sha1_finish(uint32_t s[5], uint64_t prefix, const uint8_t *msg, size
 void kbm_sha1(const uint8_t *msg, size_t len, uint8_t out[20])
 {
     uint32_t s[5];
-    memcpy(s, sha1_iv, sizeof s);
+    kbm_sha1_init(s);
     sha1_finish(s, 0, msg, len, out);
     kbm_wipe(s, sizeof s); /* this may be a hashed HMAC key */
 }
@@ -67,12 +54,12 @@ void kbm_mac_key_init(kbm_mac_key *k, const uint8_t *key, size_t key_len)
 
     for (int i = 0; i < 64; i++)
         block[i] ^= 0x36;
-    memcpy(k->inner, sha1_iv, sizeof k->inner);
+    kbm_sha1_init(k->inner);
     kbm_sha1_compress(k->inner, block);
 
     for (int i = 0; i < 64; i++)
         block[i] ^= 0x36 ^ 0x5c;
-    memcpy(k->outer, sha1_iv, sizeof k->outer);
+    kbm_sha1_init(k->outer);
     kbm_sha1_compress(k->outer, block);
 
     kbm_wipe(block, sizeof block);
@@ -230,5 +217,11 @@ int kbm_ct_equal12(const uint8_t a[12], const uint8_t b[12])
 
 void kbm_wipe(void *p, size_t n)
 {
-    OPENSSL_cleanse(p, n);
+    if (n == 0)
+        return;
+    memset(p, 0, n);
+    /* the compiler must assume this reads *p, so the stores above stay: BoringSSL's
+       OPENSSL_cleanse, at memset's speed (OpenSSL's stores 8 bytes at a time, and the RR
+       batches wipe kilobytes of tokens per chunk) */
+    __asm__ __volatile__("" : : "r"(p) : "memory");
 }

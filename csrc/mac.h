@@ -7,6 +7,36 @@
 #include <stdint.h>
 #include <string.h>
 
+/* ---- Shared helpers (static inline: mac.c, kernels.c, rr.c) ---- */
+
+/* The SHA-1 initial hash value (FIPS 180-4 §5.3.1). */
+static inline void kbm_sha1_init(uint32_t s[5])
+{
+    s[0] = 0x67452301u;
+    s[1] = 0xEFCDAB89u;
+    s[2] = 0x98BADCFEu;
+    s[3] = 0x10325476u;
+    s[4] = 0xC3D2E1F0u;
+}
+
+static inline void kbm_store32_be(uint8_t *p, uint32_t x)
+{
+    p[0] = (uint8_t)(x >> 24);
+    p[1] = (uint8_t)(x >> 16);
+    p[2] = (uint8_t)(x >> 8);
+    p[3] = (uint8_t)x;
+}
+
+/* b = the one padded SHA-1 block holding msg (len <= 55 bytes), after `prefix` bytes already
+   hashed (64: an HMAC inner or outer message after its pad block). */
+static inline void kbm_pad_block(uint8_t b[64], const uint8_t *msg, size_t len, uint32_t prefix)
+{
+    memset(b, 0, 64);
+    memcpy(b, msg, len);
+    b[len] = 0x80;
+    kbm_store32_be(b + 60, (uint32_t)((prefix + len) * 8));
+}
+
 /* ---- SHA-1 compression ---- */
 
 /* Advances state by one 64-byte block. Dispatched: SHA-NI when the CPU has it, else portable C. */
@@ -152,7 +182,31 @@ void kbm_mac96_min_mb_avx512(const kbm_mac_key *const key[], const uint8_t *cons
 /* rounds compressions on each of 8 / 16 lanes, transposing the blocks at blocks[64 * i]. */
 uint32_t kbm_sha1_mb_bench_avx2(const uint8_t *blocks, uint64_t rounds);
 uint32_t kbm_sha1_mb_bench_avx512(const uint8_t *blocks, uint64_t rounds);
+/* kbm_hmac1_batch_with's wide kernels: n <= 8 / 16 padded blocks, one key. */
+void kbm_hmac1_mb_avx2(const kbm_mac_key *key, const uint8_t *const blk[], uint8_t *const out[],
+                       size_t n);
+void kbm_hmac1_mb_avx512(const kbm_mac_key *key, const uint8_t *const blk[],
+                         uint8_t *const out[], size_t n);
+/* kbm_sha1_key_batch_with's wide kernels: n <= 8 / 16 padded blocks. */
+void kbm_sha1_key_mb_avx2(const uint8_t *const blk[], kbm_mac_key *const out[], size_t n);
+void kbm_sha1_key_mb_avx512(const uint8_t *const blk[], kbm_mac_key *const out[], size_t n);
 #endif
+
+/* ---- Return routability's batches (rr.c), on kernel id as kbm_mac96_batch_with ----
+
+   Every stage of an RR Binding Update (RFC 6275 §5.2.5) is one of these over a chunk's
+   messages, so the wide kernels get full lanes: the keygen tokens (HMAC_SHA1 with Kcn's
+   midstates, 2 compressions each), Kbm = SHA1(tokens) turned into HMAC midstates (3), then
+   kbm_mac96_batch_with (2). */
+
+/* out[i] = First(96, HMAC_SHA1(key, m_i)) for messages of at most 55 bytes given as their
+   padded blocks blk[i] (kbm_pad_block with prefix 64); a keygen token is the first 8 bytes. */
+void kbm_hmac1_batch_with(int id, const kbm_mac_key *key, const uint8_t *const blk[],
+                          uint8_t *const out[], size_t n);
+/* out[i] = kbm_mac_key_init of the 20-byte key SHA1(m_i), for messages of at most 55 bytes
+   given as their padded blocks blk[i] (kbm_pad_block with prefix 0). out[i] is key material. */
+void kbm_sha1_key_batch_with(int id, const uint8_t *const blk[], kbm_mac_key *const out[],
+                             size_t n);
 
 /* ---- Utilities ---- */
 
@@ -172,7 +226,7 @@ static inline int kbm_ct_equal12_inline(const uint8_t a[12], const uint8_t b[12]
     /* d | -d has its top bit set exactly when d != 0 */
     return (int)(((d | (0 - d)) >> 63) ^ 1);
 }
-/* Zeroes n bytes in a way the compiler cannot elide (OPENSSL_cleanse). */
+/* Zeroes n bytes in a way the compiler cannot elide (memset and a compiler barrier). */
 void kbm_wipe(void *p, size_t n);
 
 #endif /* KBM_MAC_H */

@@ -37,8 +37,12 @@ struct kbm_rr {
     uint64_t oldest;
     size_t count;
     uint8_t nonce[NONCE_SLOTS][NONCE_SIZE];
-    struct rr_entry *tab, *spare;
+    struct rr_entry *tab, *spare; /* spare: made by the first purge */
     size_t mask, used, max;
+    /* kbm_rr_reply's Kcn as midstates, computed once per Kcn: reply_id names the Kcn (the
+       caller's, never reused; 0: none), wiped by kbm_rr_forget and kbm_rr_free */
+    uint64_t reply_id;
+    kbm_mac_key reply_kcn;
 };
 
 void kbm_rr_free(struct kbm_rr *rr)
@@ -63,10 +67,7 @@ int kbm_rr_enable(kbm_verifier *v, size_t max_peers)
     while (cap < max_peers * 2)
         cap *= 2;
     rr->tab = calloc(cap, sizeof *rr->tab);
-    rr->spare = calloc(cap, sizeof *rr->spare);
-    if (!rr->tab || !rr->spare) {
-        free(rr->tab);
-        free(rr->spare);
+    if (!rr->tab) {
         free(rr);
         return KBM_ENOMEM;
     }
@@ -75,6 +76,21 @@ int kbm_rr_enable(kbm_verifier *v, size_t max_peers)
     pthread_mutex_init(&rr->mu, NULL);
     v->rr = rr;
     return KBM_OK;
+}
+
+void kbm_rr_forget(kbm_verifier *v)
+{
+    struct kbm_rr *rr = v->rr;
+    if (!rr)
+        return;
+    pthread_mutex_lock(&rr->mu);
+    kbm_wipe(&rr->kcn, sizeof rr->kcn);
+    kbm_wipe(rr->nonce, sizeof rr->nonce);
+    kbm_wipe(&rr->reply_kcn, sizeof rr->reply_kcn);
+    rr->reply_id = 0;
+    rr->count = 0;
+    rr->ready = 0;
+    pthread_mutex_unlock(&rr->mu);
 }
 
 int kbm_rr_set(kbm_verifier *v, const uint8_t *kcn, size_t kcn_len, uint64_t oldest,
@@ -124,6 +140,8 @@ static struct rr_entry *slot_of(struct rr_entry *tab, size_t mask, const uint64_
 /* Drop the entries no live nonce covers (the table is full of the others otherwise). */
 static void purge(struct kbm_rr *rr, const uint64_t seed[2])
 {
+    if (!rr->spare && !(rr->spare = malloc((rr->mask + 1) * sizeof *rr->spare)))
+        return; /* out of memory: the table stays full */
     memset(rr->spare, 0, (rr->mask + 1) * sizeof *rr->spare);
     size_t used = 0;
     for (size_t i = 0; i <= rr->mask; i++) {
@@ -139,93 +157,18 @@ static void purge(struct kbm_rr *rr, const uint64_t seed[2])
     rr->used = used;
 }
 
-/* ---- Authentication, two Binding Updates at a time (interleaved SHA-NI) ---- */
+/* ---- Authentication: each stage one batch over the chunk (kernels.c's lanes) ---- */
 
-static const uint32_t sha1_iv[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u,
-                                    0xC3D2E1F0u};
-
-static void be32(uint8_t *p, uint32_t x)
-{
-    p[0] = (uint8_t)(x >> 24);
-    p[1] = (uint8_t)(x >> 16);
-    p[2] = (uint8_t)(x >> 8);
-    p[3] = (uint8_t)x;
-}
-
-/* One padded block holding msg (len <= 55 bytes) after `prefix` bytes already hashed. */
-static void one_block(uint8_t b[64], const uint8_t *msg, size_t len, uint32_t prefix)
+/* The padded inner block of a keygen token's HMAC: address | nonce | which (25 bytes). */
+static void token_block(uint8_t b[64], const uint8_t addr[16], const uint8_t nonce[NONCE_SIZE],
+                        uint8_t which)
 {
     memset(b, 0, 64);
-    memcpy(b, msg, len);
-    b[len] = 0x80;
-    be32(b + 60, (uint32_t)((prefix + len) * 8));
-}
-
-/* tokens2's working memory: the caller wipes it once it is done with a batch (key material:
-   a stream with no block to hash keeps Kcn's midstates). */
-typedef struct {
-    uint8_t m[2][25], b[2][64], d[20];
-    uint32_t s[2][5];
-} tok_scratch;
-
-/* Keygen tokens for up to two (address, nonce, which) at once: First(64, HMAC_SHA1(Kcn, ...)). */
-static void tokens2(const kbm_mac_key *kcn, const uint8_t *a0, const uint8_t *n0, uint8_t w0,
-                    size_t use0, const uint8_t *a1, const uint8_t *n1, uint8_t w1, size_t use1,
-                    uint8_t out0[8], uint8_t out1[8], tok_scratch *x)
-{
-    const uint8_t *addr[2] = {a0, a1}, *nonce[2] = {n0, n1};
-    uint8_t which[2] = {w0, w1};
-    for (int i = 0; i < 2; i++) {
-        memcpy(x->m[i], addr[i], 16);
-        memcpy(x->m[i] + 16, nonce[i], NONCE_SIZE);
-        x->m[i][24] = which[i];
-        one_block(x->b[i], x->m[i], 25, 64);
-        memcpy(x->s[i], kcn->inner, sizeof x->s[i]);
-    }
-    kbm_sha1_compress2(x->s[0], x->b[0], use0, x->s[1], x->b[1], use1);
-    for (int i = 0; i < 2; i++) {
-        for (int w = 0; w < 5; w++)
-            be32(x->d + 4 * w, x->s[i][w]);
-        one_block(x->b[i], x->d, 20, 64);
-        memcpy(x->s[i], kcn->outer, sizeof x->s[i]);
-    }
-    kbm_sha1_compress2(x->s[0], x->b[0], use0, x->s[1], x->b[1], use1);
-    be32(out0, x->s[0][0]);
-    be32(out0 + 4, x->s[0][1]);
-    be32(out1, x->s[1][0]);
-    be32(out1 + 4, x->s[1][1]);
-}
-
-/* Kbm = SHA1(tokens) as HMAC midstates, for up to two at once. */
-static void kbm_keys2(const uint8_t *t0, size_t len0, const uint8_t *t1, size_t len1,
-                      size_t use1, kbm_mac_key *k0, kbm_mac_key *k1)
-{
-    uint8_t b[2][64], key[2][20];
-    uint32_t s[2][5];
-    one_block(b[0], t0, len0, 0);
-    one_block(b[1], t1, len1, 0);
-    memcpy(s[0], sha1_iv, sizeof s[0]);
-    memcpy(s[1], sha1_iv, sizeof s[1]);
-    kbm_sha1_compress2(s[0], b[0], 1, s[1], b[1], use1);
-    for (int i = 0; i < 2; i++) {
-        for (int w = 0; w < 5; w++)
-            be32(key[i] + 4 * w, s[i][w]);
-        memset(b[i], 0x36, 64);
-        for (int j = 0; j < 20; j++)
-            b[i][j] ^= key[i][j];
-    }
-    memcpy(k0->inner, sha1_iv, sizeof k0->inner);
-    memcpy(k1->inner, sha1_iv, sizeof k1->inner);
-    kbm_sha1_compress2(k0->inner, b[0], 1, k1->inner, b[1], use1);
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 64; j++)
-            b[i][j] ^= 0x36 ^ 0x5c;
-    memcpy(k0->outer, sha1_iv, sizeof k0->outer);
-    memcpy(k1->outer, sha1_iv, sizeof k1->outer);
-    kbm_sha1_compress2(k0->outer, b[0], 1, k1->outer, b[1], use1);
-    kbm_wipe(b, sizeof b);
-    kbm_wipe(key, sizeof key);
-    kbm_wipe(s, sizeof s);
+    memcpy(b, addr, 16);
+    memcpy(b + 16, nonce, NONCE_SIZE);
+    b[24] = which;
+    b[25] = 0x80;
+    kbm_store32_be(b + 60, (64 + 16 + NONCE_SIZE + 1) * 8);
 }
 
 static const uint8_t *mac_co(const kbm_rr_item *it)
@@ -233,52 +176,72 @@ static const uint8_t *mac_co(const kbm_rr_item *it)
     return it->dereg ? it->home : it->care_of;
 }
 
-/* Items a and b (b == NULL: a alone) whose nonces are in hn / cn: verdict 0 or 6. */
-static void auth2(const kbm_verifier *v, const kbm_mac_key *kcn, kbm_rr_item *a, kbm_rr_item *b,
-                  const uint8_t *hna, const uint8_t *cna, const uint8_t *hnb, const uint8_t *cnb)
+/* What authenticate_live works in; key material (tokens, Kbm), wiped once it is done. */
+typedef struct {
+    uint8_t blk[2 * KBM_RR_BATCH][64]; /* the tokens' blocks, then the Kbm ones */
+    uint8_t tok[2 * KBM_RR_BATCH][12];
+    uint8_t m[16];
+    kbm_mac_key key[KBM_RR_BATCH];
+    uint8_t mac[KBM_RR_BATCH][KBM_AUTH_SIZE];
+} auth_scratch;
+
+/* Items live[0 .. k) (nonces in hn / cn): verdict 0 or 6. Three batches on the current kernel:
+   the home and care-of keygen tokens of all of them, their Kbm = SHA1(home token | care-of
+   token) (SHA1(home token) for a de-registration) as midstates, their authenticators. */
+static void authenticate_live(const kbm_verifier *v, const kbm_mac_key *kcn, kbm_rr_item *items,
+                              const size_t *live, size_t k,
+                              uint8_t hn[][NONCE_SIZE], uint8_t cn[][NONCE_SIZE])
 {
-    size_t use1 = b != NULL;
-    kbm_rr_item *bb = b ? b : a;
-    if (!b)
-        hnb = hna, cnb = cna;
-    uint8_t ta[16], tb[16];
-    kbm_mac_key ka, kb;
-    tok_scratch x;
-    tokens2(kcn, a->home, hna, 0, 1, bb->home, hnb, 0, use1, ta, tb, &x);
-    tokens2(kcn, a->care_of, cna, 1, !a->dereg, bb->care_of, cnb, 1, use1 && !bb->dereg,
-            ta + 8, tb + 8, &x);
-    kbm_wipe(&x, sizeof x);
-    kbm_keys2(ta, a->dereg ? 8 : 16, tb, bb->dereg ? 8 : 16, use1, &ka, &kb);
-    uint8_t ma[KBM_AUTH_SIZE], mb[KBM_AUTH_SIZE];
-    const uint8_t *mha = a->p + a->l->mh, *mhb = bb->p + bb->l->mh;
-    size_t la = a->n - (size_t)a->l->mh, lb = bb->n - (size_t)bb->l->mh;
-    if (!b) {
-        kbm_mac96(&ka, mac_co(a), a->p + 24, mha, la, ma);
-    } else if (la == 32 && lb == 32) {
-        kbm_mac96_min_x2(&ka, mac_co(a), a->p + 24, mha, ma, &kb, mac_co(b), b->p + 24, mhb, mb);
-    } else {
-        kbm_mac96_x2(&ka, mac_co(a), a->p + 24, mha, la, ma, &kb, mac_co(b), b->p + 24, mhb, lb,
-                     mb);
+    const int id = kbm_kernel_current();
+    auth_scratch x;
+    const uint8_t *blk[2 * KBM_RR_BATCH];
+    uint8_t *tok[2 * KBM_RR_BATCH];
+    kbm_mac_key *keys[KBM_RR_BATCH];
+    kbm_mac96_req r[KBM_RR_BATCH];
+    size_t ht[KBM_RR_BATCH], ct[KBM_RR_BATCH], nt = 0;
+    for (size_t j = 0; j < k; j++) {
+        const kbm_rr_item *it = &items[live[j]];
+        token_block(x.blk[nt], it->home, hn[live[j]], 0);
+        ct[j] = ht[j] = nt++;
+        if (!it->dereg) {
+            token_block(x.blk[nt], it->care_of, cn[live[j]], 1);
+            ct[j] = nt++;
+        }
     }
-    kbm_rr_item *items[2] = {a, b};
-    const kbm_mac_key *keys[2] = {&ka, &kb};
-    uint8_t *macs[2] = {ma, mb};
-    for (size_t i = 0; i <= use1; i++) {
-        kbm_rr_item *it = items[i];
-        const uint8_t *mh = it->p + it->l->mh;
-        size_t len = it->n - (size_t)it->l->mh;
-        int ok = kbm_ct_equal12(macs[i], it->p + it->l->bad);
+    for (size_t i = 0; i < nt; i++) {
+        blk[i] = x.blk[i];
+        tok[i] = x.tok[i];
+    }
+    kbm_hmac1_batch_with(id, kcn, blk, tok, nt);
+    for (size_t j = 0; j < k; j++) {
+        memcpy(x.m, x.tok[ht[j]], 8);
+        memcpy(x.m + 8, x.tok[ct[j]], 8);
+        kbm_pad_block(x.blk[j], x.m, items[live[j]].dereg ? 8 : 16, 0);
+        keys[j] = &x.key[j];
+    }
+    kbm_sha1_key_batch_with(id, blk, keys, k);
+    for (size_t j = 0; j < k; j++) {
+        const kbm_rr_item *it = &items[live[j]];
+        r[j] = (kbm_mac96_req){&x.key[j], mac_co(it), it->p + 24, it->p + it->l->mh,
+                               it->n - (size_t)it->l->mh, x.mac[j]};
+    }
+    kbm_mac96_batch_with(id, r, k);
+    for (size_t j = 0; j < k; j++) {
+        kbm_rr_item *it = &items[live[j]];
+        int ok = kbm_ct_equal12(x.mac[j], it->p + it->l->bad);
         /* compat: a de-registration MACed over its care-of address (UMIP's mobile nodes) */
         if (!ok && it->dereg && v->compat && memcmp(it->home, it->care_of, 16) != 0) {
-            kbm_mac96(keys[i], it->care_of, it->p + 24, mh, len, macs[i]);
-            ok = kbm_ct_equal12(macs[i], it->p + it->l->bad);
+            kbm_mac96(&x.key[j], it->care_of, it->p + 24, it->p + it->l->mh,
+                      it->n - (size_t)it->l->mh, x.mac[j]);
+            ok = kbm_ct_equal12(x.mac[j], it->p + it->l->bad);
         }
         it->verdict = ok ? KBM_ACCEPTED : KBM_BAD_AUTHENTICATOR;
     }
-    kbm_wipe(ta, sizeof ta);
-    kbm_wipe(tb, sizeof tb);
-    kbm_wipe(&ka, sizeof ka);
-    kbm_wipe(&kb, sizeof kb);
+    kbm_wipe(x.blk, 64 * nt);
+    kbm_wipe(x.tok, 12 * nt);
+    kbm_wipe(x.m, sizeof x.m);
+    kbm_wipe(x.key, k * sizeof x.key[0]);
+    kbm_wipe(x.mac, k * sizeof x.mac[0]);
 }
 
 void kbm_rr_authenticate(kbm_verifier *v, kbm_rr_item *items, size_t n)
@@ -289,8 +252,15 @@ void kbm_rr_authenticate(kbm_verifier *v, kbm_rr_item *items, size_t n)
     kbm_mac_key kcn;
     if (n > KBM_RR_BATCH)
         n = KBM_RR_BATCH; /* the caller's chunks are never larger */
-    /* the nonce indices (a de-registration needs the home one only), under the lock */
+    /* the nonce indices (a de-registration needs the home one only), under the lock; the
+       sequence table's first slots are fetched meanwhile for kbm_rr_sequence (a prefetch of
+       a slot that purge moves is only wasted) */
     pthread_mutex_lock(&rr->mu);
+    for (size_t i = 0; i < n; i++) {
+        const struct rr_entry *e = &rr->tab[kbm_hash16(v->seed, items[i].home) & rr->mask];
+        __builtin_prefetch(e); /* the table is calloc's: an entry may straddle two lines */
+        __builtin_prefetch((const uint8_t *)e + sizeof *e - 1);
+    }
     for (size_t i = 0; i < n; i++) {
         kbm_rr_item *it = &items[i];
         const uint8_t *ni = it->p + it->l->nonce;
@@ -308,13 +278,8 @@ void kbm_rr_authenticate(kbm_verifier *v, kbm_rr_item *items, size_t n)
     }
     kcn = rr->kcn;
     pthread_mutex_unlock(&rr->mu);
-    size_t i = 0;
-    for (; i + 1 < k; i += 2) {
-        size_t a = live[i], b = live[i + 1];
-        auth2(v, &kcn, &items[a], &items[b], hn[a], cn[a], hn[b], cn[b]);
-    }
-    if (i < k)
-        auth2(v, &kcn, &items[live[i]], NULL, hn[live[i]], cn[live[i]], NULL, NULL);
+    if (k)
+        authenticate_live(v, &kcn, items, live, k, hn, cn);
     kbm_wipe(&kcn, sizeof kcn);
     kbm_wipe(hn, sizeof hn);
     kbm_wipe(cn, sizeof cn);
@@ -362,6 +327,30 @@ typedef struct {
     uint8_t type;
 } init_msg;
 
+/* One's complement sums (RFC 1071) as parse.c's, for the fixed layouts of the usual init
+   message and of the replies: s plus the host-order 16-bit words of d[0 .. 8 * n8). */
+static uint64_t sum8(uint64_t s, const uint8_t *d, size_t n8)
+{
+    for (size_t i = 0; i < n8; i++) {
+        uint64_t x;
+        memcpy(&x, d + 8 * i, 8);
+        s += (x & 0xFFFFFFFFu) + (x >> 32);
+    }
+    return s;
+}
+
+/* A host-order sum folded to 16 bits as a big-endian value, plus `extra` (big-endian, under
+   2^16), folded again. */
+static uint32_t fold_be(uint64_t s, uint32_t extra)
+{
+    while (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16);
+    uint32_t be = (uint32_t)((s << 8 | s >> 8) & 0xFFFF) + extra;
+    while (be >> 16)
+        be = (be & 0xFFFF) + (be >> 16);
+    return be;
+}
+
 /* 1 when p is a Home (Care-of) Test Init to answer (docs/return-routability.md); fills m. */
 static int check_init(const uint8_t *p, size_t n, init_msg *m)
 {
@@ -379,7 +368,9 @@ static int check_init(const uint8_t *p, size_t n, init_msg *m)
         return 0;
     }
     uint8_t type = p[l.mh + 2];
-    if ((type != 1 && type != 2) || !kbm_checksum_ok(p, n, &l) ||
+    /* the checksum: the usual init's addresses and MH are p[8 .. 56), its length 16 */
+    int sum_ok = plain ? fold_be(sum8(0, p + 8, 6), 16 + 135) == 0xFFFF : kbm_checksum_ok(p, n, &l);
+    if ((type != 1 && type != 2) || !sum_ok ||
         (!plain && kbm_parse_mh(p, n, &l, NULL, 0, NULL, &where) != 0))
         return 0;
     if (!kbm_is_routable(p + 8) || !kbm_is_unicast(p + 24))
@@ -395,28 +386,53 @@ static int check_init(const uint8_t *p, size_t n, init_msg *m)
 static void build_test(const init_msg *m, uint64_t serial, const uint8_t token[8],
                        uint8_t out[REPLY_SIZE])
 {
-    uint8_t *mh = out + 40;
-    memset(out, 0, REPLY_SIZE);
-    out[0] = 0x60;
-    out[5] = 24; /* Payload Length */
-    out[6] = 135;
-    out[7] = 64;
+    static const uint8_t ip[8] = {0x60, 0, 0, 0, 0, 24 /* Payload Length */, 135, 64};
+    /* the MH's first 8 bytes as a little-endian load reads them: Payload Proto, Header Len,
+       MH Type, reserved, the checksum (0 while summing), the nonce index */
+    uint64_t head = 59u | 2u << 8 | (uint64_t)(uint8_t)(m->type + 2) << 16 |
+                    (uint64_t)(uint8_t)(serial >> 8) << 48 | (uint64_t)(uint8_t)serial << 56;
+    /* summed from the pieces, not read back from out (loads spanning the stores just made
+       there would wait for them); pseudo-header: length 24, Next Header 135 */
+    uint64_t s = sum8((head & 0xFFFFFFFFu) + (head >> 32), m->dst, 2);
+    s = sum8(sum8(sum8(s, m->src, 2), m->cookie, 1), token, 1);
+    uint16_t c = (uint16_t)~fold_be(s, 24 + 135);
+    head |= (uint64_t)(uint8_t)(c >> 8) << 32 | (uint64_t)(uint8_t)c << 40;
+    memcpy(out, ip, 8);
     memcpy(out + 8, m->dst, 16);
     memcpy(out + 24, m->src, 16);
-    mh[0] = 59;
-    mh[1] = 2;
-    mh[2] = (uint8_t)(m->type + 2);
-    mh[6] = (uint8_t)(serial >> 8);
-    mh[7] = (uint8_t)serial;
-    memcpy(mh + 8, m->cookie, 8);
-    memcpy(mh + 16, token, 8);
-    uint16_t c = kbm_mh_checksum(m->dst, m->src, mh, 24);
-    mh[4] = (uint8_t)(c >> 8);
-    mh[5] = (uint8_t)c;
+    memcpy(out + 40, &head, 8); /* little-endian host (internal.h) */
+    memcpy(out + 48, m->cookie, 8);
+    memcpy(out + 56, token, 8);
 }
 
-int kbm_rr_reply(const uint8_t *kcn_key, size_t kcn_len, uint64_t serial,
-                 const uint8_t nonce[NONCE_SIZE], const uint8_t *buf, size_t buf_len,
+/* Kcn's midstates into k: v's cached ones when they are those of Kcn kcn_id, else computed
+   (and cached, unless kcn_id is 0). */
+static void reply_kcn(kbm_verifier *v, const uint8_t *kcn, size_t kcn_len, uint64_t kcn_id,
+                      kbm_mac_key *k)
+{
+    struct kbm_rr *rr = v && kcn_id ? v->rr : NULL;
+    if (rr) {
+        pthread_mutex_lock(&rr->mu);
+        int hit = rr->reply_id == kcn_id;
+        if (hit)
+            *k = rr->reply_kcn;
+        pthread_mutex_unlock(&rr->mu);
+        if (hit)
+            return;
+    }
+    kbm_mac_key_init(k, kcn, kcn_len);
+    if (rr) {
+        pthread_mutex_lock(&rr->mu);
+        rr->reply_kcn = *k;
+        rr->reply_id = kcn_id;
+        pthread_mutex_unlock(&rr->mu);
+    }
+}
+
+#define REPLY_BATCH 64 /* init messages whose tokens are computed in one batch */
+
+int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn_key, size_t kcn_len, uint64_t kcn_id,
+                 uint64_t serial, const uint8_t nonce[NONCE_SIZE], const uint8_t *buf, size_t buf_len,
                  const uint64_t *offsets, size_t n, uint8_t *out, uint64_t *out_offsets,
                  size_t *where)
 {
@@ -437,40 +453,47 @@ int kbm_rr_reply(const uint8_t *kcn_key, size_t kcn_len, uint64_t serial,
     /* the caller's snapshot (Kcn and the nonce to hand out), not the verifier's: a reply
        never depends on what another thread pushed meanwhile */
     kbm_mac_key kcn;
-    kbm_mac_key_init(&kcn, kcn_key, kcn_len);
+    reply_kcn(v, kcn_key, kcn_len, kcn_id, &kcn);
+    const int id = kbm_kernel_current();
     uint8_t copy[INIT_MAX];
-    init_msg msgs[KBM_RR_BATCH];
-    uint8_t tokens[KBM_RR_BATCH][8], spare[8];
-    tok_scratch x;
+    init_msg msgs[REPLY_BATCH];
+    uint8_t blk[REPLY_BATCH][64], tokens[REPLY_BATCH][12];
+    const uint8_t *bp[REPLY_BATCH];
+    uint8_t *tp[REPLY_BATCH];
+    for (size_t j = 0; j < REPLY_BATCH; j++) {
+        bp[j] = blk[j];
+        tp[j] = tokens[j];
+    }
     uint64_t at = 0;
-    size_t k = 0;
+    size_t k = 0, used = 0;
     out_offsets[0] = 0;
     for (size_t i = 0; i < n; i++) {
         /* the caller's memory is read once: each packet is copied, then judged */
         uint64_t a = offsets[i], b = offsets[i + 1];
         if (a <= b && b <= buf_len && b - a <= INIT_MAX) {
             size_t len = (size_t)(b - a);
-            memcpy(copy, buf + a, len);
-            k += (size_t)check_init(copy, len, &msgs[k]);
+            if (len == 56)
+                memcpy(copy, buf + a, 56); /* the usual init, inlined */
+            else
+                memcpy(copy, buf + a, len);
+            if (check_init(copy, len, &msgs[k])) {
+                token_block(blk[k], msgs[k].src, nonce, (uint8_t)(msgs[k].type - 1));
+                k++;
+            }
         }
         out_offsets[i + 1] = at + REPLY_SIZE * k;
-        if (k == KBM_RR_BATCH || (i + 1 == n && k)) {
-            /* the tokens two at a time (interleaved SHA-NI), then the replies */
-            for (size_t j = 0; j < k; j += 2) {
-                size_t j1 = j + 1 < k ? j + 1 : j;
-                tokens2(&kcn, msgs[j].src, nonce, (uint8_t)(msgs[j].type - 1), 1, msgs[j1].src,
-                        nonce, (uint8_t)(msgs[j1].type - 1), j + 1 < k, tokens[j],
-                        j + 1 < k ? tokens[j1] : spare, &x);
-            }
+        if (k == REPLY_BATCH || (i + 1 == n && k)) {
+            /* the tokens in one batch on the current kernel, then the replies */
+            kbm_hmac1_batch_with(id, &kcn, bp, tp, k);
             for (size_t j = 0; j < k; j++)
                 build_test(&msgs[j], serial, tokens[j], out + at + REPLY_SIZE * j);
             at += REPLY_SIZE * k;
+            used = k > used ? k : used;
             k = 0;
         }
     }
     kbm_wipe(&kcn, sizeof kcn);
-    kbm_wipe(tokens, sizeof tokens);
-    kbm_wipe(spare, sizeof spare);
-    kbm_wipe(&x, sizeof x);
+    kbm_wipe(blk, 64 * used);
+    kbm_wipe(tokens, 12 * used);
     return KBM_OK;
 }

@@ -75,10 +75,18 @@ MB_FN __attribute__((always_inline)) static inline void MB_NAME(compress)(MB_V s
 
 /* The inner block(s) are in w (rows[] by MB_ROWS, or built by the caller) and the inner
    midstates in s; finishes HMAC-SHA1-96 and writes the first 12 bytes of lane i to out[i]. */
+/* One out-of-line copy of compress for the return-routability kernels: an RR chunk runs three
+   kernels in turn (tokens, Kbm, MACs), and with compress inlined into each, their code outgrew
+   the instruction cache (the preconfigured path runs one kernel and keeps it inlined). */
+MB_FN __attribute__((noinline)) static void MB_NAME(compress_call)(MB_V s[5], MB_V w[16])
+{
+    MB_NAME(compress)(s, w);
+}
+
 MB_FN __attribute__((always_inline)) static inline void MB_NAME(outer)(MB_V s[5], MB_V w[16],
                                                                        const MB_V o[5],
                                                                        uint8_t *const out[],
-                                                                       size_t n)
+                                                                       size_t n, int call)
 {
     _Alignas(64) uint32_t t[3][MB_L];
     for (int j = 0; j < 5; j++)
@@ -89,7 +97,10 @@ MB_FN __attribute__((always_inline)) static inline void MB_NAME(outer)(MB_V s[5]
     w[15] = MB_SET1((64 + 20) * 8);
     for (int j = 0; j < 5; j++)
         s[j] = o[j];
-    MB_NAME(compress)(s, w);
+    if (call)
+        MB_NAME(compress_call)(s, w);
+    else
+        MB_NAME(compress)(s, w);
     for (int j = 0; j < 3; j++)
         MB_STORE(t[j], s[j]);
     for (size_t i = 0; i < n; i++)
@@ -114,7 +125,7 @@ MB_FN void MB_NAME(kbm_mac96_mb)(const kbm_mac_key *const key[], const uint8_t *
         MB_ROWS(w, rows, 64 * b);
         MB_NAME(compress)(s, w);
     }
-    MB_NAME(outer)(s, w, o, out, n);
+    MB_NAME(outer)(s, w, o, out, n, 0);
 }
 
 MB_FN void MB_NAME(kbm_mac96_min_mb)(const kbm_mac_key *const key[], const uint8_t *const co[],
@@ -134,7 +145,26 @@ MB_FN void MB_NAME(kbm_mac96_min_mb)(const kbm_mac_key *const key[], const uint8
     MB_KEYS(s, o, keys);
     MB_MIN_ROWS(w, c0, c1, m);
     MB_NAME(compress)(s, w);
-    MB_NAME(outer)(s, w, o, out, n);
+    MB_NAME(outer)(s, w, o, out, n, 0);
+}
+
+/* Lane i: First(96, HMAC_SHA1(key, m_i)) of the one-block message padded at blk[i] into out[i],
+   one key for every lane (its midstates broadcast, no transpose): the keygen tokens. Lanes past
+   n repeat lane 0 and are never stored. */
+MB_FN void MB_NAME(kbm_hmac1_mb)(const kbm_mac_key *key, const uint8_t *const blk[],
+                                 uint8_t *const out[], size_t n)
+{
+    const uint8_t *rows[MB_L];
+    MB_V s[5], o[5], w[16];
+    for (size_t i = 0; i < MB_L; i++)
+        rows[i] = blk[i < n ? i : 0];
+    for (int j = 0; j < 5; j++) {
+        s[j] = MB_SET1((int)key->inner[j]);
+        o[j] = MB_SET1((int)key->outer[j]);
+    }
+    MB_ROWS(w, rows, 0);
+    MB_NAME(compress_call)(s, w);
+    MB_NAME(outer)(s, w, o, out, n, 1);
 }
 
 MB_FN uint32_t MB_NAME(kbm_sha1_mb_bench)(const uint8_t *blocks, uint64_t rounds)
@@ -152,4 +182,44 @@ MB_FN uint32_t MB_NAME(kbm_sha1_mb_bench)(const uint8_t *blocks, uint64_t rounds
     }
     MB_STORE(t, s[0]);
     return t[0];
+}
+
+/* Lane i: SHA-1 of the one padded block at blk[i], then that 20-byte digest as an HMAC key
+   reduced to its midstates (kbm_mac_key_init) in out[i]: three compressions, the last two
+   on blocks built in registers. Lanes past n repeat lane 0 and are never stored. */
+MB_FN void MB_NAME(kbm_sha1_key_mb)(const uint8_t *const blk[], kbm_mac_key *const out[],
+                                    size_t n)
+{
+    const uint8_t *rows[MB_L];
+    MB_V s[5], d[5], w[16];
+    _Alignas(64) uint32_t t[10][MB_L];
+    uint32_t iv[5];
+    kbm_sha1_init(iv);
+    for (size_t i = 0; i < MB_L; i++)
+        rows[i] = blk[i < n ? i : 0];
+    for (int j = 0; j < 5; j++)
+        s[j] = MB_SET1((int)iv[j]);
+    MB_ROWS(w, rows, 0);
+    MB_NAME(compress_call)(s, w);
+    for (int j = 0; j < 5; j++)
+        d[j] = s[j];
+    /* the key padded to 64 bytes (zeros) XOR ipad, then XOR opad */
+    for (int pad = 0; pad < 2; pad++) {
+        const MB_V x = MB_SET1(pad ? 0x5C5C5C5C : 0x36363636);
+        for (int j = 0; j < 5; j++) {
+            w[j] = MB_XOR(d[j], x);
+            s[j] = MB_SET1((int)iv[j]);
+        }
+        for (int j = 5; j < 16; j++)
+            w[j] = x;
+        MB_NAME(compress_call)(s, w);
+        for (int j = 0; j < 5; j++)
+            MB_STORE(t[5 * pad + j], s[j]);
+    }
+    for (size_t i = 0; i < n; i++)
+        for (int j = 0; j < 5; j++) {
+            out[i]->inner[j] = t[j][i];
+            out[i]->outer[j] = t[5 + j][i];
+        }
+    kbm_wipe(t, sizeof t);
 }

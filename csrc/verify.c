@@ -43,8 +43,9 @@ typedef struct {
     40  Destination Options (Next Header 135, 24 bytes): PadN with 2 data bytes, Home Address
         option (type 0xC9, 16 bytes) whose address is at 48
     64  Mobility Header (Payload Proto 59, length 3 = 32 bytes, type 5: Binding Update),
-        options at 76: PadN with 4 data bytes, Binding Authorization Data (type 5, 12 bytes)
-        whose authenticator is at 84.
+        options at 76: PadN with 4 data bytes (or, in a return-routability one, Nonce Indices:
+        type 4, 4 bytes at 78), Binding Authorization Data (type 5, 12 bytes) whose
+        authenticator is at 84.
    A packet matching these bytes is exactly one for which kbm_scan and kbm_parse_mh return 0
    with the layout set here (the bytes left free are ones they never look at: traffic class,
    flow label, hop limit, addresses, padding contents, the MH's reserved byte, checksum and
@@ -63,6 +64,7 @@ static int minimal_layout(const uint8_t *p, size_t n, kbm_layout *l)
 {
     if (n != MIN_LEN)
         return 0;
+    const uint8_t opt = p[76]; /* read once: PadN (1) or Nonce Indices (4) */
     uint64_t diff =
         ((load64(p) ^ (LE_BYTE(0, 0x60) | LE_BYTE(5, 56) | LE_BYTE(6, 60))) &
          (LE_BYTE(0, 0xF0) | LE_BYTE(4, 0xFF) | LE_BYTE(5, 0xFF) | LE_BYTE(6, 0xFF))) |
@@ -71,15 +73,15 @@ static int minimal_layout(const uint8_t *p, size_t n, kbm_layout *l)
          ~(LE_BYTE(4, 0xFF) | LE_BYTE(5, 0xFF))) |
         ((load64(p + 64) ^ (LE_BYTE(0, 59) | LE_BYTE(1, 3) | LE_BYTE(2, 5))) &
          (LE_BYTE(0, 0xFF) | LE_BYTE(1, 0xFF) | LE_BYTE(2, 0xFF))) |
-        ((load64(p + 72) ^ (LE_BYTE(4, 1) | LE_BYTE(5, 4))) &
-         (LE_BYTE(4, 0xFF) | LE_BYTE(5, 0xFF))) |
+        ((load64(p + 72) ^ LE_BYTE(5, 4)) & LE_BYTE(5, 0xFF)) | (opt != 1 && opt != 4) |
         ((load64(p + 80) ^ (LE_BYTE(2, 5) | LE_BYTE(3, 12))) &
          (LE_BYTE(2, 0xFF) | LE_BYTE(3, 0xFF)));
     if (diff)
         return 0;
     l->mh = 64;
     l->hao = 48;
-    l->rh2 = l->alt = l->nonce = -1;
+    l->rh2 = l->alt = -1;
+    l->nonce = opt == 4 ? 78 : -1;
     l->bad = 84;
     l->mh_type = 5;
     return 1;

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import secrets
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +38,10 @@ NONCE_SLOTS = 256
 DEFAULT_MAX_PEERS = 16384
 #: Longer Home / Care-of Test Init packets are not answered (the C core copies each one).
 INIT_MAX = 2048
+#: Names every Kcn of the process (a new one at each ReturnRoutability and regeneration): the C
+#: core keeps one Kcn's midstates per verifier for its replies and recomputes them when it
+#: changes.
+_KCN_IDS = itertools.count(1)
 
 MH_HOTI, MH_COTI, MH_HOT, MH_COT = 1, 2, 3, 4
 #: ReturnRoutability(derive_nonces=True): nonce = First(64, HMAC_SHA1(Kcn, label | serial)).
@@ -55,6 +61,7 @@ class Snapshot:
     oldest: int
     nonces: tuple[bytes, ...]
     version: int = 0  # grows with every new snapshot of one ReturnRoutability
+    kcn_id: int = 0  # names this Kcn in the process (never reused; 0: none)
 
     def nonce(self, index: int) -> bytes | None:
         """The live nonce with this 16-bit index, or None (expired or never handed out)."""
@@ -116,6 +123,8 @@ class ReturnRoutability:
         self._nonces: deque[tuple[int, float, bytes]] = deque()  # (serial, made at, nonce)
         self._snapshot: Snapshot | None = None
         self._version = 0
+        self._kcn_id = next(_KCN_IDS)
+        self._listeners: list[weakref.WeakMethod[Callable[[], None]]] = []
 
     def regenerate(self) -> None:
         """Draw a new Kcn and forget every nonce: tokens handed out so far no longer verify,
@@ -125,8 +134,18 @@ class ReturnRoutability:
             self._kcn = bytearray(secrets.token_bytes(KCN_SIZE))
             wipe(old)
             self._generation += 1
+            self._kcn_id = next(_KCN_IDS)
             self._nonces.clear()
             self._snapshot = None
+            listeners = [fn for fn in (ref() for ref in self._listeners) if fn is not None]
+            self._listeners = [ref for ref in self._listeners if ref() is not None]
+        for fn in listeners:  # the C core wipes what it derived from the old Kcn
+            fn()
+
+    def subscribe(self, method: Callable[[], None]) -> None:
+        """Call the bound ``method()`` after every regeneration (held weakly; internal)."""
+        with self._lock:
+            self._listeners.append(weakref.WeakMethod(method))
 
     def _new_nonce(self, serial: int) -> bytes:
         """Nonce ``serial``: from :mod:`secrets`, or with ``derive_nonces`` First(64,
@@ -155,7 +174,7 @@ class ReturnRoutability:
                 oldest = q[0][0] if q else self._next
                 self._version += 1
                 nonces = tuple(n for _, _, n in q)
-                snap = self._snapshot = Snapshot(self._generation, self._kcn, oldest, nonces, self._version)
+                snap = self._snapshot = Snapshot(self._generation, self._kcn, oldest, nonces, self._version, self._kcn_id)
             return snap
 
     def __repr__(self) -> str:

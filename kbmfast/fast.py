@@ -52,6 +52,25 @@ from .reference.crypto import authenticator_with, sequence_newer
 from .reference.statefile import SequenceState as _SequenceState
 from .reference.verifier import acknowledge as _acknowledge
 
+# Memory C fills before Python reads it (reply_buffer's replies): not zeroed first, and kept
+# per thread between calls (a fresh quarter megabyte per batch cost a page fault per 4 KiB).
+_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+_reply_local = threading.local()
+
+
+_REPLY_KEEP = 1 << 20  # larger buffers are not kept
+
+
+def _reply_scratch(size: int) -> Any:
+    """A reply buffer of at least ``size`` bytes: this thread's, unless that large."""
+    if size > _REPLY_KEEP:
+        return _uncleared("uint8_t[]", size)
+    buf = getattr(_reply_local, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _reply_local.buf = _uncleared("uint8_t[]", max(size, 1))
+    return buf
+
+
 _addr = ipaddress.IPv6Address
 _UNKNOWN_MH = 100
 _ORPHANS: list[Any] = []  # C verifiers inherited through fork(): left alone
@@ -212,6 +231,7 @@ class Verifier:
             rc = lib.kbm_rr_enable(ptr, return_routability.max_peers)
             if rc:
                 _raise(rc, "return routability")
+            return_routability.subscribe(self._on_regenerate)
         self._set_peers(keys.peers())
         keys.subscribe(self._on_key_change)
         if self._path is not None:
@@ -264,6 +284,12 @@ class Verifier:
             raise ValueError(fmt.key_refusal(peers[failed[0]].home, status, self.rekey_limit))
         if rc:
             _raise(rc, f"state file {self._path}" if self._path else "adding peers", self._path)
+
+    def _on_regenerate(self) -> None:
+        """Kcn was regenerated: the C core wipes the old one's midstates and nonces now."""
+        v = self._v
+        if v is not None:
+            lib.kbm_rr_forget(v)
 
     def _on_key_change(self, home: bytes, peer: Peer | None) -> None:
         if self._v is None:
@@ -403,26 +429,25 @@ class Verifier:
             raise
 
     def _reply(self, buf: Any, length: int, c_offs: Any, n: int) -> tuple[bytes, array[int]]:
-        self._handle()
+        v = self._handle()
         rr = self.return_routability
         if rr is None:
             return b"", array("Q", bytes(8 * (n + 1)))
         snap = rr.snapshot(current=True)  # this call's secrets, whatever other threads push
         kcn = bytearray(snap.kcn)
-        out = bytearray(lib.KBM_RR_REPLY_SIZE * n)
+        out = _reply_scratch(lib.KBM_RR_REPLY_SIZE * n)  # C writes every byte returned
         ends = array("Q", bytes(8 * (n + 1)))
         where = ffi.new("size_t *")
         try:
             rc = lib.kbm_rr_reply(
-                ffi.from_buffer("uint8_t[]", kcn), len(kcn), snap.newest, snap.nonces[-1], buf, length, c_offs, n,
-                ffi.from_buffer("uint8_t[]", out), ffi.from_buffer("uint64_t[]", ends), where,
+                v, ffi.from_buffer("uint8_t[]", kcn), len(kcn), snap.kcn_id, snap.newest, snap.nonces[-1], buf, length, c_offs, n,
+                out, ffi.from_buffer("uint64_t[]", ends), where,
             )  # fmt: skip
         finally:
             wipe(kcn)
         if rc:
             _raise(rc, "reply")
-        del out[ends[-1] :]
-        return bytes(out), ends
+        return ffi.buffer(out, ends[-1])[:], ends
 
     def last_sequence(self, home: Any) -> int | None:
         """The last sequence number accepted from ``home``, or None."""

@@ -4,7 +4,7 @@
   every kind of if_tsresol, Enhanced, obsolete and Simple Packet Blocks, every link type) and
   thousands of damaged variants of them (cut, bytes flipped, length fields overwritten): the C
   engine gives exactly the plain walk's packets, frame numbers, times, counts and damage;
-- the text lines: ``kbm_format_lines`` against ``tools_cli.format_plain`` on packets of every
+- the text lines: ``kbm_format_lines`` against ``kbmfast.cli.verify.format_plain`` on packets of every
   shape and every verdict, odd addresses (IPv4-mapped and -compatible, ::) included;
 - the key file's fast path against tomllib.
 """
@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from kbmfast import _keys, gen, tools_cli
+from kbmfast import _keys, gen
 from kbmfast.capture import HAVE_C, PCAPNG_SHB, Batch, CaptureReader, fields_plain
+from kbmfast.cli import verify as tools_cli
 
 pytestmark = pytest.mark.skipif(not HAVE_C, reason="the C core is not built")
 

@@ -18,8 +18,9 @@ import pytest
 from helpers import not_under_asan, tool_env
 
 import kbmfast
-from kbmfast import gen, tools_cli
+from kbmfast import gen
 from kbmfast.capture import HAVE_C, LINKTYPE_RAW, CaptureReader, PcapWriter, write_pcapng
+from kbmfast.cli import verify as tools_cli
 
 CN = ipaddress.IPv6Address("2001:db8:3::1")
 OTHER_CN = ipaddress.IPv6Address("2001:db8:3::2")

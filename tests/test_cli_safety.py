@@ -544,7 +544,7 @@ def test_bench_interrupted(tmp_path: pathlib.Path) -> None:
 def test_progress_bar_stays_off_the_lines_terminal(tmp_path: pathlib.Path) -> None:
     """A real terminal (a pty) for stderr: no bar when the lines go to that same terminal, a bar
     with --quiet or when the lines go elsewhere (a file, another terminal)."""
-    from kbmfast import tools_cli
+    from kbmfast.cli import verify as tools_cli
 
     master, slave = os.openpty()
     other_master, other_slave = os.openpty()

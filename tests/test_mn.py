@@ -191,7 +191,8 @@ def test_example_script(tmp_path: Path) -> None:
 
 def test_bench_serve_needs_root(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """``kbmfast bench --serve`` without root: one line, status 1, nothing created."""
-    from kbmfast import cli, serve_bench
+    from kbmfast import cli
+    from kbmfast.bench import serve as serve_bench
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert cli.main(["bench", "--serve", "--quick"]) == 1

@@ -18,7 +18,8 @@ from netns import CN, COA, MobileNode, Net
 from test_serve import HOME, KBM, Serve, python_cmd, root
 
 import kbmfast
-from kbmfast import cli, tools_cli
+from kbmfast import cli
+from kbmfast.cli import verify as tools_cli
 
 HOME_RR = "2001:db8:1::900"  # in no key file: a mobile node that only return routability serves
 

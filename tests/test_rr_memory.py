@@ -67,3 +67,50 @@ def test_no_kcn_left_in_memory(kb: types.ModuleType) -> None:
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.splitlines()[-1])
     assert found == [], f"Kcn still in memory after regenerate() + close(): {found}"
+
+
+# The same steps up to regenerate(), the verifier left open: the C core must have wiped what it
+# derived from the first Kcn (its HMAC midstates, kept for verifying and for replies) at the
+# regeneration, not at close. The midstates are computed here (SHA-1 on the padded key) and
+# searched as the C core stores them (five host-order words), in halves, like the raw key.
+_MIDSTATES = r"""
+import struct
+
+M32 = 0xFFFFFFFF
+
+
+def rol(x, n):
+    return (x << n | x >> (32 - n)) & M32
+
+
+def compress(block):
+    w = list(struct.unpack(">16I", block))
+    for t in range(16, 80):
+        w.append(rol(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1))
+    s = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0]
+    a, b, c, d, e = s
+    for t in range(80):
+        f, k = ((b & c) | (~b & d), 0x5A827999) if t < 20 else (b ^ c ^ d, 0x6ED9EBA1) if t < 40 else (
+            (b & c) | (b & d) | (c & d), 0x8F1BBCDC) if t < 60 else (b ^ c ^ d, 0xCA62C1D6)
+        a, b, c, d, e = (rol(a, 5) + f + e + k + w[t]) & M32, a, rol(b, 30), c, d
+    return [(x + y) & M32 for x, y in zip(s, (a, b, c, d, e))]
+
+
+for kind, pad in (("inner", 0x36), ("outer", 0x5C)):
+    block = bytes(x ^ pad for x in low) + bytes(x ^ pad for x in high) + bytes([pad]) * 44
+    words = [struct.pack("<I", x) for x in compress(block)]
+    needles.append((0, kind, words[0] + words[1] + words[2][:2], words[2][2:] + words[3] + words[4]))
+    del words, block
+"""
+
+
+def test_kcn_midstates_wiped_at_regeneration(kb: types.ModuleType) -> None:
+    kcn = secrets.token_bytes(20)
+    setup = _SETUP.format(module=kb.__name__, mask=MASK)
+    setup = setup.replace("v = kb.Verifier(", _MIDSTATES + "\nv = kb.Verifier(").replace("v.close()\n", "")
+    code = setup.replace("del v, r,", "del r,") + _CHILD[_CHILD.index("def regions():") :]
+    job = {"kcn": bytes(x ^ MASK for x in kcn).hex()}
+    done = subprocess.run([sys.executable, "-P", "-c", code], input=json.dumps(job), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found == [], f"Kcn or its midstates still in memory after regenerate(): {found}"

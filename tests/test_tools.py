@@ -13,7 +13,8 @@ import pytest
 
 import kbmfast
 import kbmfast.reference
-from kbmfast import capture, cli, gen, tools_cli
+from kbmfast import capture, cli, gen
+from kbmfast.cli import verify as tools_cli
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

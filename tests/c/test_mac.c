@@ -300,6 +300,50 @@ static void test_batch(void)
     }
 }
 
+/* Return routability's batches (kernels.c) on every kernel and any count (part-filled lane
+   groups): one-key HMACs of one-block messages (the keygen tokens) against OpenSSL's HMAC, and
+   SHA-1 digests turned into HMAC midstates (Kbm) against OpenSSL's HMAC keyed with the digest. */
+static void test_rr_batches(void)
+{
+    enum { MAXN = 70 };
+    for (int id = 0; id < KBM_KERNELS; id++) {
+        if (!kbm_kernel_supported(id))
+            continue;
+        for (int iter = 0; iter < 200; iter++) {
+            size_t n = 1 + rnd_below(MAXN), len[MAXN];
+            uint8_t key[20], msg[MAXN][55], blk[MAXN][64], mac[MAXN][12], want[20], got[20];
+            uint8_t probe[40], digest[20];
+            const uint8_t *bp[MAXN];
+            uint8_t *mp[MAXN];
+            kbm_mac_key kcn, keys[MAXN], *kp[MAXN];
+            rnd_bytes(key, sizeof key);
+            rnd_bytes(probe, sizeof probe);
+            kbm_mac_key_init(&kcn, key, sizeof key);
+            for (size_t i = 0; i < n; i++) {
+                len[i] = rnd_below(56);
+                rnd_bytes(msg[i], len[i]);
+                kbm_pad_block(blk[i], msg[i], len[i], 64);
+                bp[i] = blk[i];
+                mp[i] = mac[i];
+                kp[i] = &keys[i];
+            }
+            kbm_hmac1_batch_with(id, &kcn, bp, mp, n);
+            for (size_t i = 0; i < n; i++) {
+                ref_hmac(key, sizeof key, msg[i], len[i], want);
+                check(!memcmp(mac[i], want, 12), "hmac1 batch", n, i);
+                kbm_pad_block(blk[i], msg[i], len[i], 0);
+            }
+            kbm_sha1_key_batch_with(id, bp, kp, n);
+            for (size_t i = 0; i < n; i++) {
+                ref_sha1(msg[i], len[i], digest);
+                ref_hmac(digest, sizeof digest, probe, sizeof probe, want);
+                kbm_hmac_sha1_mid(&keys[i], probe, sizeof probe, got);
+                check(!memcmp(got, want, 20), "sha1 key batch", n, i);
+            }
+        }
+    }
+}
+
 /* The calibration picks a supported kernel and timed every supported one; forcing obeys and
    refuses what the CPU cannot run; the raw benchmarks run. */
 static void test_kernels(void)
@@ -592,6 +636,7 @@ int main(int argc, char **argv)
         test_mac96();
         test_mac96_min();
         test_batch();
+        test_rr_batches();
         test_rfc2202();
         test_known_answer();
         test_ct_equal();

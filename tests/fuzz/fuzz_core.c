@@ -116,7 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t reply_offsets[2];
     static const uint8_t rr_kcn[20] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
     static const uint8_t rr_nonce[8] = {17, 18, 19, 20, 21, 22, 23, 24};
-    if (kbm_rr_reply(rr_kcn, 20, 2, rr_nonce, p, size, one, 1, reply, reply_offsets, &bad) != 0 ||
+    if (kbm_rr_reply(rr_verifier, rr_kcn, 20, 1, 2, rr_nonce, p, size, one, 1, reply, reply_offsets, &bad) != 0 ||
         reply_offsets[1] % KBM_RR_REPLY_SIZE != 0)
         abort();
     if (kbm_verify(rr_verifier, p, size, one, 1, verdicts, details, &bad) != 0 ||

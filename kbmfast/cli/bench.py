@@ -1,16 +1,7 @@
-"""The kbmfast command line.
+"""``kbmfast bench``: the command line of the benchmark engine (kbmfast.bench).
 
-Each subcommand is one small function that registers its parser on the subparsers and sets
-``handler`` (a function of the parsed arguments returning the exit status); what a command
-needs beyond argparse is imported inside its handler. To add a subcommand (verify, gen, keys,
-state...), write ``def add_parser(sub: Subparsers[argparse.ArgumentParser]) -> None`` and its
-handler in the command's own module, and list it in ``_registrars()``.
-
-Handlers follow kbmfast._outputs: an ordinary error is ``raise CliError(message, status)`` (one
-line on stderr, no traceback); output files go through ``OutputFile``/``output_files`` (a
-temporary file renamed into place) after ``check_distinct`` (no output onto an input); a long
-loop runs inside ``_outputs.current.deferred()`` and polls ``_outputs.current.signum`` at its
-batch boundaries, elsewhere SIGINT/SIGTERM raise ``Interrupted`` (130/143).
+Verification throughput against the reference, one-shot HMAC and the SHA-1 ceiling, as a table,
+JSON or a plot; ``--serve``: kbmfast serve on a veth pair (kbmfast.bench.serve).
 """
 
 from __future__ import annotations
@@ -19,61 +10,10 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._outputs import Subparsers
-
-Handler = Callable[[argparse.Namespace], int]
-Registrar = Callable[["Subparsers[argparse.ArgumentParser]"], None]
-
-
-# ---------------------------------------------------------------------------------------------
-# kbmfast version
-
-
-def add_version(sub: Subparsers[argparse.ArgumentParser]) -> None:
-    """``kbmfast version``: the version and the SHA-1 kernel in use."""
-    p = sub.add_parser(
-        "version", help="print the version and the SHA-1 kernel", description="Print the version and SHA-1 kernel."
-    )
-    p.set_defaults(handler=run_version)
-
-
-def version_text() -> str:
-    """``kbmfast X.Y.Z (C core, SHA-1 kernel: ...)``; ValueError for a bad ``KBMFAST_KERNEL``."""
-    import kbmfast
-
-    return f"kbmfast {kbmfast.__version__} (C core, SHA-1 kernel: {kbmfast.kernel})"
-
-
-def run_version(args: argparse.Namespace) -> int:
-    """Print ``kbmfast X.Y.Z (C core, SHA-1 kernel: ...)``."""
-    try:
-        text = version_text()
-    except ValueError as e:  # a bad KBMFAST_KERNEL
-        print(f"kbmfast version: {e}", file=sys.stderr)
-        return 2
-    print(text)
-    return 0
-
-
-class _VersionAction(argparse.Action):
-    """``kbmfast --version``: what ``kbmfast version`` prints (kbmfast imported only then)."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="print the version and the SHA-1 kernel, and exit")
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        try:
-            print(version_text())
-        except ValueError as e:  # a bad KBMFAST_KERNEL
-            parser.exit(2, f"kbmfast: {e}\n")
-        parser.exit()
-
-
-# ---------------------------------------------------------------------------------------------
-# kbmfast bench
+if TYPE_CHECKING:
+    from .._outputs import Subparsers
 
 
 def _positive(text: str) -> int:
@@ -150,7 +90,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from kbmfast import bench
 
-    from ._outputs import CliError, Interrupted, OutputFile, os_error_text
+    from .._outputs import CliError, Interrupted, OutputFile, os_error_text
 
     if args.serve:
         return _bench_serve(args)
@@ -180,9 +120,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
-    """``kbmfast bench --serve`` (kbmfast.serve_bench)."""
-    from . import serve_bench
-    from ._outputs import CliError
+    """``kbmfast bench --serve`` (kbmfast.bench.serve)."""
+    from .._outputs import CliError
+    from ..bench import serve as serve_bench
 
     try:
         report = serve_bench.run(packets=20_000 if args.quick else 100_000, peers=args.peers or 1000)
@@ -212,81 +152,3 @@ def _bench(args: argparse.Namespace, bench: Any, plot_file: Any) -> int:
         print(f"kbmfast bench: {e}", file=sys.stderr)
         return 1
     return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# The entry point
-
-
-def _registrars() -> Sequence[Registrar]:
-    """Every subcommand, in --help order."""
-    from .mn_cli import add_mn
-    from .serve_cli import add_serve
-    from .state_cli import add_state
-    from .tools_cli import add_gen, add_keys, add_verify
-
-    return (add_version, add_bench, add_verify, add_gen, add_keys, add_state, add_serve, add_mn)
-
-
-def build_parser(registrars: Sequence[Registrar] | None = None) -> argparse.ArgumentParser:
-    """The ``kbmfast`` parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
-        prog="kbmfast",
-        description="Authorize Mobile IPv6 Binding Updates with preconfigured Binding Management Keys (RFC 4449).",
-        epilog="Run 'kbmfast COMMAND --help' for a command's options.",
-    )
-    parser.add_argument("--version", action=_VersionAction)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in registrars or _registrars():
-        register(sub)
-    return parser
-
-
-def command_name(args: argparse.Namespace) -> str:
-    """``kbmfast verify``, ``kbmfast state show``...: the prefix of the command's messages."""
-    words = ["kbmfast", args.command]
-    words += [w for w in (getattr(args, "verb", None), getattr(args, "keys_command", None)) if w]
-    return " ".join(words)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``kbmfast`` command; returns the exit status.
-
-    Ordinary errors end in one line on stderr and the command's documented status, never a
-    traceback: CliError (its status), an OSError that a command did not catch (status 1, the
-    path and the cause), SIGINT/SIGTERM (130/143, see kbmfast._outputs), a standard output
-    closed by its reader (141, quietly).
-    """
-    from . import _outputs
-
-    args = build_parser().parse_args(argv)
-    handler: Handler = args.handler
-    name = command_name(args)
-    interrupts = _outputs.current = _outputs.Interrupts()
-    installed = interrupts.install()
-    try:
-        status = handler(args)
-        sys.stdout.flush()
-        return status
-    except _outputs.CliError as e:
-        print(f"{name}: {e}", file=sys.stderr)
-        return e.status
-    except _outputs.Interrupted as e:
-        print(f"{name}: interrupted by {e}", file=sys.stderr)
-        return e.status
-    except KeyboardInterrupt:  # SIGINT outside the main thread's handler (e.g. called from a thread)
-        print(f"{name}: interrupted by SIGINT", file=sys.stderr)
-        return _outputs.EXIT_SIGINT
-    except BrokenPipeError:
-        _outputs.silence_stdout()
-        return _outputs.EXIT_SIGPIPE
-    except OSError as e:
-        print(f"{name}: {_outputs.os_error_text(e)}", file=sys.stderr)
-        return 1
-    finally:
-        if installed:
-            interrupts.restore()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,8 +18,8 @@ from typing import Any
 
 import kbmfast
 
-from . import _rr
-from .reference.rr import build_init
+from .. import _rr
+from ..reference.rr import build_init
 
 RR_BU_COMPRESSIONS = 9
 REPLY_COMPRESSIONS = 2
@@ -71,7 +71,7 @@ def rr_workload(peers: int, rounds: int, seed: int = 0) -> tuple[Any, bytes, arr
 
 def rr_plans(peers: int, rounds: int, batch: int, seed: int, bench: Any) -> list[Any]:
     """The two Plans (``bench.Plan``): RR BU verification and HoTI/CoTI answering, C, ``batch``.
-    ``bench`` is the kbmfast.bench module (passed in: it imports this one)."""
+    ``bench`` is kbmfast.bench.measures (passed in by kbmfast.bench.report.run)."""
     BenchError, Plan, _timed, split_buffer = bench.BenchError, bench.Plan, bench._timed, bench.split_buffer
 
     rr, buf, offs, init_buf, init_offs = rr_workload(peers, rounds, seed)

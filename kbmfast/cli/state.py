@@ -11,11 +11,11 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from . import _outputs
-from ._outputs import EXIT_SIGPIPE, CliError, Interrupted, Stdout, check_distinct, os_error_text
+from .. import _outputs
+from .._outputs import EXIT_SIGPIPE, CliError, Interrupted, Stdout, check_distinct, os_error_text
 
 if TYPE_CHECKING:
-    from ._outputs import Subparsers
+    from .._outputs import Subparsers
 
 
 def add_state(sub: Subparsers[argparse.ArgumentParser]) -> None:
@@ -89,8 +89,8 @@ def _read_error(e: OSError, path: str) -> CliError:
 def run_show(args: argparse.Namespace) -> int:
     """Print the slots of a valid state file (stopping cleanly on SIGINT/SIGTERM or a closed
     standard output: the slots printed are then said on stderr)."""
-    from . import _stateformat as fmt
-    from ._types import StateFileError
+    from .. import _stateformat as fmt
+    from .._types import StateFileError
 
     try:
         _, slots = fmt.read_slots(args.file)
@@ -130,8 +130,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """Validate a state file."""
-    from . import _stateformat as fmt
-    from ._types import StateFileError
+    from .. import _stateformat as fmt
+    from .._types import StateFileError
 
     try:
         count = fmt.validate(args.file)
@@ -145,8 +145,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_compact(args: argparse.Namespace) -> int:
     """Rewrite (and optionally salvage or prune) a state file."""
-    from . import _stateformat as fmt
-    from .tools_cli import load_key_file
+    from .. import _stateformat as fmt
+    from ._common import load_key_file
 
     if args.drop_unconfigured and not args.keys:
         raise CliError("--drop-unconfigured needs --keys")
@@ -177,8 +177,8 @@ def _rewriting(files: list[str | None], after_interrupt: str) -> Iterator[None]:
     are read and rewritten (``_stateformat.exclusive``), and turn failures into CliError: exit 3
     while one has any of them open, 1 for an error, the signal's status for an interrupt
     (``after_interrupt`` says what it left)."""
-    from . import _stateformat as fmt
-    from ._types import KbmError
+    from .. import _stateformat as fmt
+    from .._types import KbmError
 
     try:
         with contextlib.ExitStack() as held:
@@ -198,9 +198,9 @@ def _rewriting(files: list[str | None], after_interrupt: str) -> Iterator[None]:
 
 def run_migrate(args: argparse.Namespace) -> int:
     """Rewrite a version 1 state file as version 2."""
-    from . import _stateformat as fmt
-    from .reference.verifier import peer_fingerprint
-    from .tools_cli import load_key_file
+    from .. import _stateformat as fmt
+    from ..reference.verifier import peer_fingerprint
+    from ._common import load_key_file
 
     if args.output is not None:
         check_distinct([("FILE", args.file), ("--keys", args.keys)], [("--output", args.output)])
@@ -220,9 +220,9 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 def run_merge(args: argparse.Namespace) -> int:
     """Merge sharded state files into the one a serial run would have written."""
-    from . import _stateformat as fmt
-    from ._outputs import refuse_existing
-    from ._shard import merge_states
+    from .. import _stateformat as fmt
+    from .._outputs import refuse_existing
+    from .._shard import merge_states
 
     check_distinct([(f"FILE {i}", f) for i, f in enumerate(args.files)], [("--output", args.output)])
     refuse_existing([("--output", args.output)], args.force)
@@ -236,8 +236,8 @@ def run_merge(args: argparse.Namespace) -> int:
 
 def run_new(args: argparse.Namespace) -> int:
     """Create an empty state file."""
-    from . import _stateformat as fmt
-    from ._types import KbmError
+    from .. import _stateformat as fmt
+    from .._types import KbmError
 
     if os.path.lexists(args.file):
         raise CliError(f"{args.file} exists (kbmfast state new never overwrites)")

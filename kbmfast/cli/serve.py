@@ -18,8 +18,8 @@ import threading
 import time
 from typing import Any
 
-from . import _outputs
-from ._outputs import CliError, os_error_text
+from .. import _outputs
+from .._outputs import CliError, os_error_text
 
 Subparsers = argparse._SubParsersAction
 
@@ -53,8 +53,8 @@ def _address(text: str) -> str:
 
 def add_serve(sub: Subparsers[argparse.ArgumentParser]) -> None:
     """``kbmfast serve``: capture, verify and acknowledge Binding Updates on interfaces."""
-    from .live import DEFAULT_BATCH, DEFAULT_BUFFER, DEFAULT_FILTER, DEFAULT_MAX_DELAY_US
-    from .serve import ERROR_BURST, ERROR_RATE
+    from ..live import DEFAULT_BATCH, DEFAULT_BUFFER, DEFAULT_FILTER, DEFAULT_MAX_DELAY_US
+    from ..serve import ERROR_BURST, ERROR_RATE
 
     p = sub.add_parser(
         "serve",
@@ -157,7 +157,7 @@ def add_rr_flags(p: argparse.ArgumentParser, command: str) -> None:
 
 
 def _filter(args: argparse.Namespace) -> str | None:
-    from .live import DEFAULT_FILTER
+    from ..live import DEFAULT_FILTER
 
     if not args.address:
         return str(args.filter) if args.filter else None
@@ -166,8 +166,8 @@ def _filter(args: argparse.Namespace) -> str | None:
 
 
 def _load_keys(path: str) -> Any:
-    from ._types import KeyFileError
-    from .fast import KeyTable
+    from .._types import KeyFileError
+    from ..fast import KeyTable
 
     try:
         return KeyTable.load(path)
@@ -196,7 +196,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _open_captures(args: argparse.Namespace, fanout: int | None) -> list[Any]:
-    from .live import LiveCapture, LiveError
+    from ..live import LiveCapture, LiveError
 
     captures = []
     try:
@@ -220,9 +220,9 @@ def _open_captures(args: argparse.Namespace, fanout: int | None) -> list[Any]:
 
 
 def _serve(args: argparse.Namespace, fanout: int | None, worker: int) -> int:
-    from ._types import KbmError
-    from .fast import Verifier
-    from .serve import RateLimiter, Server, reload_keys, start_metrics
+    from .._types import KbmError
+    from ..fast import Verifier
+    from ..serve import RateLimiter, Server, reload_keys, start_metrics
 
     captures = _open_captures(args, fanout)
     keys = _load_keys(args.keys)
@@ -304,7 +304,7 @@ def _serve(args: argparse.Namespace, fanout: int | None, worker: int) -> int:
 
 def _rr_args(args: argparse.Namespace) -> dict[str, Any]:
     """Verifier's return_routability= (a fresh Kcn from ``secrets``) and compat=."""
-    from ._rr import ReturnRoutability
+    from .._rr import ReturnRoutability
 
     return {"return_routability": ReturnRoutability() if args.rr else None, "compat": args.compat}
 

@@ -17,10 +17,10 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._outputs import CliError, os_error_text
+from .._outputs import CliError, os_error_text
 
 if TYPE_CHECKING:
-    from ._outputs import Subparsers
+    from .._outputs import Subparsers
 
 #: Resynchronisations (authenticated 135, or 136-138 then RR again) in a row before giving up.
 MAX_RESYNC = 3
@@ -123,9 +123,9 @@ def add_mn(sub: Subparsers[argparse.ArgumentParser]) -> None:
 
 def _kbm(path: str, home: ipaddress.IPv6Address) -> bytearray:
     """HOME's Kbm from the key file (a private copy the caller wipes)."""
-    from ._keys import KIND_KBM
-    from ._types import KeyFileError
-    from .fast import KeyTable
+    from .._keys import KIND_KBM
+    from .._types import KeyFileError
+    from ..fast import KeyTable
 
     try:
         keys = KeyTable.load(path)
@@ -162,8 +162,8 @@ class _Node:
         """Send Binding Updates until one is acknowledged; the verified Result, or None when a
         signal came (``stop_on_signal``). Raises CliError when the correspondent does not
         answer or refuses."""
-        from . import _outputs
-        from ._types import BAStatus, Verdict
+        from .. import _outputs
+        from .._types import BAStatus, Verdict
 
         resyncs = 0
         attempt = 0
@@ -239,7 +239,7 @@ class _Node:
     def return_routability(self, stop_on_signal: bool) -> bool:
         """Send a Home Test Init and a Care-of Test Init until both tests come back (False when
         a signal came, ``stop_on_signal``); CliError when CN does not answer."""
-        from . import _outputs
+        from .. import _outputs
 
         wait = self.args.timeout
         for _ in range(self.args.retries + 1):
@@ -265,7 +265,7 @@ class _Node:
         raise CliError(f"return routability: no Home Test and Care-of Test from {self.cn} after {self.args.retries + 1} tries", 1)
 
     def run(self) -> int:
-        from . import _outputs
+        from .. import _outputs
 
         args = self.args
         registrations = 0
@@ -305,8 +305,8 @@ class _Node:
 
 def run_mn(args: argparse.Namespace) -> int:
     """Register, refresh, de-register; see the command's description."""
-    from .fast import BindingUpdateList
-    from .link import Link, LinkError
+    from ..fast import BindingUpdateList
+    from ..link import Link, LinkError
 
     if args.care_of == args.home:
         raise CliError("--care-of: must differ from --home (a mobile node at home does not register)", 2)

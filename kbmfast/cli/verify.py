@@ -1,4 +1,4 @@
-"""The capture tools of the ``kbmfast`` command: ``verify``, ``gen`` and ``keys generate``.
+"""``kbmfast verify``: verify the Binding Updates of captures (or live, ``-i``) and say why.
 
 ``kbmfast verify`` reads captures (kbmfast.capture), verifies their Binding Updates in batches
 with ``Verifier.verify_buffer`` on a worker thread (the C core releases the GIL, so the next batch
@@ -15,7 +15,6 @@ import functools
 import ipaddress
 import json
 import os
-import secrets
 import shlex
 import shutil
 import socket
@@ -28,23 +27,21 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from . import _outputs, _types, verify_rr
-from ._outputs import (
+from .. import _outputs, _types, verify_rr
+from .._outputs import (
     EXIT_SIGPIPE,
     CliError,
-    Interrupted,
     OutputFile,
     Stdout,
     check_distinct,
     check_stdout_distinct,
     os_error_text,
-    output_files,
-    refuse_existing,
 )
-from ._types import BA_STATUS, FLAG_A, Result, Verdict
+from .._types import BA_STATUS, FLAG_A, Result, Verdict
+from ._common import load_key_file
 
 if TYPE_CHECKING:
-    from .capture import Batch, CaptureReader, Chunk, Fields
+    from ..capture import Batch, CaptureReader, Chunk, Fields
 
 # The capture module (and numpy, when installed) is imported when a command runs, not for --help.
 MH_TYPE_NAMES = ("BRR", "HoTI", "CoTI", "HoT", "CoT", "BU", "BA", "BE")
@@ -100,7 +97,7 @@ REASON_NAMES: dict[int, str] = {
 def _extension_offsets(p: bytes, mh: int) -> tuple[int, int]:
     """The Home Address option's address and the type 2 Routing header's offsets in a packet
     that wire.scan accepted (-1 where absent)."""
-    from .capture import _find_option_plain
+    from ..capture import _find_option_plain
 
     nh, pos, hao, rh2 = p[6], 40, -1, -1
     while pos < mh:
@@ -117,10 +114,10 @@ def _extension_offsets(p: bytes, mh: int) -> tuple[int, int]:
 def malformed_reason(p: bytes) -> tuple[int, int]:
     """(code, byte offset) of why the verifier calls ``p`` MALFORMED, in the order it decides
     (kbmfast.reference.verifier); (0, 0) when it would not. The oracle of kbm_malformed_reason."""
-    from ._types import FLAG_H, AlternateCareOfAddress, BindingAuthorizationData, BindingUpdate, NonceIndices
-    from ._util import is_routable_unicast, is_unicast
-    from .capture import _find_option_plain
-    from .reference import wire
+    from .._types import FLAG_H, AlternateCareOfAddress, BindingAuthorizationData, BindingUpdate, NonceIndices
+    from .._util import is_routable_unicast, is_unicast
+    from ..capture import _find_option_plain
+    from ..reference import wire
 
     try:
         layout = wire.scan(p)
@@ -384,7 +381,7 @@ def add_verify(sub: Subparsers[argparse.ArgumentParser]) -> None:
         metavar="ADDR",
         help="only the mobility packets to or from this correspondent node (IPv6 address); the others count as other frames",
     )
-    from .serve_cli import add_rr_flags
+    from .serve import add_rr_flags
 
     add_rr_flags(p, "verify")
     p.add_argument(
@@ -462,7 +459,7 @@ class _Acks:
     """
 
     def __init__(self, verifier: Any, stream: BinaryIO) -> None:
-        from .capture import PcapWriter
+        from ..capture import PcapWriter
 
         self.verifier = verifier
         self.writer = PcapWriter(stream)
@@ -522,7 +519,7 @@ class _Directions:
         """Change ``verdicts`` (a writable uint8 sequence) of packets 0..n-1 where they call for it."""
         import kbmfast
 
-        from .capture import packet_fields
+        from ..capture import packet_fields
 
         if cut is not None:
             for i in range(n):
@@ -569,8 +566,8 @@ class _Directions:
         """The verdict on one Binding Acknowledgement."""
         import hmac
 
-        from ._util import wipe
-        from .reference.verifier import current_kbm
+        from .._util import wipe
+        from ..reference.verifier import current_kbm
 
         msg = packet.message
         if not packet.checksum_valid:
@@ -616,8 +613,8 @@ class _CAcks(_Acks):
     """
 
     def __init__(self, verifier: Any, stream: BinaryIO, keys: Any) -> None:
-        from ._keys import KIND_KCN
-        from ._native_edge import ffi, lib
+        from .._keys import KIND_KCN
+        from .._native_edge import ffi, lib
 
         super().__init__(verifier, stream)
         self.ffi, self.lib = ffi, lib
@@ -705,7 +702,7 @@ class _Job:
         self.rr: Any = None  # --rr: kbmfast.verify_rr.Replay judges the batch instead
 
     def __call__(self, batch: Batch, path: str) -> tuple[Fields, Any, dict[bytes, int | None], bytes, list[int]]:
-        from .capture import Fields, fields_fast, fields_plain
+        from ..capture import Fields, fields_fast, fields_plain
 
         np = self.np
         python_acks = self.acks is not None and not isinstance(self.acks, _CAcks)
@@ -741,7 +738,7 @@ class _CLines:
     SLOTS = 1 << 16  # address texts cached (peers repeat)
 
     def __init__(self, verifier: Any, quiet: bool, directions: _Directions) -> None:
-        from ._native_edge import ffi
+        from .._native_edge import ffi
 
         self.verifier, self.quiet, self.ffi, self.directions = verifier, quiet, ffi, directions
         self.acks: _CAcks | None = None
@@ -773,7 +770,7 @@ class _CLines:
         self, data: Any, offsets: Any, frames: Any, times: Any, verdicts: Any, n: int, out: bytearray
     ) -> memoryview | bytes:
         """The text lines of packets 0..n-1, formatted into ``out`` (grown as needed)."""
-        from ._native_edge import lib
+        from .._native_edge import lib
 
         ffi, fb = self.ffi, self.ffi.from_buffer
         name = self.name
@@ -799,8 +796,8 @@ class _CLines:
             done = lib.kbm_format_json(*args, name, len(name), fb("char[]", out), len(out), written)
         text: memoryview | bytes = memoryview(out)[: written[0]]
         if done < n:  # pragma: no cover - only for values C does not format (none today)
-            from .capture import Batch as _Batch
-            from .capture import fields_plain
+            from ..capture import Batch as _Batch
+            from ..capture import fields_plain
 
             rest = _Batch(
                 bytes(data),
@@ -852,7 +849,7 @@ def run_verify(args: argparse.Namespace) -> int:
 def _skip(item: Any, skip: int) -> Any:
     """``item`` (a Chunk, changed in place, or a Batch) without the packets of frames up to
     ``skip``; None when no packet is left."""
-    from .capture import Batch
+    from ..capture import Batch
 
     if isinstance(item, Batch):
         n = len(item)
@@ -882,7 +879,7 @@ def _skip(item: Any, skip: int) -> Any:
 def _only(item: Any, cn: bytes) -> Any:
     """``item`` (a Chunk, changed in place, or a Batch) with only the packets to or from the
     correspondent ``cn``; None when none is left."""
-    from .capture import Batch
+    from ..capture import Batch
 
     chunk = not isinstance(item, Batch)
     n = item.n if chunk else len(item)
@@ -919,23 +916,11 @@ def _last_frame(item: Any) -> int:
     return int(item.frames[n - 1])
 
 
-def load_key_file(path: str, status: int = 2) -> Any:
-    """The key table, or CliError (``status``) naming the file and the cause."""
-    import kbmfast
-
-    try:
-        return kbmfast.KeyTable.load(path)
-    except kbmfast.KeyFileError as e:
-        raise CliError(str(e), status) from None
-    except OSError as e:
-        raise CliError(f"key file {os_error_text(e, path)}", status) from None
-
-
 def _open_verifier(backend: Any, keys: Any, state: str | None, **rr: Any) -> Any:
     """The Verifier, or CliError (status 2) for a state file that cannot be used or a bad
     KBMFAST_KERNEL."""
     if backend.backend == "c":
-        from .fast import use_kernel
+        from ..fast import use_kernel
 
         try:
             use_kernel()
@@ -999,8 +984,8 @@ class _VerifyRun:
     def __init__(
         self, args: argparse.Namespace, verifier: Any, acks_file: OutputFile | None, keys: Any, backend: Any, replay: Any = None
     ) -> None:
-        from .capture import HAVE_C
-        from .capture import np as _np
+        from ..capture import HAVE_C
+        from ..capture import np as _np
 
         self.args, self.verifier, self.np = args, verifier, _np
         self.out = Stdout()
@@ -1076,7 +1061,7 @@ class _VerifyRun:
     def one(self, path: str, skip: int) -> int | None:
         """Verify one capture; None when read to its end (or unreadable), else the frames of it
         done (skipped or verified) when stopped."""
-        from .capture import CaptureError, CaptureReader
+        from ..capture import CaptureError, CaptureReader
 
         try:
             reader = CaptureReader(path)
@@ -1207,7 +1192,7 @@ class _VerifyRun:
 
 def _shard_filter(args: argparse.Namespace) -> Any:
     """The --shard filter, or None."""
-    from ._shard import ShardFilter, parse_shard
+    from .._shard import ShardFilter, parse_shard
 
     if getattr(args, "shard", None) is None:
         return None
@@ -1257,201 +1242,11 @@ def _summary(
     out.write("\n".join(lines) + "\n")
 
 
-# ---------------------------------------------------------------------------------------------
-# kbmfast gen
-
-
-def add_gen(sub: Subparsers[argparse.ArgumentParser]) -> None:
-    """``kbmfast gen``: realistic Binding Update traffic with a hostile mix, its keys and its truth."""
-    p = sub.add_parser(
-        "gen",
-        help="generate a capture of realistic Binding Update traffic, its key file and expected verdicts",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Write a capture of Ethernet frames as a correspondent node would see them: Binding Updates\n"
-            "from N preconfigured peers (Kbm and RFC 4449 Kcn peers), interleaved, each peer's sequence\n"
-            "numbers increasing from a random start; some peers move, some use an Alternate Care-of\n"
-            "Address, some de-register, a few send Nonce Indices; plus the hostile mix. Also writes the\n"
-            "matching key file (mode 0600). Deterministic for a seed; the keys are for test traffic only."
-        ),
-        epilog="example: kbmfast gen --peers 1000 --updates 100000 --out t.pcap --truth t.truth.jsonl",
-    )
-    p.add_argument("--peers", type=int, required=True, metavar="N", help="number of preconfigured peers")
-    p.add_argument(
-        "--updates", type=int, required=True, metavar="M", help="number of Binding Update packets in all, hostile ones included"
-    )
-    p.add_argument("--out", required=True, metavar="FILE", help="the capture to write")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0): same seed, same bytes")
-    p.add_argument("--format", choices=("pcap", "pcapng"), default="pcap", help="capture format (default pcap)")
-    p.add_argument(
-        "--mix",
-        default="",
-        metavar="SHARES",
-        help="hostile shares of all packets, e.g. replay=0.05,forged=0.02,unknown=0.02,malformed=0.01 (the "
-        "defaults): replays of earlier Binding Updates, forgeries (wrong key), unconfigured home addresses, "
-        "malformed packets; names left out keep their default",
-    )
-    p.add_argument(
-        "--truth",
-        metavar="FILE",
-        help="write the expected outcome of every frame as JSON lines: frame, kind, verdict, ba_status "
-        "(checked against kbmfast.reference while generating)",
-    )
-    p.add_argument(
-        "--keys", metavar="KEYFILE", help="the key file to write (default: FILE with .keys.toml instead of its suffix)"
-    )
-    p.add_argument("--force", action="store_true", help="overwrite existing output files (refused otherwise)")
-    p.add_argument("--shard", metavar="I/N", help="write only the frames of shard I of N (docs/tools.md: sharding)")
-    p.set_defaults(handler=run_gen)
-
-
-def _default_keys(out: str) -> str:
-    root, _ = os.path.splitext(out)
-    return root + ".keys.toml"
-
-
-def run_gen(args: argparse.Namespace) -> int:
-    """Generate the traffic and write the capture, the key file and the truth.
-
-    The outputs must be distinct files and, without --force, must not exist. They are checked
-    and opened (as temporary files beside them) first, written, then renamed into place
-    together: an error or an interrupt leaves none of them changed.
-    """
-    from . import gen
-    from ._shard import parse_shard
-    from .capture import PcapWriter, write_pcapng
-
-    keys_path = args.keys or _default_keys(args.out)
-    outputs = [("--out", args.out), ("--keys", keys_path), ("--truth", args.truth)]
-    check_distinct([], outputs)
-    refuse_existing(outputs, args.force)
-    try:
-        mix = gen.parse_mix(args.mix)
-        keys, chunks = gen.stream(args.peers, args.updates, seed=args.seed, mix=mix)
-        if args.shard is not None:
-            chunks = gen.shard_chunks(chunks, parse_shard(args.shard))
-    except ValueError as e:
-        raise CliError(str(e)) from None
-    wanted = [(args.out, False), (keys_path, True)] + ([(args.truth, False)] if args.truth else [])
-    names = ["--out", "--keys", "--truth"]
-    files: list[OutputFile] = []
-    try:
-        with output_files(wanted, _outputs.current) as files:
-            files[1].stream.write(keys.to_toml().encode())
-            truth = files[2].stream if args.truth else None
-
-            def frames() -> Iterator[tuple[bytes, int]]:
-                """The frames as generated, a checked chunk at a time (bounded memory); the
-                truth written alongside."""
-                for chunk in chunks:
-                    if truth is not None:
-                        truth.write(
-                            "".join(
-                                json.dumps(
-                                    {"frame": e.frame, "kind": e.kind, "verdict": e.verdict.name, "ba_status": e.ba_status}
-                                )
-                                + "\n"
-                                for _, _, e in chunk
-                            ).encode()
-                        )
-                    for frame, us, _ in chunk:
-                        yield frame, us
-
-            if args.format == "pcap":
-                writer = PcapWriter(files[0].stream, linktype=1)
-                for frame, us in frames():
-                    writer.write(frame, us)
-            else:
-                write_pcapng(files[0].stream, frames())
-    except OSError as e:
-        what = next((n for n, (path, _) in zip(names, wanted, strict=False) if path == e.filename), "output")
-        raise CliError(f"{what} {os_error_text(e)}; no file was written", 2 if what != "output" else 1) from None
-    except Interrupted as e:
-        written = files and all(f.committed for f in files)
-        raise CliError(f"interrupted by {e}; {'every' if written else 'no'} file was written", e.status) from None
-    print(f"kbmfast gen: {args.updates} frames to {args.out}, keys of {len(keys)} peers to {keys_path}")
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# kbmfast keys generate
-
-
-def add_keys(sub: Subparsers[argparse.ArgumentParser]) -> None:
-    """``kbmfast keys``: key-file commands (``generate``)."""
-    p = sub.add_parser("keys", help="key-file commands", description="Create and manage kbmfast key files.")
-    keys_sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    g = keys_sub.add_parser(
-        "generate",
-        help="write a key file with fresh random keys for N peers",
-        description=(
-            "Write a key file (TOML, mode 0600) with fresh random keys from the operating system's CSPRNG "
-            "(Python's secrets) for N peers whose home addresses are the first N host addresses of PREFIX."
-        ),
-        epilog="example: kbmfast keys generate --peers 3 --out cn.keys --prefix 2001:db8:1::/64 --kind kcn",
-    )
-    g.add_argument("--peers", type=int, required=True, metavar="N", help="number of peers (home addresses PREFIX::1 on)")
-    g.add_argument(
-        "--out",
-        required=True,
-        metavar="FILE",
-        help="the key file to write (mode 0600); an existing file is not overwritten; '-': standard output",
-    )
-    g.add_argument("--prefix", default="2001:db8:1::/64", help="the home addresses' prefix (default 2001:db8:1::/64)")
-    g.add_argument(
-        "--kind",
-        choices=("kbm", "kcn"),
-        default="kbm",
-        help="kbm: a 20-byte Kbm per peer (draft-ietf-mip6-precfgKbm, default); kcn: RFC 4449, a 20-byte "
-        "Kcn and two 8-byte nonces per peer",
-    )
-    g.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
-    g.set_defaults(handler=run_keys_generate)
-
-
-def run_keys_generate(args: argparse.Namespace) -> int:
-    """Write N fresh random keys (to standard output with ``--out -``)."""
-    import kbmfast
-
-    try:
-        net = ipaddress.IPv6Network(args.prefix, strict=True)
-    except ValueError as e:
-        raise CliError(f"--prefix: {e}") from None
-    if args.peers < 1 or args.peers > net.num_addresses - 1:
-        raise CliError(f"--peers must be in 1..{min(net.num_addresses - 1, 10**9)} for {net}")
-    to_stdout = args.out == "-"
-    if not to_stdout:
-        refuse_existing([("--out", args.out)], args.force)
-    table = kbmfast.KeyTable()
-    base = int(net.network_address)
-    for i in range(1, args.peers + 1):
-        home = ipaddress.IPv6Address(base + i)
-        if args.kind == "kbm":
-            table.add_kbm(home, secrets.token_bytes(kbmfast.KBM_SIZE))
-        else:
-            table.add_kcn(home, secrets.token_bytes(kbmfast.MIN_KCN_SIZE), secrets.token_bytes(8), secrets.token_bytes(8))
-    text = table.to_toml()
-    if to_stdout:
-        return 0 if Stdout().write(text) else EXIT_SIGPIPE
-    try:
-        with output_files([(args.out, True)], _outputs.current) as files:
-            files[0].stream.write(text.encode())
-    except OSError as e:
-        raise CliError(f"--out {os_error_text(e)}") from None
-    print(f"kbmfast keys generate: {args.peers} {args.kind} keys to {args.out} (mode 0600)")
-    return 0
-
-
-def registrars() -> tuple[Any, ...]:
-    """This module's subcommands for kbmfast.cli, in --help order."""
-    return (add_verify, add_gen, add_keys)
-
-
 def _verify_live(args: argparse.Namespace) -> int:
     """``kbmfast verify -i IF``: verify live on IF (the same capture as serve), print what
     verify prints for files, send nothing; SIGINT/SIGTERM end it (status 0) with the summary."""
-    from .capture import Batch
-    from .live import LiveCapture, LiveError
+    from ..capture import Batch
+    from ..live import LiveCapture, LiveError
 
     if args.captures or args.demo or args.skip or args.acks_out:
         raise CliError("-i takes no CAPTURE, --demo, --skip or --acks-out")

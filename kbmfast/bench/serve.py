@@ -185,7 +185,7 @@ def _wait_line(proc: subprocess.Popen[str], text: str, timeout: float = 30.0) ->
 
 
 def _plain_step(veth: Veth, pcap: str, pps: int, n: int) -> Step:
-    cmd = ["ip", "netns", "exec", veth.rx, *_pin(1), sys.executable, "-P", "-m", "kbmfast.serve_bench", "count", veth.rx_if]
+    cmd = ["ip", "netns", "exec", veth.rx, *_pin(1), sys.executable, "-P", "-m", "kbmfast.bench.serve", "count", veth.rx_if]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_line(proc, "counting")
@@ -267,8 +267,8 @@ def _verify_buffer_us(packets: Sequence[bytes], keys_path: str) -> float:
 
 def run(packets: int = 100_000, peers: int = 1000, rates: Sequence[int] = DEFAULT_RATES) -> ServeBenchReport:
     """Generate, set up, measure every rate on both sides, tear down."""
-    from . import gen
-    from .capture import PcapWriter
+    from .. import gen
+    from ..capture import PcapWriter
 
     if os.geteuid() != 0:
         raise ServeBenchError("--serve needs root (it creates network namespaces and a veth pair)")
@@ -328,7 +328,7 @@ def format_report(r: ServeBenchReport) -> str:
 
 def _count(interface: str) -> int:
     """The plain side: capture and count until SIGTERM, then print the counters as JSON."""
-    from .live import LiveCapture
+    from ..live import LiveCapture
 
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -343,5 +343,5 @@ def _count(interface: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "count":
         sys.exit(_count(sys.argv[2]))
-    print("usage: python -m kbmfast.serve_bench count IF", file=sys.stderr)
+    print("usage: python -m kbmfast.bench.serve count IF", file=sys.stderr)
     sys.exit(2)
