@@ -509,6 +509,37 @@ int kbm_live_answer(kbm_live *l, const kbm_live_meta *m, const uint8_t kbm[KBM_S
                     const uint8_t home[16], const uint8_t mac_care_of[16], const uint8_t cn[16],
                     const uint8_t dest[16], uint8_t status, uint16_t sequence, uint16_t units,
                     kbm_live_stats *st);
+/* One accepted Binding Update of a batch, as kbm_live_ack reports it for the binding cache. */
+typedef struct {
+    uint8_t home[16];
+    uint8_t care_of[16];
+    uint32_t index;    /* the packet's index in the batch */
+    uint32_t granted;  /* lifetime granted, seconds (its own, at most max_lifetime) */
+    uint16_t sequence;
+    uint8_t ack;       /* 0: none due (no A flag), 1: BA sent, 2: not sent (peer gone, send error) */
+    uint8_t pad;
+} kbm_live_accept;
+/* The common case of a batch kbm_live_batch verified with v, in C: for each ACCEPTED Binding
+   Update of a configured peer (not one return routability judged, i.e. detail nonce >= 0, nor,
+   under compat rfc3775, a registration whose care-of address is its home address), one record
+   in out (in packet order) and handled[i] = 1; when it has the A flag, the frame of the Binding
+   Acknowledgement Verifier.acknowledge builds (status 0, granted lifetime), signed with the key
+   the peer has now (looked up under the verifier's read lock: a peer removed since the batch
+   was verified gets nothing, ack = 2), addressed back the way its frame came, into frames
+   (KBM_LIVE_FRAME_MAX bytes each, n of them at most) with its length in frame_lens; the
+   number of frames in *n_frames. max_lifetime: UINT32_MAX for none. Other packets: handled[i]
+   = 0. Returns the number of records. Nothing is sent: kbm_live_send_frames does that, once
+   the caller has the binding cache updated. */
+#define KBM_LIVE_FRAME_MAX 128
+size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf_len,
+                    const uint64_t *offsets, size_t n, const kbm_live_meta *meta,
+                    const uint8_t *verdicts, const kbm_detail *details, uint32_t max_lifetime,
+                    kbm_live_accept *out, uint8_t *handled, uint8_t *frames, uint32_t *frame_lens,
+                    size_t *n_frames, kbm_live_stats *st);
+/* Sends frames[0..n) (KBM_LIVE_FRAME_MAX bytes apart, lengths in frame_lens) on l with
+   sendmmsg, 64 at a time, and pcap_inject for any sendmmsg refuses. Returns how many went. */
+size_t kbm_live_send_frames(kbm_live *l, const uint8_t *frames, const uint32_t *frame_lens,
+                            size_t n, kbm_live_stats *st);
 /* Copies pcap_stats into st->ps_*. */
 int kbm_live_pcap_stats(kbm_live *l, kbm_live_stats *st);
 

@@ -6,6 +6,8 @@
    returns empty after idle_ms, so the caller can look at its signals. The link-layer header of
    each frame is kept (kbm_live_meta) so that an answer can go back the way the frame came. */
 #define _GNU_SOURCE /* ppoll; the BSD types pcap.h uses */
+#include "hash.h"
+#include "internal.h"
 #include "kbm.h"
 
 #include <errno.h>
@@ -237,10 +239,11 @@ int kbm_live_batch(kbm_live *l, kbm_verifier *v, uint8_t *buf, size_t buf_len,
     return (int)c.n;
 }
 
-int kbm_live_send(kbm_live *l, const kbm_live_meta *m, const uint8_t *pkt, size_t len,
-                  kbm_live_stats *st)
+/* The frame that carries pkt back the way the frame described by m came, into frame (cap
+   bytes): its length, or a negative status. */
+static int64_t frame_for(const kbm_live *l, const kbm_live_meta *m, const uint8_t *pkt,
+                         size_t len, uint8_t *frame, size_t cap)
 {
-    uint8_t frame[KBM_LIVE_LINK_MAX + KBM_MH_MAX + 512];
     size_t hdr = 0;
     if (l->linktype == DLT_ETH) {
         if (m->link_len < 14 || m->link_len > KBM_LIVE_LINK_MAX)
@@ -253,10 +256,20 @@ int kbm_live_send(kbm_live *l, const kbm_live_meta *m, const uint8_t *pkt, size_
                l->linktype != DLT_IPV6_) {
         return KBM_LIVE_ELINK;
     }
-    if (len > sizeof frame - hdr)
+    if (len > cap - hdr)
         return KBM_EINVAL;
     memcpy(frame + hdr, pkt, len);
-    if (pcap_inject(l->p, frame, hdr + len) < 0) {
+    return (int64_t)(hdr + len);
+}
+
+int kbm_live_send(kbm_live *l, const kbm_live_meta *m, const uint8_t *pkt, size_t len,
+                  kbm_live_stats *st)
+{
+    uint8_t frame[KBM_LIVE_LINK_MAX + KBM_MH_MAX + 512];
+    int64_t n = frame_for(l, m, pkt, len, frame, sizeof frame);
+    if (n < 0)
+        return (int)n;
+    if (pcap_inject(l->p, frame, (size_t)n) < 0) {
         st->send_errors++;
         return KBM_LIVE_EPCAP;
     }
@@ -281,9 +294,11 @@ int kbm_live_pcap_stats(kbm_live *l, kbm_live_stats *st)
     return 0;
 }
 
-size_t kbm_build_ack(const uint8_t kbm[KBM_SIZE], const uint8_t home[16],
-                     const uint8_t mac_care_of[16], const uint8_t cn[16], const uint8_t dest[16],
-                     uint8_t status, uint16_t sequence, uint16_t units, uint8_t out[KBM_ACK_MAX])
+/* kbm_build_ack with the key's midstates (a verifier's peer key, read in place). */
+static size_t build_ack(const kbm_mac_key *key, const uint8_t home[16],
+                        const uint8_t mac_care_of[16], const uint8_t cn[16],
+                        const uint8_t dest[16], uint8_t status, uint16_t sequence,
+                        uint16_t units, uint8_t out[KBM_ACK_MAX])
 {
     enum { MH_LEN = 32, RH2_LEN = 24 };
     int routed = memcmp(dest, home, 16) != 0;
@@ -319,12 +334,22 @@ size_t kbm_build_ack(const uint8_t kbm[KBM_SIZE], const uint8_t home[16],
     mh[13] = 4;
     mh[18] = 5;
     mh[19] = KBM_AUTH_SIZE;
-    if (kbm_authenticator(kbm, mac_care_of, cn, mh, MH_LEN, mh + 20) < 0)
-        return 0;
+    kbm_mac96(key, mac_care_of, cn, mh, MH_LEN, mh + 20);
     uint16_t sum = kbm_mh_checksum(cn, home, mh, MH_LEN);
     mh[4] = (uint8_t)(sum >> 8);
     mh[5] = (uint8_t)sum;
     return 40 + payload;
+}
+
+size_t kbm_build_ack(const uint8_t kbm[KBM_SIZE], const uint8_t home[16],
+                     const uint8_t mac_care_of[16], const uint8_t cn[16], const uint8_t dest[16],
+                     uint8_t status, uint16_t sequence, uint16_t units, uint8_t out[KBM_ACK_MAX])
+{
+    kbm_mac_key k;
+    kbm_mac_key_init(&k, kbm, KBM_SIZE);
+    size_t n = build_ack(&k, home, mac_care_of, cn, dest, status, sequence, units, out);
+    kbm_wipe(&k, sizeof k);
+    return n;
 }
 
 int kbm_live_answer(kbm_live *l, const kbm_live_meta *m, const uint8_t kbm[KBM_SIZE],
@@ -337,4 +362,104 @@ int kbm_live_answer(kbm_live *l, const kbm_live_meta *m, const uint8_t kbm[KBM_S
     if (n == 0)
         return KBM_EINVAL;
     return kbm_live_send(l, m, ba, n, st);
+}
+
+/* Up to ACK_BURST frames go out in one sendmmsg. */
+#define ACK_BURST 64
+_Static_assert(KBM_LIVE_LINK_MAX + KBM_ACK_MAX <= KBM_LIVE_FRAME_MAX, "a BA's frame fits");
+
+size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf_len,
+                    const uint64_t *offsets, size_t n, const kbm_live_meta *meta,
+                    const uint8_t *verdicts, const kbm_detail *details, uint32_t max_lifetime,
+                    kbm_live_accept *out, uint8_t *handled, uint8_t *frames, uint32_t *frame_lens,
+                    size_t *n_frames, kbm_live_stats *st)
+{
+    size_t m = 0, k = 0;
+    uint32_t g = kbm_read_begin(v);
+    const struct kbm_index *x = atomic_load(&v->index);
+    for (size_t i = 0; i < n; i++) {
+        handled[i] = 0;
+        const kbm_detail *d = &details[i];
+        if (verdicts[i] != KBM_ACCEPTED || d->home < 0 || d->care_of < 0 || d->nonce >= 0)
+            continue;
+        uint64_t at = offsets[i], end = offsets[i + 1];
+        if (end < at || end > buf_len || end - at < 40 || (uint64_t)d->home + 16 > end - at ||
+            (uint64_t)d->care_of + 16 > end - at)
+            continue; /* not reached: kbm_verify gave these offsets */
+        const uint8_t *p = buf + at, *home = p + d->home, *care_of = p + d->care_of;
+        if (v->compat && d->lifetime != 0 && memcmp(home, care_of, 16) == 0)
+            continue; /* an RFC 3775 de-registration: kbmfast.serve_rr derives its key */
+        kbm_live_accept *r = &out[m++];
+        handled[i] = 1;
+        memcpy(r->home, home, 16);
+        memcpy(r->care_of, care_of, 16);
+        r->index = (uint32_t)i;
+        uint32_t lifetime = (uint32_t)d->lifetime * 4;
+        r->granted = lifetime < max_lifetime ? lifetime : max_lifetime;
+        r->sequence = d->sequence;
+        r->ack = 0;
+        r->pad = 0;
+        if (!(d->flags & 0x8000)) /* no A flag: no acknowledgement */
+            continue;
+        r->ack = 2;
+        const struct kbm_peer *peer = kbm_index_find(x, kbm_hash16(v->seed, home), home);
+        if (!peer) /* removed since the batch was verified (SIGHUP) */
+            continue;
+        int dereg = d->lifetime == 0;
+        kbm_mac_key derived;
+        const kbm_mac_key *key = &peer->key;
+        if (peer->kcn && !dereg) {
+            kbm_kcn_key(peer->kcn, care_of, &derived);
+            key = &derived;
+        }
+        uint8_t ba[KBM_ACK_MAX];
+        size_t len = build_ack(key, home, dereg ? home : care_of, p + 24, p + 8, 0, d->sequence,
+                               (uint16_t)(r->granted / 4), ba);
+        if (key == &derived)
+            kbm_wipe(&derived, sizeof derived);
+        int64_t fl = frame_for(l, &meta[i], ba, len, frames + k * KBM_LIVE_FRAME_MAX,
+                               KBM_LIVE_FRAME_MAX);
+        if (fl < 0) {
+            st->send_errors++;
+            continue;
+        }
+        r->ack = 1;
+        frame_lens[k++] = (uint32_t)fl;
+    }
+    kbm_read_end(v, g);
+    *n_frames = k;
+    return m;
+}
+
+size_t kbm_live_send_frames(kbm_live *l, const uint8_t *frames, const uint32_t *frame_lens,
+                            size_t n, kbm_live_stats *st)
+{
+    struct mmsghdr msgs[ACK_BURST];
+    struct iovec iov[ACK_BURST];
+    size_t sent = 0;
+    for (size_t base = 0; base < n; base += ACK_BURST) {
+        size_t k = n - base < ACK_BURST ? n - base : ACK_BURST, done = 0;
+        memset(msgs, 0, sizeof msgs);
+        for (size_t i = 0; i < k; i++) {
+            size_t len = frame_lens[base + i] <= KBM_LIVE_FRAME_MAX ? frame_lens[base + i] : 0;
+            iov[i] = (struct iovec){(void *)(uintptr_t)(frames + (base + i) * KBM_LIVE_FRAME_MAX), len};
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        while (done < k) {
+            int r = sendmmsg(pcap_fileno(l->p), msgs + done, (unsigned)(k - done), 0);
+            if (r <= 0)
+                break;
+            done += (size_t)r;
+        }
+        for (size_t i = done; i < k; i++) { /* what sendmmsg refused: one at a time */
+            if (pcap_inject(l->p, iov[i].iov_base, iov[i].iov_len) < 0)
+                st->send_errors++;
+            else
+                done++;
+        }
+        sent += done;
+    }
+    st->sent += sent;
+    return sent;
 }

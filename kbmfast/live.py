@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 from ._native_edge import ffi, lib
@@ -28,6 +29,10 @@ DEFAULT_SNAPLEN = 2560
 DEFAULT_BUFFER = 32 << 20
 
 _DETAIL_SIZE = ffi.sizeof("kbm_detail")  # not a literal: the struct grew (RR Nonce Indices offset)
+#: kbm_live_accept: home, care-of, packet index, granted lifetime (s), sequence, ack (0 none
+#: due, 1 built, 2 not: no key), padding.
+ACCEPT_FORMAT = "=16s16sIIHBx"
+ACCEPT_SIZE = ffi.sizeof("kbm_live_accept")
 
 
 class LiveError(KbmError):
@@ -142,6 +147,13 @@ class LiveCapture:
         self._c_details = ffi.from_buffer("kbm_detail[]", self._details)
         self._stats = ffi.new("kbm_live_stats *")
         self._err = err
+        self._accepts = bytearray(ACCEPT_SIZE * batch)
+        self._c_accepts = ffi.from_buffer("kbm_live_accept[]", self._accepts)
+        self._handled = bytearray(batch)
+        self._c_handled = ffi.from_buffer("uint8_t[]", self._handled)
+        self._frames = ffi.new(f"uint8_t[{batch * lib.KBM_LIVE_FRAME_MAX}]")
+        self._frame_lens = ffi.new("uint32_t[]", batch)
+        self._n_frames = ffi.new("size_t *")
 
     def batch(self, verifier: Any = None, *, idle_ms: int = 100) -> Batch:
         """Capture the next batch (empty after ``idle_ms`` without a mobility packet) and, when
@@ -181,6 +193,44 @@ class LiveCapture:
             [int(self._meta[i].time_us) for i in range(n)],
             [int(self._meta[i].frame) for i in range(n)],
         )
+
+    def acknowledge_accepted(
+        self, verifier: Any, batch: Batch, before_send: Callable[[memoryview], object] | None = None
+    ) -> tuple[memoryview, bytearray, int]:
+        """The common case of ``batch`` (just verified with ``verifier``) in C with the GIL
+        released (``kbm_live_ack``, then ``kbm_live_send_frames``): every ACCEPTED Binding
+        Update of a configured peer gets the acknowledgement ``Verifier.acknowledge`` builds
+        when it has the A flag, signed with the peer's current key (none for a peer removed
+        meanwhile) and sent back the way its frame came (``sendmmsg``). ``before_send(records)``
+        runs between building and sending (serve updates its binding cache there). Returns
+        (records, handled, sent): a record of :data:`ACCEPT_FORMAT` per such BU (ack: 0 none
+        due, 1 built, 2 no key), ``handled[i]`` 1 for each packet done here, and how many BAs
+        went out. Return routability's Binding Updates (and compat rfc3775's care-of = home
+        ones) are left to the caller."""
+        max_lifetime = verifier.max_lifetime
+        m = lib.kbm_live_ack(
+            self._handle(),
+            verifier._handle(),
+            self._c_buf,
+            len(self._buf),
+            self._c_offsets,
+            batch.n,
+            self._meta,
+            self._c_verdicts,
+            self._c_details,
+            0xFFFFFFFF if max_lifetime is None else min(max_lifetime, 0xFFFFFFFF),
+            self._c_accepts,
+            self._c_handled,
+            self._frames,
+            self._frame_lens,
+            self._n_frames,
+            self._stats,
+        )
+        records = memoryview(self._accepts)[: m * ACCEPT_SIZE]
+        if before_send is not None:
+            before_send(records)
+        sent = lib.kbm_live_send_frames(self._handle(), self._frames, self._frame_lens, self._n_frames[0], self._stats)
+        return records, self._handled, int(sent)
 
     def send(self, index: int, packet: bytes) -> bool:
         """Send ``packet`` (from its IPv6 header) back the way packet ``index`` of the last

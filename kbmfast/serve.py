@@ -16,14 +16,15 @@ import os
 import threading
 import time
 from collections import Counter
+from struct import iter_unpack
 from typing import Any
 
 from . import serve_rr
 from ._keys import KeyTable, Peer
 from ._types import BA_STATUS, FLAG_A, Verdict
 from ._util import wipe
-from .fast import _DETAIL, Verifier, _address
-from .live import AckFields, Batch, LiveCapture
+from .fast import _DETAIL, Verifier
+from .live import ACCEPT_FORMAT, AckFields, Batch, LiveCapture
 from .reference.verifier import current_kbm
 
 #: Error acknowledgements (status >= 128) per peer: a bucket of ERROR_BURST tokens refilled at
@@ -43,6 +44,8 @@ _ACTION = frozenset(
         Verdict.KEY_EXHAUSTED,
     )
 )
+_ERROR_SET = _ACTION - {int(Verdict.ACCEPTED)}
+_ERRORS = tuple(sorted(_ERROR_SET))
 _addr = ipaddress.IPv6Address
 
 
@@ -88,29 +91,51 @@ class Binding:
 class BindingCache:
     """Home address -> :class:`Binding`, from accepted Binding Updates (RFC 6275 §9.5.1-2):
     an update creates or replaces the entry; a lifetime of 0 or a care-of address equal to the
-    home address deletes it; entries expire after their granted lifetime. Thread-safe."""
+    home address deletes it; entries expire after their granted lifetime. Thread-safe. Entries
+    are kept as packed addresses (serve's per-batch update is a tight loop over C records);
+    :meth:`get` and :meth:`snapshot` build the objects."""
 
     def __init__(self) -> None:
-        self._entries: dict[ipaddress.IPv6Address, Binding] = {}
+        # home -> (care-of, sequence, lifetime, expires (monotonic), updated (time.time()))
+        self._entries: dict[bytes, tuple[bytes, int, int, float, float]] = {}
         self._lock = threading.Lock()
 
     def update(self, home: Any, care_of: Any, sequence: int, lifetime: int) -> None:
         """Apply one accepted Binding Update with its granted lifetime (seconds); addresses as
         16 bytes or IPv6Address."""
-        home = _address(home) if type(home) is bytes else _addr(home)
-        care_of = _address(care_of) if type(care_of) is bytes else _addr(care_of)
+        home = _packed(home)
+        care_of = _packed(care_of)
         with self._lock:
             if lifetime == 0 or care_of == home:
                 self._entries.pop(home, None)
             else:
                 now = time.monotonic()
-                self._entries[home] = Binding(care_of, sequence, lifetime, now + lifetime, time.time())
+                self._entries[home] = (care_of, sequence, lifetime, now + lifetime, time.time())
+
+    def update_accepted(self, records: memoryview) -> tuple[int, int]:
+        """Apply the records of ``LiveCapture.acknowledge_accepted`` in order; returns (BAs
+        built, BAs not built for want of a key) as the records say."""
+        now, wall = time.monotonic(), time.time()
+        entries = self._entries
+        sent = failed = 0
+        with self._lock:
+            for home, care_of, _index, granted, sequence, ack in iter_unpack(ACCEPT_FORMAT, records):
+                if granted == 0 or care_of == home:
+                    entries.pop(home, None)
+                else:
+                    entries[home] = (care_of, sequence, granted, now + granted, wall)
+                if ack:
+                    if ack == 1:
+                        sent += 1
+                    else:
+                        failed += 1
+        return sent, failed
 
     def expire(self, now: float | None = None) -> int:
         """Remove expired entries; returns how many."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            gone = [h for h, b in self._entries.items() if b.expires <= now]
+            gone = [h for h, b in self._entries.items() if b[3] <= now]
             for h in gone:
                 del self._entries[h]
         return len(gone)
@@ -118,7 +143,8 @@ class BindingCache:
     def get(self, home: Any) -> Binding | None:
         """The entry of ``home``, or None."""
         with self._lock:
-            return self._entries.get(_addr(home))
+            e = self._entries.get(_packed(home))
+        return None if e is None else Binding(_addr(e[0]), e[1], e[2], e[3], e[4])
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -130,14 +156,21 @@ class BindingCache:
             items = list(self._entries.items())
         return [
             {
-                "home": str(h),
-                "care_of": str(b.care_of),
-                "sequence": b.sequence,
-                "lifetime": b.lifetime,
-                "remaining": max(0, round(b.expires - now, 1)),
+                "home": str(_addr(h)),
+                "care_of": str(_addr(b[0])),
+                "sequence": b[1],
+                "lifetime": b[2],
+                "remaining": max(0, round(b[3] - now, 1)),
             }
             for h, b in sorted(items)
         ]
+
+
+def _packed(address: Any) -> bytes:
+    """16 bytes for an address given as bytes, IPv6Address or text."""
+    if type(address) is bytes and len(address) == 16:
+        return address
+    return _addr(address).packed
 
 
 class RateLimiter:
@@ -256,31 +289,59 @@ class Server:
         self.rr_path = serve_rr.wanted(verifier)  # return routability / compat rfc3775
 
     def handle(self, capture: LiveCapture, batch: Batch) -> None:
-        """Act on one verified batch: binding cache, acknowledgements (built and sent by the C
-        core: :func:`ack_fields` says what ``Verifier.acknowledge`` would build), counters."""
+        """Act on one verified batch: return routability first (kbmfast.serve_rr), then the
+        error acknowledgements (:func:`ack_fields` says what ``Verifier.acknowledge`` would
+        build; built and sent by the C core), then the accepted Binding Updates in one C call
+        (:meth:`LiveCapture.acknowledge_accepted`) and the binding cache from its records;
+        counters."""
         n = batch.n
         verdicts = batch.verdicts
         counts = Counter(verdicts[:n])
         sent: Counter[int] = Counter()
         limited = failed = 0
         now = time.monotonic()
-        keys, max_lifetime = self.verifier.keys, self.verifier.max_lifetime
-        data, offsets, details = batch.data, batch.offsets, batch.details
         rr_done = serve_rr.handle(self, capture, batch) if self.rr_path else serve_rr.NONE
-        for i in range(n):
+        if any(counts[c] for c in _ERRORS):  # rare and rate-limited: answered first, in Python
+            limited, failed = self._answer_errors(capture, batch, rr_done, now, sent)
+        if counts[0]:  # the common case in C: accepted BUs acknowledged, records for the cache
+            tally: list[tuple[int, int]] = []  # the cache is updated before the BAs go out
+            _records, _handled, done = capture.acknowledge_accepted(
+                self.verifier, batch, lambda records: tally.append(self.cache.update_accepted(records))
+            )
+            built, no_key = tally[0]
+            if done:
+                sent[0] += done
+            failed += no_key + built - done
+        latency = max(0.0, time.time() - batch.times_us[0] / 1e6) if n else 0.0
+        with self.stats.lock:
+            self.stats.verdicts.update(counts)
+            self.stats.ba_sent.update(sent)
+            self.stats.ba_limited += limited
+            self.stats.ba_failed += failed
+            self.stats.batches += 1
+            self.stats.observe_latency(latency)
+
+    def _answer_errors(
+        self, capture: LiveCapture, batch: Batch, rr_done: frozenset[int], now: float, sent: Counter[int]
+    ) -> tuple[int, int]:
+        """The error acknowledgements of a batch (135, 131, 174, 129), rate-limited per peer;
+        accepted Binding Updates are :meth:`LiveCapture.acknowledge_accepted`'s. Returns
+        (rate-limited, not sent) with ``sent`` counted up."""
+        limited = failed = 0
+        keys, max_lifetime = self.verifier.keys, self.verifier.max_lifetime
+        verdicts, data, offsets, details = batch.verdicts, batch.data, batch.offsets, batch.details
+        for i in range(batch.n):
             code = verdicts[i]
-            if code not in _ACTION or i in rr_done:
+            if code not in _ERROR_SET or i in rr_done:
                 continue
             detail = _DETAIL.unpack_from(details, _DETAIL.size * i)
             if detail[0] < 0:  # pragma: no cover - every such verdict has its details
                 continue
-            home, care_of, granted, fields = ack_fields(bytes(data[offsets[i] : offsets[i + 1]]), code, detail, max_lifetime)
-            if code == 0:
-                self.cache.update(home, care_of, detail[2], granted)
-            if fields is None:
+            home, care_of, _granted, fields = ack_fields(bytes(data[offsets[i] : offsets[i + 1]]), code, detail, max_lifetime)
+            if fields is None:  # pragma: no cover - every error verdict has a BA
                 continue
             status = fields[4]
-            if status >= 128 and not self.limiter.allow(home, now):
+            if not self.limiter.allow(home, now):
                 limited += 1
                 continue
             found = current_kbm(keys, home, care_of, detail[3] == 0)
@@ -296,14 +357,7 @@ class Server:
                 sent[status] += 1
             else:
                 failed += 1
-        latency = max(0.0, time.time() - batch.times_us[0] / 1e6) if n else 0.0
-        with self.stats.lock:
-            self.stats.verdicts.update(counts)
-            self.stats.ba_sent.update(sent)
-            self.stats.ba_limited += limited
-            self.stats.ba_failed += failed
-            self.stats.batches += 1
-            self.stats.observe_latency(latency)
+        return limited, failed
 
     def run(self, capture: LiveCapture, stop: threading.Event, idle_ms: int = 100) -> None:
         """Serve ``capture`` until ``stop`` is set; the batch in hand is always finished."""

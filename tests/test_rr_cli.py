@@ -438,6 +438,35 @@ class FakeCapture:
 
         return self.send(index, build_ack(kbm, fields))
 
+    def acknowledge_accepted(self, verifier: Any, batch: Any, before_send: Any = None) -> tuple[memoryview, bytearray, int]:
+        """LiveCapture.acknowledge_accepted's contract (kbm_live_ack), in Python: the accepted
+        BUs of configured peers (not RR, not compat's care-of = home), records, then the BAs."""
+        import struct
+
+        from kbmfast.fast import _DETAIL
+        from kbmfast.live import ACCEPT_FORMAT, build_ack
+        from kbmfast.reference.verifier import current_kbm
+        from kbmfast.serve import ack_fields
+
+        records, acks, handled = [], [], bytearray(batch.n)
+        for i in range(batch.n):
+            detail = _DETAIL.unpack_from(batch.details, _DETAIL.size * i)
+            if batch.verdicts[i] != 0 or detail[6] >= 0:
+                continue
+            home, care_of, granted, fields = ack_fields(batch.packet(i), 0, detail, verifier.max_lifetime)
+            if verifier.compat == "rfc3775" and detail[3] != 0 and home == care_of:
+                continue
+            found = None if fields is None else current_kbm(verifier.keys, home, care_of, detail[3] == 0)
+            if found is not None:
+                acks.append((i, build_ack(found[1], fields)))
+            handled[i] = 1
+            ack = 0 if fields is None else 2 if found is None else 1
+            records.append(struct.pack(ACCEPT_FORMAT, home, care_of, i, granted, detail[2], ack))
+        raw = memoryview(b"".join(records))
+        if before_send is not None:
+            before_send(raw)
+        return raw, handled, sum(self.send(i, p) for i, p in acks)
+
 
 def _live_batch(cn: kbmfast.Verifier, packets: list[bytes]) -> Any:
     """A batch as LiveCapture.batch makes it: the RR secrets pushed, then kbm_verify."""

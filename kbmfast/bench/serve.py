@@ -140,6 +140,14 @@ def cpu_model() -> str:
     return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs"
 
 
+def _pin(cpu: int) -> list[str]:
+    """``taskset -c CPU`` when the machine has two CPUs or more and taskset is there: the
+    sender on CPU 0 and the side measured on CPU 1, so neither takes the other's time."""
+    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", str(cpu)]
+
+
 def _kbmfast_cmd() -> list[str]:
     return [sys.executable, "-P", "-m", "kbmfast.cli"]
 
@@ -157,7 +165,7 @@ def step_packets(pps: int, packets: int) -> int:
 
 def _replay(veth: Veth, pcap: str, pps: int, n: int) -> float:
     rate = ["--topspeed"] if pps == 0 else [f"--pps={pps}"]
-    out = _run("tcpreplay", "-q", f"--limit={n}", "-i", veth.tx_if, *rate, pcap, ns=veth.tx)
+    out = _run(*_pin(0), "tcpreplay", "-q", "--preload-pcap", f"--limit={n}", "-i", veth.tx_if, *rate, pcap, ns=veth.tx)
     m = re.search(r"Rated:.*?([\d.]+) pps", out)
     if m is None:
         raise ServeBenchError(f"tcpreplay: no rate in its output: {out.strip()[-200:]}")
@@ -177,7 +185,7 @@ def _wait_line(proc: subprocess.Popen[str], text: str, timeout: float = 30.0) ->
 
 
 def _plain_step(veth: Veth, pcap: str, pps: int, n: int) -> Step:
-    cmd = ["ip", "netns", "exec", veth.rx, sys.executable, "-P", "-m", "kbmfast.bench.serve", "count", veth.rx_if]
+    cmd = ["ip", "netns", "exec", veth.rx, *_pin(1), sys.executable, "-P", "-m", "kbmfast.bench.serve", "count", veth.rx_if]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_line(proc, "counting")
@@ -197,7 +205,7 @@ def _plain_step(veth: Veth, pcap: str, pps: int, n: int) -> Step:
 def _serve_step(veth: Veth, pcap: str, keys: str, pps: int, truth: collections.Counter[str], work: str) -> Step:
     """Serve with a fresh state file while ``truth``'s packets (the first of the capture) come."""
     state, snap = os.path.join(work, f"serve-{pps}.state"), os.path.join(work, "snap.json")
-    cmd = ["ip", "netns", "exec", veth.rx, *_kbmfast_cmd(), "serve", "-i", veth.rx_if, "--keys", keys]
+    cmd = ["ip", "netns", "exec", veth.rx, *_pin(1), *_kbmfast_cmd(), "serve", "-i", veth.rx_if, "--keys", keys]
     cmd += ["--state", state, "--snapshot", snap, "--stats-interval", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     n = sum(truth.values())
