@@ -408,8 +408,9 @@ size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf
         int dereg = d->lifetime == 0;
         kbm_mac_key derived;
         const kbm_mac_key *key = &peer->key;
-        if (peer->kcn && !dereg) {
-            kbm_kcn_key(peer->kcn, care_of, &derived);
+        struct kbm_kcn *kcn = x->kcn[peer - x->peers]; /* RFC 4449: the side array */
+        if (kcn && !dereg) {
+            kbm_kcn_key(kcn, care_of, &derived);
             key = &derived;
         }
         uint8_t ba[KBM_ACK_MAX];
