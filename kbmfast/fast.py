@@ -234,13 +234,15 @@ class Verifier:
             if rc:
                 _raise(rc, "return routability")
             return_routability.subscribe(self._on_regenerate)
-        with keys._lock:  # the packed peers stay as they are while the core reads them
+        # the packed peers stay as they are while the core reads them, and no change made between
+        # reading the peers and subscribing is missed (a peer removed then would keep its key here)
+        with keys._lock:
             packed = keys.packed()
             if packed is not None:
                 self._set_packed(packed)
             else:
                 self._set_peers(keys.peers())
-        keys.subscribe(self._on_key_change)
+            keys.subscribe(self._on_key_change)
         if self._path is not None:
             self._durability = Durability(policy, self.flush)
         track(self)

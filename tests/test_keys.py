@@ -284,3 +284,42 @@ def test_reference_never_uses_a_key_being_overwritten() -> None:
     assert found is not None and bytes(found[1]) == bytes(range(1, 21))
     keys.remove(HOME)
     assert current_kbm(keys, hoa, coa, False) is None
+
+
+@pytest.mark.parametrize("from_file", [False, True])
+def test_key_removed_while_a_verifier_is_built_reaches_it(
+    kb: types.ModuleType, tmp_path: os.PathLike[str], from_file: bool
+) -> None:
+    """A peer removed by another thread while a Verifier reads the table is removed from that
+    Verifier too: reading the peers and subscribing to changes are one step under the table's
+    lock (before, a removal in between was missed and the removed key kept authorizing)."""
+    import threading
+    import time
+
+    keys = kb.KeyTable()
+    keys.add_kbm(HOME, KEY)
+    if from_file:  # the C backend's packed key-file path
+        path = os.path.join(tmp_path, "k.toml")
+        keys.save(path)
+        keys = kb.KeyTable.load(path)
+    removed = threading.Event()
+
+    def remove() -> None:
+        keys.remove(HOME)
+        removed.set()
+
+    subscribe = keys.subscribe
+
+    def slow_subscribe(method: object) -> None:  # the window between reading and subscribing
+        thread.start()
+        time.sleep(0.3)
+        subscribe(method)
+
+    thread = threading.Thread(target=remove)
+    keys.subscribe = slow_subscribe  # type: ignore[method-assign]
+    verifier = kb.Verifier(keys)
+    thread.join(10)
+    assert removed.is_set()
+    bu = kb.build_binding_update(KEY, home=HOME, care_of="2001:db8:5::5", correspondent="2001:db8::9", sequence=1, lifetime=8)
+    assert verifier.verify(bu).verdict == kb.Verdict.NOT_CONFIGURED
+    verifier.close()

@@ -117,12 +117,13 @@ class Verifier:
         self._state = SequenceState(state)
         self._fps: dict[bytes, tuple[Peer, int]] = {}
         try:
-            for peer in keys.peers():
-                self._install(peer)
+            with keys._lock:  # no change between reading the peers and subscribing is missed
+                for peer in keys.peers():
+                    self._install(peer)
+                keys.subscribe(self._on_key_change)
         except BaseException:
             self._state.close()
             raise
-        keys.subscribe(self._on_key_change)
         self._durability = None if state is None else Durability(policy, self.flush)
         track(self)
 
