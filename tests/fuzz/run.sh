@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz the C core and the C capture walker with libFuzzer under ASan + UBSan, and both backends differentially with
+# Fuzz the C core, the C capture walker and the key file reader with libFuzzer under ASan + UBSan, and both backends differentially with
 # atheris, for SECONDS each (default 60). Crashes land in tests/fuzz/crashes/ (kept as
 # regression inputs by tests/test_fuzz_regressions.py). Needs clang and a python with kbmfast
 # and atheris installed: PYTHON (default python3).
@@ -12,25 +12,34 @@ mkdir -p "$work/corpus" tests/fuzz/crashes
 "$python" -P tests/fuzz/make_corpus.py "$work/corpus"
 cp tests/fuzz/crashes/* "$work/corpus/" 2>/dev/null || true
 
-clang -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -Icsrc csrc/parse.c csrc/mac.c csrc/sha1.c csrc/sha1_shani.c csrc/sha1_avx2.c csrc/sha1_avx512.c \
-    csrc/kernels.c csrc/peers.c csrc/state.c \
-    csrc/verify.c csrc/bench.c csrc/rr.c tests/fuzz/fuzz_core.c -lcrypto -lpthread -o "$work/fuzz_core"
+# The C core (every harness links it whole: capture.c and keyfile.c call into it).
+core=(csrc/parse.c csrc/mac.c csrc/sha1.c csrc/sha1_shani.c csrc/sha1_avx2.c csrc/sha1_avx512.c
+    csrc/kernels.c csrc/peers.c csrc/state.c csrc/verify.c csrc/bench.c csrc/rr.c)
+# libfuzz NAME MAX_LEN CORPUS PREFIX [EXTRA.c ...]: builds tests/fuzz/fuzz_NAME.c with the core
+# under ASan + UBSan and runs it for $seconds; findings land in tests/fuzz/crashes/PREFIX*.
+libfuzz() {
+    local name=$1 max_len=$2 corpus=$3 prefix=$4
+    shift 4
+    clang -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+        -Icsrc "$@" "${core[@]}" "tests/fuzz/fuzz_$name.c" -lcrypto -lpthread -o "$work/fuzz_$name"
+    "$work/fuzz_$name" -max_total_time="$seconds" -max_len="$max_len" -print_final_stats=1 \
+        -artifact_prefix="tests/fuzz/crashes/$prefix" "$corpus" 2>&1 | tail -n 15
+}
+
 echo "== libFuzzer on the C core, ${seconds}s"
-"$work/fuzz_core" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 \
-    -artifact_prefix=tests/fuzz/crashes/ "$work/corpus" 2>&1 | tail -n 15
+libfuzz core 4096 "$work/corpus" ""
 
 echo "== libFuzzer on the capture walker and line formatter, ${seconds}s"
 mkdir -p "$work/corpus-capture"
 "$python" -P tests/fuzz/make_capture_corpus.py "$work/corpus-capture"
 cp tests/fuzz/crashes/capture-* "$work/corpus-capture/" 2>/dev/null || true
-# capture.c now uses the core (MALFORMED reasons, acknowledgements built in C): link it whole
-clang -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -Icsrc csrc/capture.c csrc/parse.c csrc/mac.c csrc/sha1.c csrc/sha1_shani.c csrc/sha1_avx2.c \
-    csrc/sha1_avx512.c csrc/kernels.c csrc/peers.c csrc/state.c csrc/verify.c csrc/bench.c csrc/rr.c \
-    tests/fuzz/fuzz_capture.c -lcrypto -lpthread -o "$work/fuzz_capture"
-"$work/fuzz_capture" -max_total_time="$seconds" -max_len=8192 -print_final_stats=1 \
-    -artifact_prefix=tests/fuzz/crashes/capture- "$work/corpus-capture" 2>&1 | tail -n 15
+libfuzz capture 8192 "$work/corpus-capture" capture- csrc/capture.c
+
+echo "== libFuzzer on the key file reader, ${seconds}s"
+mkdir -p "$work/corpus-keyfile"
+"$python" -P tests/fuzz/make_keyfile_corpus.py "$work/corpus-keyfile"
+cp tests/fuzz/crashes/keyfile-* "$work/corpus-keyfile/" 2>/dev/null || true
+libfuzz keyfile 4096 "$work/corpus-keyfile" keyfile- csrc/keyfile.c
 
 echo "== atheris, both backends differentially, ${seconds}s"
 mkdir -p "$work/corpus-py"
