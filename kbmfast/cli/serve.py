@@ -19,9 +19,7 @@ import time
 from typing import Any
 
 from .. import _outputs
-from .._outputs import CliError, os_error_text
-
-Subparsers = argparse._SubParsersAction
+from .._outputs import CliError, Subparsers, os_error_text
 
 
 def _int_range(low: int, high: int) -> Any:

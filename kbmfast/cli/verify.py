@@ -33,6 +33,7 @@ from .._outputs import (
     CliError,
     OutputFile,
     Stdout,
+    Subparsers,
     check_distinct,
     check_stdout_distinct,
     os_error_text,
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
 
 # The capture module (and numpy, when installed) is imported when a command runs, not for --help.
 MH_TYPE_NAMES = ("BRR", "HoTI", "CoTI", "HoT", "CoT", "BU", "BA", "BE")
-
-Subparsers = argparse._SubParsersAction
 
 #: The sample capture and key file shipped in kbmfast/samples (made by ``kbmfast gen``).
 SAMPLE_CAPTURE = "sample.pcap"
