@@ -186,6 +186,16 @@ def keygen_token(kcn: bytes | bytearray, address: bytes, nonce: bytes, which: in
     return hmac.digest(kcn, address + nonce + bytes((which,)), "sha1")[:TOKEN_SIZE]
 
 
+def granted_lifetime(lifetime: int, max_lifetime: int | None, rr: bool) -> int:
+    """The lifetime (seconds) a CN grants a Binding Update asking for ``lifetime``: capped at
+    ``max_lifetime`` (None: no cap), and for one verified with return routability keys at
+    MAX_RR_BINDING_LIFETIME too (RFC 6275 §5.2.6)."""
+    cap = max_lifetime
+    if rr:
+        cap = MAX_RR_BINDING_LIFETIME if cap is None else min(cap, MAX_RR_BINDING_LIFETIME)
+    return lifetime if cap is None else min(lifetime, cap)
+
+
 def rr_kbm(snap: Snapshot, home: bytes, care_of: bytes, indices: tuple[int, int], deregistration: bool) -> bytearray | None:
     """Kbm = SHA1(home token | care-of token), or SHA1(home token) for a de-registration
     (RFC 6275 §5.2.5); None when a nonce it needs has expired."""

@@ -28,7 +28,7 @@ from collections import Counter
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
-from ._rr import MAX_RR_BINDING_LIFETIME, MH_COT, MH_HOT
+from ._rr import MH_COT, MH_HOT, granted_lifetime
 from ._types import BA_STATUS, Verdict
 from .fast import _DETAIL, _result
 
@@ -105,10 +105,7 @@ def handle(server: Any, capture: LiveCapture, batch: Batch) -> frozenset[int]:
         assert result.home is not None and result.care_of is not None and result.lifetime is not None
         home = result.home.packed
         if code == 0:
-            limit = cap
-            if result.nonce_indices is not None:
-                limit = MAX_RR_BINDING_LIFETIME if cap is None else min(cap, MAX_RR_BINDING_LIFETIME)
-            granted = result.lifetime if limit is None else min(result.lifetime, limit)
+            granted = granted_lifetime(result.lifetime, cap, result.nonce_indices is not None)
             server.cache.update(home, result.care_of.packed, detail[2], granted)
         status = result.ba_status
         if status is None:

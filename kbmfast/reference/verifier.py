@@ -438,7 +438,6 @@ def acknowledge(
     if result.nonce_indices is not None and status in (136, 137, 138):
         # no Kbm without the nonces: the BA goes unauthenticated (RFC 6275 §9.5.4)
         return rr_wire.build_plain_ack(home, result.correspondent.packed, sequence, status, result.source.packed)
-    cap = max_lifetime
     if result.nonce_indices is not None:
         if rr is None:
             raise ValueError("result: judged by return routability, but this verifier has none")
@@ -448,7 +447,6 @@ def acknowledge(
         if found_kbm is None:
             raise KeyError(f"home {result.home}: the nonces of its Binding Update expired: cannot sign its acknowledgement")
         kbm = found_kbm
-        cap = _rr.MAX_RR_BINDING_LIFETIME if max_lifetime is None else min(max_lifetime, _rr.MAX_RR_BINDING_LIFETIME)
     else:
         found = current_kbm(keys, home, result.care_of.packed, dereg)
         if found is None:
@@ -457,7 +455,7 @@ def acknowledge(
     care_of = home if dereg else result.care_of.packed
     lifetime = 0
     if status < 128:
-        lifetime = result.lifetime if cap is None else min(result.lifetime, cap)
+        lifetime = _rr.granted_lifetime(result.lifetime, max_lifetime, result.nonce_indices is not None)
     try:
         packet: bytes = build(
             kbm,
