@@ -13,10 +13,13 @@ import pytest
 
 import kbmfast
 
+#: ldconfig lives in sbin, which the wheel test's PATH (.ci/wheel) leaves out.
+LDCONFIG = shutil.which("ldconfig") or shutil.which("ldconfig", path="/usr/sbin:/sbin")
+
 pytestmark = [
     pytest.mark.skipif(kbmfast.backend != "c", reason="the C core's loading of libpcap"),
     pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ldconfig") is None,
+        os.geteuid() != 0 or shutil.which("unshare") is None or LDCONFIG is None,
         reason="hiding the system's libpcap needs root and unshare (.ci/run runs as root)",
     ),
 ]
@@ -25,7 +28,7 @@ pytestmark = [
 def _without_libpcap(script: str) -> subprocess.CompletedProcess[str]:
     """Run `script` (sh) in a private mount namespace where every libpcap the dynamic linker
     knows is /dev/null."""
-    cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
+    cache = subprocess.run([str(LDCONFIG), "-p"], capture_output=True, text=True, check=True).stdout
     paths = sorted({str(pathlib.Path(w).resolve()) for w in cache.split() if "/libpcap." in w})
     assert paths, "no libpcap to hide: the test would prove nothing"
     hide = "".join(f"mount --bind /dev/null '{p}' && " for p in paths)
