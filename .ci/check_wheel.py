@@ -1,6 +1,7 @@
 """Run in the venv the wheel was installed into: kbmfast is the installed one, its C core loads,
 and every shared library the extension needs beyond the manylinux baseline resolves inside the
-wheel's kbmfast.libs/ (the vendored copies), not on the system.
+wheel's kbmfast.libs/ (the vendored copies), not on the system, and that libcrypto is the only one
+(libpcap is opened at run time).
 
 Usage: python -P check_wheel.py VENV
 """
@@ -47,6 +48,12 @@ def main() -> int:
         sys.exit("the extension needs libraries outside the wheel:\n  " + "\n  ".join(outside))
     if not any(p.name.startswith("libcrypto") for p in vendored):
         sys.exit(f"no vendored libcrypto in ldd's answer:\n{ldd}")
+    # libpcap is opened at run time (csrc/pcap_dl.c), so neither it nor what Debian's build of it
+    # links (libdbus, libsystemd, libgcrypt, ...) may ride along in the wheel.
+    carried = sorted(p.name for p in libs.iterdir()) if libs.is_dir() else []
+    stray = [n for n in carried if not n.startswith("libcrypto")]
+    if stray:
+        sys.exit(f"the wheel carries more than libcrypto: {stray}")
     print(f"kbmfast from {pkg} (C backend, {native.name})")
     for p in vendored:
         print(f"vendored: {p.name} ({p.stat().st_size} bytes)")
