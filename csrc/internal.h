@@ -129,7 +129,18 @@ struct kbm_index {
     size_t n, cap;
     kbm_bucket *buckets;
     size_t mask;
+    int peers_mapped, buckets_mapped; /* from kbm_big_alloc's mapping (1) or the heap (0) */
 };
+
+/* Zeroed memory for a large table that verifiers read at random: from 2 MiB up, a 2 MiB-aligned
+   anonymous mapping advised MADV_HUGEPAGE, so that one TLB entry covers 2 MiB (*mapped = 1);
+   smaller, or when that fails or KBMFAST_HUGEPAGES=0, 64-byte aligned heap memory (*mapped = 0).
+   Huge pages are only advice: without them the memory is the same, on 4 KiB pages. */
+void *kbm_big_alloc(size_t bytes, int *mapped);
+void kbm_big_free(void *p, size_t bytes, int mapped);
+/* Advise MADV_HUGEPAGE on the whole 2 MiB pages inside [p, p + bytes) (unless
+   KBMFAST_HUGEPAGES=0); failure is ignored. */
+void kbm_advise_huge(void *p, size_t bytes);
 
 struct kbm_verifier {
     _Atomic(struct kbm_index *) index;

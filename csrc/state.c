@@ -296,6 +296,9 @@ int kbm_state_open(kbm_state *s, const char *path, const uint64_t seed[2])
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (s->base == MAP_FAILED)
             goto fail;
+        /* slots past the first 2 MiB on huge pages (a small table keeps its 4 KiB ones); a file
+           mapping gets none (not on a regular file system), so only the anonymous one */
+        kbm_advise_huge(s->base + ((size_t)2 << 20), s->reserved - ((size_t)2 << 20));
         if (getrandom(s->salt, sizeof s->salt, 0) != (ssize_t)sizeof s->salt)
             goto fail;
         /* the same header a file has, so one code path serves both */
