@@ -17,6 +17,7 @@
    With STATE_DIR, a state-file verifier of each size is added (files made there, removed). */
 #define _GNU_SOURCE
 #include "kbm.h"
+#include "min_bu.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,6 @@
 #include <unistd.h>
 
 #define BATCH 4096
-#define PKT 96
 #define SMALL 10000
 
 static double cpu_ns(void)
@@ -48,43 +48,10 @@ static uint64_t next(void)
 static uint8_t (*homes)[16], (*kbms)[KBM_SIZE];
 static uint16_t *seqs;
 static uint32_t *order;
-static const uint8_t cn[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01};
 
 static void build(uint8_t *p, size_t i)
 {
-    memset(p, 0, PKT);
-    p[0] = 0x60;
-    p[5] = 56;
-    p[6] = 60;
-    p[7] = 64;
-    uint8_t *coa = p + 8;
-    memcpy(coa, homes[i], 16);
-    coa[3] ^= 1;
-    memcpy(p + 24, cn, 16);
-    p[40] = 135;
-    p[41] = 2;
-    p[42] = 1;
-    p[43] = 2;
-    p[46] = 0xC9;
-    p[47] = 16;
-    memcpy(p + 48, homes[i], 16);
-    uint8_t *mh = p + 64;
-    mh[0] = 59;
-    mh[1] = 3;
-    mh[2] = 5;
-    uint16_t seq = ++seqs[i];
-    mh[6] = (uint8_t)(seq >> 8);
-    mh[7] = (uint8_t)seq;
-    mh[8] = 0x80;
-    mh[11] = 100;
-    mh[12] = 1;
-    mh[13] = 4;
-    mh[18] = 5;
-    mh[19] = 12;
-    kbm_authenticator(kbms[i], coa, cn, mh, 32, mh + 20);
-    uint16_t c = kbm_mh_checksum(p + 48, cn, mh, 32);
-    mh[4] = (uint8_t)(c >> 8);
-    mh[5] = (uint8_t)c;
+    build_min_bu(p, homes[i], kbms[i], ++seqs[i]);
 }
 
 typedef struct {
