@@ -307,6 +307,7 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
     struct kbm_index *old = atomic_load(&v->index), *x = NULL;
     struct kbm_kcn **retired = calloc(n ? n : 1, sizeof *retired);
     size_t nretired = 0, done = 0;
+    int locked = 0; /* the state file's lock, taken once for all the peers (at the first) */
     if (!retired) {
         rc = KBM_ENOMEM;
         goto out;
@@ -323,12 +324,18 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
         if (spec->key_len > KBM_KEY_MAX || spec->home_nonce_len > KBM_NONCE_MAX ||
             spec->care_of_nonce_len > KBM_NONCE_MAX || (spec->key_len && !spec->key))
             goto out;
-        rc = kbm_state_slot(&v->state, spec->home, &slot);
+        if (!locked) {
+            rc = kbm_state_lock(&v->state);
+            if (rc)
+                goto out;
+            locked = 1;
+        }
+        rc = kbm_state_slot_locked(&v->state, spec->home, &slot);
         if (rc)
             goto out;
         /* a used-up or replaced key is refused here, with the peer's index for the message */
         uint32_t fp = kbm_state_fingerprint(&v->state, spec);
-        rc = kbm_state_key_status(&v->state, slot, fp, v->rekey_limit);
+        rc = kbm_state_key_status_locked(&v->state, slot, fp, v->rekey_limit);
         if (rc) {
             *failed = done;
             goto out;
@@ -363,9 +370,21 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
         }
         kbm_wipe(&p, sizeof p);
     }
+    if (locked) {
+        /* cut or replaced while we held the lock (other writers wait for it; truncation does
+           not): refuse as a check per peer would have */
+        rc = kbm_state_check(&v->state);
+        if (rc)
+            goto out;
+        /* before publish: verifiers it waits for may be waiting for this lock */
+        kbm_state_unlock(&v->state);
+        locked = 0;
+    }
     publish(v, x, retired, nretired);
     x = NULL;
 out:
+    if (locked)
+        kbm_state_unlock(&v->state);
     burn_stack(); /* the fingerprints' HMACs and peer_init read raw keys: once for all peers */
     if (x) {
         /* failure: free what this call created, keep what the old index still owns */
