@@ -51,7 +51,6 @@ static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n)
     return ~crc;
 }
 
-/* The count word: the slot count (bits 0-31) and CRC-32(header bytes 0-23 | salt | count). */
 /* Once the header is checked (or written) and the salt known: what every check starts with. */
 static void set_salt(kbm_state *s)
 {
@@ -60,6 +59,7 @@ static void set_salt(kbm_state *s)
     kbm_mac_key_init(&s->salt_mac, s->salt, KBM_STATE_SALT);
 }
 
+/* The count word: the slot count (bits 0-31) and CRC-32(header bytes 0-23 | salt | count). */
 static uint64_t make_count_word(const kbm_state *s, uint32_t count)
 {
     uint8_t c[4];
