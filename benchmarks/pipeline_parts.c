@@ -33,12 +33,13 @@
 #include "../csrc/verify.c"
 #endif
 
+#include "min_bu.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 #define BATCH 4096
-#define PKT 96
 
 static double cpu_ns(void)
 {
@@ -65,44 +66,11 @@ static uint32_t *order;
 static kbm_mac_key *keys;
 static kbm_mac96_req *reqs;
 static uint8_t (*macs)[12];
-static const uint8_t cn[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01};
 
-/* The canonical minimal Binding Update (verify.c's MIN_LEN layout) from peer i. */
+/* Peer i's next minimal Binding Update (min_bu.h). */
 static void build(uint8_t *p, size_t i)
 {
-    memset(p, 0, PKT);
-    p[0] = 0x60;
-    p[5] = 56;
-    p[6] = 60;
-    p[7] = 64;
-    uint8_t *coa = p + 8;
-    memcpy(coa, homes[i], 16);
-    coa[3] ^= 1; /* a care-of address in another network */
-    memcpy(p + 24, cn, 16);
-    p[40] = 135;
-    p[41] = 2;
-    p[42] = 1;
-    p[43] = 2;
-    p[46] = 0xC9;
-    p[47] = 16;
-    memcpy(p + 48, homes[i], 16);
-    uint8_t *mh = p + 64;
-    mh[0] = 59;
-    mh[1] = 3;
-    mh[2] = 5;
-    uint16_t seq = ++seqs[i];
-    mh[6] = (uint8_t)(seq >> 8);
-    mh[7] = (uint8_t)seq;
-    mh[8] = 0x80; /* A */
-    mh[11] = 100; /* lifetime */
-    mh[12] = 1;   /* PadN, 4 bytes */
-    mh[13] = 4;
-    mh[18] = 5; /* Binding Authorization Data */
-    mh[19] = 12;
-    kbm_authenticator(kbms[i], coa, cn, mh, 32, mh + 20);
-    uint16_t c = kbm_mh_checksum(p + 48, cn, mh, 32);
-    mh[4] = (uint8_t)(c >> 8);
-    mh[5] = (uint8_t)c;
+    build_min_bu(p, homes[i], kbms[i], ++seqs[i]);
 }
 
 /* A new stream: the peers in random order (cycling when there are more packets than peers). */

@@ -37,22 +37,33 @@ typedef struct {
     size_t reserved; /* bytes of address space mapped */
     size_t count;    /* slots this process has indexed */
     size_t file_size;
-    uint32_t *index; /* address -> slot + 1, open addressing; touched only by writers */
+    /* address -> slot, open addressing, touched only by writers: an entry is the address hash's
+       low 32 bits (its position, and a tag that spares reading most slots) << 32 | slot + 1 */
+    uint64_t *index;
     size_t index_mask;
+    int index_mapped; /* kbm_big_alloc's */
     uint64_t seed[2];
     _Atomic size_t need; /* bytes the indexed slots need: a shorter file was truncated */
     _Atomic int broken;  /* 0, or the status every call returns once the file changed */
     uint8_t salt[KBM_STATE_SALT]; /* the file's: keys the fingerprints and checks */
+    kbm_mac_key salt_mac;         /* the salt as HMAC midstates (fingerprints) */
+    uint32_t crc_head, crc_salt;  /* CRC-32 of header bytes 0-23 | salt, and of the salt */
     pthread_mutex_t mu; /* taken with the file's flock (flock does not exclude our threads) */
     int mu_ready;
 } kbm_state;
 
 int kbm_state_open(kbm_state *s, const char *path, const uint64_t seed[2]);
 void kbm_state_close(kbm_state *s);
-/* The slot of address, appended (under the file's flock) if it has none. */
-int kbm_state_slot(kbm_state *s, const uint8_t addr[16], uint32_t *slot);
 /* Without creating: 1 and *slot if address has one, else 0. */
 int kbm_state_find(kbm_state *s, const uint8_t addr[16], uint32_t *slot);
+/* The file's lock (and the mutex) held across many calls, as kbm_verifier_set_peers does for
+   its peers: kbm_state_lock checks the file and indexes other processes' slots; in between,
+   the _locked calls below take no lock and make no system call but to grow the file. Never
+   held while waiting for verifiers (they may wait for it in kbm_state_retire). */
+int kbm_state_lock(kbm_state *s);
+void kbm_state_unlock(kbm_state *s);
+/* The slot of address, appended if it has none. */
+int kbm_state_slot_locked(kbm_state *s, const uint8_t addr[16], uint32_t *slot);
 /* Like kbm_state_find, after indexing slots other processes appended; <0 on error. */
 int kbm_state_lookup(kbm_state *s, const uint8_t addr[16], uint32_t *slot);
 int kbm_state_flush(kbm_state *s);
@@ -62,9 +73,9 @@ int kbm_state_flush(kbm_state *s);
 int kbm_state_check(kbm_state *s);
 /* The fingerprint of a peer's key identity under the file's salt: 1..2^31-1 (_stateformat). */
 uint32_t kbm_state_fingerprint(const kbm_state *s, const kbm_peer_spec *spec);
-/* Installing a key: KBM_OK, KBM_EEXHAUSTED (the slot's key, used up) or KBM_EEARLIER; or
-   kbm_state_check's status. */
-int kbm_state_key_status(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t rekey_limit);
+/* Installing a key, under kbm_state_lock: KBM_OK, KBM_EEXHAUSTED (the slot's key, used up) or
+   KBM_EEARLIER. */
+int kbm_state_key_status_locked(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t rekey_limit);
 /* Key fp replaces the slot's key current: 1 when fp is an earlier key (refuse); else 0 once
    current is in the slot's history (written before the caller stores the new word); <0 error
    (KBM_ECHANGED: kbm_state_check failed, nothing was touched). */
@@ -129,7 +140,18 @@ struct kbm_index {
     size_t n, cap;
     kbm_bucket *buckets;
     size_t mask;
+    int peers_mapped, buckets_mapped; /* from kbm_big_alloc's mapping (1) or the heap (0) */
 };
+
+/* Zeroed memory for a large table that verifiers read at random: from 2 MiB up, a 2 MiB-aligned
+   anonymous mapping advised MADV_HUGEPAGE, so that one TLB entry covers 2 MiB (*mapped = 1);
+   smaller, or when that fails or KBMFAST_HUGEPAGES=0, 64-byte aligned heap memory (*mapped = 0).
+   Huge pages are only advice: without them the memory is the same, on 4 KiB pages. */
+void *kbm_big_alloc(size_t bytes, int *mapped);
+void kbm_big_free(void *p, size_t bytes, int mapped);
+/* Advise MADV_HUGEPAGE on the whole 2 MiB pages inside [p, p + bytes) (unless
+   KBMFAST_HUGEPAGES=0); failure is ignored. */
+void kbm_advise_huge(void *p, size_t bytes);
 
 struct kbm_verifier {
     _Atomic(struct kbm_index *) index;

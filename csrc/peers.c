@@ -11,7 +11,58 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static int huge_wanted(void)
+{
+    const char *e = getenv("KBMFAST_HUGEPAGES");
+    return !(e && strcmp(e, "0") == 0);
+}
+
+void kbm_advise_huge(void *p, size_t bytes)
+{
+    uintptr_t mask = (uintptr_t)HUGE_PAGE - 1, start = ((uintptr_t)p + mask) & ~mask,
+              end = ((uintptr_t)p + bytes) & ~mask;
+    if (end > start && huge_wanted())
+        (void)madvise((void *)start, end - start, MADV_HUGEPAGE); /* advice: may fail, harmless */
+}
+
+void *kbm_big_alloc(size_t bytes, int *mapped)
+{
+    *mapped = 0;
+    if (bytes >= HUGE_PAGE && bytes <= SIZE_MAX / 2 && huge_wanted()) {
+        /* map 2 MiB more than asked, keep the 2 MiB-aligned part: [m, m + head) and the tail
+           after the rounded-up request go back */
+        uint8_t *m = mmap(NULL, bytes + HUGE_PAGE, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m != MAP_FAILED) {
+            size_t head = (HUGE_PAGE - ((uintptr_t)m & (HUGE_PAGE - 1))) & (HUGE_PAGE - 1);
+            size_t used = (bytes + 4095) & ~(size_t)4095;
+            if (head)
+                munmap(m, head);
+            munmap(m + head + used, HUGE_PAGE - head);
+            (void)madvise(m + head, used, MADV_HUGEPAGE);
+            *mapped = 1;
+            return m + head; /* zeroed by the kernel */
+        }
+    }
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    if (p)
+        memset(p, 0, rounded);
+    return p;
+}
+
+void kbm_big_free(void *p, size_t bytes, int mapped)
+{
+    if (mapped)
+        munmap(p, bytes);
+    else
+        free(p);
+}
 
 /* The bucket of the peer whose home address is home (hash h), or NULL. */
 static kbm_bucket *bucket_of(const struct kbm_index *x, uint64_t h, const uint8_t home[16])
@@ -95,10 +146,11 @@ void kbm_index_free(struct kbm_index *x, int free_kcn)
             kcn_free(x->kcn[i]);
     if (x->peers) {
         kbm_wipe(x->peers, x->cap * sizeof *x->peers);
-        free(x->peers);
+        kbm_big_free(x->peers, x->cap * sizeof *x->peers, x->peers_mapped);
     }
     free(x->kcn);
-    free(x->buckets);
+    if (x->buckets)
+        kbm_big_free(x->buckets, (x->mask + 1) * sizeof *x->buckets, x->buckets_mapped);
     free(x);
 }
 
@@ -111,15 +163,15 @@ static struct kbm_index *index_alloc(size_t cap)
     while (nb < cap * 2)
         nb *= 2;
     x->cap = cap ? cap : 1;
-    x->peers = aligned_alloc(64, x->cap * sizeof *x->peers); /* a peer per cache line */
+    /* a peer per cache line; peers and buckets on huge pages when large (kbm_big_alloc) */
+    x->peers = kbm_big_alloc(x->cap * sizeof *x->peers, &x->peers_mapped);
     x->kcn = calloc(x->cap, sizeof *x->kcn);
-    x->buckets = calloc(nb, sizeof *x->buckets);
     x->mask = nb - 1;
+    x->buckets = kbm_big_alloc(nb * sizeof *x->buckets, &x->buckets_mapped);
     if (!x->peers || !x->kcn || !x->buckets) {
         kbm_index_free(x, 0);
         return NULL;
     }
-    memset(x->peers, 0, x->cap * sizeof *x->peers);
     return x;
 }
 
@@ -255,6 +307,7 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
     struct kbm_index *old = atomic_load(&v->index), *x = NULL;
     struct kbm_kcn **retired = calloc(n ? n : 1, sizeof *retired);
     size_t nretired = 0, done = 0;
+    int locked = 0; /* the state file's lock, taken once for all the peers (at the first) */
     if (!retired) {
         rc = KBM_ENOMEM;
         goto out;
@@ -271,12 +324,18 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
         if (spec->key_len > KBM_KEY_MAX || spec->home_nonce_len > KBM_NONCE_MAX ||
             spec->care_of_nonce_len > KBM_NONCE_MAX || (spec->key_len && !spec->key))
             goto out;
-        rc = kbm_state_slot(&v->state, spec->home, &slot);
+        if (!locked) {
+            rc = kbm_state_lock(&v->state);
+            if (rc)
+                goto out;
+            locked = 1;
+        }
+        rc = kbm_state_slot_locked(&v->state, spec->home, &slot);
         if (rc)
             goto out;
         /* a used-up or replaced key is refused here, with the peer's index for the message */
         uint32_t fp = kbm_state_fingerprint(&v->state, spec);
-        rc = kbm_state_key_status(&v->state, slot, fp, v->rekey_limit);
+        rc = kbm_state_key_status_locked(&v->state, slot, fp, v->rekey_limit);
         if (rc) {
             *failed = done;
             goto out;
@@ -311,9 +370,21 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
         }
         kbm_wipe(&p, sizeof p);
     }
+    if (locked) {
+        /* cut or replaced while we held the lock (other writers wait for it; truncation does
+           not): refuse as a check per peer would have */
+        rc = kbm_state_check(&v->state);
+        if (rc)
+            goto out;
+        /* before publish: verifiers it waits for may be waiting for this lock */
+        kbm_state_unlock(&v->state);
+        locked = 0;
+    }
     publish(v, x, retired, nretired);
     x = NULL;
 out:
+    if (locked)
+        kbm_state_unlock(&v->state);
     burn_stack(); /* the fingerprints' HMACs and peer_init read raw keys: once for all peers */
     if (x) {
         /* failure: free what this call created, keep what the old index still owns */

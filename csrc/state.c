@@ -51,14 +51,20 @@ static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n)
     return ~crc;
 }
 
+/* Once the header is checked (or written) and the salt known: what every check starts with. */
+static void set_salt(kbm_state *s)
+{
+    s->crc_head = crc32_update(crc32_update(0, s->base, 24), s->salt, KBM_STATE_SALT);
+    s->crc_salt = crc32_update(0, s->salt, KBM_STATE_SALT);
+    kbm_mac_key_init(&s->salt_mac, s->salt, KBM_STATE_SALT);
+}
+
 /* The count word: the slot count (bits 0-31) and CRC-32(header bytes 0-23 | salt | count). */
 static uint64_t make_count_word(const kbm_state *s, uint32_t count)
 {
     uint8_t c[4];
     memcpy(c, &count, 4);
-    uint32_t crc = crc32_update(0, s->base, 24);
-    crc = crc32_update(crc, s->salt, KBM_STATE_SALT);
-    crc = crc32_update(crc, c, 4);
+    uint32_t crc = crc32_update(s->crc_head, c, 4); /* header bytes 0-23 | salt | count */
     return (uint64_t)count | (uint64_t)crc << 32;
 }
 
@@ -66,8 +72,7 @@ static uint32_t slot_check(const kbm_state *s, uint32_t index, const uint8_t add
 {
     uint8_t i[4];
     memcpy(i, &index, 4);
-    uint32_t crc = crc32_update(0, s->salt, KBM_STATE_SALT);
-    crc = crc32_update(crc, i, 4);
+    uint32_t crc = crc32_update(s->crc_salt, i, 4); /* salt | index | address */
     return crc32_update(crc, addr, 16);
 }
 
@@ -113,41 +118,47 @@ static _Atomic uint64_t *count_word(const kbm_state *s)
     return (_Atomic uint64_t *)(void *)(s->base + 24);
 }
 
+#define ENTRY_HASH(e) ((uint32_t)((e) >> 32))
+#define ENTRY_SLOT(e) ((uint32_t)(e) - 1)
+
 static int index_insert(kbm_state *s, const uint8_t addr[16], uint32_t slot)
 {
     if ((s->count + 1) * 2 > s->index_mask + 1) {
+        /* the entries carry their position: growing reads no slot */
         size_t cap = (s->index_mask + 1) * 2;
-        uint32_t *grown = calloc(cap, sizeof *grown);
+        int mapped;
+        uint64_t *grown = kbm_big_alloc(cap * sizeof *grown, &mapped);
         if (!grown)
             return KBM_ENOMEM;
         for (size_t i = 0; i <= s->index_mask; i++) {
-            uint32_t e = s->index[i];
+            uint64_t e = s->index[i];
             if (!e)
                 continue;
-            const uint8_t *a = slot_at(s, (size_t)(e - 1));
-            size_t j = kbm_hash16(s->seed, a) & (cap - 1);
+            size_t j = ENTRY_HASH(e) & (cap - 1);
             while (grown[j])
                 j = (j + 1) & (cap - 1);
             grown[j] = e;
         }
-        free(s->index);
+        kbm_big_free(s->index, (s->index_mask + 1) * sizeof *s->index, s->index_mapped);
         s->index = grown;
         s->index_mask = cap - 1;
+        s->index_mapped = mapped;
     }
-    size_t j = kbm_hash16(s->seed, addr) & s->index_mask;
+    uint32_t h = (uint32_t)kbm_hash16(s->seed, addr);
+    size_t j = h & s->index_mask;
     while (s->index[j])
         j = (j + 1) & s->index_mask;
-    s->index[j] = slot + 1;
+    s->index[j] = (uint64_t)h << 32 | ((uint64_t)slot + 1);
     return KBM_OK;
 }
 
 int kbm_state_find(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
 {
-    size_t j = kbm_hash16(s->seed, addr) & s->index_mask;
-    for (uint32_t e; (e = s->index[j]) != 0; j = (j + 1) & s->index_mask) {
-        const uint8_t *a = slot_at(s, (size_t)(e - 1));
-        if (memcmp(a, addr, 16) == 0) {
-            *slot = e - 1;
+    uint32_t h = (uint32_t)kbm_hash16(s->seed, addr);
+    size_t j = h & s->index_mask;
+    for (uint64_t e; (e = s->index[j]) != 0; j = (j + 1) & s->index_mask) {
+        if (ENTRY_HASH(e) == h && memcmp(slot_at(s, ENTRY_SLOT(e)), addr, 16) == 0) {
+            *slot = ENTRY_SLOT(e);
             return 1;
         }
     }
@@ -285,7 +296,7 @@ int kbm_state_open(kbm_state *s, const char *path, const uint64_t seed[2])
     if (pthread_mutex_init(&s->mu, NULL) != 0)
         return KBM_ENOMEM;
     s->mu_ready = 1;
-    s->index = calloc(64, sizeof *s->index);
+    s->index = kbm_big_alloc(64 * sizeof *s->index, &s->index_mapped);
     if (!s->index) {
         kbm_state_close(s);
         return KBM_ENOMEM;
@@ -296,6 +307,9 @@ int kbm_state_open(kbm_state *s, const char *path, const uint64_t seed[2])
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (s->base == MAP_FAILED)
             goto fail;
+        /* slots past the first 2 MiB on huge pages (a small table keeps its 4 KiB ones); a file
+           mapping gets none (not on a regular file system), so only the anonymous one */
+        kbm_advise_huge(s->base + ((size_t)2 << 20), s->reserved - ((size_t)2 << 20));
         if (getrandom(s->salt, sizeof s->salt, 0) != (ssize_t)sizeof s->salt)
             goto fail;
         /* the same header a file has, so one code path serves both */
@@ -303,6 +317,7 @@ int kbm_state_open(kbm_state *s, const char *path, const uint64_t seed[2])
         memcpy(s->base, magic, 8);
         memcpy(s->base + 8, fields, sizeof fields);
         memcpy(s->base + 32, s->salt, sizeof s->salt);
+        set_salt(s);
         atomic_store(count_word(s), make_count_word(s, 0));
         s->file_size = s->reserved;
         return KBM_OK;
@@ -328,6 +343,7 @@ int kbm_state_open(kbm_state *s, const char *path, const uint64_t seed[2])
         fields[2] != KBM_STATE_SLOT || fields[3] != 0)
         goto fail;
     memcpy(s->salt, s->base + 32, sizeof s->salt);
+    set_salt(s);
     rc = refresh(s);
     if (rc)
         goto fail;
@@ -348,7 +364,9 @@ void kbm_state_close(kbm_state *s)
         fsync(s->fd);
         close(s->fd);
     }
-    free(s->index);
+    if (s->index)
+        kbm_big_free(s->index, (s->index_mask + 1) * sizeof *s->index, s->index_mapped);
+    kbm_wipe(&s->salt_mac, sizeof s->salt_mac);
     if (s->mu_ready)
         pthread_mutex_destroy(&s->mu);
     s->mu_ready = 0;
@@ -364,6 +382,10 @@ static int append(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
         return KBM_EFULL;
     size_t need = KBM_STATE_HEADER + (i + 1) * KBM_STATE_SLOT;
     if (s->fd >= 0 && need > s->file_size) {
+        /* a long kbm_state_lock: look again whether the file was cut or replaced meanwhile */
+        int rc = kbm_state_check(s);
+        if (rc)
+            return rc;
         size_t grown = KBM_STATE_HEADER + (i + GROW_SLOTS) * KBM_STATE_SLOT;
         if (grown > s->reserved)
             grown = s->reserved;
@@ -392,20 +414,26 @@ static int append(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
     return KBM_OK;
 }
 
-int kbm_state_slot(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
+int kbm_state_lock(kbm_state *s)
 {
-    int rc = kbm_state_check(s);
-    if (rc)
-        return rc;
-    if (kbm_state_find(s, addr, slot))
-        return KBM_OK;
     if (lock(s) != 0)
         return KBM_EIO;
-    rc = s->fd < 0 ? KBM_OK : refresh(s);
-    if (rc == KBM_OK && !kbm_state_find(s, addr, slot))
-        rc = append(s, addr, slot);
-    unlock(s);
+    int rc = s->fd < 0 ? KBM_OK : refresh(s); /* checks the file, indexes others' slots */
+    if (rc)
+        unlock(s);
     return rc;
+}
+
+void kbm_state_unlock(kbm_state *s)
+{
+    unlock(s);
+}
+
+int kbm_state_slot_locked(kbm_state *s, const uint8_t addr[16], uint32_t *slot)
+{
+    if (kbm_state_find(s, addr, slot))
+        return KBM_OK;
+    return append(s, addr, slot);
 }
 
 int kbm_state_flush(kbm_state *s)
@@ -458,7 +486,7 @@ uint32_t kbm_state_fingerprint(const kbm_state *s, const kbm_peer_spec *spec)
     if (spec->care_of_nonce_len)
         memcpy(msg + n, spec->care_of_nonce, spec->care_of_nonce_len);
     n += spec->care_of_nonce_len;
-    kbm_hmac_sha1(s->salt, sizeof s->salt, msg, n, digest);
+    kbm_hmac_sha1_mid(&s->salt_mac, msg, n, digest);
     uint32_t h;
     memcpy(&h, digest, 4);
     kbm_wipe(msg, n); /* the bytes written: the rest of msg was never set */
@@ -475,13 +503,10 @@ static int in_history(const kbm_state *s, uint32_t slot, uint32_t fp)
     return 0;
 }
 
-int kbm_state_key_status(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t rekey_limit)
+int kbm_state_key_status_locked(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t rekey_limit)
 {
-    int changed = kbm_state_check(s); /* the word and history are in the mapping */
-    if (changed)
-        return changed;
-    if (lock(s) != 0)
-        return KBM_EIO;
+    /* the word and history are in the mapping: kbm_state_lock checked the file, and slot is one
+       it indexed or appended since */
     uint64_t w = atomic_load(kbm_state_word(s, slot));
     int rc = KBM_OK;
     if (KBM_W_FP(w) == fp) {
@@ -490,7 +515,6 @@ int kbm_state_key_status(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t reke
     } else if (in_history(s, slot, fp)) {
         rc = KBM_EEARLIER;
     }
-    unlock(s);
     return rc;
 }
 

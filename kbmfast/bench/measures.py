@@ -541,6 +541,22 @@ def keyfile_to_verifier(keys: kbmfast.KeyTable) -> float:
     return dt
 
 
+def keyfile_to_verifier_with_state(keys: kbmfast.KeyTable) -> tuple[float, float]:
+    """Seconds from a key file to a running C Verifier with a state file: a new one (a slot
+    appended for every peer), then that one again (every slot found: a restart)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path, state = os.path.join(tmp, "cn.keys"), os.path.join(tmp, "cn.state")
+        keys.save(path)
+        times = []
+        for _ in range(2):
+            gc.collect()
+            t0 = perf_counter()
+            verifier = kbmfast.Verifier(kbmfast.KeyTable.load(path), state=state)
+            times.append(perf_counter() - t0)
+            verifier.close()
+    return times[0], times[1]
+
+
 def measure_setup(w: Workload, repeat: int) -> list[Figure]:
     """Building the KeyTable of ``w``'s peers and a Verifier from it, µs per peer (best run)."""
     homes = [peer_addresses(i)[0] for i in range(w.peers)]
@@ -598,6 +614,7 @@ def big_table(peers: int, rounds: int, batch: int, seed: int, plot: bool) -> dic
     trimmed = _malloc_trim()
     rss3 = _rss()
     out["setup"] = {"keytable_s": t1 - t0, "verifier_s": t2 - t1, "keyfile_s": keyfile_to_verifier(keys)}
+    out["setup"]["keyfile_state_s"], out["setup"]["keyfile_state_again_s"] = keyfile_to_verifier_with_state(keys)
     out["memory"] = {
         "keytable": (rss1 - rss0) / peers,
         "verifier": (rss2 - rss1) / peers,

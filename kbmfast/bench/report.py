@@ -300,6 +300,8 @@ def run(config: BenchConfig | None = None, workload: Workload | None = None, *, 
             Figure("big.setup.keytable", f"KeyTable.add_kbm, {peers} peers", s["keytable_s"] / peers * 1e6, "µs/peer"),
             Figure("big.setup.verifier", f"Verifier(keys), {peers} peers", s["verifier_s"] / peers * 1e6, "µs/peer"),
             Figure("big.setup.keyfile", f"key file -> Verifier (load + Verifier), {peers} peers", s["keyfile_s"], "s"),
+            Figure("big.setup.keyfile_state", "  the same with a new state file", s["keyfile_state_s"], "s"),
+            Figure("big.setup.keyfile_state_again", "  again, that state file (a restart)", s["keyfile_state_again_s"], "s"),
             Figure("memory.keytable", f"KeyTable (the key file in memory), {peers} peers", mem["keytable"], "B/peer"),
             Figure("memory.verifier", f"Verifier beyond the key table, {peers} peers (RSS)", mem["verifier"], "B/peer"),
         ]
