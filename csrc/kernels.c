@@ -107,41 +107,57 @@ static void narrow(const kbm_mac96_req *const *q, size_t n)
 }
 
 #define MAX_LANES 16
+#define WINDOW 64 /* requests sorted at a time (four 16-lane groups) */
 
-/* n <= lanes messages on a multi-buffer kernel: group 0 minimal ones (a 32-byte Mobility
-   Header: blocks built in registers), group g > 0 others of g inner blocks (built here). */
-static void wide(int id, const kbm_mac96_req *const *q, size_t n, size_t group)
+/* The group a request goes to: 0 for a minimal Binding Update (a 32-byte Mobility Header: its
+   block is built in registers), else its inner block count; above KBM_WIDE_MAX_BLOCKS, two at
+   a time on SHA-NI (or portable C). */
+static size_t mac_class(const kbm_mac96_req *r)
+{
+    return r->mh_len == 32 ? 0 : kbm_mac96_nblocks(r->mh_len);
+}
+
+/* n <= lanes messages, sorted by class, on a multi-buffer kernel: all minimal ones from their
+   pieces; else every one laid out here (kbm_mac96_block), one block count for all, or held
+   lanes when the counts differ. */
+static void wide(int id, const kbm_mac96_req *const *q, size_t n)
 {
 #if defined(__x86_64__)
-    _Alignas(64) uint8_t buf[MAX_LANES][128];
+    _Alignas(64) uint8_t buf[MAX_LANES][64 * KBM_WIDE_MAX_BLOCKS];
     const kbm_mac_key *keys[MAX_LANES];
     const uint8_t *a[MAX_LANES], *b[MAX_LANES], *c[MAX_LANES];
     uint8_t *out[MAX_LANES];
+    size_t nb[MAX_LANES];
+    const size_t first = mac_class(q[0]), last = mac_class(q[n - 1]);
     for (size_t i = 0; i < n; i++) {
         keys[i] = q[i]->key;
         out[i] = q[i]->out;
         a[i] = q[i]->co;
         b[i] = q[i]->cn;
         c[i] = q[i]->mh;
-        if (group) {
-            kbm_mac96_block(buf[i], q[i]->co, q[i]->cn, q[i]->mh, q[i]->mh_len);
+        if (last) {
+            nb[i] = kbm_mac96_block(buf[i], q[i]->co, q[i]->cn, q[i]->mh, q[i]->mh_len);
             a[i] = buf[i];
         }
     }
-    if (id == KBM_KERNEL_AVX512) {
-        if (group)
-            kbm_mac96_mb_avx512(keys, a, group, out, n);
-        else
+    const int w512 = id == KBM_KERNEL_AVX512;
+    if (!last) {
+        if (w512)
             kbm_mac96_min_mb_avx512(keys, a, b, c, out, n);
-    } else {
-        if (group)
-            kbm_mac96_mb_avx2(keys, a, group, out, n);
         else
             kbm_mac96_min_mb_avx2(keys, a, b, c, out, n);
+    } else if (first == last) {
+        if (w512)
+            kbm_mac96_mb_avx512(keys, a, last, out, n);
+        else
+            kbm_mac96_mb_avx2(keys, a, last, out, n);
+    } else if (w512) {
+        kbm_mac96_mbv_avx512(keys, a, nb, out, n);
+    } else {
+        kbm_mac96_mbv_avx2(keys, a, nb, out, n);
     }
 #else
     (void)id;
-    (void)group;
     narrow(q, n);
 #endif
 }
@@ -156,36 +172,41 @@ void kbm_mac96_batch_with(int id, const kbm_mac96_req *r, size_t n)
         return;
     }
     const size_t lanes = id == KBM_KERNEL_AVX512 ? 16 : id == KBM_KERNEL_AVX2 ? 8 : 0;
-    const kbm_mac96_req *group[3][MAX_LANES], *rest[2];
-    size_t in_group[3] = {0, 0, 0}, in_rest = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t g = r[i].mh_len == 32 ? 0 : kbm_mac96_nblocks(r[i].mh_len);
-        if (lanes && g <= 2) {
-            group[g][in_group[g]++] = &r[i];
-            if (in_group[g] == lanes) {
-                wide(id, group[g], lanes, g);
-                in_group[g] = 0;
-            }
-        } else {
-            rest[in_rest++] = &r[i];
-            if (in_rest == 2) {
-                narrow(rest, 2);
-                in_rest = 0;
-            }
-        }
-    }
-    narrow(rest, in_rest);
     /* A part-filled call costs as much as a full one: fewer than half the lanes go two at a
        time instead, where SHA-NI makes that cheap (not while kbm_sha1_force_portable holds:
        the tests' way to take the other branch on a CPU with SHA-NI). */
-    int shani = kbm_sha1_use_shani();
-    for (size_t g = 0; g < 3; g++) {
-        if (!in_group[g])
+    const int shani = kbm_sha1_use_shani();
+    for (size_t base = 0; base < n; base += WINDOW) {
+        const size_t m = n - base < WINDOW ? n - base : WINDOW;
+        const kbm_mac96_req *q[WINDOW];
+        if (!lanes) {
+            for (size_t i = 0; i < m; i++)
+                q[i] = &r[base + i];
+            narrow(q, m);
             continue;
-        if (shani && 2 * in_group[g] < lanes)
-            narrow(group[g], in_group[g]);
-        else
-            wide(id, group[g], in_group[g], g);
+        }
+        /* counting sort by class: equal block counts share lane groups, and a group of mixed
+           counts holds lanes for as few blocks as the sort allows */
+        size_t at[KBM_WIDE_MAX_BLOCKS + 3] = {0};
+        for (size_t i = 0; i < m; i++) {
+            size_t g = mac_class(&r[base + i]);
+            at[(g <= KBM_WIDE_MAX_BLOCKS ? g : KBM_WIDE_MAX_BLOCKS + 1) + 1]++;
+        }
+        for (size_t g = 1; g < KBM_WIDE_MAX_BLOCKS + 3; g++)
+            at[g] += at[g - 1];
+        const size_t wide_n = at[KBM_WIDE_MAX_BLOCKS + 1];
+        for (size_t i = 0; i < m; i++) {
+            size_t g = mac_class(&r[base + i]);
+            q[at[g <= KBM_WIDE_MAX_BLOCKS ? g : KBM_WIDE_MAX_BLOCKS + 1]++] = &r[base + i];
+        }
+        for (size_t g = 0; g < wide_n; g += lanes) {
+            size_t k = wide_n - g < lanes ? wide_n - g : lanes;
+            if (shani && 2 * k < lanes)
+                narrow(q + g, k);
+            else
+                wide(id, q + g, k);
+        }
+        narrow(q + wide_n, m - wide_n);
     }
 }
 
@@ -317,6 +338,114 @@ void kbm_sha1_key_batch_with(int id, const uint8_t *const blk[], kbm_mac_key *co
 {
     rr_stage st = {NULL, blk, NULL, out};
     rr_run(id, &st, n);
+}
+
+/* ---- RFC 4449 registration keys (mac.h) ---- */
+
+/* The care-of token's message, care_of | nonce | 1, padded after the ipad block into buf
+   (128 bytes); returns its block count (1, or 2 for a nonce over 38 bytes). */
+static size_t token_block(uint8_t buf[128], const kbm_derive_req *r)
+{
+    const size_t len = 17 + r->nonce_len, blocks = (len + 8) / 64 + 1;
+    memcpy(buf, r->care_of, 16);
+    if (r->nonce_len)
+        memcpy(buf + 16, r->nonce, r->nonce_len);
+    buf[len - 1] = 1;
+    buf[len] = 0x80;
+    memset(buf + len + 1, 0, 64 * blocks - 4 - (len + 1));
+    kbm_store32_be(buf + 64 * blocks - 4, (uint32_t)((64 + len) * 8));
+    return blocks;
+}
+
+/* One at a time, as peers.c's kbm_kcn_key does on a cache miss. */
+static void derive_one(const kbm_derive_req *r)
+{
+    uint8_t msg[17 + 64], digest[20], tokens[16];
+    memcpy(msg, r->care_of, 16);
+    if (r->nonce_len)
+        memcpy(msg + 16, r->nonce, r->nonce_len);
+    msg[16 + r->nonce_len] = 1;
+    kbm_hmac_sha1_mid(r->kcn, msg, 17 + r->nonce_len, digest);
+    memcpy(tokens, r->hkt, 8);
+    memcpy(tokens + 8, digest, 8);
+    kbm_sha1(tokens, sizeof tokens, digest);
+    kbm_mac_key_init(r->out, digest, sizeof digest);
+    kbm_wipe(msg, sizeof msg);
+    kbm_wipe(digest, sizeof digest);
+    kbm_wipe(tokens, sizeof tokens);
+}
+
+/* n <= lanes derivations in two multi-buffer calls: the care-of tokens (each lane its own Kcn,
+   held lanes for long nonces), then SHA1(tokens) as HMAC midstates. */
+static void derive_wide(int id, const kbm_derive_req *r, size_t n)
+{
+#if defined(__x86_64__)
+    _Alignas(64) uint8_t msg[MAX_LANES][128], blk[MAX_LANES][64], tok[MAX_LANES][12];
+    uint8_t pair[16];
+    const kbm_mac_key *keys[MAX_LANES];
+    const uint8_t *bp[MAX_LANES];
+    uint8_t *tp[MAX_LANES];
+    kbm_mac_key *op[MAX_LANES];
+    size_t nb[MAX_LANES];
+    for (size_t i = 0; i < n; i++) {
+        nb[i] = token_block(msg[i], &r[i]);
+        keys[i] = r[i].kcn;
+        bp[i] = msg[i];
+        tp[i] = tok[i];
+    }
+    if (id == KBM_KERNEL_AVX512)
+        kbm_mac96_mbv_avx512(keys, bp, nb, tp, n);
+    else
+        kbm_mac96_mbv_avx2(keys, bp, nb, tp, n);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(pair, r[i].hkt, 8);
+        memcpy(pair + 8, tok[i], 8);
+        kbm_pad_block(blk[i], pair, sizeof pair, 0);
+        bp[i] = blk[i];
+        op[i] = r[i].out;
+    }
+    if (id == KBM_KERNEL_AVX512)
+        kbm_sha1_key_mb_avx512(bp, op, n);
+    else
+        kbm_sha1_key_mb_avx2(bp, op, n);
+    kbm_wipe(msg, sizeof msg);
+    kbm_wipe(blk, sizeof blk);
+    kbm_wipe(tok, sizeof tok);
+    kbm_wipe(pair, sizeof pair);
+#else
+    (void)id;
+    for (size_t i = 0; i < n; i++)
+        derive_one(&r[i]);
+#endif
+}
+
+/* The kernels leave key schedules and spilled vectors on the stack: overwrite the stack below
+   the caller once a batch of keys has been derived (as peers.c's burn_stack). */
+__attribute__((noinline)) static void burn_stack(void)
+{
+    uint8_t scratch[4096];
+    kbm_wipe(scratch, sizeof scratch);
+}
+
+void kbm_derive_batch_with(int id, const kbm_derive_req *r, size_t n)
+{
+    if (!n)
+        return;
+    if (!kbm_kernel_supported(id))
+        id = KBM_KERNEL_PORTABLE;
+    const size_t lanes = id == KBM_KERNEL_AVX512 ? 16 : id == KBM_KERNEL_AVX2 ? 8 : 0;
+    const int shani = kbm_sha1_use_shani();
+    for (size_t i = 0; i < n;) {
+        size_t k = lanes && n - i > lanes ? lanes : n - i;
+        if (!lanes || (shani && 2 * k < lanes)) { /* as kbm_mac96_batch_with */
+            for (size_t j = i; j < i + k; j++)
+                derive_one(&r[j]);
+        } else {
+            derive_wide(id, r + i, k);
+        }
+        i += k;
+    }
+    burn_stack();
 }
 
 /* ---- Calibration ---- */
