@@ -185,8 +185,7 @@ void kbm_mac96_batch_with(int id, const kbm_mac96_req *r, size_t n)
             narrow(q, m);
             continue;
         }
-        /* counting sort by class: equal block counts share lane groups, and a group of mixed
-           counts holds lanes for as few blocks as the sort allows */
+        /* counting sort by class: equal block counts share lane groups */
         size_t at[KBM_WIDE_MAX_BLOCKS + 3] = {0};
         for (size_t i = 0; i < m; i++) {
             size_t g = mac_class(&r[base + i]);
@@ -199,12 +198,22 @@ void kbm_mac96_batch_with(int id, const kbm_mac96_req *r, size_t n)
             size_t g = mac_class(&r[base + i]);
             q[at[g <= KBM_WIDE_MAX_BLOCKS ? g : KBM_WIDE_MAX_BLOCKS + 1]++] = &r[base + i];
         }
-        for (size_t g = 0; g < wide_n; g += lanes) {
-            size_t k = wide_n - g < lanes ? wide_n - g : lanes;
-            if (shani && 2 * k < lanes)
-                narrow(q + g, k);
-            else
-                wide(id, q + g, k);
+        /* With SHA-NI, each class in its own groups, a part-filled one two at a time unless
+           it fills half the lanes: a group of mixed counts runs its longest count on every
+           lane, and the few longer messages of a chunk cost less on SHA-NI (Zen 4, issue 14's
+           shapes traffic: MACs 7 % slower mixed). Without it, portable C is the alternative:
+           the sorted classes run on in full groups, a group of mixed counts holding lanes for
+           as few blocks as the sort allows. */
+        for (size_t g = 0, from = 0; from < wide_n; g++) {
+            size_t to = shani ? at[g] : wide_n;
+            for (size_t i = from; i < to; i += lanes) {
+                size_t k = to - i < lanes ? to - i : lanes;
+                if (shani && 2 * k < lanes)
+                    narrow(q + i, k);
+                else
+                    wide(id, q + i, k);
+            }
+            from = to;
         }
         narrow(q + wide_n, m - wide_n);
     }
@@ -357,22 +366,44 @@ static size_t token_block(uint8_t buf[128], const kbm_derive_req *r)
     return blocks;
 }
 
-/* One at a time, as peers.c's kbm_kcn_key does on a cache miss. */
-static void derive_one(const kbm_derive_req *r)
+/* n <= MAX_LANES derivations two at a time (SHA-NI interleaved, or portable C): the care-of
+   tokens, then SHA1(tokens) as HMAC midstates (rr_narrow's key stage). */
+static void derive_narrow(compress2_fn *c2, const kbm_derive_req *r, size_t n)
 {
-    uint8_t msg[17 + 64], digest[20], tokens[16];
-    memcpy(msg, r->care_of, 16);
-    if (r->nonce_len)
-        memcpy(msg + 16, r->nonce, r->nonce_len);
-    msg[16 + r->nonce_len] = 1;
-    kbm_hmac_sha1_mid(r->kcn, msg, 17 + r->nonce_len, digest);
-    memcpy(tokens, r->hkt, 8);
-    memcpy(tokens + 8, digest, 8);
-    kbm_sha1(tokens, sizeof tokens, digest);
-    kbm_mac_key_init(r->out, digest, sizeof digest);
+    uint8_t msg[2][128], b[2][64], d[20], pair[16], blk[MAX_LANES][64];
+    uint32_t s[2][5];
+    const uint8_t *bp[MAX_LANES];
+    kbm_mac_key *op[MAX_LANES];
+    for (size_t i = 0; i < n; i += 2) {
+        size_t use1 = i + 1 < n, j = use1 ? i + 1 : i;
+        size_t nb0 = token_block(msg[0], &r[i]), nb1 = token_block(msg[1], &r[j]);
+        memcpy(s[0], r[i].kcn->inner, sizeof s[0]);
+        memcpy(s[1], r[j].kcn->inner, sizeof s[1]);
+        c2(s[0], msg[0], nb0, s[1], msg[1], use1 ? nb1 : 0);
+        for (size_t k = 0; k < 2; k++) {
+            for (int w = 0; w < 5; w++)
+                kbm_store32_be(d + 4 * w, s[k][w]);
+            kbm_pad_block(b[k], d, 20, 64);
+            memcpy(s[k], r[k ? j : i].kcn->outer, sizeof s[k]);
+        }
+        c2(s[0], b[0], 1, s[1], b[1], use1);
+        for (size_t k = 0; k <= use1; k++) {
+            memcpy(pair, r[i + k].hkt, 8);
+            kbm_store32_be(pair + 8, s[k][0]);
+            kbm_store32_be(pair + 12, s[k][1]);
+            kbm_pad_block(blk[i + k], pair, sizeof pair, 0);
+            bp[i + k] = blk[i + k];
+            op[i + k] = r[i + k].out;
+        }
+    }
+    rr_stage st = {NULL, bp, NULL, op};
+    rr_narrow(c2, &st, 0, n);
     kbm_wipe(msg, sizeof msg);
-    kbm_wipe(digest, sizeof digest);
-    kbm_wipe(tokens, sizeof tokens);
+    kbm_wipe(b, sizeof b);
+    kbm_wipe(d, sizeof d);
+    kbm_wipe(pair, sizeof pair);
+    kbm_wipe(blk, 64 * n);
+    kbm_wipe(s, sizeof s);
 }
 
 /* n <= lanes derivations in two multi-buffer calls: the care-of tokens (each lane its own Kcn,
@@ -408,14 +439,13 @@ static void derive_wide(int id, const kbm_derive_req *r, size_t n)
         kbm_sha1_key_mb_avx512(bp, op, n);
     else
         kbm_sha1_key_mb_avx2(bp, op, n);
-    kbm_wipe(msg, sizeof msg);
-    kbm_wipe(blk, sizeof blk);
-    kbm_wipe(tok, sizeof tok);
+    kbm_wipe(msg, sizeof msg[0] * n);
+    kbm_wipe(blk, sizeof blk[0] * n);
+    kbm_wipe(tok, sizeof tok[0] * n);
     kbm_wipe(pair, sizeof pair);
 #else
     (void)id;
-    for (size_t i = 0; i < n; i++)
-        derive_one(&r[i]);
+    derive_narrow(kbm_sha1_compress2, r, n);
 #endif
 }
 
@@ -433,16 +463,17 @@ void kbm_derive_batch_with(int id, const kbm_derive_req *r, size_t n)
         return;
     if (!kbm_kernel_supported(id))
         id = KBM_KERNEL_PORTABLE;
-    const size_t lanes = id == KBM_KERNEL_AVX512 ? 16 : id == KBM_KERNEL_AVX2 ? 8 : 0;
+    const size_t lanes = id == KBM_KERNEL_AVX512 ? 16 : id == KBM_KERNEL_AVX2 ? 8 : MAX_LANES;
     const int shani = kbm_sha1_use_shani();
+    compress2_fn *c2 = id == KBM_KERNEL_PORTABLE ? compress2_portable : kbm_sha1_compress2;
     for (size_t i = 0; i < n;) {
-        size_t k = lanes && n - i > lanes ? lanes : n - i;
-        if (!lanes || (shani && 2 * k < lanes)) { /* as kbm_mac96_batch_with */
-            for (size_t j = i; j < i + k; j++)
-                derive_one(&r[j]);
-        } else {
+        size_t k = n - i > lanes ? lanes : n - i;
+        /* as kbm_mac96_batch_with: a wide call costs about what 7 of 16 lanes (4 of 8 for
+           AVX2) cost on two SHA-NI streams (Zen 4) */
+        if (id < KBM_KERNEL_AVX2 || (shani && 2 * k < lanes))
+            derive_narrow(c2, r + i, k);
+        else
             derive_wide(id, r + i, k);
-        }
         i += k;
     }
     burn_stack();

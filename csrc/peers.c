@@ -215,10 +215,10 @@ int kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out)
     if (kbm_kcn_cached(c, care_of, out))
         return 1;
     /* Miss: Kbm = SHA1(hkt | First(64, HMAC_SHA1(Kcn, care_of | care-of nonce | 1))), one
-       key (a batch of one runs on SHA-NI or portable C, and burns the stack after it) */
+       key (a batch of one: SHA-NI, or portable C on a CPU without it; the stack burnt after) */
     kbm_derive_req r;
     kbm_kcn_derive_req(c, care_of, out, &r);
-    kbm_derive_batch_with(KBM_KERNEL_PORTABLE, &r, 1);
+    kbm_derive_batch_with(KBM_KERNEL_SHANI, &r, 1);
     return 0;
 }
 
