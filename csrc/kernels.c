@@ -107,7 +107,6 @@ static void narrow(const kbm_mac96_req *const *q, size_t n)
 }
 
 #define MAX_LANES 16
-#define WINDOW 64 /* requests sorted at a time (four 16-lane groups) */
 
 /* The group a request goes to: 0 for a minimal Binding Update (a 32-byte Mobility Header: its
    block is built in registers), else its inner block count; above KBM_WIDE_MAX_BLOCKS, two at
@@ -117,7 +116,7 @@ static size_t mac_class(const kbm_mac96_req *r)
     return r->mh_len == 32 ? 0 : kbm_mac96_nblocks(r->mh_len);
 }
 
-/* n <= lanes messages, sorted by class, on a multi-buffer kernel: all minimal ones from their
+/* n <= lanes messages, in class order, on a multi-buffer kernel: all minimal ones from their
    pieces; else every one laid out here (kbm_mac96_block), one block count for all, or held
    lanes when the counts differ. */
 static void wide(int id, const kbm_mac96_req *const *q, size_t n)
@@ -172,51 +171,67 @@ void kbm_mac96_batch_with(int id, const kbm_mac96_req *r, size_t n)
         return;
     }
     const size_t lanes = id == KBM_KERNEL_AVX512 ? 16 : id == KBM_KERNEL_AVX2 ? 8 : 0;
-    /* A part-filled call costs as much as a full one: fewer than half the lanes go two at a
-       time instead, where SHA-NI makes that cheap (not while kbm_sha1_force_portable holds:
-       the tests' way to take the other branch on a CPU with SHA-NI). */
-    const int shani = kbm_sha1_use_shani();
-    for (size_t base = 0; base < n; base += WINDOW) {
-        const size_t m = n - base < WINDOW ? n - base : WINDOW;
-        const kbm_mac96_req *q[WINDOW];
-        if (!lanes) {
-            for (size_t i = 0; i < m; i++)
-                q[i] = &r[base + i];
-            narrow(q, m);
-            continue;
+    if (!lanes) {
+        const kbm_mac96_req *q[2];
+        for (size_t i = 0; i < n; i += 2) {
+            q[0] = &r[i];
+            q[1] = i + 1 < n ? &r[i + 1] : NULL;
+            narrow(q, q[1] ? 2 : 1);
         }
-        /* counting sort by class: equal block counts share lane groups */
-        size_t at[KBM_WIDE_MAX_BLOCKS + 3] = {0};
-        for (size_t i = 0; i < m; i++) {
-            size_t g = mac_class(&r[base + i]);
-            at[(g <= KBM_WIDE_MAX_BLOCKS ? g : KBM_WIDE_MAX_BLOCKS + 1) + 1]++;
-        }
-        for (size_t g = 1; g < KBM_WIDE_MAX_BLOCKS + 3; g++)
-            at[g] += at[g - 1];
-        const size_t wide_n = at[KBM_WIDE_MAX_BLOCKS + 1];
-        for (size_t i = 0; i < m; i++) {
-            size_t g = mac_class(&r[base + i]);
-            q[at[g <= KBM_WIDE_MAX_BLOCKS ? g : KBM_WIDE_MAX_BLOCKS + 1]++] = &r[base + i];
-        }
-        /* With SHA-NI, each class in its own groups, a part-filled one two at a time unless
-           it fills half the lanes: a group of mixed counts runs its longest count on every
-           lane, and the few longer messages of a chunk cost less on SHA-NI (Zen 4, issue 14's
-           shapes traffic: MACs 7 % slower mixed). Without it, portable C is the alternative:
-           the sorted classes run on in full groups, a group of mixed counts holding lanes for
-           as few blocks as the sort allows. */
-        for (size_t g = 0, from = 0; from < wide_n; g++) {
-            size_t to = shani ? at[g] : wide_n;
-            for (size_t i = from; i < to; i += lanes) {
-                size_t k = to - i < lanes ? to - i : lanes;
-                if (shani && 2 * k < lanes)
-                    narrow(q + i, k);
-                else
-                    wide(id, q + i, k);
-            }
-            from = to;
-        }
-        narrow(q + wide_n, m - wide_n);
+        return;
     }
+    /* One lane group per class (equal block counts), each run when full; longer messages
+       two at a time. */
+    const kbm_mac96_req *group[KBM_WIDE_MAX_BLOCKS + 1][MAX_LANES], *rest[2];
+    size_t in_group[KBM_WIDE_MAX_BLOCKS + 1] = {0}, in_rest = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t g = mac_class(&r[i]);
+        if (g <= KBM_WIDE_MAX_BLOCKS) {
+            group[g][in_group[g]++] = &r[i];
+            if (in_group[g] == lanes) {
+                wide(id, group[g], lanes);
+                in_group[g] = 0;
+            }
+        } else {
+            rest[in_rest++] = &r[i];
+            if (in_rest == 2) {
+                narrow(rest, 2);
+                in_rest = 0;
+            }
+        }
+    }
+    narrow(rest, in_rest);
+    /* The part-filled groups. With SHA-NI, each on its own, two at a time unless it fills
+       half the lanes (a part-filled call costs as much as a full one, and SHA-NI makes two
+       at a time cheap; not while kbm_sha1_force_portable holds: the tests' way to take the
+       other branch on a CPU with SHA-NI): merged, a group runs its longest count on every
+       lane, and the few longer messages of a chunk cost less on SHA-NI (Zen 4, issue 14's
+       shapes traffic: MACs 7 % slower merged). Without it, portable C is the alternative:
+       the classes, in order, run on in full groups, a group of mixed counts holding lanes for
+       as few blocks as that order allows. */
+    if (kbm_sha1_use_shani()) {
+        for (size_t g = 0; g <= KBM_WIDE_MAX_BLOCKS; g++) {
+            if (!in_group[g])
+                continue;
+            if (2 * in_group[g] < lanes)
+                narrow(group[g], in_group[g]);
+            else
+                wide(id, group[g], in_group[g]);
+        }
+        return;
+    }
+    const kbm_mac96_req *q[MAX_LANES];
+    size_t k = 0;
+    for (size_t g = 0; g <= KBM_WIDE_MAX_BLOCKS; g++)
+        for (size_t i = 0; i < in_group[g]; i++) {
+            q[k++] = group[g][i];
+            if (k == lanes) {
+                wide(id, q, k);
+                k = 0;
+            }
+        }
+    if (k)
+        wide(id, q, k);
 }
 
 void kbm_mac96_batch(const kbm_mac96_req *r, size_t n)

@@ -150,9 +150,10 @@ int kbm_kernel_force(int id);
    if it has not run), or 0 when id is not supported. */
 double kbm_kernel_calibration_ns(int id);
 /* The MACs of r[0..n), any n, with the current kernel / with kernel id (an unsupported one
-   runs portable C). Wide kernels take messages of up to KBM_WIDE_MAX_BLOCKS inner blocks:
-   sorted by block count and cut into full lane groups, a group of mixed counts holding its
-   finished lanes (kbm_mac96_mbv); longer messages go two at a time. */
+   runs portable C). Wide kernels take messages of up to KBM_WIDE_MAX_BLOCKS inner blocks in
+   full lane groups of one block count; the part-filled groups go two at a time on SHA-NI
+   (unless half full), or without SHA-NI merge in block-count order, a group of mixed counts
+   holding its finished lanes (kbm_mac96_mbv); longer messages go two at a time. */
 #define KBM_WIDE_MAX_BLOCKS 4
 void kbm_mac96_batch(const kbm_mac96_req *r, size_t n);
 void kbm_mac96_batch_with(int id, const kbm_mac96_req *r, size_t n);
