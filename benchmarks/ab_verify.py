@@ -11,7 +11,11 @@ verdict checked), pins itself to ``--cpu``, and then the parent asks each for on
 in turn, ``--runs`` rounds, so load from elsewhere on a shared machine hits all of them alike.
 Times are the verifying thread's CPU time (time.thread_time: a run preempted by another job
 is not charged the wait). Prints each one's median and best verifications/s, and ratios of
-medians to the first.
+medians to the first. With ``--traffic shapes|rejects`` it also prints the ceiling for that
+mix, measured between the rounds on the same core: the best kernel's compressions/s (every
+kernel this CPU runs, ``kbm_bench_kernel``, thread CPU time, best of the rounds) divided by the
+compressions per packet the mix needs (``Traffic.compressions``: ``workload.mix_compressions``),
+and each NAME's median against it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 CHILD = r"""
 import os, sys, time
@@ -81,6 +86,26 @@ def main() -> int:
             text=True,
         )
         procs.append((name, p))
+    rates: dict[str, float] = {}
+    per_packet = 0.0
+    if a.traffic != "minimal":
+        os.sched_setaffinity(0, {a.cpu})
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from kbmfast import bench
+        from kbmfast import fast as _fast
+        from kbmfast._native_edge import lib
+
+        t = bench.make_traffic(a.traffic, a.peers, a.peers * a.rounds, 0)
+        per_packet = t.compressions / len(t.packets)
+        usable = [(i, name) for i, (name, ok, _) in enumerate(_fast.kernel_table()) if ok]
+
+        def ceiling_round() -> None:
+            for i, name in usable:
+                blocks = 200_000 if name == "portable" else 2_000_000
+                t0 = time.thread_time()
+                lib.kbm_bench_kernel(i, blocks)
+                rates[name] = max(rates.get(name, 0.0), blocks / (time.thread_time() - t0))
+
     kernels = {}
     for name, p in procs:
         assert p.stdout is not None
@@ -95,15 +120,24 @@ def main() -> int:
             p.stdin.write("go\n")
             p.stdin.flush()
             times[name].append(float(p.stdout.readline()))
+        if per_packet:
+            ceiling_round()
     n = a.peers * a.rounds
     first = statistics.median(times[procs[0][0]])
     print(
         f"C verify_buffer, {a.traffic} traffic, {a.peers} peers x {a.rounds}, batch 4096, CPU {a.cpu}, {a.runs} interleaved runs"
     )
-    print(f"{'name':<16}{'kernel':<10}{'median':>12}{'best':>12}{'x first':>9}")
+    ceiling = max(rates.values()) / per_packet if per_packet else 0.0
+    if ceiling:
+        best_kernel = max(rates, key=lambda k: rates[k])
+        kinds = ", ".join(f"{k} {r / 1e6:.1f} M" for k, r in rates.items())
+        print(f"compressions/s: {kinds}; the mix needs {per_packet:.3f} per packet")
+        print(f"ceiling for this mix: {ceiling / 1e6:.2f} M/s ({best_kernel} / {per_packet:.3f})")
+    print(f"{'name':<16}{'kernel':<10}{'median':>12}{'best':>12}{'x first':>9}" + (f"{'of ceiling':>12}" if ceiling else ""))
     for name, p in procs:
         med, best = statistics.median(times[name]), min(times[name])
-        print(f"{name:<16}{kernels[name]:<10}{n / med / 1e6:>10.2f} M{n / best / 1e6:>10.2f} M{first / med:>9.2f}")
+        row = f"{name:<16}{kernels[name]:<10}{n / med / 1e6:>10.2f} M{n / best / 1e6:>10.2f} M{first / med:>9.2f}"
+        print(row + (f"{n / med / ceiling:>12.2f}" if ceiling else ""))
         assert p.stdin is not None
         p.stdin.close()
         p.wait()

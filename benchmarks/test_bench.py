@@ -155,6 +155,12 @@ def test_traffic(benchmark: BenchmarkFixture, record: Recorder, traffic: Traffic
     for out in runs:
         check_verdicts(out, traffic.verdicts[:n], f"{backend} on {traffic.kind} traffic")
     record(n)
+    if backend == "c" and benchmark.stats:
+        # the ceiling for this mix, from this run: every kernel's compressions/s, the best one
+        # divided by the compressions per packet the mix needs (workload.mix_compressions)
+        kernels = measures.execute([measures.plan_compress(1_000_000, 2), *measures.plan_kernels(1_000_000)], repeat)
+        ceiling = max(m.best for m in kernels) / (traffic.compressions / len(traffic.packets))
+        record(value=100 * n / benchmark.stats.stats.min / ceiling, unit="% of the mix's ceiling")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -198,6 +198,16 @@ size_t kbm_index_check(const struct kbm_index *x, const uint64_t seed[2]);
    derived now. A derived key is cached by kbm_kcn_publish only once a Binding Update it
    verified has authenticated, so forged care-of addresses cannot evict the genuine one. */
 int kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out);
+/* kbm_kcn_key's two halves, for a batch of derivations (kbm_derive_batch_with): 1 and *out
+   from the cache, else 0; and the request that derives the key for care_of into *out. */
+int kbm_kcn_cached(const struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out);
+static inline void kbm_kcn_prefetch(const struct kbm_kcn *c)
+{
+    __builtin_prefetch(&c->version);
+    __builtin_prefetch(&c->cache[6]);
+}
+void kbm_kcn_derive_req(const struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out,
+                        kbm_derive_req *r);
 void kbm_kcn_publish(struct kbm_kcn *c, const uint8_t care_of[16], const kbm_mac_key *key);
 
 /* Readers bracket every use of the index; writers wait for both reader counts to drain. */

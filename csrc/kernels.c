@@ -108,40 +108,55 @@ static void narrow(const kbm_mac96_req *const *q, size_t n)
 
 #define MAX_LANES 16
 
-/* n <= lanes messages on a multi-buffer kernel: group 0 minimal ones (a 32-byte Mobility
-   Header: blocks built in registers), group g > 0 others of g inner blocks (built here). */
-static void wide(int id, const kbm_mac96_req *const *q, size_t n, size_t group)
+/* The group a request goes to: 0 for a minimal Binding Update (a 32-byte Mobility Header: its
+   block is built in registers), else its inner block count; above KBM_WIDE_MAX_BLOCKS, two at
+   a time on SHA-NI (or portable C). */
+static size_t mac_class(const kbm_mac96_req *r)
+{
+    return r->mh_len == 32 ? 0 : kbm_mac96_nblocks(r->mh_len);
+}
+
+/* n <= lanes messages, in class order, on a multi-buffer kernel: all minimal ones from their
+   pieces; else every one laid out here (kbm_mac96_block), one block count for all, or held
+   lanes when the counts differ. */
+static void wide(int id, const kbm_mac96_req *const *q, size_t n)
 {
 #if defined(__x86_64__)
-    _Alignas(64) uint8_t buf[MAX_LANES][128];
+    _Alignas(64) uint8_t buf[MAX_LANES][64 * KBM_WIDE_MAX_BLOCKS];
     const kbm_mac_key *keys[MAX_LANES];
     const uint8_t *a[MAX_LANES], *b[MAX_LANES], *c[MAX_LANES];
     uint8_t *out[MAX_LANES];
+    size_t nb[MAX_LANES];
+    const size_t first = mac_class(q[0]), last = mac_class(q[n - 1]);
     for (size_t i = 0; i < n; i++) {
         keys[i] = q[i]->key;
         out[i] = q[i]->out;
         a[i] = q[i]->co;
         b[i] = q[i]->cn;
         c[i] = q[i]->mh;
-        if (group) {
-            kbm_mac96_block(buf[i], q[i]->co, q[i]->cn, q[i]->mh, q[i]->mh_len);
+        if (last) {
+            nb[i] = kbm_mac96_block(buf[i], q[i]->co, q[i]->cn, q[i]->mh, q[i]->mh_len);
             a[i] = buf[i];
         }
     }
-    if (id == KBM_KERNEL_AVX512) {
-        if (group)
-            kbm_mac96_mb_avx512(keys, a, group, out, n);
-        else
+    const int w512 = id == KBM_KERNEL_AVX512;
+    if (!last) {
+        if (w512)
             kbm_mac96_min_mb_avx512(keys, a, b, c, out, n);
-    } else {
-        if (group)
-            kbm_mac96_mb_avx2(keys, a, group, out, n);
         else
             kbm_mac96_min_mb_avx2(keys, a, b, c, out, n);
+    } else if (first == last) {
+        if (w512)
+            kbm_mac96_mb_avx512(keys, a, last, out, n);
+        else
+            kbm_mac96_mb_avx2(keys, a, last, out, n);
+    } else if (w512) {
+        kbm_mac96_mbv_avx512(keys, a, nb, out, n);
+    } else {
+        kbm_mac96_mbv_avx2(keys, a, nb, out, n);
     }
 #else
     (void)id;
-    (void)group;
     narrow(q, n);
 #endif
 }
@@ -156,14 +171,25 @@ void kbm_mac96_batch_with(int id, const kbm_mac96_req *r, size_t n)
         return;
     }
     const size_t lanes = id == KBM_KERNEL_AVX512 ? 16 : id == KBM_KERNEL_AVX2 ? 8 : 0;
-    const kbm_mac96_req *group[3][MAX_LANES], *rest[2];
-    size_t in_group[3] = {0, 0, 0}, in_rest = 0;
+    if (!lanes) {
+        const kbm_mac96_req *q[2];
+        for (size_t i = 0; i < n; i += 2) {
+            q[0] = &r[i];
+            q[1] = i + 1 < n ? &r[i + 1] : NULL;
+            narrow(q, q[1] ? 2 : 1);
+        }
+        return;
+    }
+    /* One lane group per class (equal block counts), each run when full; longer messages
+       two at a time. */
+    const kbm_mac96_req *group[KBM_WIDE_MAX_BLOCKS + 1][MAX_LANES], *rest[2];
+    size_t in_group[KBM_WIDE_MAX_BLOCKS + 1] = {0}, in_rest = 0;
     for (size_t i = 0; i < n; i++) {
-        size_t g = r[i].mh_len == 32 ? 0 : kbm_mac96_nblocks(r[i].mh_len);
-        if (lanes && g <= 2) {
+        size_t g = mac_class(&r[i]);
+        if (g <= KBM_WIDE_MAX_BLOCKS) {
             group[g][in_group[g]++] = &r[i];
             if (in_group[g] == lanes) {
-                wide(id, group[g], lanes, g);
+                wide(id, group[g], lanes);
                 in_group[g] = 0;
             }
         } else {
@@ -175,18 +201,37 @@ void kbm_mac96_batch_with(int id, const kbm_mac96_req *r, size_t n)
         }
     }
     narrow(rest, in_rest);
-    /* A part-filled call costs as much as a full one: fewer than half the lanes go two at a
-       time instead, where SHA-NI makes that cheap (not while kbm_sha1_force_portable holds:
-       the tests' way to take the other branch on a CPU with SHA-NI). */
-    int shani = kbm_sha1_use_shani();
-    for (size_t g = 0; g < 3; g++) {
-        if (!in_group[g])
-            continue;
-        if (shani && 2 * in_group[g] < lanes)
-            narrow(group[g], in_group[g]);
-        else
-            wide(id, group[g], in_group[g], g);
+    /* The part-filled groups. With SHA-NI, each on its own, two at a time unless it fills
+       half the lanes (a part-filled call costs as much as a full one, and SHA-NI makes two
+       at a time cheap; not while kbm_sha1_force_portable holds: the tests' way to take the
+       other branch on a CPU with SHA-NI): merged, a group runs its longest count on every
+       lane, and the few longer messages of a chunk cost less on SHA-NI (Zen 4, issue 14's
+       shapes traffic: MACs 7 % slower merged). Without it, portable C is the alternative:
+       the classes, in order, run on in full groups, a group of mixed counts holding lanes for
+       as few blocks as that order allows. */
+    if (kbm_sha1_use_shani()) {
+        for (size_t g = 0; g <= KBM_WIDE_MAX_BLOCKS; g++) {
+            if (!in_group[g])
+                continue;
+            if (2 * in_group[g] < lanes)
+                narrow(group[g], in_group[g]);
+            else
+                wide(id, group[g], in_group[g]);
+        }
+        return;
     }
+    const kbm_mac96_req *q[MAX_LANES];
+    size_t k = 0;
+    for (size_t g = 0; g <= KBM_WIDE_MAX_BLOCKS; g++)
+        for (size_t i = 0; i < in_group[g]; i++) {
+            q[k++] = group[g][i];
+            if (k == lanes) {
+                wide(id, q, k);
+                k = 0;
+            }
+        }
+    if (k)
+        wide(id, q, k);
 }
 
 void kbm_mac96_batch(const kbm_mac96_req *r, size_t n)
@@ -317,6 +362,136 @@ void kbm_sha1_key_batch_with(int id, const uint8_t *const blk[], kbm_mac_key *co
 {
     rr_stage st = {NULL, blk, NULL, out};
     rr_run(id, &st, n);
+}
+
+/* ---- RFC 4449 registration keys (mac.h) ---- */
+
+/* The care-of token's message, care_of | nonce | 1, padded after the ipad block into buf
+   (128 bytes); returns its block count (1, or 2 for a nonce over 38 bytes). */
+static size_t token_block(uint8_t buf[128], const kbm_derive_req *r)
+{
+    const size_t len = 17 + r->nonce_len, blocks = (len + 8) / 64 + 1;
+    memcpy(buf, r->care_of, 16);
+    if (r->nonce_len)
+        memcpy(buf + 16, r->nonce, r->nonce_len);
+    buf[len - 1] = 1;
+    buf[len] = 0x80;
+    memset(buf + len + 1, 0, 64 * blocks - 4 - (len + 1));
+    kbm_store32_be(buf + 64 * blocks - 4, (uint32_t)((64 + len) * 8));
+    return blocks;
+}
+
+/* n <= MAX_LANES derivations two at a time (SHA-NI interleaved, or portable C): the care-of
+   tokens, then SHA1(tokens) as HMAC midstates (rr_narrow's key stage). */
+static void derive_narrow(compress2_fn *c2, const kbm_derive_req *r, size_t n)
+{
+    uint8_t msg[2][128], b[2][64], d[20], pair[16], blk[MAX_LANES][64];
+    uint32_t s[2][5];
+    const uint8_t *bp[MAX_LANES];
+    kbm_mac_key *op[MAX_LANES];
+    for (size_t i = 0; i < n; i += 2) {
+        size_t use1 = i + 1 < n, j = use1 ? i + 1 : i;
+        size_t nb0 = token_block(msg[0], &r[i]), nb1 = token_block(msg[1], &r[j]);
+        memcpy(s[0], r[i].kcn->inner, sizeof s[0]);
+        memcpy(s[1], r[j].kcn->inner, sizeof s[1]);
+        c2(s[0], msg[0], nb0, s[1], msg[1], use1 ? nb1 : 0);
+        for (size_t k = 0; k < 2; k++) {
+            for (int w = 0; w < 5; w++)
+                kbm_store32_be(d + 4 * w, s[k][w]);
+            kbm_pad_block(b[k], d, 20, 64);
+            memcpy(s[k], r[k ? j : i].kcn->outer, sizeof s[k]);
+        }
+        c2(s[0], b[0], 1, s[1], b[1], use1);
+        for (size_t k = 0; k <= use1; k++) {
+            memcpy(pair, r[i + k].hkt, 8);
+            kbm_store32_be(pair + 8, s[k][0]);
+            kbm_store32_be(pair + 12, s[k][1]);
+            kbm_pad_block(blk[i + k], pair, sizeof pair, 0);
+            bp[i + k] = blk[i + k];
+            op[i + k] = r[i + k].out;
+        }
+    }
+    rr_stage st = {NULL, bp, NULL, op};
+    rr_narrow(c2, &st, 0, n);
+    kbm_wipe(msg, sizeof msg);
+    kbm_wipe(b, sizeof b);
+    kbm_wipe(d, sizeof d);
+    kbm_wipe(pair, sizeof pair);
+    kbm_wipe(blk, 64 * n);
+    kbm_wipe(s, sizeof s);
+}
+
+/* n <= lanes derivations in two multi-buffer calls: the care-of tokens (each lane its own Kcn,
+   held lanes for long nonces), then SHA1(tokens) as HMAC midstates. */
+static void derive_wide(int id, const kbm_derive_req *r, size_t n)
+{
+#if defined(__x86_64__)
+    _Alignas(64) uint8_t msg[MAX_LANES][128], blk[MAX_LANES][64], tok[MAX_LANES][12];
+    uint8_t pair[16];
+    const kbm_mac_key *keys[MAX_LANES];
+    const uint8_t *bp[MAX_LANES];
+    uint8_t *tp[MAX_LANES];
+    kbm_mac_key *op[MAX_LANES];
+    size_t nb[MAX_LANES];
+    for (size_t i = 0; i < n; i++) {
+        nb[i] = token_block(msg[i], &r[i]);
+        keys[i] = r[i].kcn;
+        bp[i] = msg[i];
+        tp[i] = tok[i];
+    }
+    if (id == KBM_KERNEL_AVX512)
+        kbm_mac96_mbv_avx512(keys, bp, nb, tp, n);
+    else
+        kbm_mac96_mbv_avx2(keys, bp, nb, tp, n);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(pair, r[i].hkt, 8);
+        memcpy(pair + 8, tok[i], 8);
+        kbm_pad_block(blk[i], pair, sizeof pair, 0);
+        bp[i] = blk[i];
+        op[i] = r[i].out;
+    }
+    if (id == KBM_KERNEL_AVX512)
+        kbm_sha1_key_mb_avx512(bp, op, n);
+    else
+        kbm_sha1_key_mb_avx2(bp, op, n);
+    kbm_wipe(msg, sizeof msg[0] * n);
+    kbm_wipe(blk, sizeof blk[0] * n);
+    kbm_wipe(tok, sizeof tok[0] * n);
+    kbm_wipe(pair, sizeof pair);
+#else
+    (void)id;
+    derive_narrow(kbm_sha1_compress2, r, n);
+#endif
+}
+
+/* The kernels leave key schedules and spilled vectors on the stack: overwrite the stack below
+   the caller once a batch of keys has been derived (as peers.c's burn_stack). */
+__attribute__((noinline)) static void burn_stack(void)
+{
+    uint8_t scratch[4096];
+    kbm_wipe(scratch, sizeof scratch);
+}
+
+void kbm_derive_batch_with(int id, const kbm_derive_req *r, size_t n)
+{
+    if (!n)
+        return;
+    if (!kbm_kernel_supported(id))
+        id = KBM_KERNEL_PORTABLE;
+    const size_t lanes = id == KBM_KERNEL_AVX512 ? 16 : id == KBM_KERNEL_AVX2 ? 8 : MAX_LANES;
+    const int shani = kbm_sha1_use_shani();
+    compress2_fn *c2 = id == KBM_KERNEL_PORTABLE ? compress2_portable : kbm_sha1_compress2;
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i > lanes ? lanes : n - i;
+        /* as kbm_mac96_batch_with: a wide call costs about what 7 of 16 lanes (4 of 8 for
+           AVX2) cost on two SHA-NI streams (Zen 4) */
+        if (id < KBM_KERNEL_AVX2 || (shani && 2 * k < lanes))
+            derive_narrow(c2, r + i, k);
+        else
+            derive_wide(id, r + i, k);
+        i += k;
+    }
+    burn_stack();
 }
 
 /* ---- Calibration ---- */

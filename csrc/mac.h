@@ -149,8 +149,12 @@ int kbm_kernel_force(int id);
 /* Nanoseconds per minimal-BU MAC measured for kernel id by the calibration (calibrating first
    if it has not run), or 0 when id is not supported. */
 double kbm_kernel_calibration_ns(int id);
-/* The MACs of r[0..n), any n, with the current kernel / with kernel id (which must be
-   supported). Wide kernels take messages of one or two inner blocks in full lanes. */
+/* The MACs of r[0..n), any n, with the current kernel / with kernel id (an unsupported one
+   runs portable C). Wide kernels take messages of up to KBM_WIDE_MAX_BLOCKS inner blocks in
+   full lane groups of one block count; the part-filled groups go two at a time on SHA-NI
+   (unless half full), or without SHA-NI merge in block-count order, a group of mixed counts
+   holding its finished lanes (kbm_mac96_mbv); longer messages go two at a time. */
+#define KBM_WIDE_MAX_BLOCKS 4
 void kbm_mac96_batch(const kbm_mac96_req *r, size_t n);
 void kbm_mac96_batch_with(int id, const kbm_mac96_req *r, size_t n);
 /* Runs about `blocks` compressions with kernel id (a benchmark of its raw rate). */
@@ -179,6 +183,11 @@ void kbm_mac96_min_mb_avx2(const kbm_mac_key *const key[], const uint8_t *const 
 void kbm_mac96_min_mb_avx512(const kbm_mac_key *const key[], const uint8_t *const co[],
                              const uint8_t *const cn[], const uint8_t *const mh[],
                              uint8_t *const out[], size_t n);
+/* kbm_mac96_mb with nblocks[i] (>= 1) blocks in lane i: lanes that finish early are held. */
+void kbm_mac96_mbv_avx2(const kbm_mac_key *const key[], const uint8_t *const blk[],
+                        const size_t nblocks[], uint8_t *const out[], size_t n);
+void kbm_mac96_mbv_avx512(const kbm_mac_key *const key[], const uint8_t *const blk[],
+                          const size_t nblocks[], uint8_t *const out[], size_t n);
 /* rounds compressions on each of 8 / 16 lanes, transposing the blocks at blocks[64 * i]. */
 uint32_t kbm_sha1_mb_bench_avx2(const uint8_t *blocks, uint64_t rounds);
 uint32_t kbm_sha1_mb_bench_avx512(const uint8_t *blocks, uint64_t rounds);
@@ -207,6 +216,25 @@ void kbm_hmac1_batch_with(int id, const kbm_mac_key *key, const uint8_t *const b
    given as their padded blocks blk[i] (kbm_pad_block with prefix 0). out[i] is key material. */
 void kbm_sha1_key_batch_with(int id, const uint8_t *const blk[], kbm_mac_key *const out[],
                              size_t n);
+
+/* ---- RFC 4449 registration keys in batches (kernels.c) ----
+
+   The Kbm of an RFC 4449 peer for a care-of address (RFC 6275 §5.2.5 with preconfigured Kcn
+   and nonces): Kbm = SHA1(home keygen token | care-of keygen token), the care-of token being
+   First(64, HMAC_SHA1(Kcn, care_of | care-of nonce | 1)); as HMAC midstates, 5 compressions
+   (one more for a nonce over 38 bytes). A chunk's derivations run as one batch so the wide
+   kernels get full lanes. */
+typedef struct {
+    const kbm_mac_key *kcn; /* Kcn's midstates */
+    const uint8_t *hkt;     /* the home keygen token, 8 bytes */
+    const uint8_t *care_of; /* 16 bytes */
+    const uint8_t *nonce;   /* the care-of nonce, nonce_len <= 64 (KBM_NONCE_MAX) bytes */
+    size_t nonce_len;
+    kbm_mac_key *out; /* the Kbm's midstates: key material (kbm_wipe it when done) */
+} kbm_derive_req;
+
+/* out of r[0..n), any n, on kernel id (as kbm_mac96_batch_with); wipes its temporaries. */
+void kbm_derive_batch_with(int id, const kbm_derive_req *r, size_t n);
 
 /* ---- Utilities ---- */
 

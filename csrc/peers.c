@@ -235,7 +235,7 @@ static int peer_init(struct kbm_peer *p, struct kbm_kcn **kcn, const kbm_peer_sp
     return KBM_OK;
 }
 
-int kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out)
+int kbm_kcn_cached(const struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out)
 {
     uint64_t coa[2], words[7];
     memcpy(coa, care_of, 16);
@@ -251,18 +251,26 @@ int kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out)
         if (hit)
             memcpy(out, &words[2], sizeof *out);
         kbm_wipe(words, sizeof words);
-        if (hit)
-            return 1;
+        return hit;
     }
-    /* Miss: Kbm = SHA1(hkt | First(64, HMAC_SHA1(Kcn, care_of | care-of nonce | 1))) */
-    uint8_t digest[20], tokens[16];
-    memcpy(tokens, c->hkt, 8);
-    kbm_keygen_token(&c->kcn, care_of, c->care_of_nonce, c->care_of_nonce_len, 1, tokens + 8);
-    kbm_sha1(tokens, 16, digest);
-    kbm_mac_key_init(out, digest, KBM_SIZE);
-    kbm_wipe(digest, sizeof digest);
-    kbm_wipe(tokens, sizeof tokens);
-    burn_stack();
+    return 0;
+}
+
+void kbm_kcn_derive_req(const struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out,
+                        kbm_derive_req *r)
+{
+    *r = (kbm_derive_req){&c->kcn, c->hkt, care_of, c->care_of_nonce, c->care_of_nonce_len, out};
+}
+
+int kbm_kcn_key(struct kbm_kcn *c, const uint8_t care_of[16], kbm_mac_key *out)
+{
+    if (kbm_kcn_cached(c, care_of, out))
+        return 1;
+    /* Miss: Kbm = SHA1(hkt | First(64, HMAC_SHA1(Kcn, care_of | care-of nonce | 1))), one
+       key (a batch of one: SHA-NI, or portable C on a CPU without it; the stack burnt after) */
+    kbm_derive_req r;
+    kbm_kcn_derive_req(c, care_of, out, &r);
+    kbm_derive_batch_with(KBM_KERNEL_SHANI, &r, 1);
     return 0;
 }
 

@@ -26,6 +26,7 @@
 #define MB_ROWS(w, rows, off) rows8((w), (rows), (off))
 #define MB_MIN_ROWS(w, co, cn, mh) min_rows8((w), (co), (cn), (mh))
 #define MB_KEYS(s, o, keys) keys8((s), (o), (keys))
+#define MB_PICK_GT(a, b, x, y) _mm256_blendv_epi8((y), (x), _mm256_cmpgt_epi32((a), (b)))
 
 /* w[j] lane i = r[i] word j: 32-bit unpacks, 64-bit unpacks, 128-bit lane permutes. r is
    clobbered. */

@@ -25,6 +25,7 @@
 #define MB_ROWS(w, rows, off) rows16((w), (rows), (off))
 #define MB_MIN_ROWS(w, co, cn, mh) min_rows16((w), (co), (cn), (mh))
 #define MB_KEYS(s, o, keys) keys16((s), (o), (keys))
+#define MB_PICK_GT(a, b, x, y) _mm512_mask_blend_epi32(_mm512_cmpgt_epi32_mask((a), (b)), (y), (x))
 
 /* w[j] lane i = r[i] word j: 32-bit unpacks, 64-bit unpacks, two rounds of 128-bit lane
    shuffles. r is clobbered. */

@@ -12,6 +12,7 @@
      MB_MIN_ROWS(w, co, cn, mh)   the same for the padded inner block of a minimal Binding
                                   Update (kbm_mac96_min), built from its three pieces
      MB_KEYS(s, o, keys)          s / o = the inner / outer midstates of keys[i], lane i
+     MB_PICK_GT(a, b, x, y)       lane i: x where a > b (signed 32-bit), else y
    Nothing here runs unless sha1.c found the CPU features the including file was built for. */
 
 #define MB_K1 MB_SET1(0x5A827999)
@@ -124,6 +125,43 @@ MB_FN void MB_NAME(kbm_mac96_mb)(const kbm_mac_key *const key[], const uint8_t *
     for (size_t b = 0; b < nblocks; b++) {
         MB_ROWS(w, rows, 64 * b);
         MB_NAME(compress)(s, w);
+    }
+    MB_NAME(outer)(s, w, o, out, n, 0);
+}
+
+/* kbm_mac96_mb with a block count per lane: lane i hashes nblocks[i] >= 1 blocks at blk[i],
+   and once those are done its state is held (the compressions still run on every lane, and a
+   held lane's result is thrown away) while the longer lanes go on. A held lane's rows stay on
+   its last block, so no lane reads past its own blocks. Lanes past n repeat lane 0. */
+MB_FN void MB_NAME(kbm_mac96_mbv)(const kbm_mac_key *const key[], const uint8_t *const blk[],
+                                  const size_t nblocks[], uint8_t *const out[], size_t n)
+{
+    const uint8_t *rows[MB_L];
+    const kbm_mac_key *keys[MB_L];
+    size_t nb[MB_L], most = 0;
+    _Alignas(64) uint32_t count[MB_L];
+    MB_V s[5], o[5], w[16], held[5];
+    for (size_t i = 0; i < MB_L; i++) {
+        size_t j = i < n ? i : 0;
+        rows[i] = blk[j];
+        keys[i] = key[j];
+        nb[i] = nblocks[j];
+        count[i] = (uint32_t)nb[i];
+        most = nb[i] > most ? nb[i] : most;
+    }
+    const MB_V left = MB_LOAD(count);
+    MB_KEYS(s, o, keys);
+    for (size_t b = 0; b < most; b++) {
+        const uint8_t *at[MB_L];
+        for (size_t i = 0; i < MB_L; i++)
+            at[i] = rows[i] + 64 * (b < nb[i] ? b : nb[i] - 1);
+        MB_ROWS(w, at, 0);
+        for (int j = 0; j < 5; j++)
+            held[j] = s[j];
+        MB_NAME(compress)(s, w);
+        const MB_V bv = MB_SET1((int)b);
+        for (int j = 0; j < 5; j++)
+            s[j] = MB_PICK_GT(left, bv, s[j], held[j]);
     }
     MB_NAME(outer)(s, w, o, out, n, 0);
 }

@@ -216,6 +216,8 @@ static void probe(job *j, const kbm_verifier *v, const struct kbm_index *x)
     if (KBM_B_IDX(e)) {
         __builtin_prefetch(&x->peers[KBM_B_IDX(e) - 1]);
         __builtin_prefetch(kbm_state_word(&v->state, KBM_B_SLOT(e)));
+        if (e & KBM_B_KCN) /* an RFC 4449 peer: resolve reads where its extras are */
+            __builtin_prefetch(&x->kcn[KBM_B_IDX(e) - 1]);
     }
 }
 
@@ -243,7 +245,9 @@ static void resolve(job *j, const kbm_verifier *v, const struct kbm_index *x)
     j->peer = peer;
     j->kcn = kcn;
     if (kcn && !j->dereg) {
-        j->fresh = !kbm_kcn_key(kcn, j->care_of, &j->derived);
+        /* resolve_chunk reads the key cache (prefetched here: the extras live apart from
+           the peer) and derives its misses with the rest of the chunk's */
+        kbm_kcn_prefetch(kcn);
         j->key = &j->derived;
     } else {
         j->key = &peer->key; /* read in place: the index outlives this call (kbm_read_begin) */
@@ -376,11 +380,25 @@ static void probe_chunk(chunk *c, const kbm_verifier *v, const struct kbm_index 
             probe(&c->j[k], v, x);
 }
 
+/* Finds the chunk's peers, then derives the RFC 4449 keys their caches missed, all in one
+   batch (lanes of the wide kernels filled across packets). */
 static void resolve_chunk(chunk *c, const kbm_verifier *v, const struct kbm_index *x)
 {
+    kbm_derive_req r[CHUNK];
+    size_t n = 0;
     for (size_t k = 0; k < c->m; k++)
         if (c->j[k].verdict == PENDING)
             resolve(&c->j[k], v, x);
+    for (size_t k = 0; k < c->m; k++) {
+        job *j = &c->j[k];
+        if (j->verdict != PENDING || j->key != &j->derived)
+            continue;
+        j->fresh = !kbm_kcn_cached(j->kcn, j->care_of, &j->derived);
+        if (j->fresh)
+            kbm_kcn_derive_req(j->kcn, j->care_of, &j->derived, &r[n++]);
+    }
+    if (n)
+        kbm_derive_batch_with(kbm_kernel_current(), r, n);
 }
 
 /* The in-order stage: return routability, then each packet's decision and its answer. Returns

@@ -14,7 +14,9 @@ ratios hold on a shared, noisy machine:
 - one Verifier shared by 1 and 2 threads, and 2 processes sharing one state file;
 - generated traffic of every shape (Alternate Care-of Address, de-registration, Nonce Indices,
   RFC 4449 peers) and with a realistic share of replays, forgeries, unknown peers and
-  malformed packets (:mod:`kbmfast.gen`), checked against its known verdicts;
+  malformed packets (:mod:`kbmfast.gen`), checked against its known verdicts, each against the
+  ceiling for its mix (the best compressions/s / the compressions per packet that mix needs,
+  :func:`kbmfast.bench.workload.mix_compressions`);
 - unless ``big_peers`` is 0: throughput with 1 M peers, and the key table's setup time and
   resident memory per peer, in a fresh interpreter (so other measures' heap does not blur it);
 - with sweeps (``kbmfast bench --plot``): throughput against the number of peers and against

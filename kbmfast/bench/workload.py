@@ -14,7 +14,9 @@ from typing import Any
 
 import kbmfast
 
+from .._keys import KIND_KCN
 from .._native_edge import ffi, lib
+from .._types import AlternateCareOfAddress, Verdict
 
 HOME_PREFIX = ipaddress.IPv6Address("2001:db8:1::")
 CARE_OF_PREFIX = ipaddress.IPv6Address("2001:db8:2::")
@@ -270,6 +272,7 @@ class Traffic:
     offsets: array[int]
     verdicts: bytes
     shares: dict[str, float] = field(default_factory=dict)
+    compressions: int = 0  # SHA-1 compressions the traffic needs in all (mix_compressions)
 
 
 def make_traffic(kind: str, peers: int, packets: int, seed: int = 0) -> Traffic:
@@ -293,4 +296,74 @@ def make_traffic(kind: str, peers: int, packets: int, seed: int = 0) -> Traffic:
         "malformed": lambda k: k.startswith("malformed"),
     }
     kinds = {tag: sum(map(test, (e.kind for e in t.truth))) / len(t.truth) for tag, test in tags.items()}
-    return Traffic(kind, t.keys, ps, buffer, offsets, bytes(e.verdict for e in t.truth), kinds)
+    verdicts = bytes(e.verdict for e in t.truth)
+    return Traffic(kind, t.keys, ps, buffer, offsets, verdicts, kinds, mix_compressions(t.keys, ps, verdicts))
+
+
+#: Verdicts given before any MAC is computed (the packet is dropped first: no SHA-1 work).
+_NO_MAC = frozenset(
+    (Verdict.MALFORMED, Verdict.BAD_CHECKSUM, Verdict.NOT_BINDING_UPDATE, Verdict.NOT_CONFIGURED, Verdict.MISSING_AUTHORIZATION)
+)
+
+
+def _hmac_blocks(message: int) -> int:
+    """Compressions of an HMAC-SHA1 of a ``message``-byte message with the key's midstates
+    precomputed: its padded blocks after the 64-byte ipad block, then the outer block."""
+    return (message + 8) // 64 + 1 + 1
+
+
+@dataclass(frozen=True)
+class MacWork:
+    """The SHA-1 work one authenticated packet asks for: its Mobility Header's length (the MAC
+    input is care-of | correspondent | that header without its 12 authenticator bytes) and,
+    when an RFC 4449 key must be derived first, the peer's care-of nonce length (else None)."""
+
+    mh_len: int
+    derive_nonce: int | None
+
+
+def mac_work(keys: kbmfast.KeyTable, packets: Sequence[bytes], verdicts: bytes, chunk: int = 1) -> list[MacWork | None]:
+    """Per packet, what it asks of the SHA-1 kernels when verified in order (None: dropped before
+    authentication, no SHA-1). A registration from an RFC 4449 peer whose Kbm for that care-of
+    address is not cached needs a derivation; the verifier caches one Kbm per peer once a
+    Binding Update under it authenticated, published after each ``chunk`` packets (1: at once,
+    the least work; verify.c's CHUNK: what the pipeline does)."""
+    cached: dict[bytes, bytes] = {}
+    published: dict[bytes, bytes] = {}
+    out: list[MacWork | None] = []
+    for i, (packet, verdict) in enumerate(zip(packets, verdicts, strict=True)):
+        if i % chunk == 0:
+            cached.update(published)
+            published.clear()
+        if verdict in _NO_MAC or verdict > Verdict.KEY_EXHAUSTED:
+            out.append(None)
+            continue
+        p = kbmfast.parse_packet(packet)
+        bu = p.message
+        home = (p.home_address or p.source).packed
+        peer = keys.peer(home)
+        nonce = None
+        if peer is not None and peer.kind == KIND_KCN and getattr(bu, "lifetime", 0) != 0:
+            alt = next((o.address for o in getattr(bu, "options", ()) if isinstance(o, AlternateCareOfAddress)), None)
+            care_of = (alt or p.source).packed
+            if cached.get(home) != care_of:  # a packet sees what the chunks before it published
+                nonce = len(peer.care_of_nonce)
+                if verdict != Verdict.BAD_AUTHENTICATOR:
+                    published[home] = care_of
+        out.append(MacWork(len(packet) - p.mh_offset, nonce))
+    return out
+
+
+def mix_compressions(keys: kbmfast.KeyTable, packets: Sequence[bytes], verdicts: bytes) -> int:
+    """SHA-1 compressions ``packets`` need when verified in order, counted the way the least
+    work does it (mac_work, chunk 1), so that (best kernel's compressions/s) / (this / packets)
+    is the ceiling for that mix: an authenticated packet needs its MAC (the inner blocks after
+    the ipad block, and the outer block); a derivation needs the care-of keygen token (an HMAC
+    of care-of | nonce | 1), SHA1(home token | care-of token) and the new key's two midstates."""
+    total = 0
+    for w in mac_work(keys, packets, verdicts):
+        if w is not None:
+            total += _hmac_blocks(32 + w.mh_len - 12)
+            if w.derive_nonce is not None:
+                total += _hmac_blocks(17 + w.derive_nonce) + 1 + 2
+    return total

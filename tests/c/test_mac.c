@@ -344,6 +344,126 @@ static void test_rr_batches(void)
     }
 }
 
+/* Mixed traffic's MAC batches (kernels.c): every kernel, any count, the classes the sort
+   groups (minimal, one to KBM_WIDE_MAX_BLOCKS inner blocks, longer) interleaved in random
+   order, so lane groups hold mixed block counts and part-filled groups, against OpenSSL; and
+   the held-lane kernels (kbm_mac96_mbv_*) called directly with every lane count. */
+static void test_mixed_batch(void)
+{
+    enum { MAXN = 70, LEN_MAX = 300 };
+    /* inner blocks: 1 (up to 35 bytes), 2 (36..99), 3, 4, then 5 (228...) */
+    static const size_t lens[] = {32, 14, 31, 35, 36, 48, 56, 99, 100, 163, 164, 227, 228, 300};
+    enum { WIDE_LENS = 12 }; /* the ones of at most KBM_WIDE_MAX_BLOCKS */
+    for (int id = 0; id < KBM_KERNELS; id++) {
+        if (!kbm_kernel_supported(id))
+            continue;
+        for (int iter = 0; iter < 150; iter++) {
+            size_t n = 1 + rnd_below(MAXN), len[MAXN];
+            kbm_mac96_req r[MAXN];
+            kbm_mac_key k[MAXN];
+            uint8_t key[MAXN][20], co[MAXN][16], cn[MAXN][16], mh[MAXN][LEN_MAX];
+            uint8_t got[MAXN][12], want[12];
+            for (size_t i = 0; i < n; i++) {
+                len[i] = lens[rnd_below(sizeof lens / sizeof lens[0])];
+                rnd_bytes(key[i], sizeof key[i]);
+                rnd_bytes(co[i], 16);
+                rnd_bytes(cn[i], 16);
+                rnd_bytes(mh[i], len[i]);
+                kbm_mac_key_init(&k[i], key[i], sizeof key[i]);
+                r[i] = (kbm_mac96_req){&k[i], co[i], cn[i], mh[i], len[i], got[i]};
+            }
+            memset(got, 0, sizeof got);
+            kbm_mac96_batch_with(id, r, n);
+            for (size_t i = 0; i < n; i++) {
+                ref_mac96(key[i], sizeof key[i], co[i], cn[i], mh[i], len[i], want);
+                check(!memcmp(got[i], want, 12), "mixed batch", len[i], n);
+            }
+        }
+    }
+#if defined(__x86_64__)
+    for (int id = KBM_KERNEL_AVX2; id <= KBM_KERNEL_AVX512; id++) {
+        if (!kbm_kernel_supported(id))
+            continue;
+        const size_t lanes = id == KBM_KERNEL_AVX512 ? 16 : 8;
+        for (int iter = 0; iter < 200; iter++) {
+            size_t n = 1 + rnd_below(lanes), nb[16];
+            _Alignas(64) uint8_t blk[16][64 * KBM_WIDE_MAX_BLOCKS];
+            uint8_t key[16][20], co[16][16], cn[16][16], mh[16][LEN_MAX], got[16][12], want[12];
+            size_t len[16];
+            kbm_mac_key k[16];
+            const kbm_mac_key *kp[16];
+            const uint8_t *bp[16];
+            uint8_t *op[16];
+            for (size_t i = 0; i < n; i++) {
+                len[i] = lens[rnd_below(WIDE_LENS)];
+                rnd_bytes(key[i], sizeof key[i]);
+                rnd_bytes(co[i], 16);
+                rnd_bytes(cn[i], 16);
+                rnd_bytes(mh[i], len[i]);
+                kbm_mac_key_init(&k[i], key[i], sizeof key[i]);
+                nb[i] = kbm_mac96_block(blk[i], co[i], cn[i], mh[i], len[i]);
+                kp[i] = &k[i];
+                bp[i] = blk[i];
+                op[i] = got[i];
+            }
+            if (id == KBM_KERNEL_AVX512)
+                kbm_mac96_mbv_avx512(kp, bp, nb, op, n);
+            else
+                kbm_mac96_mbv_avx2(kp, bp, nb, op, n);
+            for (size_t i = 0; i < n; i++) {
+                ref_mac96(key[i], sizeof key[i], co[i], cn[i], mh[i], len[i], want);
+                check(!memcmp(got[i], want, 12), "held lanes", nb[i], n);
+            }
+        }
+    }
+#endif
+}
+
+/* RFC 4449 registration keys in batches (kbm_derive_batch_with) on every kernel, any count,
+   Kcn of any length, care-of nonces of 0..KBM_NONCE_MAX bytes (one or two token blocks): the
+   midstates must be those of the key SHA1(hkt | First(64, HMAC_SHA1(Kcn, care_of | nonce |
+   1))) computed with OpenSSL, checked by an HMAC under them against OpenSSL's. */
+static void test_derive_batch(void)
+{
+    enum { MAXN = 40 };
+    for (int id = 0; id < KBM_KERNELS; id++) {
+        if (!kbm_kernel_supported(id))
+            continue;
+        for (int iter = 0; iter < 150; iter++) {
+            size_t n = 1 + rnd_below(MAXN), kcn_len[MAXN], nonce_len[MAXN];
+            uint8_t kcn[MAXN][80], hkt[MAXN][8], coa[MAXN][16], nonce[MAXN][KBM_NONCE_MAX];
+            uint8_t msg[17 + KBM_NONCE_MAX], digest[20], pair[16], want[20], got[20], probe[40];
+            kbm_mac_key mid[MAXN], out[MAXN];
+            kbm_derive_req r[MAXN];
+            rnd_bytes(probe, sizeof probe);
+            for (size_t i = 0; i < n; i++) {
+                kcn_len[i] = iter % 2 ? 20 : 1 + rnd_below(80);
+                nonce_len[i] = iter % 3 ? 8 : rnd_below(KBM_NONCE_MAX + 1);
+                rnd_bytes(kcn[i], kcn_len[i]);
+                rnd_bytes(hkt[i], 8);
+                rnd_bytes(coa[i], 16);
+                rnd_bytes(nonce[i], nonce_len[i]);
+                kbm_mac_key_init(&mid[i], kcn[i], kcn_len[i]);
+                r[i] = (kbm_derive_req){&mid[i], hkt[i], coa[i], nonce[i], nonce_len[i], &out[i]};
+            }
+            memset(out, 0, sizeof out);
+            kbm_derive_batch_with(id, r, n);
+            for (size_t i = 0; i < n; i++) {
+                memcpy(msg, coa[i], 16);
+                memcpy(msg + 16, nonce[i], nonce_len[i]);
+                msg[16 + nonce_len[i]] = 1;
+                ref_hmac(kcn[i], kcn_len[i], msg, 17 + nonce_len[i], digest);
+                memcpy(pair, hkt[i], 8);
+                memcpy(pair + 8, digest, 8);
+                ref_sha1(pair, sizeof pair, digest);
+                ref_hmac(digest, sizeof digest, probe, sizeof probe, want);
+                kbm_hmac_sha1_mid(&out[i], probe, sizeof probe, got);
+                check(!memcmp(got, want, 20), "derive batch", nonce_len[i], n);
+            }
+        }
+    }
+}
+
 /* The calibration picks a supported kernel and timed every supported one; forcing obeys and
    refuses what the CPU cannot run; the raw benchmarks run. */
 static void test_kernels(void)
@@ -637,6 +757,8 @@ int main(int argc, char **argv)
         test_mac96_min();
         test_batch();
         test_rr_batches();
+        test_mixed_batch();
+        test_derive_batch();
         test_rfc2202();
         test_known_answer();
         test_ct_equal();
