@@ -176,6 +176,164 @@ static const uint8_t *mac_co(const kbm_rr_item *it)
     return it->dereg ? it->home : it->care_of;
 }
 
+/* ---- AVX-512: the RR hashes of 16 messages per call, blocks built in registers ----
+
+   The generic stages (kernels.c) each take their blocks from memory, transposed, and leave
+   their results there for the next stage. Here a minimal RR Binding Update's nine
+   compressions run in one call: both keygen tokens, Kbm and its HMAC midstates, the
+   authenticator, the tokens and keys never leaving the vector registers; and a reply's token
+   is computed from the words of its block, not from a padded copy of it. Only when
+   kbm_kernel_current() is the AVX-512 kernel (which implies the CPU runs it). */
+#if defined(__x86_64__)
+#include "sha1_avx512_ops.h"
+
+#define MB_NAME(x) x##_rr512
+#define MB_COMPRESS_ONLY
+#include "sha1_mb.h"
+
+#define TOKEN_WORDS 7 /* address, nonce, which and the pad bit; the rest of the block is fixed */
+#define MAC_WORDS 13  /* care-of | correspondent | a 32-byte MH without its authenticator */
+
+/* Inlined: token16 and hmac_outer16 hold a copy each, rr_bu16 four (measured faster than one
+   out-of-line copy, whose states go through memory). */
+MB_FN __attribute__((always_inline)) static inline void compress16(__m512i s[5], __m512i w[16])
+{
+    compress_rr512(s, w);
+}
+
+MB_FN static inline __m512i bcast16(uint32_t x)
+{
+    return _mm512_set1_epi32((int)x);
+}
+
+/* s: an HMAC's inner digest in; its outer hash with midstates o out. */
+MB_FN static void hmac_outer16(__m512i s[5], const __m512i o[5])
+{
+    __m512i w[16];
+    for (int j = 0; j < 5; j++) {
+        w[j] = s[j];
+        s[j] = o[j];
+    }
+    w[5] = bcast16(0x80000000u);
+    for (int j = 6; j < 15; j++)
+        w[j] = _mm512_setzero_si512();
+    w[15] = bcast16((64 + 20) * 8);
+    compress16(s, w);
+}
+
+/* t[0..2) lane i = the first two words of HMAC_SHA1(k, address | nonce | which), the first
+   TOKEN_WORDS words of its padded block being in[.][i] (token_words). */
+MB_FN static void token16(const kbm_mac_key *k, uint32_t in[TOKEN_WORDS][16], __m512i t[2])
+{
+    __m512i s[5], o[5], w[16];
+    for (int j = 0; j < 5; j++) {
+        s[j] = bcast16(k->inner[j]);
+        o[j] = bcast16(k->outer[j]);
+    }
+    for (int j = 0; j < TOKEN_WORDS; j++)
+        w[j] = _mm512_load_si512((const void *)in[j]);
+    for (int j = TOKEN_WORDS; j < 15; j++)
+        w[j] = _mm512_setzero_si512();
+    w[15] = bcast16((64 + 16 + NONCE_SIZE + 1) * 8);
+    compress16(s, w);
+    hmac_outer16(s, o);
+    t[0] = s[0];
+    t[1] = s[1];
+}
+
+/* The keygen tokens of 16 token blocks (lanes past the caller's count are never read). */
+MB_FN static void reply_tokens16(const kbm_mac_key *k, uint32_t in[TOKEN_WORDS][16],
+                                 uint32_t out[2][16])
+{
+    __m512i t[2];
+    token16(k, in, t);
+    _mm512_store_si512((void *)out[0], t[0]);
+    _mm512_store_si512((void *)out[1], t[1]);
+}
+
+/* Lane i: home and care-of token blocks hin / cin, Kbm = SHA1(home token | care-of token), or
+   SHA1(home token) where bit i of dereg is set, turned into HMAC midstates key[0..5) (inner)
+   and key[5..10) (outer), and the first three words of HMAC_SHA1(Kbm, m) into mac, where
+   m[.][i] are the MAC input's 13 words (a minimal Binding Update's 52 bytes). */
+MB_FN static void rr_bu16(const kbm_mac_key *kcn, uint32_t hin[TOKEN_WORDS][16],
+                          uint32_t cin[TOKEN_WORDS][16], __mmask16 dereg,
+                          uint32_t m[MAC_WORDS][16], uint32_t key[10][16],
+                          uint32_t mac[3][16])
+{
+    __m512i h[2], c[2], s[5], d[5], k[2][5], w[16];
+    uint32_t iv[5];
+    kbm_sha1_init(iv);
+    token16(kcn, hin, h);
+    token16(kcn, cin, c);
+    const __m512i pad = bcast16(0x80000000u), zero = _mm512_setzero_si512();
+    w[0] = h[0];
+    w[1] = h[1];
+    w[2] = _mm512_mask_blend_epi32(dereg, c[0], pad);
+    w[3] = _mm512_mask_blend_epi32(dereg, c[1], zero);
+    w[4] = _mm512_mask_blend_epi32(dereg, pad, zero);
+    for (int j = 5; j < 15; j++)
+        w[j] = zero;
+    w[15] = _mm512_mask_blend_epi32(dereg, bcast16(16 * 8), bcast16(8 * 8));
+    for (int j = 0; j < 5; j++)
+        s[j] = bcast16(iv[j]);
+    compress16(s, w);
+    for (int j = 0; j < 5; j++)
+        d[j] = s[j];
+    /* the 20-byte Kbm padded to 64 bytes (zeros) XOR ipad, then XOR opad */
+    for (int p = 0; p < 2; p++) {
+        const __m512i x = bcast16(p ? 0x5C5C5C5Cu : 0x36363636u);
+        for (int j = 0; j < 5; j++) {
+            w[j] = _mm512_xor_si512(d[j], x);
+            k[p][j] = bcast16(iv[j]);
+        }
+        for (int j = 5; j < 16; j++)
+            w[j] = x;
+        compress16(k[p], w);
+        for (int j = 0; j < 5; j++)
+            _mm512_store_si512((void *)key[5 * p + j], k[p][j]);
+    }
+    for (int j = 0; j < MAC_WORDS; j++)
+        w[j] = _mm512_load_si512((const void *)m[j]);
+    w[13] = pad;
+    w[14] = zero;
+    w[15] = bcast16((64 + 52) * 8);
+    for (int j = 0; j < 5; j++)
+        s[j] = k[0][j];
+    compress16(s, w);
+    hmac_outer16(s, k[1]);
+    for (int j = 0; j < 3; j++)
+        _mm512_store_si512((void *)mac[j], s[j]);
+}
+#endif
+
+static inline uint32_t load_be32(const uint8_t *p)
+{
+    uint32_t x;
+    memcpy(&x, p, 4);
+    return __builtin_bswap32(x); /* little-endian host (internal.h) */
+}
+
+/* Lane i of the words a keygen token's block starts with (token_block's first 25 bytes and
+   its pad bit). */
+static inline void token_words(uint32_t in[][16], size_t i, const uint8_t addr[16],
+                               const uint8_t nonce[NONCE_SIZE], uint8_t which)
+{
+    for (int j = 0; j < 4; j++)
+        in[j][i] = load_be32(addr + 4 * j);
+    in[4][i] = load_be32(nonce);
+    in[5][i] = load_be32(nonce + 4);
+    in[6][i] = (uint32_t)which << 24 | 0x800000u;
+}
+
+/* out = the 4 * words big-endian bytes of lane i of w. */
+static inline void lane_bytes(uint8_t *out, uint32_t w[][16], size_t i, int words)
+{
+    for (int j = 0; j < words; j++) {
+        uint32_t x = __builtin_bswap32(w[j][i]);
+        memcpy(out + 4 * j, &x, 4);
+    }
+}
+
 /* What authenticate_live works in; key material (tokens, Kbm), wiped once it is done. */
 typedef struct {
     uint8_t blk[2 * KBM_RR_BATCH][64]; /* the tokens' blocks, then the Kbm ones */
@@ -244,6 +402,83 @@ static void authenticate_live(const kbm_verifier *v, const kbm_mac_key *kcn, kbm
     kbm_wipe(x.mac, k * sizeof x.mac[0]);
 }
 
+#if defined(__x86_64__)
+/* Lanes lane[0 .. g) of the rr_bu16 call just made: their verdicts, 0 or 6. */
+static void judge16(const kbm_verifier *v, kbm_rr_item *items, const size_t *lane, size_t g,
+                    uint32_t key[10][16], uint32_t mac[3][16])
+{
+    uint8_t got[KBM_AUTH_SIZE];
+    for (size_t q = 0; q < g; q++) {
+        kbm_rr_item *it = &items[lane[q]];
+        lane_bytes(got, mac, q, 3);
+        int ok = kbm_ct_equal12(got, it->p + it->l->bad);
+        /* compat: a de-registration MACed over its care-of address (UMIP's mobile nodes) */
+        if (!ok && it->dereg && v->compat && memcmp(it->home, it->care_of, 16) != 0) {
+            kbm_mac_key k;
+            for (int j = 0; j < 5; j++) {
+                k.inner[j] = key[j][q];
+                k.outer[j] = key[5 + j][q];
+            }
+            kbm_mac96(&k, it->care_of, it->p + 24, it->p + it->l->mh, 32, got);
+            ok = kbm_ct_equal12(got, it->p + it->l->bad);
+            kbm_wipe(&k, sizeof k);
+        }
+        it->verdict = ok ? KBM_ACCEPTED : KBM_BAD_AUTHENTICATOR;
+    }
+    kbm_wipe(got, sizeof got);
+}
+
+/* authenticate_live for the items with a 32-byte Mobility Header (a minimal RR Binding Update),
+   16 per rr_bu16 call; the others are moved to live[0 .. returned count) for authenticate_live. */
+static size_t authenticate_avx512(const kbm_verifier *v, const kbm_mac_key *kcn,
+                                  kbm_rr_item *items, size_t *live, size_t k,
+                                  uint8_t hn[][NONCE_SIZE], uint8_t cn[][NONCE_SIZE])
+{
+    _Alignas(64) uint32_t hin[TOKEN_WORDS][16], cin[TOKEN_WORDS][16], m[MAC_WORDS][16];
+    _Alignas(64) uint32_t key[10][16], mac[3][16];
+    size_t lane[16], g = 0, rest = 0;
+    uint32_t dereg = 0;
+    /* lanes past the last group's count are computed and never read: zeros, not garbage */
+    memset(hin, 0, sizeof hin);
+    memset(cin, 0, sizeof cin);
+    memset(m, 0, sizeof m);
+    for (size_t j = 0; j < k; j++) {
+        const kbm_rr_item *it = &items[live[j]];
+        const uint8_t *mh = it->p + it->l->mh, *co = mac_co(it);
+        if (it->n - (size_t)it->l->mh != 32) {
+            live[rest++] = live[j];
+            continue;
+        }
+        token_words(hin, g, it->home, hn[live[j]], 0);
+        token_words(cin, g, it->care_of, cn[live[j]], 1);
+        dereg |= (uint32_t)(it->dereg != 0) << g;
+        for (int q = 0; q < 4; q++) {
+            m[q][g] = load_be32(co + 4 * q);
+            m[4 + q][g] = load_be32(it->p + 24 + 4 * q);
+        }
+        for (int q = 0; q < 5; q++)
+            m[8 + q][g] = load_be32(mh + 4 * q);
+        m[9][g] &= 0xFFFFu; /* the MH checksum counts as zero */
+        lane[g++] = live[j];
+        if (g == 16) {
+            rr_bu16(kcn, hin, cin, (__mmask16)dereg, m, key, mac);
+            judge16(v, items, lane, g, key, mac);
+            g = 0;
+            dereg = 0;
+        }
+    }
+    if (g) {
+        rr_bu16(kcn, hin, cin, (__mmask16)dereg, m, key, mac);
+        judge16(v, items, lane, g, key, mac);
+    }
+    kbm_wipe(hin, sizeof hin);
+    kbm_wipe(cin, sizeof cin);
+    kbm_wipe(key, sizeof key);
+    kbm_wipe(mac, sizeof mac);
+    return rest;
+}
+#endif
+
 void kbm_rr_authenticate(kbm_verifier *v, kbm_rr_item *items, size_t n)
 {
     struct kbm_rr *rr = v->rr;
@@ -278,6 +513,10 @@ void kbm_rr_authenticate(kbm_verifier *v, kbm_rr_item *items, size_t n)
     }
     kcn = rr->kcn;
     pthread_mutex_unlock(&rr->mu);
+#if defined(__x86_64__)
+    if (k && kbm_kernel_current() == KBM_KERNEL_AVX512)
+        k = authenticate_avx512(v, &kcn, items, live, k, hn, cn);
+#endif
     if (k)
         authenticate_live(v, &kcn, items, live, k, hn, cn);
     kbm_wipe(&kcn, sizeof kcn);
@@ -458,6 +697,15 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn_key, size_t kcn_len, uint64
     uint8_t copy[INIT_MAX];
     init_msg msgs[REPLY_BATCH];
     uint8_t blk[REPLY_BATCH][64], tokens[REPLY_BATCH][12];
+#if defined(__x86_64__)
+    /* the AVX-512 kernel's: the blocks' words and the tokens, 16 lanes a group */
+    _Alignas(64) uint32_t tin[REPLY_BATCH / 16][TOKEN_WORDS][16], tout[REPLY_BATCH / 16][2][16];
+    const int wide = id == KBM_KERNEL_AVX512;
+    if (wide)
+        memset(tin, 0, sizeof tin); /* lanes past the last group's count: zeros, never read */
+#else
+    const int wide = 0;
+#endif
     const uint8_t *bp[REPLY_BATCH];
     uint8_t *tp[REPLY_BATCH];
     for (size_t j = 0; j < REPLY_BATCH; j++) {
@@ -477,14 +725,28 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn_key, size_t kcn_len, uint64
             else
                 memcpy(copy, buf + a, len);
             if (check_init(copy, len, &msgs[k])) {
-                token_block(blk[k], msgs[k].src, nonce, (uint8_t)(msgs[k].type - 1));
+                uint8_t which = (uint8_t)(msgs[k].type - 1);
+#if defined(__x86_64__)
+                if (wide)
+                    token_words(tin[k / 16], k % 16, msgs[k].src, nonce, which);
+                else
+#endif
+                    token_block(blk[k], msgs[k].src, nonce, which);
                 k++;
             }
         }
         out_offsets[i + 1] = at + REPLY_SIZE * k;
         if (k == REPLY_BATCH || (i + 1 == n && k)) {
             /* the tokens in one batch on the current kernel, then the replies */
-            kbm_hmac1_batch_with(id, &kcn, bp, tp, k);
+#if defined(__x86_64__)
+            if (wide) {
+                for (size_t g = 0; g < (k + 15) / 16; g++)
+                    reply_tokens16(&kcn, tin[g], tout[g]);
+                for (size_t j = 0; j < k; j++)
+                    lane_bytes(tokens[j], tout[j / 16], j % 16, 2);
+            } else
+#endif
+                kbm_hmac1_batch_with(id, &kcn, bp, tp, k);
             for (size_t j = 0; j < k; j++)
                 build_test(&msgs[j], serial, tokens[j], out + at + REPLY_SIZE * j);
             at += REPLY_SIZE * k;
@@ -493,7 +755,14 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn_key, size_t kcn_len, uint64
         }
     }
     kbm_wipe(&kcn, sizeof kcn);
-    kbm_wipe(blk, 64 * used);
     kbm_wipe(tokens, 12 * used);
+#if defined(__x86_64__)
+    if (wide) {
+        kbm_wipe(tin, sizeof tin[0] * ((used + 15) / 16));
+        kbm_wipe(tout, sizeof tout[0] * ((used + 15) / 16));
+        return KBM_OK;
+    }
+#endif
+    kbm_wipe(blk, 64 * used);
     return KBM_OK;
 }
