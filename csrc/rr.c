@@ -766,3 +766,29 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn_key, size_t kcn_len, uint64
     kbm_wipe(blk, 64 * used);
     return KBM_OK;
 }
+
+size_t kbm_rr_select(const uint8_t *buf, size_t buf_len, const uint64_t *offsets, size_t n,
+                     const uint8_t *verdicts, const kbm_detail *details, const uint8_t kind[256],
+                     int rfc3775, uint32_t *picked, uint32_t *inits, size_t *n_inits)
+{
+    size_t m = 0, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t code = verdicts[i], what = kind[code];
+        const kbm_detail *d = &details[i];
+        if (code == KBM_NOT_BINDING_UPDATE && inits)
+            inits[k++] = (uint32_t)i;
+        if (what == 1 || (what == 2 && d->nonce >= 0)) {
+            picked[m++] = (uint32_t)i;
+        } else if (what == 2 && rfc3775 && d->lifetime != 0 && d->home >= 0 && d->care_of >= 0) {
+            uint64_t at = offsets[i], end = offsets[i + 1];
+            if (at > end || end > buf_len || (uint64_t)d->home + 16 > end - at ||
+                (uint64_t)d->care_of + 16 > end - at)
+                continue;
+            if (memcmp(buf + at + d->home, buf + at + d->care_of, 16) == 0)
+                picked[m++] = (uint32_t)i; /* RFC 3775: care-of = home is a de-registration */
+        }
+    }
+    if (n_inits)
+        *n_inits = k;
+    return m;
+}
