@@ -131,10 +131,17 @@ static int nonce_of(const struct kbm_rr *rr, uint16_t index, uint8_t out[NONCE_S
 static struct rr_entry *slot_of(struct rr_entry *tab, size_t mask, const uint64_t seed[2],
                                 const uint8_t home[16])
 {
+    uint64_t h0, h1;
+    memcpy(&h0, home, 8);
+    memcpy(&h1, home + 8, 8);
     size_t i = kbm_hash16(seed, home) & mask;
-    while (tab[i].used && memcmp(tab[i].home, home, 16) != 0)
-        i = (i + 1) & mask;
-    return &tab[i];
+    for (;; i = (i + 1) & mask) {
+        uint64_t e0, e1;
+        memcpy(&e0, tab[i].home, 8);
+        memcpy(&e1, tab[i].home + 8, 8);
+        if (!tab[i].used || ((e0 ^ h0) | (e1 ^ h1)) == 0)
+            return &tab[i];
+    }
 }
 
 /* Drop the entries no live nonce covers (the table is full of the others otherwise). */
@@ -411,7 +418,7 @@ static void judge16(const kbm_verifier *v, kbm_rr_item *items, const size_t *lan
     for (size_t q = 0; q < g; q++) {
         kbm_rr_item *it = &items[lane[q]];
         lane_bytes(got, mac, q, 3);
-        int ok = kbm_ct_equal12(got, it->p + it->l->bad);
+        int ok = kbm_ct_equal12_inline(got, it->p + it->l->bad);
         /* compat: a de-registration MACed over its care-of address (UMIP's mobile nodes) */
         if (!ok && it->dereg && v->compat && memcmp(it->home, it->care_of, 16) != 0) {
             kbm_mac_key k;
@@ -438,10 +445,6 @@ static size_t authenticate_avx512(const kbm_verifier *v, const kbm_mac_key *kcn,
     _Alignas(64) uint32_t key[10][16], mac[3][16];
     size_t lane[16], g = 0, rest = 0;
     uint32_t dereg = 0;
-    /* lanes past the last group's count are computed and never read: zeros, not garbage */
-    memset(hin, 0, sizeof hin);
-    memset(cin, 0, sizeof cin);
-    memset(m, 0, sizeof m);
     for (size_t j = 0; j < k; j++) {
         const kbm_rr_item *it = &items[live[j]];
         const uint8_t *mh = it->p + it->l->mh, *co = mac_co(it);
@@ -468,6 +471,15 @@ static size_t authenticate_avx512(const kbm_verifier *v, const kbm_mac_key *kcn,
         }
     }
     if (g) {
+        /* the lanes past g are computed and never read: lane 0's copies, not garbage */
+        for (size_t q = g; q < 16; q++) {
+            for (int j = 0; j < TOKEN_WORDS; j++) {
+                hin[j][q] = hin[j][0];
+                cin[j][q] = cin[j][0];
+            }
+            for (int j = 0; j < MAC_WORDS; j++)
+                m[j][q] = m[j][0];
+        }
         rr_bu16(kcn, hin, cin, (__mmask16)dereg, m, key, mac);
         judge16(v, items, lane, g, key, mac);
     }
