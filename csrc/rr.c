@@ -23,6 +23,13 @@
 #define REPLY_SIZE 64        /* IPv6 header + 24-byte Home / Care-of Test */
 #define INIT_MAX 2048        /* longer init messages are not answered */
 
+/* The usual init message (56 bytes: no extension header, a 16-byte MH) as seven words loaded
+   from the caller's memory once, judged in registers (check_init's copy in memory, read back
+   byte by byte right after it was stored, waited for store forwarding). */
+typedef struct {
+    uint64_t q[7];
+} plain_init;
+
 struct rr_entry {
     uint8_t home[16];
     uint64_t serial; /* newest live nonce's serial when written */
@@ -332,6 +339,20 @@ static inline void token_words(uint32_t in[][16], size_t i, const uint8_t addr[1
     in[6][i] = (uint32_t)which << 24 | 0x800000u;
 }
 
+/* token_words for an address given as two little-endian words a[0], a[1] and a nonce as its
+   two big-endian words nw. */
+static inline void token_words_plain(uint32_t in[][16], size_t i, const plain_init *w,
+                                     const uint32_t nw[2], uint8_t which)
+{
+    for (int j = 0; j < 2; j++) {
+        in[2 * j][i] = __builtin_bswap32((uint32_t)w->q[1 + j]);
+        in[2 * j + 1][i] = __builtin_bswap32((uint32_t)(w->q[1 + j] >> 32));
+    }
+    in[4][i] = nw[0];
+    in[5][i] = nw[1];
+    in[6][i] = (uint32_t)which << 24 | 0x800000u;
+}
+
 /* out = the 4 * words big-endian bytes of lane i of w. */
 static inline void lane_bytes(uint8_t *out, uint32_t w[][16], size_t i, int words)
 {
@@ -572,9 +593,10 @@ uint8_t kbm_rr_sequence(kbm_verifier *v, const uint8_t *home, const uint8_t *car
     return verdict;
 }
 
-/* What a valid init message leaves for its reply (copied out of the caller's memory). */
+/* What a valid init message leaves for its reply: where its fields are in the copy
+   check_init judged (the caller's memory is read once). */
 typedef struct {
-    uint8_t src[16], dst[16], cookie[8];
+    const uint8_t *src, *dst, *cookie;
     uint8_t type;
 } init_msg;
 
@@ -626,34 +648,44 @@ static int check_init(const uint8_t *p, size_t n, init_msg *m)
         return 0;
     if (!kbm_is_routable(p + 8) || !kbm_is_unicast(p + 24))
         return 0;
-    memcpy(m->src, p + 8, 16);
-    memcpy(m->dst, p + 24, 16);
-    memcpy(m->cookie, p + l.mh + 8, 8);
+    m->src = p + 8;
+    m->dst = p + 24;
+    m->cookie = p + l.mh + 8;
     m->type = type;
     return 1;
 }
 
-/* The Home Test (3) or Care-of Test (4) answering m, with its keygen token. */
-static void build_test(const init_msg *m, uint64_t serial, const uint8_t token[8],
-                       uint8_t out[REPLY_SIZE])
+/* The Home Test (3) or Care-of Test (4) answering m, built in place at out but for its
+   checksum and keygen token (reply_finish's); returns the sum (sum8's) of what the checksum
+   covers so far: the addresses, the MH's first 16 bytes with a zero checksum. */
+static uint64_t reply_start(const init_msg *m, uint64_t serial, uint8_t out[REPLY_SIZE])
 {
     static const uint8_t ip[8] = {0x60, 0, 0, 0, 0, 24 /* Payload Length */, 135, 64};
     /* the MH's first 8 bytes as a little-endian load reads them: Payload Proto, Header Len,
        MH Type, reserved, the checksum (0 while summing), the nonce index */
     uint64_t head = 59u | 2u << 8 | (uint64_t)(uint8_t)(m->type + 2) << 16 |
                     (uint64_t)(uint8_t)(serial >> 8) << 48 | (uint64_t)(uint8_t)serial << 56;
-    /* summed from the pieces, not read back from out (loads spanning the stores just made
-       there would wait for them); pseudo-header: length 24, Next Header 135 */
-    uint64_t s = sum8((head & 0xFFFFFFFFu) + (head >> 32), m->dst, 2);
-    s = sum8(sum8(sum8(s, m->src, 2), m->cookie, 1), token, 1);
-    uint16_t c = (uint16_t)~fold_be(s, 24 + 135);
-    head |= (uint64_t)(uint8_t)(c >> 8) << 32 | (uint64_t)(uint8_t)c << 40;
     memcpy(out, ip, 8);
     memcpy(out + 8, m->dst, 16);
     memcpy(out + 24, m->src, 16);
     memcpy(out + 40, &head, 8); /* little-endian host (internal.h) */
     memcpy(out + 48, m->cookie, 8);
-    memcpy(out + 56, token, 8);
+    /* summed from the pieces, not read back from out (loads spanning the stores just made
+       there would wait for them) */
+    uint64_t s = sum8((head & 0xFFFFFFFFu) + (head >> 32), m->dst, 2);
+    return sum8(sum8(s, m->src, 2), m->cookie, 1);
+}
+
+/* The keygen token (its big-endian words t0, t1) and the checksum of the reply reply_start
+   began at out with sum s; pseudo-header: length 24, Next Header 135. */
+static void reply_finish(uint8_t out[REPLY_SIZE], uint64_t s, uint32_t t0, uint32_t t1)
+{
+    uint32_t b0 = __builtin_bswap32(t0), b1 = __builtin_bswap32(t1);
+    uint16_t c = (uint16_t)~fold_be(s + b0 + b1, 24 + 135);
+    out[44] = (uint8_t)(c >> 8);
+    out[45] = (uint8_t)c;
+    memcpy(out + 56, &b0, 4);
+    memcpy(out + 60, &b1, 4);
 }
 
 /* Kcn's midstates into k: v's cached ones when they are those of Kcn kcn_id, else computed
@@ -678,6 +710,50 @@ static void reply_kcn(kbm_verifier *v, const uint8_t *kcn, size_t kcn_len, uint6
         rr->reply_id = kcn_id;
         pthread_mutex_unlock(&rr->mu);
     }
+}
+
+static inline uint64_t halves(uint64_t x)
+{
+    return (x & 0xFFFFFFFFu) + (x >> 32);
+}
+
+/* check_init for a 56-byte packet, exactly: 1 when it is a plain Home (Care-of) Test Init to
+   answer, with *type its MH Type and *addr_sum the sum8 of its two addresses. */
+static inline int check_plain(const plain_init *w, uint8_t *type, uint64_t *addr_sum)
+{
+    const uint64_t *q = w->q;
+    uint8_t t = (uint8_t)(q[5] >> 16), s0 = (uint8_t)q[1], s1 = (uint8_t)(q[1] >> 8);
+    /* p[0] >> 4 == 6; p[4..7) = 0, 16 (Payload Length), 135; p[40..42) = 59, 1 */
+    if ((q[0] & 0xF0) != 0x60 || ((q[0] >> 32) & 0xFFFFFF) != (16u << 8 | 135u << 16) ||
+        (q[5] & 0xFFFF) != (59u | 1u << 8) || (t != 1 && t != 2))
+        return 0;
+    uint64_t a = halves(q[1]) + halves(q[2]) + halves(q[3]) + halves(q[4]);
+    if (fold_be(a + halves(q[5]) + halves(q[6]), 16 + 135) != 0xFFFF)
+        return 0;
+    /* kbm_is_routable(source), kbm_is_unicast(destination) */
+    if (s0 == 0xFF || (s0 == 0xFE && (s1 & 0xC0) == 0x80) ||
+        (q[1] == 0 && (q[2] << 8) == 0 && (q[2] >> 56) <= 1))
+        return 0;
+    if ((uint8_t)q[3] == 0xFF || (q[3] | q[4]) == 0)
+        return 0;
+    *type = t;
+    *addr_sum = a;
+    return 1;
+}
+
+/* reply_start for a plain init. */
+static inline uint64_t reply_start_plain(const plain_init *w, uint8_t type, uint64_t addr_sum,
+                                         uint64_t serial, uint8_t out[REPLY_SIZE])
+{
+    const uint64_t ip = 0x60u | (uint64_t)24 << 40 | (uint64_t)135 << 48 | (uint64_t)64 << 56;
+    uint64_t head = 59u | 2u << 8 | (uint64_t)(uint8_t)(type + 2) << 16 |
+                    (uint64_t)(uint8_t)(serial >> 8) << 48 | (uint64_t)(uint8_t)serial << 56;
+    /* word by word: assembling them on the stack first and copying 16 bytes at a time made
+       each load wait for two stores to forward */
+    const uint64_t o[7] = {ip, w->q[3], w->q[4], w->q[1], w->q[2], head, w->q[6]};
+    for (int j = 0; j < 7; j++)
+        memcpy(out + 8 * j, &o[j], 8); /* little-endian host (internal.h) */
+    return addr_sum + halves(head) + halves(w->q[6]);
 }
 
 #define REPLY_BATCH 64 /* init messages whose tokens are computed in one batch */
@@ -707,8 +783,9 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn_key, size_t kcn_len, uint64
     reply_kcn(v, kcn_key, kcn_len, kcn_id, &kcn);
     const int id = kbm_kernel_current();
     uint8_t copy[INIT_MAX];
-    init_msg msgs[REPLY_BATCH];
     uint8_t blk[REPLY_BATCH][64], tokens[REPLY_BATCH][12];
+    uint64_t sums[REPLY_BATCH];
+    const uint32_t nw[2] = {load_be32(nonce), load_be32(nonce + 4)};
 #if defined(__x86_64__)
     /* the AVX-512 kernel's: the blocks' words and the tokens, 16 lanes a group */
     _Alignas(64) uint32_t tin[REPLY_BATCH / 16][TOKEN_WORDS][16], tout[REPLY_BATCH / 16][2][16];
@@ -728,46 +805,68 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn_key, size_t kcn_len, uint64
     size_t k = 0, used = 0;
     out_offsets[0] = 0;
     for (size_t i = 0; i < n; i++) {
-        /* the caller's memory is read once: each packet is copied, then judged */
+        /* the caller's memory is read once: each packet is copied, then judged; its reply is
+           built in place in out but for the token and checksum, added once the batch's
+           tokens are known (offsets were checked above) */
         uint64_t a = offsets[i], b = offsets[i + 1];
-        if (a <= b && b <= buf_len && b - a <= INIT_MAX) {
-            size_t len = (size_t)(b - a);
-            if (len == 56)
-                memcpy(copy, buf + a, 56); /* the usual init, inlined */
-            else
-                memcpy(copy, buf + a, len);
-            if (check_init(copy, len, &msgs[k])) {
-                uint8_t which = (uint8_t)(msgs[k].type - 1);
+        init_msg m;
+        plain_init w;
+        uint8_t type;
+        uint64_t addr_sum;
+        if (b - a == 56) {
+            for (int j = 0; j < 7; j++)
+                memcpy(&w.q[j], buf + a + 8 * j, 8);
+            if (check_plain(&w, &type, &addr_sum)) {
+                uint8_t which = (uint8_t)(type - 1);
 #if defined(__x86_64__)
                 if (wide)
-                    token_words(tin[k / 16], k % 16, msgs[k].src, nonce, which);
+                    token_words_plain(tin[k / 16], k % 16, &w, nw, which);
                 else
 #endif
-                    token_block(blk[k], msgs[k].src, nonce, which);
+                    token_block(blk[k], (const uint8_t *)&w.q[1], nonce, which);
+                sums[k] = reply_start_plain(&w, type, addr_sum, serial, out + at + REPLY_SIZE * k);
+                k++;
+            }
+        } else if (b - a <= INIT_MAX) {
+            size_t len = (size_t)(b - a);
+            memcpy(copy, buf + a, len);
+            if (check_init(copy, len, &m)) {
+                uint8_t which = (uint8_t)(m.type - 1);
+#if defined(__x86_64__)
+                if (wide)
+                    token_words(tin[k / 16], k % 16, m.src, nonce, which);
+                else
+#endif
+                    token_block(blk[k], m.src, nonce, which);
+                sums[k] = reply_start(&m, serial, out + at + REPLY_SIZE * k);
                 k++;
             }
         }
         out_offsets[i + 1] = at + REPLY_SIZE * k;
         if (k == REPLY_BATCH || (i + 1 == n && k)) {
-            /* the tokens in one batch on the current kernel, then the replies */
+            /* the tokens in one batch on the current kernel, then into the replies */
+            uint8_t *r = out + at;
 #if defined(__x86_64__)
             if (wide) {
                 for (size_t g = 0; g < (k + 15) / 16; g++)
                     reply_tokens16(&kcn, tin[g], tout[g]);
                 for (size_t j = 0; j < k; j++)
-                    lane_bytes(tokens[j], tout[j / 16], j % 16, 2);
+                    reply_finish(r + REPLY_SIZE * j, sums[j], tout[j / 16][0][j % 16],
+                                 tout[j / 16][1][j % 16]);
             } else
 #endif
+            {
                 kbm_hmac1_batch_with(id, &kcn, bp, tp, k);
-            for (size_t j = 0; j < k; j++)
-                build_test(&msgs[j], serial, tokens[j], out + at + REPLY_SIZE * j);
+                for (size_t j = 0; j < k; j++)
+                    reply_finish(r + REPLY_SIZE * j, sums[j], load_be32(tokens[j]),
+                                 load_be32(tokens[j] + 4));
+            }
             at += REPLY_SIZE * k;
             used = k > used ? k : used;
             k = 0;
         }
     }
     kbm_wipe(&kcn, sizeof kcn);
-    kbm_wipe(tokens, 12 * used);
 #if defined(__x86_64__)
     if (wide) {
         kbm_wipe(tin, sizeof tin[0] * ((used + 15) / 16));
@@ -776,6 +875,7 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn_key, size_t kcn_len, uint64
     }
 #endif
     kbm_wipe(blk, 64 * used);
+    kbm_wipe(tokens, 12 * used);
     return KBM_OK;
 }
 
