@@ -339,7 +339,7 @@ static inline void token_words(uint32_t in[][16], size_t i, const uint8_t addr[1
     in[6][i] = (uint32_t)which << 24 | 0x800000u;
 }
 
-/* token_words for an address given as two little-endian words a[0], a[1] and a nonce as its
+/* token_words for a plain init's source address (w->q[1], w->q[2]) and a nonce given as its
    two big-endian words nw. */
 static inline void token_words_plain(uint32_t in[][16], size_t i, const plain_init *w,
                                      const uint32_t nw[2], uint8_t which)
@@ -351,15 +351,6 @@ static inline void token_words_plain(uint32_t in[][16], size_t i, const plain_in
     in[4][i] = nw[0];
     in[5][i] = nw[1];
     in[6][i] = (uint32_t)which << 24 | 0x800000u;
-}
-
-/* out = the 4 * words big-endian bytes of lane i of w. */
-static inline void lane_bytes(uint8_t *out, uint32_t w[][16], size_t i, int words)
-{
-    for (int j = 0; j < words; j++) {
-        uint32_t x = __builtin_bswap32(w[j][i]);
-        memcpy(out + 4 * j, &x, 4);
-    }
 }
 
 /* What authenticate_live works in; key material (tokens, Kbm), wiped once it is done. */
@@ -438,8 +429,16 @@ static void judge16(const kbm_verifier *v, kbm_rr_item *items, const size_t *lan
     uint8_t got[KBM_AUTH_SIZE];
     for (size_t q = 0; q < g; q++) {
         kbm_rr_item *it = &items[lane[q]];
-        lane_bytes(got, mac, q, 3);
-        int ok = kbm_ct_equal12_inline(got, it->p + it->l->bad);
+        /* kbm_ct_equal12_inline on the MAC's words as they are (its bytes stored and loaded
+           back whole would wait for store forwarding) */
+        const uint8_t *auth = it->p + it->l->bad;
+        uint64_t a0, m0 = __builtin_bswap32(mac[0][q]);
+        uint32_t a1, m1 = __builtin_bswap32(mac[2][q]);
+        m0 |= (uint64_t)__builtin_bswap32(mac[1][q]) << 32;
+        memcpy(&a0, auth, 8);
+        memcpy(&a1, auth + 8, 4);
+        uint64_t d = (a0 ^ m0) | (uint64_t)(a1 ^ m1);
+        int ok = (int)(((d | (0 - d)) >> 63) ^ 1);
         /* compat: a de-registration MACed over its care-of address (UMIP's mobile nodes) */
         if (!ok && it->dereg && v->compat && memcmp(it->home, it->care_of, 16) != 0) {
             kbm_mac_key k;
