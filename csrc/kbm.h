@@ -225,6 +225,17 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn, size_t kcn_len, uint64_t k
                  uint64_t serial, const uint8_t nonce[8], const uint8_t *buf, size_t buf_len,
                  const uint64_t *offsets, size_t n, uint8_t *out, uint64_t *out_offsets,
                  size_t *where);
+/* Which packets of a verified batch (verdicts, details as kbm_verify_buffer gave them) are
+   return routability's to answer (kbmfast.serve_rr), so that Python touches those only: by
+   kind[verdict] (1: a verdict only RR gives; 2: one acknowledged, the packet RR's when its
+   detail has Nonce Indices, or under compat (rfc3775 != 0) a registration whose care-of
+   address is its home address; 0: neither), their indices in packet order to picked (n
+   entries at most); the count is returned. inits (NULL: skipped): the indices of the
+   NOT_BINDING_UPDATE packets (the Home / Care-of Test Inits among them), the count in
+   *n_inits. Offsets and details are bounds-checked (a packet they do not fit is skipped). */
+size_t kbm_rr_select(const uint8_t *buf, size_t buf_len, const uint64_t *offsets, size_t n,
+                     const uint8_t *verdicts, const kbm_detail *details, const uint8_t kind[256],
+                     int rfc3775, uint32_t *picked, uint32_t *inits, size_t *n_inits);
 
 /* ---- Yardsticks for benchmarks (bench.c) ---- */
 

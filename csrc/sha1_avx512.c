@@ -6,22 +6,9 @@
 
 #if defined(__x86_64__)
 
-#include <immintrin.h>
+#include "sha1_avx512_ops.h"
 
-#define MB_FN __attribute__((target("avx512f,avx512bw,avx512vl")))
-#define MB_L 16
-#define MB_V __m512i
 #define MB_NAME(x) x##_avx512
-#define MB_ADD _mm512_add_epi32
-#define MB_XOR _mm512_xor_si512
-#define MB_SET1 _mm512_set1_epi32
-#define MB_ROL(x, n) _mm512_rol_epi32((x), (n))
-#define MB_CH(b, c, d) _mm512_ternarylogic_epi32((b), (c), (d), 0xCA)
-#define MB_PAR(b, c, d) _mm512_ternarylogic_epi32((b), (c), (d), 0x96)
-#define MB_MAJ(b, c, d) _mm512_ternarylogic_epi32((b), (c), (d), 0xE8)
-#define MB_XOR3(a, b, c) _mm512_ternarylogic_epi32((a), (b), (c), 0x96)
-#define MB_LOAD(p) _mm512_load_si512((const void *)(p))
-#define MB_STORE(p, v) _mm512_store_si512((void *)(p), (v))
 #define MB_ROWS(w, rows, off) rows16((w), (rows), (off))
 #define MB_MIN_ROWS(w, co, cn, mh) min_rows16((w), (co), (cn), (mh))
 #define MB_KEYS(s, o, keys) keys16((s), (o), (keys))

@@ -74,6 +74,7 @@ MB_FN __attribute__((always_inline)) static inline void MB_NAME(compress)(MB_V s
     s[4] = MB_ADD(s[4], e);
 }
 
+#ifndef MB_COMPRESS_ONLY /* rr.c takes compress alone */
 /* The inner block(s) are in w (rows[] by MB_ROWS, or built by the caller) and the inner
    midstates in s; finishes HMAC-SHA1-96 and writes the first 12 bytes of lane i to out[i]. */
 /* One out-of-line copy of compress for the return-routability kernels: an RR chunk runs three
@@ -261,3 +262,4 @@ MB_FN void MB_NAME(kbm_sha1_key_mb)(const uint8_t *const blk[], kbm_mac_key *con
         }
     kbm_wipe(t, sizeof t);
 }
+#endif /* MB_COMPRESS_ONLY */

@@ -18,7 +18,9 @@ preconfigured fast path does not:
   home address is a de-registration: ``acknowledge`` derives its Kbm as one (the fast path would
   not), so it goes this way too.
 
-:func:`handle` returns the indices it answered; the fast path skips them.
+:func:`handle` returns the indices it answered; the fast path skips them. Which packets those
+are is found in C (:func:`select`, ``kbm_rr_select``): Python touches the RR packets (and
+compat's) only, never the configured peers' accepted Binding Updates the fast path answers.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections import Counter
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
+from ._native_edge import ffi, lib
 from ._rr import MH_COT, MH_HOT, granted_lifetime
 from ._types import BA_STATUS, Verdict
 from .fast import _DETAIL, _result
@@ -35,7 +38,6 @@ from .fast import _DETAIL, _result
 if TYPE_CHECKING:
     from .live import Batch, LiveCapture
 
-_NOT_BU = int(Verdict.NOT_BINDING_UPDATE)
 #: The verdicts only return routability gives (BA 136, 137, 138, 130).
 _RR_ONLY = frozenset(
     int(v) for v in (Verdict.HOME_NONCE_EXPIRED, Verdict.CARE_OF_NONCE_EXPIRED, Verdict.NONCES_EXPIRED, Verdict.RR_TABLE_FULL)
@@ -51,15 +53,29 @@ def wanted(verifier: Any) -> bool:
     return verifier.return_routability is not None or verifier.compat == "rfc3775"
 
 
-def _slow(data: memoryview, at: int, code: int, detail: tuple[int, ...], compat: bool) -> bool:
-    """Whether this verdict (of the packet at ``data[at:]``) is this module's to answer rather
-    than the fast path's."""
-    if code in _RR_ONLY or detail[6] >= 0:  # judged by return routability: no Kbm in the key table
-        return True
-    if compat and detail[3] != 0 and detail[0] >= 0:  # RFC 3775: care-of = home is a de-registration
-        home, care_of = at + detail[0], at + detail[1]
-        return data[home : home + 16] == data[care_of : care_of + 16]
-    return False
+#: kbm_rr_select's kind of each verdict code: 1 only return routability gives it, 2 acknowledged.
+_KIND = bytes(1 if c in _RR_ONLY else 2 if c in _ANSWERED else 0 for c in range(256))
+
+
+def select(batch: Batch, rr: bool, compat: bool) -> tuple[list[int], list[int]]:
+    """(the indices of ``batch``'s packets this module answers rather than the fast path,
+    the indices of its NOT_BINDING_UPDATE packets when ``rr``, else []), found in C
+    (``kbm_rr_select``) so that Python touches those packets only: a verdict only return
+    routability gives; an acknowledged one of a BU with Nonce Indices (judged by return
+    routability: no Kbm in the key table); with ``compat``, one whose care-of address is its
+    home address (RFC 3775: a de-registration)."""
+    n = batch.n
+    if len(batch.verdicts) < n or len(batch.details) < _DETAIL.size * n or len(batch.offsets) < n + 1:
+        raise ValueError("batch: fewer verdicts, details or offsets than packets")
+    picked = array("I", bytes(4 * max(n, 1)))
+    inits = array("I", bytes(4 * max(n, 1)))
+    n_inits = ffi.new("size_t *")
+    m = lib.kbm_rr_select(
+        ffi.from_buffer("uint8_t[]", batch.data), len(batch.data), ffi.from_buffer("uint64_t[]", batch.offsets), n,
+        ffi.from_buffer("uint8_t[]", batch.verdicts), ffi.from_buffer("kbm_detail[]", batch.details), _KIND, compat,
+        ffi.from_buffer("uint32_t[]", picked), ffi.from_buffer("uint32_t[]", inits) if rr else ffi.NULL, n_inits,
+    )  # fmt: skip
+    return picked[:m].tolist(), inits[: n_inits[0]].tolist() if rr else []
 
 
 def handle(server: Any, capture: LiveCapture, batch: Batch) -> frozenset[int]:
@@ -70,36 +86,31 @@ def handle(server: Any, capture: LiveCapture, batch: Batch) -> frozenset[int]:
     import time
 
     verifier = server.verifier
-    n, verdicts, details, data, offsets = batch.n, batch.verdicts, batch.details, batch.data, batch.offsets
+    verdicts, details, data, offsets = batch.verdicts, batch.details, batch.data, batch.offsets
     replies: Counter[str] = Counter()
     reply_failed = 0
-    if verifier.return_routability is not None:
-        inits = [i for i in range(n) if verdicts[i] == _NOT_BU]
-        if inits:
-            buf = b"".join(data[offsets[i] : offsets[i + 1]] for i in inits)
-            offs = array("Q", accumulate((offsets[i + 1] - offsets[i] for i in inits), initial=0))
-            out, ends = verifier.reply_buffer(buf, offs)
-            for k, i in enumerate(inits):
-                reply = out[ends[k] : ends[k + 1]]
-                if not reply:
-                    continue
-                if capture.send(i, reply):
-                    replies[_REPLY_NAMES.get(reply[42], "?")] += 1
-                else:
-                    reply_failed += 1
     compat = verifier.compat == "rfc3775"
+    picked, inits = select(batch, verifier.return_routability is not None, compat)
+    if inits:
+        buf = b"".join(data[offsets[i] : offsets[i + 1]] for i in inits)
+        offs = array("Q", accumulate((offsets[i + 1] - offsets[i] for i in inits), initial=0))
+        out, ends = verifier.reply_buffer(buf, offs)
+        for k, i in enumerate(inits):
+            reply = out[ends[k] : ends[k + 1]]
+            if not reply:
+                continue
+            if capture.send(i, reply):
+                replies[_REPLY_NAMES.get(reply[42], "?")] += 1
+            else:
+                reply_failed += 1
     done: set[int] = set()
     sent: Counter[int] = Counter()
     limited = failed = 0
     now = time.monotonic()
     cap = verifier.max_lifetime
-    for i in range(n):
+    for i in picked:
         code = verdicts[i]
-        if code not in _RR_ONLY and code not in _ANSWERED:
-            continue
         detail = _DETAIL.unpack_from(details, _DETAIL.size * i)
-        if not _slow(data, offsets[i], code, detail, compat):
-            continue
         done.add(i)
         result = _result(bytes(data[offsets[i] : offsets[i + 1]]), code, detail)
         assert result.home is not None and result.care_of is not None and result.lifetime is not None

@@ -182,6 +182,41 @@ def test_bad_init_messages_get_no_reply(kb: types.ModuleType) -> None:
     assert without.reply_buffer(good, array("Q", [0, len(good)]))[1].tolist() == [0, 0]
 
 
+def test_init_addresses_at_the_edges(kb: types.ModuleType) -> None:
+    """The usual 56-byte init is judged from its words in C (rr.c check_plain): every rule of
+    the general path at its edges, singly and in one reply_buffer call."""
+    s = Session(kb)
+    answered = {
+        "::2": True,  # not the unspecified or loopback address
+        "::1": False,
+        "::": False,
+        "::100:0:0:0:1": True,  # a byte set in the middle
+        "fe80::1": False,  # link-local: fe80::/10
+        "febf::1": False,
+        "fec0::1": True,
+        "fe7f::1": True,
+        "ff02::1": False,
+        "fd00::1": True,
+    }
+    stream = []
+    for src, ok in answered.items():
+        for mh_type, cookie in ((1, b"cookie-h"), (2, b"cookie-c")):
+            packet = init(mh_type, cookie, src)
+            assert (s.v.reply(packet) is not None) == ok, src
+            stream.append(packet)
+    for dst, ok in {"::": False, "::1": True, "ff02::1": False, "feff::1": True, "fe80::1": True}.items():
+        packet = init(1, b"cookie-h", HOME, dst)
+        assert (s.v.reply(packet) is not None) == ok, dst
+        stream.append(packet)
+    version = bytearray(init(1, b"cookie-h", HOME))
+    version[0] = 0x70  # not IPv6 (the checksum does not cover it)
+    stream.append(bytes(version))
+    assert s.v.reply(bytes(version)) is None
+    out, ends = s.v.reply_buffer(b"".join(stream), array("Q", _offsets(stream)))
+    for i, packet in enumerate(stream):
+        assert out[ends[i] : ends[i + 1]] == (s.v.reply(packet) or b""), i
+
+
 def long_init(total: int) -> bytes:
     """A HoTI padded with PadN options to ``total`` bytes."""
     body = bytearray(init(1, b"cookie-h", HOME)[40:])

@@ -490,10 +490,11 @@ def _live_batch(cn: kbmfast.Verifier, packets: list[bytes]) -> Any:
     return Batch(n, memoryview(data), offsets, verdicts, details, [T0_US] * n, list(range(1, n + 1)))
 
 
-def test_server_handle_rr_and_compat_answers_are_acknowledge_s() -> None:
+def _rr_server() -> tuple[kbmfast.Verifier, Any, FakeCapture, Any, list[bytes]]:
+    """A Server whose verifier has a configured peer (HOME), an RFC 4449 one (HOME2), return
+    routability and compat rfc3775; a FakeCapture; an RR mobile node and its two inits."""
     from test_serve import CN_NONCE, HN, HOME2, KCN
 
-    from kbmfast.fast import _result
     from kbmfast.serve import Server
 
     keys = kbmfast.KeyTable()
@@ -501,9 +502,16 @@ def test_server_handle_rr_and_compat_answers_are_acknowledge_s() -> None:
     keys.add_kcn(HOME2, KCN, HN, CN_NONCE)
     clock = Clock()
     cn = kbmfast.Verifier(keys, return_routability=kbmfast.ReturnRoutability(clock=clock), compat="rfc3775")
-    server, cap = Server(cn), FakeCapture()
     bul = kbmfast.BindingUpdateList(HOME_RR, clock=clock)
-    inits = list(bul.return_routability(CN, care_of=COA))
+    return cn, Server(cn), FakeCapture(), bul, list(bul.return_routability(CN, care_of=COA))
+
+
+def test_server_handle_rr_and_compat_answers_are_acknowledge_s() -> None:
+    from test_serve import CN_NONCE, HN, HOME2, KCN
+
+    from kbmfast.fast import _result
+
+    cn, server, cap, bul, inits = _rr_server()
     server.handle(cap, _live_batch(cn, [*inits, custom_bu(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=1)]))
     assert [(i, p) for i, p in cap.sent[:2]] == [(0, cn.reply(inits[0])), (1, cn.reply(inits[1]))]
     assert [i for i, _ in cap.sent] == [0, 1, 2]  # the configured peer's BA by the fast path
@@ -533,3 +541,93 @@ def test_server_handle_rr_and_compat_answers_are_acknowledge_s() -> None:
     assert [(b["home"], b["lifetime"]) for b in snap["bindings"]] == [(HOME, 420), (HOME_RR, 420)]  # RR: at most 420
     assert snap["rr_replies"] == {"CoT": 1, "HoT": 1} and snap["ba_sent"] == {"0": 3, "138": 1}
     cn.close()
+
+
+def _python_rule(batch: Any, compat: bool) -> list[int]:
+    """What serve_rr.handle answered before kbm_rr_select, in Python, as the oracle: verdicts
+    only RR gives, acknowledged BUs with Nonce Indices, compat's care-of = home BUs."""
+    from kbmfast import serve_rr
+    from kbmfast.fast import _DETAIL
+
+    out = []
+    for i in range(batch.n):
+        code = batch.verdicts[i]
+        if code in serve_rr._RR_ONLY:
+            out.append(i)
+        elif code in serve_rr._ANSWERED:
+            d = _DETAIL.unpack_from(batch.details, _DETAIL.size * i)
+            at = batch.offsets[i]
+            same = batch.data[at + d[0] : at + d[0] + 16] == batch.data[at + d[1] : at + d[1] + 16]
+            if d[6] >= 0 or (compat and d[3] != 0 and d[0] >= 0 and same):
+                out.append(i)
+    return out
+
+
+def test_server_handle_touches_only_rr_packets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve_rr.handle unpacks the details of the packets it answers only (kbm_rr_select finds
+    them in C), not those of every accepted Binding Update of a configured peer."""
+    from test_serve import CN_NONCE, HN, HOME2, KCN
+
+    from kbmfast import serve_rr
+
+    cn, server, cap, bul, inits = _rr_server()
+    server.handle(cap, _live_batch(cn, inits))
+    assert all(bul.process_test(p) for _, p in cap.sent)
+    dereg_kbm = kbmfast.derive_kbm(KCN, HN, CN_NONCE, home=HOME2, care_of=HOME2, deregistration=True)
+    configured = [custom_bu(KBM, home=HOME, care_of=COA, correspondent=CN, sequence=s) for s in range(1, 40)]
+    packets = [
+        *configured[:20],
+        bul.binding_update(CN, care_of=COA, lifetime=600),  # RR, accepted
+        custom_bu(dereg_kbm, home=HOME2, care_of=HOME2, correspondent=CN, sequence=3, mac_care_of=HOME2),  # compat
+        *configured[20:],
+        configured[0],  # a replay of a configured peer's: 135, the fast path's
+        custom_bu(bytes(20), home="2001:db8:1::901", care_of=COA, correspondent=CN, sequence=1, nonce_indices=(9, 9)),
+        *inits,  # answered again
+        b"\x60junk",
+    ]
+    batch = _live_batch(cn, packets)
+    want = _python_rule(batch, compat=True)
+    assert want == [20, 21, 42]
+    not_bu = [i for i in range(batch.n) if batch.verdicts[i] == kbmfast.Verdict.NOT_BINDING_UPDATE]
+    assert not_bu == [43, 44]  # the junk is malformed
+    assert serve_rr.select(batch, True, True) == (want, not_bu)
+    assert serve_rr.select(batch, False, False)[1] == []
+
+    class Counting:
+        size = serve_rr._DETAIL.size
+
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def unpack_from(self, buf: Any, at: int) -> Any:
+            self.calls.append(at // self.size)
+            return serve_rr._DETAIL_REAL.unpack_from(buf, at)
+
+    monkeypatch.setattr(serve_rr, "_DETAIL_REAL", serve_rr._DETAIL, raising=False)
+    counting = Counting()
+    monkeypatch.setattr(serve_rr, "_DETAIL", counting)
+    cap.sent.clear()
+    assert server.handle(cap, batch) is None
+    assert sorted(set(counting.calls)) == want
+    cn.close()
+
+
+def test_rr_select_checks_bounds() -> None:
+    """Details pointing past their packet, or offsets past the buffer, are skipped, not read."""
+    from array import array
+
+    from kbmfast import serve_rr
+    from kbmfast.fast import _DETAIL
+    from kbmfast.live import Batch
+
+    data = bytes(100)
+    details = _DETAIL.pack(90, 0, 1, 5, 0, 0, -1) + _DETAIL.pack(0, 20, 1, 5, 0, 0, -1) + _DETAIL.pack(0, 16, 1, 5, 0, 0, -1)
+    batch = Batch(3, memoryview(data), array("Q", [0, 100, 200, 100]), bytearray(3), bytearray(details), [0] * 3, [1, 2, 3])
+    assert serve_rr.select(batch, True, True) == ([], [])
+    same = bytearray(_DETAIL.pack(0, 16, 1, 5, 0, 0, -1) * 3)
+    batch = Batch(3, memoryview(data), array("Q", [0, 100, 100, 100]), bytearray(3), same, [0] * 3, [1, 2, 3])
+    assert serve_rr.select(batch, True, True) == ([0], [])  # packets 1 and 2 are empty
+    assert serve_rr.select(batch, True, False) == ([], [])  # care-of = home only matters under compat
+    short = Batch(4, memoryview(data), array("Q", [0] * 5), bytearray(4), bytearray(details), [0] * 4, [1] * 4)
+    with pytest.raises(ValueError, match="fewer"):
+        serve_rr.select(short, True, True)

@@ -6,6 +6,10 @@ SHA-1 compressions per operation (csrc/rr.c), each message fitting one block:
   midstates (inner 1 + outer 1, twice: 4); Kbm = SHA1(16 bytes) (1); Kbm's HMAC midstates
   (inner and outer pad blocks: 2); the authenticator over 52 bytes (inner 1 + outer 1: 2). 9.
 - Home / Care-of Test: one keygen token (2).
+These are the counts RFC 6275 §5.2.5's formulas need, none skipped (home keygen token =
+First(64, HMAC_SHA1(Kcn, home address | nonce | 0)), care-of with 1; Kbm = SHA1(home token |
+care-of token); authenticator = First(96, HMAC_SHA1(Kbm, care-of | CN | MH data))), with Kcn's
+midstates computed once per Kcn, not per packet.
 The rate is reported as a fraction of (compressions/s ÷ that count): 1.0 would be pure SHA-1.
 """
 
