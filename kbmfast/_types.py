@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from itertools import repeat
+from operator import call
+from typing import TYPE_CHECKING, Any
 
 IPv6Address = ipaddress.IPv6Address
 #: What the API accepts wherever it takes an address.
@@ -350,8 +354,14 @@ class Packet:
     message: Message
 
 
-@dataclass(frozen=True)
-class Result:
+class _Pending:
+    """Result's one slot that is not a field: how to compute the fields left to first use."""
+
+    __slots__ = ("_pending",)
+
+
+@dataclass(frozen=True, slots=True, weakref_slot=True)
+class Result(_Pending):
     """What the correspondent node decided about one packet.
 
     Fields other than ``verdict`` are ``None`` until the packet is known to be a well-formed
@@ -361,6 +371,12 @@ class Result:
     Binding Acknowledgement to send (``None``: send nothing); ``last_sequence`` is the last
     accepted sequence number, given with status 135. ``nonce_indices`` (home, care-of) is set
     when the Binding Update was judged by return routability (no preconfigured key).
+
+    A frozen dataclass with ``__slots__``. The verifiers set ``verdict`` at once and leave the
+    other fields to be computed, all together, when one is first read (the address objects
+    cost more to build than the C core takes to verify a packet, and many callers look at
+    ``verdict`` only): reading, comparing, hashing, printing, copying or pickling a Result gives
+    the same values either way.
     """
 
     verdict: Verdict
@@ -374,3 +390,74 @@ class Result:
     last_sequence: int | None = None
     source: IPv6Address | None = None
     nonce_indices: tuple[int, int] | None = None
+
+    if not TYPE_CHECKING:  # for the type checker, every field is an ordinary attribute
+
+        def __getattr__(self, name: str) -> Any:
+            # Called only for a slot that is not set: the fields a verifier left to first use
+            # (``_pending`` is then (fill, ...), and fill sets them all), or no attribute at all.
+            try:
+                pending = _get_pending(self)
+            except AttributeError:  # made by the constructor, or unpickled: every field set
+                pending = None
+            if pending is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            pending[0](self, pending)
+            return _getattribute(self, name)
+
+
+#: The fields a verifier may leave to first use (every field but ``verdict``), in field order.
+LAZY_FIELDS = tuple(f.name for f in fields(Result) if f.name != "verdict")
+_LAZY_SETTERS = tuple(Result.__dict__[name].__set__ for name in LAZY_FIELDS)
+_get_pending: Callable[[Result], tuple[Any, ...] | None] = _Pending.__dict__["_pending"].__get__
+_getattribute = object.__getattribute__
+#: For the verifiers' hot paths: a Result with no field set, and the setters of its slots (a
+#: frozen dataclass refuses setattr; these bypass it, as its own __init__ does).
+new_result: Callable[[type[Result]], Result] = object.__new__
+set_verdict: Callable[[Result, Verdict], None] = Result.__dict__["verdict"].__set__
+set_pending: Callable[[Result, tuple[Any, ...] | None], None] = _Pending.__dict__["_pending"].__set__
+
+
+def set_fields(result: Result, values: tuple[Any, ...]) -> None:
+    """What a Result's fill function ends with: set every field but ``verdict``, in field
+    order (LAZY_FIELDS); then nothing is pending."""
+    any(map(call, _LAZY_SETTERS, repeat(result), values))  # the setters return None: all run
+    set_pending(result, None)
+
+
+#: set_fields' values for a packet that is not a well-formed Binding Update.
+NO_FIELDS: tuple[None, ...] = (None,) * len(LAZY_FIELDS)
+
+
+def _fill_from_bytes(result: Result, pending: tuple[Any, ...]) -> None:
+    home, care_of, correspondent, sequence, lifetime, ack, ba_status, last_sequence, source, nonce_indices = pending[1]
+    set_fields(
+        result,
+        (
+            IPv6Address(home), IPv6Address(care_of), IPv6Address(correspondent), sequence, lifetime, ack, ba_status,
+            last_sequence, IPv6Address(source), nonce_indices,
+        ),
+    )  # fmt: skip
+
+
+def result_from_bytes(
+    verdict: Verdict,
+    *,
+    home: bytes,
+    care_of: bytes,
+    correspondent: bytes,
+    source: bytes,
+    sequence: int,
+    lifetime: int,
+    ack: bool,
+    ba_status: int | None = None,
+    last_sequence: int | None = None,
+    nonce_indices: tuple[int, int] | None = None,
+) -> Result:
+    """``Result(verdict, ...)`` with the addresses given as 16 bytes each, made IPv6Address
+    (and the other fields set) when a field is first read."""
+    r = new_result(Result)
+    set_verdict(r, verdict)
+    values = (home, care_of, correspondent, sequence, lifetime, ack, ba_status, last_sequence, source, nonce_indices)
+    set_pending(r, (_fill_from_bytes, values))
+    return r
