@@ -41,7 +41,7 @@ def fresh(backend: Any, keys: kbmfast.KeyTable) -> Callable[[], tuple[tuple[Any,
 def test_verify_latency(benchmark: BenchmarkFixture, record: Recorder, workload: Workload, quick: bool, name: str) -> None:
     """One verify() per round, on the packets in order (one verifier: each is a new sequence).
     c: the verdict read (a Result computes its other fields when first read), the C backend's
-    address cache warm; c-cold: the cache emptied before every call and every field read, so
+    address caches warm; c-cold: the caches emptied before every call and every field read, so
     each Result builds its addresses."""
     backend = BACKENDS[name.split("-")[0]]
     calls = (2_000 if quick else 20_000) // (10 if name == "reference" else 1)

@@ -10,8 +10,6 @@ import enum
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from itertools import repeat
-from operator import call
 from typing import TYPE_CHECKING, Any
 
 IPv6Address = ipaddress.IPv6Address
@@ -354,14 +352,8 @@ class Packet:
     message: Message
 
 
-class _Pending:
-    """Result's one slot that is not a field: how to compute the fields left to first use."""
-
-    __slots__ = ("_pending",)
-
-
-@dataclass(frozen=True, slots=True, weakref_slot=True)
-class Result(_Pending):
+@dataclass(frozen=True)
+class Result:
     """What the correspondent node decided about one packet.
 
     Fields other than ``verdict`` are ``None`` until the packet is known to be a well-formed
@@ -372,11 +364,10 @@ class Result(_Pending):
     accepted sequence number, given with status 135. ``nonce_indices`` (home, care-of) is set
     when the Binding Update was judged by return routability (no preconfigured key).
 
-    A frozen dataclass with ``__slots__``. The verifiers set ``verdict`` at once and leave the
-    other fields to be computed, all together, when one is first read (the address objects
-    cost more to build than the C core takes to verify a packet, and many callers look at
-    ``verdict`` only): reading, comparing, hashing, printing, copying or pickling a Result gives
-    the same values either way.
+    The verifiers set ``verdict`` at once and leave the other fields to be computed, all
+    together, when one is first read (the address objects cost more to build than the C core
+    takes to verify a packet, and many callers look at ``verdict`` only): reading, comparing,
+    hashing, printing, copying or pickling a Result gives the same values either way.
     """
 
     verdict: Verdict
@@ -394,50 +385,48 @@ class Result(_Pending):
     if not TYPE_CHECKING:  # for the type checker, every field is an ordinary attribute
 
         def __getattr__(self, name: str) -> Any:
-            # Called only for a slot that is not set: the fields a verifier left to first use
-            # (``_pending`` is then (fill, ...), and fill sets them all), or no attribute at all.
+            # Called only for a name the instance dict does not hold (the fields' class-level
+            # defaults are removed below): fields a verifier left to first use, then
+            # self.__dict__["_pending"] is (fill, ...) and fill(self.__dict__, pending) sets them
+            # all; or a name that is no attribute at all.
+            d = self.__dict__
+            pending = d.get("_pending")
+            if pending is not None:
+                pending[0](d, pending)
             try:
-                pending = _get_pending(self)
-            except AttributeError:  # made by the constructor, or unpickled: every field set
-                pending = None
-            if pending is None:
-                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            pending[0](self, pending)
-            return _getattribute(self, name)
+                return d[name]
+            except KeyError:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}") from None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields (computed if they were left to first use), for copy and pickle."""
+        return {name: getattr(self, name) for name in FIELDS}
 
 
-#: The fields a verifier may leave to first use (every field but ``verdict``), in field order.
-LAZY_FIELDS = tuple(f.name for f in fields(Result) if f.name != "verdict")
-_LAZY_SETTERS = tuple(Result.__dict__[name].__set__ for name in LAZY_FIELDS)
-_get_pending: Callable[[Result], tuple[Any, ...] | None] = _Pending.__dict__["_pending"].__get__
-_getattribute = object.__getattribute__
-#: For the verifiers' hot paths: a Result with no field set, and the setters of its slots (a
-#: frozen dataclass refuses setattr; these bypass it, as its own __init__ does).
+#: Every field, in order.
+FIELDS = tuple(f.name for f in fields(Result))
+for _name in FIELDS:  # a field missing from an instance's dict must reach __getattr__
+    if _name in Result.__dict__:
+        delattr(Result, _name)
+#: For the verifiers' hot paths: a Result with nothing set (then ``r.__dict__`` gets "verdict"
+#: and "_pending"; a frozen dataclass refuses setattr, its own __init__ bypasses it too).
 new_result: Callable[[type[Result]], Result] = object.__new__
-set_verdict: Callable[[Result, Verdict], None] = Result.__dict__["verdict"].__set__
-set_pending: Callable[[Result, tuple[Any, ...] | None], None] = _Pending.__dict__["_pending"].__set__
 
 
-def set_fields(result: Result, values: tuple[Any, ...]) -> None:
-    """What a Result's fill function ends with: set every field but ``verdict``, in field
-    order (LAZY_FIELDS); then nothing is pending."""
-    any(map(call, _LAZY_SETTERS, repeat(result), values))  # the setters return None: all run
-    set_pending(result, None)
-
-
-#: set_fields' values for a packet that is not a well-formed Binding Update.
-NO_FIELDS: tuple[None, ...] = (None,) * len(LAZY_FIELDS)
-
-
-def _fill_from_bytes(result: Result, pending: tuple[Any, ...]) -> None:
-    home, care_of, correspondent, sequence, lifetime, ack, ba_status, last_sequence, source, nonce_indices = pending[1]
-    set_fields(
-        result,
-        (
-            IPv6Address(home), IPv6Address(care_of), IPv6Address(correspondent), sequence, lifetime, ack, ba_status,
-            last_sequence, IPv6Address(source), nonce_indices,
-        ),
-    )  # fmt: skip
+def _fill_from_bytes(d: dict[str, Any], pending: tuple[Any, ...]) -> None:
+    """Set the fields result_from_bytes left: its values, the addresses made IPv6Address."""
+    home, care_of, correspondent, source, sequence, lifetime, ack, ba_status, last_sequence, nonce_indices = pending[1:]
+    d["home"] = IPv6Address(home)
+    d["care_of"] = IPv6Address(care_of)
+    d["correspondent"] = IPv6Address(correspondent)
+    d["sequence"] = sequence
+    d["lifetime"] = lifetime
+    d["ack"] = ack
+    d["ba_status"] = ba_status
+    d["last_sequence"] = last_sequence
+    d["source"] = IPv6Address(source)
+    d["nonce_indices"] = nonce_indices
+    d.pop("_pending", None)
 
 
 def result_from_bytes(
@@ -457,7 +446,9 @@ def result_from_bytes(
     """``Result(verdict, ...)`` with the addresses given as 16 bytes each, made IPv6Address
     (and the other fields set) when a field is first read."""
     r = new_result(Result)
-    set_verdict(r, verdict)
-    values = (home, care_of, correspondent, sequence, lifetime, ack, ba_status, last_sequence, source, nonce_indices)
-    set_pending(r, (_fill_from_bytes, values))
+    d = r.__dict__
+    d["verdict"] = verdict
+    d["_pending"] = (
+        _fill_from_bytes, home, care_of, correspondent, source, sequence, lifetime, ack, ba_status, last_sequence, nonce_indices,
+    )  # fmt: skip
     return r

@@ -12,7 +12,7 @@ import struct
 import threading
 from array import array
 from collections.abc import Iterable
-from itertools import accumulate, chain, repeat
+from itertools import accumulate, chain
 from typing import Any
 
 from . import _rr
@@ -24,8 +24,8 @@ from ._native_edge import ffi, lib
 from ._types import (
     BA_STATUS,
     DEFAULT_REKEY_LIMIT,
+    FIELDS,
     FLAG_A,
-    NO_FIELDS,
     KbmError,
     MalformedPacket,
     Message,
@@ -36,9 +36,6 @@ from ._types import (
     UnknownMessage,
     Verdict,
     new_result,
-    set_fields,
-    set_pending,
-    set_verdict,
 )
 from ._util import (
     address_bytes,
@@ -387,8 +384,9 @@ class Verifier:
         if self._durability is not None:
             self._durability.changed()
         r = new_result(Result)  # the verdict now, the other fields when first read (_fill)
-        set_verdict(r, _VERDICTS[verdict[0]])
-        set_pending(r, (_fill, p, bytes(detail), 0))
+        fields = r.__dict__
+        fields["verdict"] = _VERDICTS[verdict[0]]
+        fields["_pending"] = (_fill, p, bytes(detail), 0)
         _SCRATCH.append(scratch)
         return r
 
@@ -550,7 +548,7 @@ _ACCEPTED = Verdict.ACCEPTED
 _OUT_OF_WINDOW = Verdict.SEQUENCE_OUT_OF_WINDOW
 
 #: 16 address bytes -> IPv6Address (immutable, so shared). Peers' addresses repeat from packet
-#: to packet; the cache is emptied when it reaches _ADDRESSES_MAX entries (a few MB at most).
+#: to packet; each cache is emptied when it reaches _ADDRESSES_MAX entries (a few MB at most).
 _ADDRESSES: dict[bytes, ipaddress.IPv6Address] = {}
 _ADDRESSES_MAX = 1 << 15
 _from_bytes = int.from_bytes
@@ -575,6 +573,18 @@ def _address(b: bytes) -> ipaddress.IPv6Address:
     return a
 
 
+#: packet[8:64] of the usual layout (source | destination | Destination Options header with the
+#: home address at 48) -> (source, correspondent, home): one lookup instead of three.
+_TRIPLES: dict[bytes, tuple[ipaddress.IPv6Address, ipaddress.IPv6Address, ipaddress.IPv6Address]] = {}
+
+
+def _triple(key: bytes) -> tuple[ipaddress.IPv6Address, ipaddress.IPv6Address, ipaddress.IPv6Address]:
+    if len(_TRIPLES) >= _ADDRESSES_MAX:
+        _TRIPLES.clear()
+    t = _TRIPLES[key] = (_address(key[0:16]), _address(key[16:32]), _address(key[40:56]))
+    return t
+
+
 def _new_address_checked() -> bool:
     samples = [bytes(16), bytes(range(16)), b"\xff" * 16, _addr("::ffff:192.0.2.1").packed, _addr("2001:db8::1").packed]
     try:
@@ -590,49 +600,59 @@ if not _new_address_checked():  # pragma: no cover - this Python's IPv6Address i
     _new_address = _addr  # type: ignore[assignment]
 
 
-def _fill(r: Result, pending: tuple[Any, ...]) -> None:
-    """Set the fields of a Result verify() made (Result.__getattr__ calls this on first read):
-    ``pending`` is (_fill, the packet, the bytes holding its kbm_detail, the detail's offset)."""
+def _fill(d: dict[str, Any], pending: tuple[Any, ...]) -> None:
+    """Set the fields of a Result verify() made, in its dict (Result.__getattr__ calls this on
+    first read): ``pending`` is (_fill, the packet, the bytes holding its kbm_detail, the
+    detail's offset in them)."""
     _, p, details, at = pending
     home, care_of, sequence, lifetime, flags, last, nonce = _unpack_detail(details, at)
     if home < 0:  # not a well-formed Binding Update: nothing but the verdict
-        set_fields(r, NO_FIELDS)
-        return
-    v = r.verdict
-    ack = (flags & FLAG_A) != 0
-    source = _address(p[8:24])
-    set_fields(
-        r,
-        (
-            _address(p[home : home + 16]),
-            source if care_of == 8 else _address(p[care_of : care_of + 16]),  # else the Alternate Care-of Address
-            _address(p[24:40]),
-            sequence,
-            lifetime * 4,
-            ack,
-            _BA_STATUS[v] if v is not _ACCEPTED else (0 if ack else None),
-            last if v is _OUT_OF_WINDOW else None,
-            source,
-            None if nonce < 0 else (p[nonce] << 8 | p[nonce + 1], p[nonce + 2] << 8 | p[nonce + 3]),
-        ),
-    )
+        d.update(_NO_FIELDS)
+    else:
+        v = d["verdict"]
+        ack = (flags & FLAG_A) != 0
+        if home == 48 and care_of == 8:  # the usual layout: a Home Address option, no Alternate CoA
+            source, correspondent, home_address = _TRIPLES.get(key := p[8:64]) or _triple(key)
+            d["home"] = home_address
+            d["care_of"] = source
+        else:
+            source, correspondent = _address(p[8:24]), _address(p[24:40])
+            d["home"] = _address(p[home : home + 16])
+            d["care_of"] = source if care_of == 8 else _address(p[care_of : care_of + 16])
+        d["correspondent"] = correspondent
+        d["sequence"] = sequence
+        d["lifetime"] = lifetime * 4
+        d["ack"] = ack
+        d["ba_status"] = _BA_STATUS[v] if v is not _ACCEPTED else (0 if ack else None)
+        d["last_sequence"] = last if v is _OUT_OF_WINDOW else None
+        d["source"] = source
+        d["nonce_indices"] = None if nonce < 0 else (p[nonce] << 8 | p[nonce + 1], p[nonce + 2] << 8 | p[nonce + 3])
+    d.pop("_pending", None)
+
+
+_NO_FIELDS = dict.fromkeys(FIELDS[1:])
 
 
 def _result(p: bytes, verdict: int, d: tuple[int, ...]) -> Result:
     """The Result of packet ``p`` from its verdict code and its unpacked kbm_detail."""
     r = new_result(Result)
-    set_verdict(r, _VERDICTS[verdict])
-    set_pending(r, (_fill, p, _DETAIL.pack(*d), 0))
+    fields = r.__dict__
+    fields["verdict"] = _VERDICTS[verdict]
+    fields["_pending"] = (_fill, p, _DETAIL.pack(*d), 0)
     return r
 
 
 def _results(packets: list[bytes], verdicts: array[int], details: bytearray) -> list[Result]:
     """verify_batch's Results: packet i's detail is at ``i * _DETAIL.size`` in ``details``
-    (this call's own buffer, never written again). Built by C loops: map() over setters that
-    return None, which ``any`` runs to the end."""
-    out = list(map(new_result, repeat(Result, len(packets))))
-    any(map(set_verdict, out, map(_VERDICTS.__getitem__, verdicts)))
-    any(map(set_pending, out, zip(repeat(_fill), packets, repeat(details), range(0, len(details), _DETAIL.size))))
+    (this call's own buffer, never written again; it may be longer than n details)."""
+    out: list[Result] = []
+    append = out.append
+    for p, code, at in zip(packets, verdicts, range(0, len(details), _DETAIL.size), strict=False):
+        r = new_result(Result)
+        fields = r.__dict__
+        fields["verdict"] = _VERDICTS[code]
+        fields["_pending"] = (_fill, p, details, at)
+        append(r)
     return out
 
 

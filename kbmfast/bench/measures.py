@@ -316,8 +316,9 @@ def plan_compress_parallel(blocks: int, processes: int) -> Plan | None:
 
 
 def _forget_addresses() -> None:
-    """Empty the C backend's IPv6Address cache (a cold verify(): every peer seen first)."""
+    """Empty the C backend's IPv6Address caches (a cold verify(): every peer seen first)."""
     _fast._ADDRESSES.clear()
+    _fast._TRIPLES.clear()
 
 
 def _every_field(r: kbmfast.Result) -> int:
@@ -335,8 +336,8 @@ def plan_latency(backend: str, w: Workload, calls: int, *, cold: bool = False) -
     packets in order, with a fresh verifier each run: items are calls.
 
     A Result computes its fields but the verdict when they are first read, and the C backend
-    caches the IPv6Address objects: warm (the default), only the verdict is read, and the same
-    packets went through once before the timed runs; ``cold``, the cache is emptied before each
+    caches its IPv6Address objects: warm (the default), only the verdict is read, and the same
+    packets went through once before the timed runs; ``cold``, the caches are emptied before each
     run, ``calls`` is cut to one packet per peer, and every field is read, so every call builds
     its addresses.
     """
