@@ -10,7 +10,7 @@ import enum
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 IPv6Address = ipaddress.IPv6Address
 #: What the API accepts wherever it takes an address.
@@ -382,32 +382,39 @@ class Result:
     source: IPv6Address | None = None
     nonce_indices: tuple[int, int] | None = None
 
-    if not TYPE_CHECKING:  # for the type checker, every field is an ordinary attribute
-
-        def __getattr__(self, name: str) -> Any:
-            # Called only for a name the instance dict does not hold (the fields' class-level
-            # defaults are removed below): fields a verifier left to first use, then
-            # self.__dict__["_pending"] is (fill, ...) and fill(self.__dict__, pending) sets them
-            # all; or a name that is no attribute at all.
-            d = self.__dict__
-            pending = d.get("_pending")
-            if pending is not None:
-                pending[0](d, pending)
-            try:
-                return d[name]
-            except KeyError:
-                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}") from None
-
     def __getstate__(self) -> dict[str, Any]:
         """The fields (computed if they were left to first use), for copy and pickle."""
         return {name: getattr(self, name) for name in FIELDS}
 
 
+class _LeftToFirstUse:
+    """A Result field's class attribute, found when the instance dict does not hold the field
+    (a non-data descriptor: a value in the dict comes first, so reading a set field stays a
+    plain attribute read). A verifier's Result holds ``verdict`` and ``_pending`` = (fill, ...)
+    only: fill(its dict, _pending) sets every field. On the class: the field's default, None."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, result: Result | None, owner: type | None = None) -> Any:
+        if result is None:
+            return None
+        d = result.__dict__
+        pending = d.get("_pending")
+        if pending is not None:
+            pending[0](d, pending)
+        try:
+            return d[self.name]
+        except KeyError:  # an instance no constructor, verifier or unpickling filled
+            raise AttributeError(f"'Result' object has no field {self.name!r} set") from None
+
+
 #: Every field, in order.
 FIELDS = tuple(f.name for f in fields(Result))
-for _name in FIELDS:  # a field missing from an instance's dict must reach __getattr__
-    if _name in Result.__dict__:
-        delattr(Result, _name)
+for _name in FIELDS[1:]:  # (the constructor keeps its defaults apart from these)
+    setattr(Result, _name, _LeftToFirstUse(_name))
 #: For the verifiers' hot paths: a Result with nothing set (then ``r.__dict__`` gets "verdict"
 #: and "_pending"; a frozen dataclass refuses setattr, its own __init__ bypasses it too).
 new_result: Callable[[type[Result]], Result] = object.__new__

@@ -174,6 +174,14 @@ def test_unknown_attribute(kb: types.ModuleType, fresh: bool) -> None:
     plain = Result(Verdict.MALFORMED)
     with pytest.raises(AttributeError, match="'Result' object has no attribute 'colour'"):
         plain.colour  # noqa: B018
+    with pytest.raises(AttributeError, match="no field 'home' set"):
+        Result.__new__(Result).home  # noqa: B018
+
+
+def test_class_attributes_are_the_defaults() -> None:
+    """As on any dataclass, a field with a default reads as that default on the class."""
+    assert [getattr(Result, name) for name in FIELDS[1:]] == [f.default for f in dataclasses.fields(Result)[1:]]
+    assert Result(Verdict.ACCEPTED, sequence=3) == Result(Verdict.ACCEPTED, None, None, None, 3)
 
 
 def test_no_key_bytes_in_repr(kb: types.ModuleType) -> None:
