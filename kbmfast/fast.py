@@ -528,7 +528,7 @@ Verifier.__doc__ = f"{Verifier.__doc__}{VERIFIER_ARGUMENTS}"
 # The verification hot path's helpers. A Result's address objects cost more to build in Python
 # than the C core takes to verify the packet, so verify() gives its Result the verdict only and
 # leaves the other fields to _fill, which computes them from the packet and the kbm_detail the
-# core wrote when they are first read (Result.__getattr__). Everything per call is a table
+# core wrote when one is first read (see _types.Result). Everything per call is a table
 # lookup or reused.
 
 #: kbm_detail (home, care_of, sequence, lifetime, flags, last_sequence, nonce), read straight
@@ -601,8 +601,8 @@ if not _new_address_checked():  # pragma: no cover - this Python's IPv6Address i
 
 
 def _fill(d: dict[str, Any], pending: tuple[Any, ...]) -> None:
-    """Set the fields of a Result verify() made, in its dict (Result.__getattr__ calls this on
-    first read): ``pending`` is (_fill, the packet, the bytes holding its kbm_detail, the
+    """Set the fields of a Result verify() made, in its dict (reading a field calls this the
+    first time): ``pending`` is (_fill, the packet, the bytes holding its kbm_detail, the
     detail's offset in them)."""
     _, p, details, at = pending
     home, care_of, sequence, lifetime, flags, last, nonce = _unpack_detail(details, at)
