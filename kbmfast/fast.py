@@ -643,15 +643,17 @@ def _result(p: bytes, verdict: int, d: tuple[int, ...]) -> Result:
 
 
 def _results(packets: list[bytes], verdicts: array[int], details: bytearray) -> list[Result]:
-    """verify_batch's Results: packet i's detail is at ``i * _DETAIL.size`` in ``details``
-    (this call's own buffer, never written again; it may be longer than n details)."""
+    """verify_batch's Results: packet i's kbm_detail is at ``i * _DETAIL.size`` in ``details``
+    (each Result keeps its own 20 bytes, not the whole batch's, until a field is read)."""
     out: list[Result] = []
     append = out.append
-    for p, code, at in zip(packets, verdicts, range(0, len(details), _DETAIL.size), strict=False):
+    size = _DETAIL.size
+    raw = bytes(details)
+    for p, code, at in zip(packets, verdicts, range(0, len(raw), size), strict=False):
         r = new_result(Result)
         fields = r.__dict__
         fields["verdict"] = _VERDICTS[code]
-        fields["_pending"] = (_fill, p, details, at)
+        fields["_pending"] = (_fill, p, raw[at : at + size], 0)
         append(r)
     return out
 
