@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
 
 IPv6Address = ipaddress.IPv6Address
 #: What the API accepts wherever it takes an address.
@@ -361,6 +363,11 @@ class Result:
     Binding Acknowledgement to send (``None``: send nothing); ``last_sequence`` is the last
     accepted sequence number, given with status 135. ``nonce_indices`` (home, care-of) is set
     when the Binding Update was judged by return routability (no preconfigured key).
+
+    The verifiers set ``verdict`` at once and leave the other fields to be computed, all
+    together, when one is first read (the address objects cost more to build than the C core
+    takes to verify a packet, and many callers look at ``verdict`` only): reading, comparing,
+    hashing, printing, copying or pickling a Result gives the same values either way.
     """
 
     verdict: Verdict
@@ -374,3 +381,81 @@ class Result:
     last_sequence: int | None = None
     source: IPv6Address | None = None
     nonce_indices: tuple[int, int] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields (computed if they were left to first use), for copy and pickle."""
+        return {name: getattr(self, name) for name in FIELDS}
+
+
+class _LeftToFirstUse:
+    """A Result field's class attribute, found when the instance dict does not hold the field
+    (a non-data descriptor: a value in the dict comes first, so reading a set field stays a
+    plain attribute read). A verifier's Result holds ``verdict`` and ``_pending`` = (fill, ...)
+    only: fill(its dict, _pending) sets every field. On the class: the field's default, None."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, result: Result | None, owner: type | None = None) -> Any:
+        if result is None:
+            return None
+        d = result.__dict__
+        pending = d.get("_pending")
+        if pending is not None:
+            pending[0](d, pending)
+        try:
+            return d[self.name]
+        except KeyError:  # an instance no constructor, verifier or unpickling filled
+            raise AttributeError(f"'Result' object has no field {self.name!r} set") from None
+
+
+#: Every field, in order.
+FIELDS = tuple(f.name for f in fields(Result))
+for _name in FIELDS[1:]:  # (the constructor keeps its defaults apart from these)
+    setattr(Result, _name, _LeftToFirstUse(_name))
+#: For the verifiers' hot paths: a Result with nothing set (then ``r.__dict__`` gets "verdict"
+#: and "_pending"; a frozen dataclass refuses setattr, its own __init__ bypasses it too).
+new_result: Callable[[type[Result]], Result] = object.__new__
+
+
+def _fill_from_bytes(d: dict[str, Any], pending: tuple[Any, ...]) -> None:
+    """Set the fields result_from_bytes left: its values, the addresses made IPv6Address."""
+    home, care_of, correspondent, source, sequence, lifetime, ack, ba_status, last_sequence, nonce_indices = pending[1:]
+    d["home"] = IPv6Address(home)
+    d["care_of"] = IPv6Address(care_of)
+    d["correspondent"] = IPv6Address(correspondent)
+    d["sequence"] = sequence
+    d["lifetime"] = lifetime
+    d["ack"] = ack
+    d["ba_status"] = ba_status
+    d["last_sequence"] = last_sequence
+    d["source"] = IPv6Address(source)
+    d["nonce_indices"] = nonce_indices
+    d.pop("_pending", None)
+
+
+def result_from_bytes(
+    verdict: Verdict,
+    *,
+    home: bytes,
+    care_of: bytes,
+    correspondent: bytes,
+    source: bytes,
+    sequence: int,
+    lifetime: int,
+    ack: bool,
+    ba_status: int | None = None,
+    last_sequence: int | None = None,
+    nonce_indices: tuple[int, int] | None = None,
+) -> Result:
+    """``Result(verdict, ...)`` with the addresses given as 16 bytes each, made IPv6Address
+    (and the other fields set) when a field is first read."""
+    r = new_result(Result)
+    d = r.__dict__
+    d["verdict"] = verdict
+    d["_pending"] = (
+        _fill_from_bytes, home, care_of, correspondent, source, sequence, lifetime, ack, ba_status, last_sequence, nonce_indices,
+    )  # fmt: skip
+    return r

@@ -6,7 +6,6 @@ does the work with the GIL released, and every C status maps to an exception in 
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import struct
@@ -25,6 +24,7 @@ from ._native_edge import ffi, lib
 from ._types import (
     BA_STATUS,
     DEFAULT_REKEY_LIMIT,
+    FIELDS,
     FLAG_A,
     KbmError,
     MalformedPacket,
@@ -35,6 +35,7 @@ from ._types import (
     StateFileError,
     UnknownMessage,
     Verdict,
+    new_result,
 )
 from ._util import (
     address_bytes,
@@ -382,9 +383,12 @@ class Verifier:
             _raise(rc, "verify", self._path)
         if self._durability is not None:
             self._durability.changed()
-        code, d = verdict[0], _unpack_detail(detail)
+        r = new_result(Result)  # the verdict now, the other fields when first read (_fill)
+        fields = r.__dict__
+        fields["verdict"] = _VERDICTS[verdict[0]]
+        fields["_pending"] = (_fill, p, bytes(detail), 0)
         _SCRATCH.append(scratch)
-        return _result(p, code, d)
+        return r
 
     def verify_batch(self, packets: Iterable[Any], results: bool = False) -> Any:
         """Verify packets in order, as if one by one: verdict codes (uint8 array) or Results."""
@@ -399,7 +403,7 @@ class Verifier:
             return self._run(buf, len(buf), c_offsets, n, ffi.NULL)
         details = bytearray(_DETAIL.size * max(n, 1))
         verdicts = self._run(buf, len(buf), c_offsets, n, ffi.from_buffer("kbm_detail[]", details))
-        return [_result(p, code, d) for p, code, d in zip(items, verdicts, _iter_details(details), strict=False)]
+        return _results(items, verdicts, details)
 
     def verify_buffer(self, buffer: Any, offsets: Any) -> array[int]:
         """Zero-copy form: packet i is ``buffer[offsets[i]:offsets[i+1]]``; uint8 verdicts."""
@@ -521,21 +525,23 @@ Verifier.__doc__ = f"{Verifier.__doc__}{VERIFIER_ARGUMENTS}"
 
 
 # ---------------------------------------------------------------------------------------------
-# The verification hot path's helpers. A Result costs more to build in Python than the C core
-# takes to verify the packet, so everything per call is a table lookup or reused:
+# The verification hot path's helpers. A Result's address objects cost more to build in Python
+# than the C core takes to verify the packet, so verify() gives its Result the verdict only and
+# leaves the other fields to _fill, which computes them from the packet and the kbm_detail the
+# core wrote when one is first read (see _types.Result). Everything per call is a table
+# lookup or reused.
 
-#: kbm_detail (home, care_of, sequence, lifetime, flags, last_sequence), read straight from
-#: the bytes the core wrote, in one unpack instead of six cffi attribute reads.
+#: kbm_detail (home, care_of, sequence, lifetime, flags, last_sequence, nonce), read straight
+#: from the bytes the core wrote, in one unpack instead of seven cffi attribute reads.
 _DETAIL = struct.Struct("<iiHHHHi")
 if ffi.sizeof("kbm_detail") != _DETAIL.size or [
     ffi.offsetof("kbm_detail", f) for f in ("home", "care_of", "sequence", "lifetime", "flags", "last_sequence", "nonce")
 ] != [0, 4, 8, 10, 12, 14, 16]:  # pragma: no cover - kbm.h and this line change together
     raise ImportError("kbmfast: kbm_detail's layout does not match kbmfast.fast._DETAIL")
 _unpack_detail = _DETAIL.unpack_from
-_iter_details = _DETAIL.iter_unpack
 
 #: Verdict code -> Verdict, and the Binding Acknowledgement status it calls for (ACCEPTED: see
-#: _result), without Verdict(code)'s enum machinery.
+#: _fill), without Verdict(code)'s enum machinery.
 _VERDICTS = tuple(Verdict(code) for code in range(len(Verdict)))
 _BA_STATUS = tuple(BA_STATUS.get(v) for v in _VERDICTS)
 _ACCEPTED = Verdict.ACCEPTED
@@ -546,6 +552,7 @@ _OUT_OF_WINDOW = Verdict.SEQUENCE_OUT_OF_WINDOW
 _ADDRESSES: dict[bytes, ipaddress.IPv6Address] = {}
 _ADDRESSES_MAX = 1 << 15
 _from_bytes = int.from_bytes
+_new_object = object.__new__
 
 
 def _new_address(b: bytes) -> ipaddress.IPv6Address:
@@ -578,19 +585,6 @@ def _triple(key: bytes) -> tuple[ipaddress.IPv6Address, ipaddress.IPv6Address, i
     return t
 
 
-#: Result is a frozen dataclass: its __init__ goes through object.__setattr__ once per field,
-#: which alone costs more than a verification. _result fills a new instance's __dict__ in one
-#: step instead; the object is the same (fields, ==, hash, repr, pickle), and _fast_result_ok
-#: falls back to the constructor should Result ever gain __slots__, __post_init__ or fields.
-_RESULT_FIELDS = (
-    "verdict", "home", "care_of", "correspondent", "sequence", "lifetime", "ack", "ba_status", "last_sequence", "source",
-    "nonce_indices",
-)  # fmt: skip
-_new_object = object.__new__
-_set_attribute = object.__setattr__
-_FAST_RESULT = True
-
-
 def _new_address_checked() -> bool:
     samples = [bytes(16), bytes(range(16)), b"\xff" * 16, _addr("::ffff:192.0.2.1").packed, _addr("2001:db8::1").packed]
     try:
@@ -604,6 +598,64 @@ def _new_address_checked() -> bool:
 
 if not _new_address_checked():  # pragma: no cover - this Python's IPv6Address is built differently
     _new_address = _addr  # type: ignore[assignment]
+
+
+def _fill(d: dict[str, Any], pending: tuple[Any, ...]) -> None:
+    """Set the fields of a Result verify() made, in its dict (reading a field calls this the
+    first time): ``pending`` is (_fill, the packet, the bytes holding its kbm_detail, the
+    detail's offset in them)."""
+    _, p, details, at = pending
+    home, care_of, sequence, lifetime, flags, last, nonce = _unpack_detail(details, at)
+    if home < 0:  # not a well-formed Binding Update: nothing but the verdict
+        d.update(_NO_FIELDS)
+    else:
+        v = d["verdict"]
+        ack = (flags & FLAG_A) != 0
+        if home == 48 and care_of == 8:  # the usual layout: a Home Address option, no Alternate CoA
+            source, correspondent, home_address = _TRIPLES.get(key := p[8:64]) or _triple(key)
+            d["home"] = home_address
+            d["care_of"] = source
+        else:
+            source, correspondent = _address(p[8:24]), _address(p[24:40])
+            d["home"] = _address(p[home : home + 16])
+            d["care_of"] = source if care_of == 8 else _address(p[care_of : care_of + 16])
+        d["correspondent"] = correspondent
+        d["sequence"] = sequence
+        d["lifetime"] = lifetime * 4
+        d["ack"] = ack
+        d["ba_status"] = _BA_STATUS[v] if v is not _ACCEPTED else (0 if ack else None)
+        d["last_sequence"] = last if v is _OUT_OF_WINDOW else None
+        d["source"] = source
+        d["nonce_indices"] = None if nonce < 0 else (p[nonce] << 8 | p[nonce + 1], p[nonce + 2] << 8 | p[nonce + 3])
+    d.pop("_pending", None)
+
+
+_NO_FIELDS = dict.fromkeys(FIELDS[1:])
+
+
+def _result(p: bytes, verdict: int, d: tuple[int, ...]) -> Result:
+    """The Result of packet ``p`` from its verdict code and its unpacked kbm_detail."""
+    r = new_result(Result)
+    fields = r.__dict__
+    fields["verdict"] = _VERDICTS[verdict]
+    fields["_pending"] = (_fill, p, _DETAIL.pack(*d), 0)
+    return r
+
+
+def _results(packets: list[bytes], verdicts: array[int], details: bytearray) -> list[Result]:
+    """verify_batch's Results: packet i's kbm_detail is at ``i * _DETAIL.size`` in ``details``
+    (each Result keeps its own 20 bytes, not the whole batch's, until a field is read)."""
+    out: list[Result] = []
+    append = out.append
+    size = _DETAIL.size
+    raw = bytes(details)
+    for p, code, at in zip(packets, verdicts, range(0, len(raw), size), strict=False):
+        r = new_result(Result)
+        fields = r.__dict__
+        fields["verdict"] = _VERDICTS[code]
+        fields["_pending"] = (_fill, p, raw[at : at + size], 0)
+        append(r)
+    return out
 
 
 _kbm_verify = lib.kbm_verify
@@ -638,63 +690,6 @@ def _scratch() -> tuple[Any, ...]:
         ffi.from_buffer("kbm_detail[]", detail),
         ffi.new("size_t *"),
     )
-
-
-def _result(p: bytes, verdict: int, d: tuple[int, ...]) -> Result:
-    """The Result of packet ``p`` from its verdict code and its unpacked kbm_detail."""
-    v = _VERDICTS[verdict]
-    home, care_of, sequence, lifetime, flags, last, nonce = d
-    if home < 0:
-        return Result(v)
-    ack = (flags & FLAG_A) != 0
-    if home == 48 and care_of == 8:  # the usual layout: a Home Address option, no Alternate CoA
-        addresses = _TRIPLES.get(key := p[8:64])
-        source, correspondent, home_address = addresses or _triple(key)
-        care_of_address = source
-    else:
-        source, correspondent = _address(p[8:24]), _address(p[24:40])
-        home_address = _address(p[home : home + 16])
-        care_of_address = source if care_of == 8 else _address(p[care_of : care_of + 16])
-    fields = {
-        "verdict": v,
-        "home": home_address,
-        "care_of": care_of_address,
-        "correspondent": correspondent,
-        "sequence": sequence,
-        "lifetime": lifetime * 4,
-        "ack": ack,
-        "ba_status": _BA_STATUS[verdict] if v is not _ACCEPTED else (0 if ack else None),
-        "last_sequence": last if v is _OUT_OF_WINDOW else None,
-        "source": source,
-        "nonce_indices": None if nonce < 0 else (p[nonce] << 8 | p[nonce + 1], p[nonce + 2] << 8 | p[nonce + 3]),
-    }
-    if _FAST_RESULT:
-        r: Result = _new_object(Result)
-        _set_attribute(r, "__dict__", fields)
-        return r
-    return Result(**fields)  # type: ignore[arg-type]
-
-
-def _fast_result_ok() -> bool:
-    """Whether _result's instances are exactly the constructor's, on this Python and Result."""
-    global _FAST_RESULT
-    if tuple(f.name for f in dataclasses.fields(Result)) != _RESULT_FIELDS or hasattr(Result, "__post_init__"):
-        return False
-    p = bytes(range(96))
-    try:
-        for code, d in ((7, (48, 8, 1, 2, 0x8000, 3, -1)), (0, (48, 56, 4, 5, 0, 6, 20)), (9, (8, 8, 7, 8, 0x8000, 9, -1))):
-            _FAST_RESULT = True
-            fast = _result(p, code, d)
-            _FAST_RESULT = False
-            slow = _result(p, code, d)
-            if vars(fast) != vars(slow) or fast != slow or hash(fast) != hash(slow) or repr(fast) != repr(slow):
-                return False
-    except (AttributeError, TypeError):  # pragma: no cover - __slots__
-        return False
-    return True
-
-
-_FAST_RESULT = _fast_result_ok()
 
 
 BindingUpdateList = binding_update_list_class(build_binding_update, mac96, _SequenceState, wire, "kbmfast")

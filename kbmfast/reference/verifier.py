@@ -31,6 +31,7 @@ from .._types import (
     NonceIndices,
     Result,
     Verdict,
+    result_from_bytes,
 )
 from .._util import (
     address_bytes,
@@ -211,19 +212,21 @@ class Verifier:
         care_of = alt if alt is not None else source
         if not is_unicast(source) or not is_routable_unicast(home) or not is_routable_unicast(care_of):
             return Result(Verdict.MALFORMED)
+        # the fields every Result of this Binding Update has (its addresses become IPv6Address
+        # objects when a field is first read: see Result)
         base: dict[str, Any] = {
-            "home": _addr(home),
-            "care_of": _addr(care_of),
-            "correspondent": _addr(cn),
+            "home": home,
+            "care_of": care_of,
+            "correspondent": cn,
             "sequence": msg.sequence,
             "lifetime": msg.lifetime,
             "ack": bool(msg.flags & FLAG_A),
-            "source": _addr(source),
+            "source": source,
         }
         # 4-5: options.
         bad = next((o for o in msg.options if isinstance(o, BindingAuthorizationData)), None)
         if bad is None:
-            return Result(Verdict.MISSING_AUTHORIZATION, **base)
+            return result_from_bytes(Verdict.MISSING_AUTHORIZATION, **base)
         home_registration = bool(msg.flags & FLAG_H)
         if home_registration and any(isinstance(o, NonceIndices) for o in msg.options):
             return Result(Verdict.MALFORMED)
@@ -234,7 +237,7 @@ class Verifier:
         if found is None:
             ni = next((o for o in msg.options if isinstance(o, NonceIndices)), None)
             if self._snap is None or ni is None:
-                return Result(Verdict.NOT_CONFIGURED, **base)
+                return result_from_bytes(Verdict.NOT_CONFIGURED, **base)
             return self._verify_rr(p, mh, msg, bad.authenticator, ni, dereg, base)
         peer, kbm = found
         try:
@@ -242,29 +245,29 @@ class Verifier:
         finally:
             wipe(kbm)
         if not ok:
-            return Result(Verdict.BAD_AUTHENTICATOR, **base)
+            return result_from_bytes(Verdict.BAD_AUTHENTICATOR, **base)
         # Authenticated from here on: every rejection is answered.
         if home_registration:
-            return Result(Verdict.HOME_REGISTRATION, ba_status=131, **base)
+            return result_from_bytes(Verdict.HOME_REGISTRATION, ba_status=131, **base)
         has_seq, last, advance, current = fmt.unpack_word(self._state.get(home))
         seq = msg.sequence
         if has_seq and not 1 <= (seq - last) % 65536 <= 32767:
-            return Result(Verdict.SEQUENCE_OUT_OF_WINDOW, ba_status=135, last_sequence=last, **base)
+            return result_from_bytes(Verdict.SEQUENCE_OUT_OF_WINDOW, ba_status=135, last_sequence=last, **base)
         if not dereg and home == care_of:
-            return Result(Verdict.INVALID_CARE_OF, ba_status=174, **base)
+            return result_from_bytes(Verdict.INVALID_CARE_OF, ba_status=174, **base)
         fp = self._fingerprint(peer)
         if current not in (0, fp):
             # The slot counts for another key (another process installed this one, or still
             # uses an older one): an earlier key is refused; otherwise the slot's key goes
             # into the history before the word names this one, and the advance starts over.
             if not self._state.retire(home, current, fp):
-                return Result(Verdict.KEY_EXHAUSTED, ba_status=129, **base)
+                return result_from_bytes(Verdict.KEY_EXHAUSTED, ba_status=129, **base)
             advance = 0
         step = (seq - last) % 65536 if has_seq else 0
         if advance + step > self.rekey_limit:
-            return Result(Verdict.KEY_EXHAUSTED, ba_status=129, **base)
+            return result_from_bytes(Verdict.KEY_EXHAUSTED, ba_status=129, **base)
         self._state.put(home, fmt.pack_word(True, seq, advance + step, fp))
-        return Result(Verdict.ACCEPTED, ba_status=0 if base["ack"] else None, **base)
+        return result_from_bytes(Verdict.ACCEPTED, ba_status=0 if base["ack"] else None, **base)
 
     def _mac_ok(self, kbm: bytearray, home: bytes, care_of: bytes, cn: bytes, mh: bytes, got: bytes, dereg: bool) -> bool:
         """The authenticator check: over the home address for a de-registration (RFC 6275
@@ -283,11 +286,11 @@ class Verifier:
         assert snap is not None and table is not None
         indices = (ni.home_nonce_index, ni.care_of_nonce_index)
         base["nonce_indices"] = indices
-        home, care_of, cn = base["home"].packed, base["care_of"].packed, base["correspondent"].packed
+        home, care_of, cn = base["home"], base["care_of"], base["correspondent"]
         code = _rr.expired_verdict(snap, indices, dereg)
         if code:
             v = Verdict(code)
-            return Result(v, ba_status=BA_STATUS[v], **base)
+            return result_from_bytes(v, ba_status=BA_STATUS[v], **base)
         kbm = _rr.rr_kbm(snap, home, care_of, indices, dereg)
         assert kbm is not None
         try:
@@ -295,16 +298,16 @@ class Verifier:
         finally:
             wipe(kbm)
         if not ok:
-            return Result(Verdict.BAD_AUTHENTICATOR, **base)
+            return result_from_bytes(Verdict.BAD_AUTHENTICATOR, **base)
         seq = msg.sequence
         last = table.last(home, snap)
         if last is not None and not 1 <= (seq - last) % 65536 <= 32767:
-            return Result(Verdict.SEQUENCE_OUT_OF_WINDOW, ba_status=135, last_sequence=last, **base)
+            return result_from_bytes(Verdict.SEQUENCE_OUT_OF_WINDOW, ba_status=135, last_sequence=last, **base)
         if not dereg and home == care_of:
-            return Result(Verdict.INVALID_CARE_OF, ba_status=174, **base)
+            return result_from_bytes(Verdict.INVALID_CARE_OF, ba_status=174, **base)
         if not table.put(home, seq, snap):
-            return Result(Verdict.RR_TABLE_FULL, ba_status=130, **base)
-        return Result(Verdict.ACCEPTED, ba_status=0 if base["ack"] else None, **base)
+            return result_from_bytes(Verdict.RR_TABLE_FULL, ba_status=130, **base)
+        return result_from_bytes(Verdict.ACCEPTED, ba_status=0 if base["ack"] else None, **base)
 
     def verify_batch(self, packets: Iterable[Any], results: bool = False) -> Any:
         """Verify packets in order, as if one by one: verdict codes (uint8 array) or Results."""
