@@ -234,3 +234,19 @@ def test_differential_first_use(stream: list[bytes]) -> None:
             cs, rs = [c.verify(p) for p in stream], r.verify_batch(stream, results=True)
             assert [op(x) for x in cs] == [op(x) for x in rs], name
             assert cs == rs
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_reused_buffer_does_not_change_an_unread_result(kb: types.ModuleType, batch: bool) -> None:
+    """A Result reads its packet only when a field is first read; a caller that receives into one
+    bytearray and verifies it in place must still get the fields of the packet it verified."""
+    first = custom_bu(KEY, home=HOME, care_of=AWAY, correspondent=CN, sequence=30)
+    second = custom_bu(KEY, home=HOME, care_of=ALTERNATE, correspondent=CN, sequence=31, lifetime_units=0)
+    assert len(first) == len(second)
+    buf = bytearray(first)
+    v = verifier(kb)
+    r = v.verify_batch([buf, memoryview(buf)], results=True)[0] if batch else v.verify(buf)
+    buf[:] = second  # the next packet arrives in the same buffer
+    assert r.verdict is Verdict.ACCEPTED
+    assert (r.care_of, r.source, r.sequence) == (ipaddress.IPv6Address(AWAY), ipaddress.IPv6Address(AWAY), 30)
+    assert r.lifetime > 0
