@@ -543,4 +543,44 @@ size_t kbm_live_send_frames(kbm_live *l, const uint8_t *frames, const uint32_t *
 /* Copies pcap_stats into st->ps_*. */
 int kbm_live_pcap_stats(kbm_live *l, kbm_live_stats *st);
 
+/* ---- kbmfast serve's binding cache (live.c): home address -> binding, thread-safe ---- */
+
+typedef struct kbm_bcache kbm_bcache;
+/* One entry (and one slot of the table: used is 1 for an entry). Times are the caller's:
+   expires on its monotonic clock (time.monotonic()), updated on the wall clock (time.time()). */
+typedef struct {
+    uint8_t home[16];
+    uint8_t care_of[16];
+    double expires;
+    double updated;
+    uint32_t lifetime; /* seconds granted */
+    uint16_t sequence;
+    uint8_t used;
+    uint8_t pad;
+} kbm_binding;
+/* An empty cache holding at most max_entries bindings (memory grows with the entries, not with
+   the cap), or NULL (out of memory, max_entries 0 or absurd). */
+kbm_bcache *kbm_bcache_new(size_t max_entries);
+void kbm_bcache_free(kbm_bcache *c);
+/* One accepted Binding Update (RFC 6275 9.5.1-2): lifetime 0 or care_of == home deletes home's
+   entry; anything else creates or replaces it, expiring at now + lifetime. Returns 1 stored,
+   0 deleted (or nothing to delete), KBM_EFULL (a new entry past max_entries: refused and
+   counted) or KBM_ENOMEM. */
+int kbm_bcache_update(kbm_bcache *c, const uint8_t home[16], const uint8_t care_of[16],
+                      uint16_t sequence, uint32_t lifetime, double now, double wall);
+/* kbm_bcache_update for each of kbm_live_ack's records in order (granted as the lifetime),
+   under one lock; acks[0] = records with ack 1 (BA built), acks[1] = with ack 2 (not built).
+   Returns how many updates were refused (KBM_EFULL, KBM_ENOMEM). */
+size_t kbm_bcache_apply(kbm_bcache *c, const kbm_live_accept *records, size_t n, double now,
+                        double wall, uint64_t acks[2]);
+/* home's entry into out: 1, or 0 when there is none (expired ones stay until expire). */
+int kbm_bcache_get(kbm_bcache *c, const uint8_t home[16], kbm_binding *out);
+size_t kbm_bcache_count(kbm_bcache *c);
+/* New entries refused because the cache held max_entries. */
+uint64_t kbm_bcache_refused(kbm_bcache *c);
+/* Removes the entries whose expiry is <= now; returns how many. */
+size_t kbm_bcache_expire(kbm_bcache *c, double now);
+/* Copies up to max entries (in no order) into out; returns how many. */
+size_t kbm_bcache_dump(kbm_bcache *c, kbm_binding *out, size_t max);
+
 #endif /* KBM_H */

@@ -14,9 +14,11 @@
 #include <linux/if_packet.h>
 #include <pcap/pcap.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -463,4 +465,217 @@ size_t kbm_live_send_frames(kbm_live *l, const uint8_t *frames, const uint32_t *
     }
     st->sent += sent;
     return sent;
+}
+
+/* ---- The binding cache: home address -> care-of, sequence, granted lifetime, expiry ---- */
+
+/* Open addressing with linear probing, keyed hash (kbm_hash16, a seed of its own from
+   getrandom), deletion by backward shift (no tombstones, so probe chains never rot), the table
+   at most half full (doubled when it would be more). At most max entries: an update for a new
+   home address beyond that is refused and counted (an accepted Binding Update names a
+   configured peer's home address, so with preconfigured keys the entries are bounded by the
+   peers; the cap bounds what return routability's open set of home addresses could add). */
+struct kbm_bcache {
+    pthread_mutex_t lock;
+    uint64_t seed[2];
+    kbm_binding *slots; /* cap of them; a slot is free when its used is 0 */
+    size_t cap, count, max;
+    uint64_t refused;
+};
+
+enum { BCACHE_MIN = 64 };
+
+kbm_bcache *kbm_bcache_new(size_t max_entries)
+{
+    if (max_entries == 0 || max_entries > ((size_t)1 << 40))
+        return NULL;
+    kbm_bcache *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->cap = BCACHE_MIN;
+    c->max = max_entries;
+    c->slots = calloc(c->cap, sizeof *c->slots);
+    if (!c->slots || getrandom(c->seed, sizeof c->seed, 0) != (ssize_t)sizeof c->seed ||
+        pthread_mutex_init(&c->lock, NULL) != 0) {
+        free(c->slots);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void kbm_bcache_free(kbm_bcache *c)
+{
+    if (c) {
+        pthread_mutex_destroy(&c->lock);
+        free(c->slots);
+        free(c);
+    }
+}
+
+static size_t slot_of(const kbm_bcache *c, const uint8_t home[16])
+{
+    return (size_t)kbm_hash16(c->seed, home) & (c->cap - 1);
+}
+
+/* The slot holding home, or the free slot where it would go. */
+static size_t find_slot(const kbm_bcache *c, const uint8_t home[16])
+{
+    size_t mask = c->cap - 1, i = slot_of(c, home);
+    while (c->slots[i].used && memcmp(c->slots[i].home, home, 16) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static int grow(kbm_bcache *c)
+{
+    size_t cap = c->cap * 2;
+    kbm_binding *old = c->slots, *slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return KBM_ENOMEM;
+    size_t old_cap = c->cap;
+    c->slots = slots;
+    c->cap = cap;
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i].used)
+            c->slots[find_slot(c, old[i].home)] = old[i];
+    free(old);
+    return 0;
+}
+
+/* Removes slot i's entry and shifts the entries of its probe chain back over the hole. */
+static void remove_at(kbm_bcache *c, size_t i)
+{
+    size_t mask = c->cap - 1, j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!c->slots[j].used)
+            break;
+        size_t home = slot_of(c, c->slots[j].home);
+        /* j's entry may move to the hole at i unless its home slot lies cyclically in (i, j] */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            c->slots[i] = c->slots[j];
+            i = j;
+        }
+    }
+    memset(&c->slots[i], 0, sizeof c->slots[i]);
+    c->count--;
+}
+
+/* One update, the lock held: 1 stored, 0 deleted (or nothing to delete), KBM_ENOMEM, or
+   KBM_EFULL when a new entry would pass max. */
+static int update_locked(kbm_bcache *c, const uint8_t home[16], const uint8_t care_of[16],
+                         uint16_t sequence, uint32_t lifetime, double now, double wall)
+{
+    size_t i = find_slot(c, home);
+    kbm_binding *b = &c->slots[i];
+    if (lifetime == 0 || memcmp(care_of, home, 16) == 0) {
+        if (b->used)
+            remove_at(c, i);
+        return 0;
+    }
+    if (!b->used) {
+        if (c->count >= c->max) {
+            c->refused++;
+            return KBM_EFULL;
+        }
+        if (2 * (c->count + 1) > c->cap) {
+            if (grow(c) < 0)
+                return KBM_ENOMEM;
+            i = find_slot(c, home);
+            b = &c->slots[i];
+        }
+        memcpy(b->home, home, 16);
+        b->used = 1;
+        c->count++;
+    }
+    memcpy(b->care_of, care_of, 16);
+    b->sequence = sequence;
+    b->lifetime = lifetime;
+    b->expires = now + (double)lifetime;
+    b->updated = wall;
+    return 1;
+}
+
+int kbm_bcache_update(kbm_bcache *c, const uint8_t home[16], const uint8_t care_of[16],
+                      uint16_t sequence, uint32_t lifetime, double now, double wall)
+{
+    pthread_mutex_lock(&c->lock);
+    int rc = update_locked(c, home, care_of, sequence, lifetime, now, wall);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+size_t kbm_bcache_apply(kbm_bcache *c, const kbm_live_accept *records, size_t n, double now,
+                        double wall, uint64_t acks[2])
+{
+    size_t refused = 0;
+    acks[0] = acks[1] = 0;
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < n; i++) {
+        const kbm_live_accept *r = &records[i];
+        if (update_locked(c, r->home, r->care_of, r->sequence, r->granted, now, wall) < 0)
+            refused++;
+        if (r->ack == 1)
+            acks[0]++;
+        else if (r->ack != 0)
+            acks[1]++;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return refused;
+}
+
+int kbm_bcache_get(kbm_bcache *c, const uint8_t home[16], kbm_binding *out)
+{
+    pthread_mutex_lock(&c->lock);
+    const kbm_binding *b = &c->slots[find_slot(c, home)];
+    int found = b->used;
+    if (found)
+        *out = *b;
+    pthread_mutex_unlock(&c->lock);
+    return found;
+}
+
+size_t kbm_bcache_count(kbm_bcache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    size_t n = c->count;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+uint64_t kbm_bcache_refused(kbm_bcache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t n = c->refused;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+size_t kbm_bcache_expire(kbm_bcache *c, double now)
+{
+    size_t gone = 0;
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->cap;) {
+        /* a backward shift may bring an unvisited entry into slot i: look at i again */
+        if (c->slots[i].used && c->slots[i].expires <= now) {
+            remove_at(c, i);
+            gone++;
+        } else {
+            i++;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return gone;
+}
+
+size_t kbm_bcache_dump(kbm_bcache *c, kbm_binding *out, size_t max)
+{
+    size_t k = 0;
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->cap && k < max; i++)
+        if (c->slots[i].used)
+            out[k++] = c->slots[i];
+    pthread_mutex_unlock(&c->lock);
+    return k;
 }
