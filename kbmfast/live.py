@@ -33,6 +33,11 @@ _DETAIL_SIZE = ffi.sizeof("kbm_detail")  # not a literal: the struct grew (RR No
 #: due, 1 built, 2 not: no key), padding.
 ACCEPT_FORMAT = "=16s16sIIHBx"
 ACCEPT_SIZE = ffi.sizeof("kbm_live_accept")
+#: kbm_live_meta in 64-bit words; time_us is word 0 and frame word 1 (read as signed: frame
+#: numbers stay far below 2**63).
+_META_WORDS = ffi.sizeof("kbm_live_meta") // 8
+assert ffi.sizeof("kbm_live_meta") % 8 == 0 and ffi.offsetof("kbm_live_meta", "time_us") == 0
+assert ffi.offsetof("kbm_live_meta", "frame") == 8
 
 
 class LiveError(KbmError):
@@ -139,6 +144,7 @@ class LiveCapture:
         self._buf = bytearray(batch * snaplen)
         self._offsets = array("Q", bytes(8 * (batch + 1)))
         self._meta = ffi.new("kbm_live_meta[]", batch)
+        self._meta_words = memoryview(ffi.buffer(self._meta)).cast("q")
         self._verdicts = bytearray(batch)
         self._details = bytearray(_DETAIL_SIZE * batch)
         self._c_buf = ffi.from_buffer("uint8_t[]", self._buf)
@@ -184,15 +190,9 @@ class LiveCapture:
             raise LiveError("pcap", f"interface {self.interface}: {ffi.string(self._err).decode(errors='replace')}")
         if n and verifier is not None and verifier._durability is not None:
             verifier._durability.changed()
-        return Batch(
-            n,
-            memoryview(self._buf),
-            self._offsets,
-            self._verdicts,
-            self._details,
-            [int(self._meta[i].time_us) for i in range(n)],
-            [int(self._meta[i].frame) for i in range(n)],
-        )
+        meta = self._meta_words[: n * _META_WORDS]  # kbm_live_meta as 64-bit words: two strided copies in C
+        times, frames = meta[0::_META_WORDS].tolist(), meta[1::_META_WORDS].tolist()
+        return Batch(n, memoryview(self._buf), self._offsets, self._verdicts, self._details, times, frames)
 
     def acknowledge_accepted(
         self, verifier: Any, batch: Batch, before_send: Callable[[memoryview], object] | None = None
