@@ -583,4 +583,40 @@ size_t kbm_bcache_expire(kbm_bcache *c, double now);
 /* Copies up to max entries (in no order) into out; returns how many. */
 size_t kbm_bcache_dump(kbm_bcache *c, kbm_binding *out, size_t max);
 
+/* The buffers of one capture handle, as kbm_live_batch and kbm_live_ack take them (max
+   packets: meta, verdicts, details, accepts, handled, frame_lens have max entries, offsets
+   max + 1, frames max * KBM_LIVE_FRAME_MAX bytes). */
+typedef struct {
+    uint8_t *buf;
+    size_t buf_len;
+    uint64_t *offsets;
+    size_t max;
+    kbm_live_meta *meta;
+    uint8_t *verdicts;
+    kbm_detail *details;
+    kbm_live_accept *accepts;
+    uint8_t *handled;
+    uint8_t *frames;
+    uint32_t *frame_lens;
+} kbm_live_buffers;
+#define KBM_LIVE_VERDICTS 64
+/* What kbm_live_serve did with a batch. */
+typedef struct {
+    uint32_t n;        /* packets in the batch */
+    uint32_t done;     /* 1: answered here; 0: the caller must act on it (nothing sent) */
+    int64_t time_us;   /* the first packet's capture time (when done) */
+    uint64_t built, no_key, sent, refused; /* kbm_bcache_apply's acks, frames sent, refusals */
+    uint64_t counts[KBM_LIVE_VERDICTS];    /* packets by verdict (when done) */
+} kbm_live_served;
+/* serve's common case in one call: kbm_live_batch (verified with v); then, unless a
+   verdict is in the python_verdicts bit mask (or >= KBM_LIVE_VERDICTS), kbm_live_ack,
+   kbm_bcache_apply with the records (time.monotonic()/time.time() clocks: CLOCK_MONOTONIC,
+   CLOCK_REALTIME) and kbm_live_send_frames. For a verifier without return routability or
+   compat rfc3775 (every ACCEPTED packet is kbm_live_ack's then). Returns n (out->done 0: the
+   batch is the caller's, exactly as kbm_live_batch left it) or a negative status. */
+int kbm_live_serve(kbm_live *l, kbm_verifier *v, kbm_bcache *c, const kbm_live_buffers *b,
+                   uint32_t max_delay_us, uint32_t idle_ms, uint32_t max_lifetime,
+                   uint64_t python_verdicts, kbm_live_served *out, kbm_live_stats *st,
+                   char *errbuf);
+
 #endif /* KBM_H */

@@ -679,3 +679,43 @@ size_t kbm_bcache_dump(kbm_bcache *c, kbm_binding *out, size_t max)
     pthread_mutex_unlock(&c->lock);
     return k;
 }
+
+/* ---- serve's common case in one call ---- */
+
+int kbm_live_serve(kbm_live *l, kbm_verifier *v, kbm_bcache *c, const kbm_live_buffers *b,
+                   uint32_t max_delay_us, uint32_t idle_ms, uint32_t max_lifetime,
+                   uint64_t python_verdicts, kbm_live_served *out, kbm_live_stats *st,
+                   char *errbuf)
+{
+    memset(out, 0, sizeof *out);
+    int n = kbm_live_batch(l, v, b->buf, b->buf_len, b->offsets, b->max, b->meta, b->verdicts,
+                           b->details, max_delay_us, idle_ms, st, errbuf);
+    if (n <= 0)
+        return n;
+    out->n = (uint32_t)n;
+    for (int i = 0; i < n; i++) {
+        uint8_t code = b->verdicts[i];
+        if (code >= KBM_LIVE_VERDICTS || (python_verdicts >> code & 1))
+            return n; /* the caller acts on this batch (out->done = 0, nothing sent) */
+        out->counts[code]++;
+    }
+    out->time_us = b->meta[0].time_us;
+    out->done = 1;
+    if (out->counts[KBM_ACCEPTED] == 0)
+        return n;
+    size_t n_frames = 0;
+    size_t m = kbm_live_ack(l, v, b->buf, b->buf_len, b->offsets, (size_t)n, b->meta, b->verdicts,
+                            b->details, max_lifetime, b->accepts, b->handled, b->frames,
+                            b->frame_lens, &n_frames, st);
+    struct timespec mono, wall;
+    clock_gettime(CLOCK_MONOTONIC, &mono); /* time.monotonic() and time.time(), as Python's cache
+                                              updates have them */
+    clock_gettime(CLOCK_REALTIME, &wall);
+    uint64_t acks[2];
+    out->refused = kbm_bcache_apply(c, b->accepts, m, (double)mono.tv_sec + (double)mono.tv_nsec / 1e9,
+                                    (double)wall.tv_sec + (double)wall.tv_nsec / 1e9, acks);
+    out->built = acks[0];
+    out->no_key = acks[1];
+    out->sent = kbm_live_send_frames(l, b->frames, b->frame_lens, n_frames, st);
+    return n;
+}

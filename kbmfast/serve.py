@@ -47,6 +47,9 @@ _ACTION = frozenset(
 )
 _ERROR_SET = _ACTION - {int(Verdict.ACCEPTED)}
 _ERRORS = tuple(sorted(_ERROR_SET))
+#: The verdicts whose batches :meth:`Server.handle` answers (error acknowledgements, rate-limited
+#: in Python), as kbm_live_serve's bit mask.
+_PYTHON_VERDICTS = sum(1 << code for code in _ERROR_SET)
 _addr = ipaddress.IPv6Address
 
 
@@ -379,11 +382,40 @@ class Server:
         return limited, failed
 
     def run(self, capture: LiveCapture, stop: threading.Event, idle_ms: int = 100) -> None:
-        """Serve ``capture`` until ``stop`` is set; the batch in hand is always finished."""
+        """Serve ``capture`` until ``stop`` is set; the batch in hand is always finished. Without
+        return routability (and compat rfc3775), a batch whose verdicts call for no error
+        acknowledgement is captured, verified, acknowledged and put in the binding cache in one
+        C call (:meth:`LiveCapture.serve_batch`); any other batch goes through :meth:`handle`."""
+        if self.rr_path:
+            while not stop.is_set():
+                batch = capture.batch(self.verifier, idle_ms=idle_ms)
+                if batch.n:
+                    self.handle(capture, batch)
+            return
         while not stop.is_set():
-            batch = capture.batch(self.verifier, idle_ms=idle_ms)
-            if batch.n:
-                self.handle(capture, batch)
+            got = capture.serve_batch(self.verifier, self.cache, _PYTHON_VERDICTS, idle_ms=idle_ms)
+            if type(got) is Batch:
+                self.handle(capture, got)
+            elif got is not None:
+                self._count_served(capture, got)
+
+    def _count_served(self, capture: LiveCapture, served: Any) -> None:
+        """The counters of a batch :meth:`LiveCapture.serve_batch` answered (as :meth:`handle`
+        counts them)."""
+        counts = capture.served_counts.tolist()
+        sent, built, no_key = served.sent, served.built, served.no_key
+        latency = max(0.0, time.time() - served.time_us / 1e6)
+        stats = self.stats
+        with stats.lock:
+            verdicts = stats.verdicts
+            for code, c in enumerate(counts):
+                if c:
+                    verdicts[code] += c
+            if sent:
+                stats.ba_sent[0] += sent
+            stats.ba_failed += no_key + built - sent
+            stats.batches += 1
+            stats.observe_latency(latency)
 
     def pcap_totals(self) -> dict[str, int]:
         """Capture counters summed over the captures."""
