@@ -117,6 +117,7 @@ class Step:
     cpu_us_per_packet: float | None = None  # user + system
     user_us_per_packet: float | None = None  # user space only (getrusage utime)
     system_us_per_packet: float | None = None  # the kernel, in serve's context (stime)
+    bus_per_batch: float | None = None  # how many BUs a batch held on average
 
 
 @dataclasses.dataclass
@@ -281,7 +282,8 @@ def _serve_step(veth: Veth, pcap: str, keys: str, pps: int, truth: collections.C
     ok = collections.Counter(snapshot.get("packets", {})) == truth and dropped == 0
     user, system = u1["utime"] - u0["utime"], u1["stime"] - u0["stime"]
     per = 1e6 / max(seen, 1)
-    return Step("serve", pps, sent, seen, dropped, ok, (user + system) * per, user * per, system * per)
+    batches = max(1, int(u1["batches"] - u0["batches"]))
+    return Step("serve", pps, sent, seen, dropped, ok, (user + system) * per, user * per, system * per, seen / batches)
 
 
 def _verify_buffer_us(packets: Sequence[bytes], keys_path: str) -> float:
@@ -355,12 +357,13 @@ def format_report(r: ServeBenchReport) -> str:
     lines = [
         f"kbmfast serve on a veth pair: up to {r.packets} Binding Updates a step (at most {STEP_SECONDS:g} s of traffic), "
         f"replayed by tcpreplay; CPU: {r.cpu}",
-        "| target pps | side | sent pps | BUs seen | libpcap drops | kept up | CPU µs/BU | user µs/BU | kernel µs/BU |",
-        "|---:|---|---:|---:|---:|---|---:|---:|---:|",
+        "| target pps | side | sent pps | BUs seen | drops | kept up | CPU µs/BU | user µs/BU | kernel µs/BU | BUs/batch |",
+        "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for s in r.steps:
         target = "top speed" if s.target_pps == 0 else str(s.target_pps)
         cpu = ["" if x is None else f"{x:.2f}" for x in (s.cpu_us_per_packet, s.user_us_per_packet, s.system_us_per_packet)]
+        cpu.append("" if s.bus_per_batch is None else f"{s.bus_per_batch:.0f}")
         kept = "yes" if s.ok else "no"
         lines.append(f"| {target} | {s.side} | {s.sent_pps:,.0f} | {s.seen} | {s.dropped} | {kept} | {' | '.join(cpu)} |")
     plain, serve = r.best("plain"), r.best("serve")
