@@ -296,13 +296,14 @@ int kbm_live_pcap_stats(kbm_live *l, kbm_live_stats *st)
     return 0;
 }
 
-/* kbm_build_ack with the key's midstates (a verifier's peer key, read in place). */
-static size_t build_ack(const kbm_mac_key *key, const uint8_t home[16],
-                        const uint8_t mac_care_of[16], const uint8_t cn[16],
-                        const uint8_t dest[16], uint8_t status, uint16_t sequence,
-                        uint16_t units, uint8_t out[KBM_ACK_MAX])
+enum { BA_MH_LEN = 32 }; /* a BA's Mobility Header, the last bytes of its packet */
+
+/* The BA kbm_build_ack builds, but for its authenticator and checksum (zero): its length. */
+static size_t build_ack_unsigned(const uint8_t home[16], const uint8_t cn[16],
+                                 const uint8_t dest[16], uint8_t status, uint16_t sequence,
+                                 uint16_t units, uint8_t out[KBM_ACK_MAX])
 {
-    enum { MH_LEN = 32, RH2_LEN = 24 };
+    enum { MH_LEN = BA_MH_LEN, RH2_LEN = 24 };
     int routed = memcmp(dest, home, 16) != 0;
     size_t ext = routed ? RH2_LEN : 0, payload = ext + MH_LEN;
     uint8_t *ip = out, *mh = out + 40 + ext;
@@ -336,11 +337,28 @@ static size_t build_ack(const kbm_mac_key *key, const uint8_t home[16],
     mh[13] = 4;
     mh[18] = 5;
     mh[19] = KBM_AUTH_SIZE;
-    kbm_mac96(key, mac_care_of, cn, mh, MH_LEN, mh + 20);
-    uint16_t sum = kbm_mh_checksum(cn, home, mh, MH_LEN);
+    return 40 + payload;
+}
+
+/* The checksum of a BA's Mobility Header once its authenticator is in (from cn to home). */
+static void ack_checksum(uint8_t mh[BA_MH_LEN], const uint8_t cn[16], const uint8_t home[16])
+{
+    uint16_t sum = kbm_mh_checksum(cn, home, mh, BA_MH_LEN);
     mh[4] = (uint8_t)(sum >> 8);
     mh[5] = (uint8_t)sum;
-    return 40 + payload;
+}
+
+/* kbm_build_ack with the key's midstates (a verifier's peer key, read in place). */
+static size_t build_ack(const kbm_mac_key *key, const uint8_t home[16],
+                        const uint8_t mac_care_of[16], const uint8_t cn[16],
+                        const uint8_t dest[16], uint8_t status, uint16_t sequence,
+                        uint16_t units, uint8_t out[KBM_ACK_MAX])
+{
+    size_t len = build_ack_unsigned(home, cn, dest, status, sequence, units, out);
+    uint8_t *mh = out + len - BA_MH_LEN;
+    kbm_mac96(key, mac_care_of, cn, mh, BA_MH_LEN, mh + 20);
+    ack_checksum(mh, cn, home);
+    return len;
 }
 
 size_t kbm_build_ack(const uint8_t kbm[KBM_SIZE], const uint8_t home[16],
@@ -370,6 +388,24 @@ int kbm_live_answer(kbm_live *l, const kbm_live_meta *m, const uint8_t kbm[KBM_S
 #define ACK_BURST 64
 _Static_assert(KBM_LIVE_LINK_MAX + KBM_ACK_MAX <= KBM_LIVE_FRAME_MAX, "a BA's frame fits");
 
+/* The BAs of kbm_live_ack waiting for their MACs: signed ACK_BURST at a time by
+   kbm_mac96_batch (the verifier's multi-buffer kernels), then checksummed. */
+typedef struct {
+    kbm_mac96_req req[ACK_BURST];
+    const uint8_t *home[ACK_BURST];
+    kbm_mac_key derived[ACK_BURST]; /* RFC 4449 keys derived for the care-of address */
+    size_t n;
+} ack_pending;
+
+static void sign_pending(ack_pending *a)
+{
+    kbm_mac96_batch(a->req, a->n);
+    for (size_t j = 0; j < a->n; j++)
+        ack_checksum((uint8_t *)a->req[j].mh, a->req[j].cn, a->home[j]);
+    kbm_wipe(a->derived, sizeof a->derived);
+    a->n = 0;
+}
+
 size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf_len,
                     const uint64_t *offsets, size_t n, const kbm_live_meta *meta,
                     const uint8_t *verdicts, const kbm_detail *details, uint32_t max_lifetime,
@@ -377,6 +413,8 @@ size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf
                     size_t *n_frames, kbm_live_stats *st)
 {
     size_t m = 0, k = 0;
+    ack_pending pending;
+    pending.n = 0;
     uint32_t g = kbm_read_begin(v);
     const struct kbm_index *x = atomic_load(&v->index);
     for (size_t i = 0; i < n; i++) {
@@ -408,27 +446,32 @@ size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf
         if (!peer) /* removed since the batch was verified (SIGHUP) */
             continue;
         int dereg = d->lifetime == 0;
-        kbm_mac_key derived;
-        const kbm_mac_key *key = &peer->key;
-        struct kbm_kcn *kcn = x->kcn[peer - x->peers]; /* RFC 4449: the side array */
-        if (kcn && !dereg) {
-            kbm_kcn_key(kcn, care_of, &derived);
-            key = &derived;
-        }
         uint8_t ba[KBM_ACK_MAX];
-        size_t len = build_ack(key, home, dereg ? home : care_of, p + 24, p + 8, 0, d->sequence,
-                               (uint16_t)(r->granted / 4), ba);
-        if (key == &derived)
-            kbm_wipe(&derived, sizeof derived);
-        int64_t fl = frame_for(l, &meta[i], ba, len, frames + k * KBM_LIVE_FRAME_MAX,
-                               KBM_LIVE_FRAME_MAX);
+        size_t len = build_ack_unsigned(home, p + 24, p + 8, 0, d->sequence,
+                                        (uint16_t)(r->granted / 4), ba);
+        uint8_t *frame = frames + k * KBM_LIVE_FRAME_MAX;
+        int64_t fl = frame_for(l, &meta[i], ba, len, frame, KBM_LIVE_FRAME_MAX);
         if (fl < 0) {
             st->send_errors++;
             continue;
         }
+        size_t j = pending.n++;
+        const kbm_mac_key *key = &peer->key;
+        struct kbm_kcn *kcn = x->kcn[peer - x->peers]; /* RFC 4449: the side array */
+        if (kcn && !dereg) {
+            kbm_kcn_key(kcn, care_of, &pending.derived[j]);
+            key = &pending.derived[j];
+        }
+        uint8_t *mh = frame + fl - BA_MH_LEN;
+        pending.req[j] = (kbm_mac96_req){key, dereg ? home : care_of, p + 24, mh, BA_MH_LEN, mh + 20};
+        pending.home[j] = home;
+        if (pending.n == ACK_BURST)
+            sign_pending(&pending);
         r->ack = 1;
         frame_lens[k++] = (uint32_t)fl;
     }
+    if (pending.n)
+        sign_pending(&pending);
     kbm_read_end(v, g);
     *n_frames = k;
     return m;
