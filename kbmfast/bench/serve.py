@@ -402,9 +402,9 @@ def _serve_main(argv: list[str]) -> int:
     the packets it has handled, as one JSON line in the file named by $KBMFAST_BENCH_USAGE
     (the bench's CPU probe: cheaper than a snapshot, and precise where /proc has 10 ms ticks)."""
     import resource
+    import runpy
 
     from .. import serve as serve_mod
-    from ..cli import main
 
     servers: list[Any] = []
     init = serve_mod.Server.__init__
@@ -429,7 +429,12 @@ def _serve_main(argv: list[str]) -> int:
         os.replace(tmp, path)
 
     signal.signal(signal.SIGUSR2, report)
-    return main(["serve", *argv])
+    sys.argv = ["kbmfast", "serve", *argv]
+    try:  # as ``python -m kbmfast.cli`` (not imported here: kbmfast.cli imports this module)
+        runpy.run_module("kbmfast.cli", run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        return 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+    return 0
 
 
 if __name__ == "__main__":
