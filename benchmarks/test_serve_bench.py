@@ -2,8 +2,9 @@
 (kbmfast.bench.serve; the figures in docs/performance.md come from ``kbmfast bench --serve``).
 
 Needs root, iproute2, nftables and tcpreplay (CI has them). One round: the interesting output is
-the printed table (the highest rate each side keeps up with, serve's CPU per BU against
-verify_buffer's); the only assertion is that the slowest rate is kept up by both sides.
+the printed table (the highest rate each side keeps up with, serve's CPU per BU, user space and
+kernel apart, against verify_buffer's); the only assertion is that the slowest rate is kept up
+by both sides.
 """
 
 from __future__ import annotations

@@ -554,4 +554,80 @@ size_t kbm_live_send_frames(kbm_live *l, const uint8_t *frames, const uint32_t *
 /* Copies pcap_stats into st->ps_*. */
 int kbm_live_pcap_stats(kbm_live *l, kbm_live_stats *st);
 
+/* ---- kbmfast serve's binding cache (live.c): home address -> binding, thread-safe ---- */
+
+typedef struct kbm_bcache kbm_bcache;
+/* One entry (and one slot of the table: used is 1 for an entry). Times are the caller's:
+   expires on its monotonic clock (time.monotonic()), updated on the wall clock (time.time()). */
+typedef struct {
+    uint8_t home[16];
+    uint8_t care_of[16];
+    double expires;
+    double updated;
+    uint32_t lifetime; /* seconds granted */
+    uint16_t sequence;
+    uint8_t used;
+    uint8_t pad;
+} kbm_binding;
+/* An empty cache holding at most max_entries bindings (memory grows with the entries, not with
+   the cap), or NULL (out of memory, max_entries 0 or absurd). */
+kbm_bcache *kbm_bcache_new(size_t max_entries);
+void kbm_bcache_free(kbm_bcache *c);
+/* One accepted Binding Update (RFC 6275 9.5.1-2): lifetime 0 or care_of == home deletes home's
+   entry; anything else creates or replaces it, expiring at now + lifetime. Returns 1 stored,
+   0 deleted (or nothing to delete), KBM_EFULL (a new entry past max_entries: refused and
+   counted) or KBM_ENOMEM. */
+int kbm_bcache_update(kbm_bcache *c, const uint8_t home[16], const uint8_t care_of[16],
+                      uint16_t sequence, uint32_t lifetime, double now, double wall);
+/* kbm_bcache_update for each of kbm_live_ack's records in order (granted as the lifetime),
+   under one lock; acks[0] = records with ack 1 (BA built), acks[1] = with ack 2 (not built).
+   Returns how many updates were refused (KBM_EFULL, KBM_ENOMEM). */
+size_t kbm_bcache_apply(kbm_bcache *c, const kbm_live_accept *records, size_t n, double now,
+                        double wall, uint64_t acks[2]);
+/* home's entry into out: 1, or 0 when there is none (expired ones stay until expire). */
+int kbm_bcache_get(kbm_bcache *c, const uint8_t home[16], kbm_binding *out);
+size_t kbm_bcache_count(kbm_bcache *c);
+/* New entries refused because the cache held max_entries. */
+uint64_t kbm_bcache_refused(kbm_bcache *c);
+/* Removes the entries whose expiry is <= now; returns how many. */
+size_t kbm_bcache_expire(kbm_bcache *c, double now);
+/* Copies up to max entries (in no order) into out; returns how many. */
+size_t kbm_bcache_dump(kbm_bcache *c, kbm_binding *out, size_t max);
+
+/* The buffers of one capture handle, as kbm_live_batch and kbm_live_ack take them (max
+   packets: meta, verdicts, details, accepts, handled, frame_lens have max entries, offsets
+   max + 1, frames max * KBM_LIVE_FRAME_MAX bytes). */
+typedef struct {
+    uint8_t *buf;
+    size_t buf_len;
+    uint64_t *offsets;
+    size_t max;
+    kbm_live_meta *meta;
+    uint8_t *verdicts;
+    kbm_detail *details;
+    kbm_live_accept *accepts;
+    uint8_t *handled;
+    uint8_t *frames;
+    uint32_t *frame_lens;
+} kbm_live_buffers;
+#define KBM_LIVE_VERDICTS 64
+/* What kbm_live_serve did with a batch. */
+typedef struct {
+    uint32_t n;        /* packets in the batch */
+    uint32_t done;     /* 1: answered here; 0: the caller must act on it (nothing sent) */
+    int64_t time_us;   /* the first packet's capture time (when done) */
+    uint64_t built, no_key, sent, refused; /* kbm_bcache_apply's acks, frames sent, refusals */
+    uint64_t counts[KBM_LIVE_VERDICTS];    /* packets by verdict (when done) */
+} kbm_live_served;
+/* serve's common case in one call: kbm_live_batch (verified with v); then, unless a
+   verdict is in the python_verdicts bit mask (or >= KBM_LIVE_VERDICTS), kbm_live_ack,
+   kbm_bcache_apply with the records (time.monotonic()/time.time() clocks: CLOCK_MONOTONIC,
+   CLOCK_REALTIME) and kbm_live_send_frames. For a verifier without return routability or
+   compat rfc3775 (every ACCEPTED packet is kbm_live_ack's then). Returns n (out->done 0: the
+   batch is the caller's, exactly as kbm_live_batch left it) or a negative status. */
+int kbm_live_serve(kbm_live *l, kbm_verifier *v, kbm_bcache *c, const kbm_live_buffers *b,
+                   uint32_t max_delay_us, uint32_t idle_ms, uint32_t max_lifetime,
+                   uint64_t python_verdicts, kbm_live_served *out, kbm_live_stats *st,
+                   char *errbuf);
+
 #endif /* KBM_H */

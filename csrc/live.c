@@ -14,9 +14,11 @@
 #include <linux/if_packet.h>
 #include <pcap/pcap.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -294,13 +296,14 @@ int kbm_live_pcap_stats(kbm_live *l, kbm_live_stats *st)
     return 0;
 }
 
-/* kbm_build_ack with the key's midstates (a verifier's peer key, read in place). */
-static size_t build_ack(const kbm_mac_key *key, const uint8_t home[16],
-                        const uint8_t mac_care_of[16], const uint8_t cn[16],
-                        const uint8_t dest[16], uint8_t status, uint16_t sequence,
-                        uint16_t units, uint8_t out[KBM_ACK_MAX])
+enum { BA_MH_LEN = 32 }; /* a BA's Mobility Header, the last bytes of its packet */
+
+/* The BA kbm_build_ack builds, but for its authenticator and checksum (zero): its length. */
+static size_t build_ack_unsigned(const uint8_t home[16], const uint8_t cn[16],
+                                 const uint8_t dest[16], uint8_t status, uint16_t sequence,
+                                 uint16_t units, uint8_t out[KBM_ACK_MAX])
 {
-    enum { MH_LEN = 32, RH2_LEN = 24 };
+    enum { MH_LEN = BA_MH_LEN, RH2_LEN = 24 };
     int routed = memcmp(dest, home, 16) != 0;
     size_t ext = routed ? RH2_LEN : 0, payload = ext + MH_LEN;
     uint8_t *ip = out, *mh = out + 40 + ext;
@@ -334,11 +337,28 @@ static size_t build_ack(const kbm_mac_key *key, const uint8_t home[16],
     mh[13] = 4;
     mh[18] = 5;
     mh[19] = KBM_AUTH_SIZE;
-    kbm_mac96(key, mac_care_of, cn, mh, MH_LEN, mh + 20);
-    uint16_t sum = kbm_mh_checksum(cn, home, mh, MH_LEN);
+    return 40 + payload;
+}
+
+/* The checksum of a BA's Mobility Header once its authenticator is in (from cn to home). */
+static void ack_checksum(uint8_t mh[BA_MH_LEN], const uint8_t cn[16], const uint8_t home[16])
+{
+    uint16_t sum = kbm_mh_checksum(cn, home, mh, BA_MH_LEN);
     mh[4] = (uint8_t)(sum >> 8);
     mh[5] = (uint8_t)sum;
-    return 40 + payload;
+}
+
+/* kbm_build_ack with the key's midstates (a verifier's peer key, read in place). */
+static size_t build_ack(const kbm_mac_key *key, const uint8_t home[16],
+                        const uint8_t mac_care_of[16], const uint8_t cn[16],
+                        const uint8_t dest[16], uint8_t status, uint16_t sequence,
+                        uint16_t units, uint8_t out[KBM_ACK_MAX])
+{
+    size_t len = build_ack_unsigned(home, cn, dest, status, sequence, units, out);
+    uint8_t *mh = out + len - BA_MH_LEN;
+    kbm_mac96(key, mac_care_of, cn, mh, BA_MH_LEN, mh + 20);
+    ack_checksum(mh, cn, home);
+    return len;
 }
 
 size_t kbm_build_ack(const uint8_t kbm[KBM_SIZE], const uint8_t home[16],
@@ -368,6 +388,24 @@ int kbm_live_answer(kbm_live *l, const kbm_live_meta *m, const uint8_t kbm[KBM_S
 #define ACK_BURST 64
 _Static_assert(KBM_LIVE_LINK_MAX + KBM_ACK_MAX <= KBM_LIVE_FRAME_MAX, "a BA's frame fits");
 
+/* The BAs of kbm_live_ack waiting for their MACs: signed ACK_BURST at a time by
+   kbm_mac96_batch (the verifier's multi-buffer kernels), then checksummed. */
+typedef struct {
+    kbm_mac96_req req[ACK_BURST];
+    const uint8_t *home[ACK_BURST];
+    kbm_mac_key derived[ACK_BURST]; /* RFC 4449 keys derived for the care-of address */
+    size_t n;
+} ack_pending;
+
+static void sign_pending(ack_pending *a)
+{
+    kbm_mac96_batch(a->req, a->n);
+    for (size_t j = 0; j < a->n; j++)
+        ack_checksum((uint8_t *)a->req[j].mh, a->req[j].cn, a->home[j]);
+    kbm_wipe(a->derived, sizeof a->derived);
+    a->n = 0;
+}
+
 size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf_len,
                     const uint64_t *offsets, size_t n, const kbm_live_meta *meta,
                     const uint8_t *verdicts, const kbm_detail *details, uint32_t max_lifetime,
@@ -375,6 +413,8 @@ size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf
                     size_t *n_frames, kbm_live_stats *st)
 {
     size_t m = 0, k = 0;
+    ack_pending pending;
+    pending.n = 0;
     uint32_t g = kbm_read_begin(v);
     const struct kbm_index *x = atomic_load(&v->index);
     for (size_t i = 0; i < n; i++) {
@@ -406,27 +446,32 @@ size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf
         if (!peer) /* removed since the batch was verified (SIGHUP) */
             continue;
         int dereg = d->lifetime == 0;
-        kbm_mac_key derived;
-        const kbm_mac_key *key = &peer->key;
-        struct kbm_kcn *kcn = x->kcn[peer - x->peers]; /* RFC 4449: the side array */
-        if (kcn && !dereg) {
-            kbm_kcn_key(kcn, care_of, &derived);
-            key = &derived;
-        }
         uint8_t ba[KBM_ACK_MAX];
-        size_t len = build_ack(key, home, dereg ? home : care_of, p + 24, p + 8, 0, d->sequence,
-                               (uint16_t)(r->granted / 4), ba);
-        if (key == &derived)
-            kbm_wipe(&derived, sizeof derived);
-        int64_t fl = frame_for(l, &meta[i], ba, len, frames + k * KBM_LIVE_FRAME_MAX,
-                               KBM_LIVE_FRAME_MAX);
+        size_t len = build_ack_unsigned(home, p + 24, p + 8, 0, d->sequence,
+                                        (uint16_t)(r->granted / 4), ba);
+        uint8_t *frame = frames + k * KBM_LIVE_FRAME_MAX;
+        int64_t fl = frame_for(l, &meta[i], ba, len, frame, KBM_LIVE_FRAME_MAX);
         if (fl < 0) {
             st->send_errors++;
             continue;
         }
+        size_t j = pending.n++;
+        const kbm_mac_key *key = &peer->key;
+        struct kbm_kcn *kcn = x->kcn[peer - x->peers]; /* RFC 4449: the side array */
+        if (kcn && !dereg) {
+            kbm_kcn_key(kcn, care_of, &pending.derived[j]);
+            key = &pending.derived[j];
+        }
+        uint8_t *mh = frame + fl - BA_MH_LEN;
+        pending.req[j] = (kbm_mac96_req){key, dereg ? home : care_of, p + 24, mh, BA_MH_LEN, mh + 20};
+        pending.home[j] = home;
+        if (pending.n == ACK_BURST)
+            sign_pending(&pending);
         r->ack = 1;
         frame_lens[k++] = (uint32_t)fl;
     }
+    if (pending.n)
+        sign_pending(&pending);
     kbm_read_end(v, g);
     *n_frames = k;
     return m;
@@ -463,4 +508,257 @@ size_t kbm_live_send_frames(kbm_live *l, const uint8_t *frames, const uint32_t *
     }
     st->sent += sent;
     return sent;
+}
+
+/* ---- The binding cache: home address -> care-of, sequence, granted lifetime, expiry ---- */
+
+/* Open addressing with linear probing, keyed hash (kbm_hash16, a seed of its own from
+   getrandom), deletion by backward shift (no tombstones, so probe chains never rot), the table
+   at most half full (doubled when it would be more). At most max entries: an update for a new
+   home address beyond that is refused and counted (an accepted Binding Update names a
+   configured peer's home address, so with preconfigured keys the entries are bounded by the
+   peers; the cap bounds what return routability's open set of home addresses could add). */
+struct kbm_bcache {
+    pthread_mutex_t lock;
+    uint64_t seed[2];
+    kbm_binding *slots; /* cap of them; a slot is free when its used is 0 */
+    size_t cap, count, max;
+    uint64_t refused;
+};
+
+enum { BCACHE_MIN = 64 };
+
+kbm_bcache *kbm_bcache_new(size_t max_entries)
+{
+    if (max_entries == 0 || max_entries > ((size_t)1 << 40))
+        return NULL;
+    kbm_bcache *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->cap = BCACHE_MIN;
+    c->max = max_entries;
+    c->slots = calloc(c->cap, sizeof *c->slots);
+    if (!c->slots || getrandom(c->seed, sizeof c->seed, 0) != (ssize_t)sizeof c->seed ||
+        pthread_mutex_init(&c->lock, NULL) != 0) {
+        free(c->slots);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void kbm_bcache_free(kbm_bcache *c)
+{
+    if (c) {
+        pthread_mutex_destroy(&c->lock);
+        free(c->slots);
+        free(c);
+    }
+}
+
+static size_t slot_of(const kbm_bcache *c, const uint8_t home[16])
+{
+    return (size_t)kbm_hash16(c->seed, home) & (c->cap - 1);
+}
+
+/* The slot holding home, or the free slot where it would go. */
+static size_t find_slot(const kbm_bcache *c, const uint8_t home[16])
+{
+    size_t mask = c->cap - 1, i = slot_of(c, home);
+    while (c->slots[i].used && memcmp(c->slots[i].home, home, 16) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static int grow(kbm_bcache *c)
+{
+    size_t cap = c->cap * 2;
+    kbm_binding *old = c->slots, *slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return KBM_ENOMEM;
+    size_t old_cap = c->cap;
+    c->slots = slots;
+    c->cap = cap;
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i].used)
+            c->slots[find_slot(c, old[i].home)] = old[i];
+    free(old);
+    return 0;
+}
+
+/* Removes slot i's entry and shifts the entries of its probe chain back over the hole. */
+static void remove_at(kbm_bcache *c, size_t i)
+{
+    size_t mask = c->cap - 1, j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!c->slots[j].used)
+            break;
+        size_t home = slot_of(c, c->slots[j].home);
+        /* j's entry may move to the hole at i unless its home slot lies cyclically in (i, j] */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            c->slots[i] = c->slots[j];
+            i = j;
+        }
+    }
+    memset(&c->slots[i], 0, sizeof c->slots[i]);
+    c->count--;
+}
+
+/* One update, the lock held: 1 stored, 0 deleted (or nothing to delete), KBM_ENOMEM, or
+   KBM_EFULL when a new entry would pass max. */
+static int update_locked(kbm_bcache *c, const uint8_t home[16], const uint8_t care_of[16],
+                         uint16_t sequence, uint32_t lifetime, double now, double wall)
+{
+    size_t i = find_slot(c, home);
+    kbm_binding *b = &c->slots[i];
+    if (lifetime == 0 || memcmp(care_of, home, 16) == 0) {
+        if (b->used)
+            remove_at(c, i);
+        return 0;
+    }
+    if (!b->used) {
+        if (c->count >= c->max) {
+            c->refused++;
+            return KBM_EFULL;
+        }
+        if (2 * (c->count + 1) > c->cap) {
+            if (grow(c) < 0)
+                return KBM_ENOMEM;
+            i = find_slot(c, home);
+            b = &c->slots[i];
+        }
+        memcpy(b->home, home, 16);
+        b->used = 1;
+        c->count++;
+    }
+    memcpy(b->care_of, care_of, 16);
+    b->sequence = sequence;
+    b->lifetime = lifetime;
+    b->expires = now + (double)lifetime;
+    b->updated = wall;
+    return 1;
+}
+
+int kbm_bcache_update(kbm_bcache *c, const uint8_t home[16], const uint8_t care_of[16],
+                      uint16_t sequence, uint32_t lifetime, double now, double wall)
+{
+    pthread_mutex_lock(&c->lock);
+    int rc = update_locked(c, home, care_of, sequence, lifetime, now, wall);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+size_t kbm_bcache_apply(kbm_bcache *c, const kbm_live_accept *records, size_t n, double now,
+                        double wall, uint64_t acks[2])
+{
+    size_t refused = 0;
+    acks[0] = acks[1] = 0;
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < n; i++) {
+        const kbm_live_accept *r = &records[i];
+        if (update_locked(c, r->home, r->care_of, r->sequence, r->granted, now, wall) < 0)
+            refused++;
+        if (r->ack == 1)
+            acks[0]++;
+        else if (r->ack != 0)
+            acks[1]++;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return refused;
+}
+
+int kbm_bcache_get(kbm_bcache *c, const uint8_t home[16], kbm_binding *out)
+{
+    pthread_mutex_lock(&c->lock);
+    const kbm_binding *b = &c->slots[find_slot(c, home)];
+    int found = b->used;
+    if (found)
+        *out = *b;
+    pthread_mutex_unlock(&c->lock);
+    return found;
+}
+
+size_t kbm_bcache_count(kbm_bcache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    size_t n = c->count;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+uint64_t kbm_bcache_refused(kbm_bcache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t n = c->refused;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+size_t kbm_bcache_expire(kbm_bcache *c, double now)
+{
+    size_t gone = 0;
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->cap;) {
+        /* a backward shift may bring an unvisited entry into slot i: look at i again */
+        if (c->slots[i].used && c->slots[i].expires <= now) {
+            remove_at(c, i);
+            gone++;
+        } else {
+            i++;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return gone;
+}
+
+size_t kbm_bcache_dump(kbm_bcache *c, kbm_binding *out, size_t max)
+{
+    size_t k = 0;
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->cap && k < max; i++)
+        if (c->slots[i].used)
+            out[k++] = c->slots[i];
+    pthread_mutex_unlock(&c->lock);
+    return k;
+}
+
+/* ---- serve's common case in one call ---- */
+
+int kbm_live_serve(kbm_live *l, kbm_verifier *v, kbm_bcache *c, const kbm_live_buffers *b,
+                   uint32_t max_delay_us, uint32_t idle_ms, uint32_t max_lifetime,
+                   uint64_t python_verdicts, kbm_live_served *out, kbm_live_stats *st,
+                   char *errbuf)
+{
+    memset(out, 0, sizeof *out);
+    int n = kbm_live_batch(l, v, b->buf, b->buf_len, b->offsets, b->max, b->meta, b->verdicts,
+                           b->details, max_delay_us, idle_ms, st, errbuf);
+    if (n <= 0)
+        return n;
+    out->n = (uint32_t)n;
+    for (int i = 0; i < n; i++) {
+        uint8_t code = b->verdicts[i];
+        if (code >= KBM_LIVE_VERDICTS || (python_verdicts >> code & 1))
+            return n; /* the caller acts on this batch (out->done = 0, nothing sent) */
+        out->counts[code]++;
+    }
+    out->time_us = b->meta[0].time_us;
+    out->done = 1;
+    if (out->counts[KBM_ACCEPTED] == 0)
+        return n;
+    size_t n_frames = 0;
+    size_t m = kbm_live_ack(l, v, b->buf, b->buf_len, b->offsets, (size_t)n, b->meta, b->verdicts,
+                            b->details, max_lifetime, b->accepts, b->handled, b->frames,
+                            b->frame_lens, &n_frames, st);
+    struct timespec mono, wall;
+    clock_gettime(CLOCK_MONOTONIC, &mono); /* time.monotonic() and time.time(), as Python's cache
+                                              updates have them */
+    clock_gettime(CLOCK_REALTIME, &wall);
+    uint64_t acks[2];
+    out->refused = kbm_bcache_apply(c, b->accepts, m, (double)mono.tv_sec + (double)mono.tv_nsec / 1e9,
+                                    (double)wall.tv_sec + (double)wall.tv_nsec / 1e9, acks);
+    out->built = acks[0];
+    out->no_key = acks[1];
+    out->sent = kbm_live_send_frames(l, b->frames, b->frame_lens, n_frames, st);
+    return n;
 }

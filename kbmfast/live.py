@@ -33,6 +33,11 @@ _DETAIL_SIZE = ffi.sizeof("kbm_detail")  # not a literal: the struct grew (RR No
 #: due, 1 built, 2 not: no key), padding.
 ACCEPT_FORMAT = "=16s16sIIHBx"
 ACCEPT_SIZE = ffi.sizeof("kbm_live_accept")
+#: kbm_live_meta in 64-bit words; time_us is word 0 and frame word 1 (read as signed: frame
+#: numbers stay far below 2**63).
+_META_WORDS = ffi.sizeof("kbm_live_meta") // 8
+assert ffi.sizeof("kbm_live_meta") % 8 == 0 and ffi.offsetof("kbm_live_meta", "time_us") == 0
+assert ffi.offsetof("kbm_live_meta", "frame") == 8
 
 
 class LiveError(KbmError):
@@ -139,6 +144,7 @@ class LiveCapture:
         self._buf = bytearray(batch * snaplen)
         self._offsets = array("Q", bytes(8 * (batch + 1)))
         self._meta = ffi.new("kbm_live_meta[]", batch)
+        self._meta_words = memoryview(ffi.buffer(self._meta)).cast("q")
         self._verdicts = bytearray(batch)
         self._details = bytearray(_DETAIL_SIZE * batch)
         self._c_buf = ffi.from_buffer("uint8_t[]", self._buf)
@@ -154,6 +160,13 @@ class LiveCapture:
         self._frames = ffi.new(f"uint8_t[{batch * lib.KBM_LIVE_FRAME_MAX}]")
         self._frame_lens = ffi.new("uint32_t[]", batch)
         self._n_frames = ffi.new("size_t *")
+        b = self._buffers = ffi.new("kbm_live_buffers *")  # for kbm_live_serve; points into the above
+        b.buf, b.buf_len, b.offsets, b.max = self._c_buf, len(self._buf), self._c_offsets, batch
+        b.meta, b.verdicts, b.details, b.accepts = self._meta, self._c_verdicts, self._c_details, self._c_accepts
+        b.handled, b.frames, b.frame_lens = self._c_handled, self._frames, self._frame_lens
+        self._served = ffi.new("kbm_live_served *")
+        #: kbm_live_serve's packets by verdict code for the last batch it answered.
+        self.served_counts = memoryview(ffi.buffer(self._served.counts)).cast("Q")
 
     def batch(self, verifier: Any = None, *, idle_ms: int = 100) -> Batch:
         """Capture the next batch (empty after ``idle_ms`` without a mobility packet) and, when
@@ -184,15 +197,46 @@ class LiveCapture:
             raise LiveError("pcap", f"interface {self.interface}: {ffi.string(self._err).decode(errors='replace')}")
         if n and verifier is not None and verifier._durability is not None:
             verifier._durability.changed()
-        return Batch(
-            n,
-            memoryview(self._buf),
-            self._offsets,
-            self._verdicts,
-            self._details,
-            [int(self._meta[i].time_us) for i in range(n)],
-            [int(self._meta[i].frame) for i in range(n)],
+        return self._batch(n)
+
+    def _batch(self, n: int) -> Batch:
+        meta = self._meta_words[: n * _META_WORDS]  # kbm_live_meta as 64-bit words: two strided copies in C
+        times, frames = meta[0::_META_WORDS].tolist(), meta[1::_META_WORDS].tolist()
+        return Batch(n, memoryview(self._buf), self._offsets, self._verdicts, self._details, times, frames)
+
+    def serve_batch(self, verifier: Any, cache: Any, python_verdicts: int, *, idle_ms: int = 100) -> Batch | Any | None:
+        """Serve's common case in one C call with the GIL released (``kbm_live_serve``):
+        capture and verify a batch as :meth:`batch` does; then, unless one of its verdicts is
+        in the bit mask ``python_verdicts``, :meth:`acknowledge_accepted`'s work, the binding
+        cache ``cache`` (a ``kbmfast.serve.BindingCache``) updated from its records, and the BAs
+        sent. For a verifier without return routability or compat rfc3775. Returns None for
+        an empty batch, the :class:`Batch` when it is the caller's to act on (nothing was sent),
+        or the ``kbm_live_served`` record (n, time_us, built, no_key, sent; the verdict counts
+        in :attr:`served_counts`)."""
+        if verifier.return_routability is not None or verifier.compat == "rfc3775":
+            raise ValueError("serve_batch: return routability and compat rfc3775 take the Python path")
+        max_lifetime = verifier.max_lifetime
+        out = self._served
+        n = lib.kbm_live_serve(
+            self._handle(),
+            verifier._handle(),
+            cache._h,
+            self._buffers,
+            self.max_delay_us,
+            idle_ms,
+            0xFFFFFFFF if max_lifetime is None else min(max_lifetime, 0xFFFFFFFF),
+            python_verdicts,
+            out,
+            self._stats,
+            self._err,
         )
+        if n < 0:
+            raise LiveError("pcap", f"interface {self.interface}: {ffi.string(self._err).decode(errors='replace')}")
+        if n == 0:
+            return None
+        if verifier._durability is not None:
+            verifier._durability.changed()
+        return out if out.done else self._batch(n)
 
     def acknowledge_accepted(
         self, verifier: Any, batch: Batch, before_send: Callable[[memoryview], object] | None = None

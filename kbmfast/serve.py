@@ -16,15 +16,16 @@ import os
 import threading
 import time
 from collections import Counter
-from struct import iter_unpack
+from struct import Struct
 from typing import Any
 
 from . import serve_rr
 from ._keys import KeyTable, Peer
+from ._native_edge import ffi, lib
 from ._types import BA_STATUS, FLAG_A, Verdict
 from ._util import wipe
 from .fast import _DETAIL, Verifier
-from .live import ACCEPT_FORMAT, AckFields, Batch, LiveCapture
+from .live import ACCEPT_SIZE, AckFields, Batch, LiveCapture
 from .reference.verifier import current_kbm
 
 #: Error acknowledgements (status >= 128) per peer: a bucket of ERROR_BURST tokens refilled at
@@ -46,6 +47,9 @@ _ACTION = frozenset(
 )
 _ERROR_SET = _ACTION - {int(Verdict.ACCEPTED)}
 _ERRORS = tuple(sorted(_ERROR_SET))
+#: The verdicts whose batches :meth:`Server.handle` answers (error acknowledgements, rate-limited
+#: in Python), as kbm_live_serve's bit mask.
+_PYTHON_VERDICTS = sum(1 << code for code in _ERROR_SET)
 _addr = ipaddress.IPv6Address
 
 
@@ -88,82 +92,99 @@ class Binding:
     updated: float  # time.time()
 
 
+#: The most entries a :class:`BindingCache` holds by default. With preconfigured keys an entry
+#: needs a Binding Update that authenticated with a configured peer's key, whose home address
+#: is the entry's key, so the entries are bounded by the peers in the key file, however many
+#: valid BUs a flood brings; the cap bounds what return routability's open set of home
+#: addresses could add (new entries past it are refused and counted, existing ones still change).
+MAX_BINDINGS = 1 << 20
+
+
 class BindingCache:
     """Home address -> :class:`Binding`, from accepted Binding Updates (RFC 6275 §9.5.1-2):
     an update creates or replaces the entry; a lifetime of 0 or a care-of address equal to the
-    home address deletes it; entries expire after their granted lifetime. Thread-safe. Entries
-    are kept as packed addresses (serve's per-batch update is a tight loop over C records);
-    :meth:`get` and :meth:`snapshot` build the objects."""
+    home address deletes it; entries expire after their granted lifetime (:meth:`expire`).
+    Kept in the C core (``kbm_bcache``: open addressing keyed by home address, its own lock), so
+    that serve's per-batch update is one C call over ``kbm_live_ack``'s records; thread-safe.
+    At most ``max_entries`` entries (:data:`MAX_BINDINGS`; :attr:`refused` counts the new ones
+    turned away)."""
 
-    def __init__(self) -> None:
-        # home -> (care-of, sequence, lifetime, expires (monotonic), updated (time.time()))
-        self._entries: dict[bytes, tuple[bytes, int, int, float, float]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, max_entries: int = MAX_BINDINGS) -> None:
+        if not 1 <= max_entries <= 1 << 40:
+            raise ValueError(f"max_entries: must be 1..2**40, not {max_entries}")
+        handle = lib.kbm_bcache_new(max_entries)
+        if handle == ffi.NULL:
+            raise MemoryError("binding cache: out of memory")
+        self._h: Any = ffi.gc(handle, lib.kbm_bcache_free)
 
     def update(self, home: Any, care_of: Any, sequence: int, lifetime: int) -> None:
         """Apply one accepted Binding Update with its granted lifetime (seconds); addresses as
         16 bytes or IPv6Address."""
-        home = _packed(home)
-        care_of = _packed(care_of)
-        with self._lock:
-            if lifetime == 0 or care_of == home:
-                self._entries.pop(home, None)
-            else:
-                now = time.monotonic()
-                self._entries[home] = (care_of, sequence, lifetime, now + lifetime, time.time())
+        if not 0 <= sequence <= 0xFFFF or not 0 <= lifetime <= 0xFFFFFFFF:
+            raise ValueError(f"sequence {sequence} or lifetime {lifetime} out of range")
+        rc = lib.kbm_bcache_update(self._h, _packed(home), _packed(care_of), sequence, lifetime, time.monotonic(), time.time())
+        if rc == lib.KBM_ENOMEM:
+            raise MemoryError("binding cache: out of memory")
 
     def update_accepted(self, records: memoryview) -> tuple[int, int]:
-        """Apply the records of ``LiveCapture.acknowledge_accepted`` in order; returns (BAs
-        built, BAs not built for want of a key) as the records say."""
-        now, wall = time.monotonic(), time.time()
-        entries = self._entries
-        sent = failed = 0
-        with self._lock:
-            for home, care_of, _index, granted, sequence, ack in iter_unpack(ACCEPT_FORMAT, records):
-                if granted == 0 or care_of == home:
-                    entries.pop(home, None)
-                else:
-                    entries[home] = (care_of, sequence, granted, now + granted, wall)
-                if ack:
-                    if ack == 1:
-                        sent += 1
-                    else:
-                        failed += 1
-        return sent, failed
+        """Apply the records of ``LiveCapture.acknowledge_accepted`` in order (one C call);
+        returns (BAs built, BAs not built for want of a key) as the records say."""
+        n = len(records) // ACCEPT_SIZE
+        if n == 0:
+            return 0, 0
+        acks = ffi.new("uint64_t[2]")
+        lib.kbm_bcache_apply(self._h, ffi.from_buffer("kbm_live_accept[]", records), n, time.monotonic(), time.time(), acks)
+        return int(acks[0]), int(acks[1])
 
     def expire(self, now: float | None = None) -> int:
         """Remove expired entries; returns how many."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            gone = [h for h, b in self._entries.items() if b[3] <= now]
-            for h in gone:
-                del self._entries[h]
-        return len(gone)
+        return int(lib.kbm_bcache_expire(self._h, time.monotonic() if now is None else now))
 
     def get(self, home: Any) -> Binding | None:
         """The entry of ``home``, or None."""
-        with self._lock:
-            e = self._entries.get(_packed(home))
-        return None if e is None else Binding(_addr(e[0]), e[1], e[2], e[3], e[4])
+        out = ffi.new("kbm_binding *")
+        if not lib.kbm_bcache_get(self._h, _packed(home), out):
+            return None
+        return Binding(_addr(bytes(out.care_of)), out.sequence, out.lifetime, out.expires, out.updated)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return int(lib.kbm_bcache_count(self._h))
+
+    @property
+    def refused(self) -> int:
+        """New entries turned away because the cache was full."""
+        return int(lib.kbm_bcache_refused(self._h))
+
+    def _entries(self) -> list[tuple[bytes, bytes, int, int, float]]:
+        """(home, care-of, sequence, lifetime, expires) of every entry, sorted by home."""
+        while True:
+            room = len(self) + 64  # entries added meanwhile: one more round
+            out = ffi.new("kbm_binding[]", room)
+            n = lib.kbm_bcache_dump(self._h, out, room)
+            if n < room:
+                break
+        raw = ffi.buffer(out, n * _BINDING_SIZE)
+        return sorted((h, c, seq, life, exp) for h, c, exp, _upd, life, seq, _used in _BINDING.iter_unpack(raw))
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The entries as JSON-ready dicts (remaining lifetime in seconds)."""
         now = time.monotonic()
-        with self._lock:
-            items = list(self._entries.items())
         return [
             {
                 "home": str(_addr(h)),
-                "care_of": str(_addr(b[0])),
-                "sequence": b[1],
-                "lifetime": b[2],
-                "remaining": max(0, round(b[3] - now, 1)),
+                "care_of": str(_addr(c)),
+                "sequence": seq,
+                "lifetime": life,
+                "remaining": max(0, round(exp - now, 1)),
             }
-            for h, b in sorted(items)
+            for h, c, seq, life, exp in self._entries()
         ]
+
+
+#: kbm_binding: home, care-of, expires, updated, lifetime, sequence, used (and padding).
+_BINDING = Struct("=16s16sddIHBx")
+_BINDING_SIZE = ffi.sizeof("kbm_binding")
+assert _BINDING.size == _BINDING_SIZE
 
 
 def _packed(address: Any) -> bytes:
@@ -296,7 +317,8 @@ class Server:
         counters."""
         n = batch.n
         verdicts = batch.verdicts
-        counts = Counter(verdicts[:n])
+        accepted = verdicts.count(0, 0, n)  # in C; the common case: every packet accepted
+        counts = Counter({0: n}) if accepted == n else Counter(verdicts[:n])
         sent: Counter[int] = Counter()
         limited = failed = 0
         now = time.monotonic()
@@ -360,11 +382,40 @@ class Server:
         return limited, failed
 
     def run(self, capture: LiveCapture, stop: threading.Event, idle_ms: int = 100) -> None:
-        """Serve ``capture`` until ``stop`` is set; the batch in hand is always finished."""
+        """Serve ``capture`` until ``stop`` is set; the batch in hand is always finished. Without
+        return routability (and compat rfc3775), a batch whose verdicts call for no error
+        acknowledgement is captured, verified, acknowledged and put in the binding cache in one
+        C call (:meth:`LiveCapture.serve_batch`); any other batch goes through :meth:`handle`."""
+        if self.rr_path:
+            while not stop.is_set():
+                batch = capture.batch(self.verifier, idle_ms=idle_ms)
+                if batch.n:
+                    self.handle(capture, batch)
+            return
         while not stop.is_set():
-            batch = capture.batch(self.verifier, idle_ms=idle_ms)
-            if batch.n:
-                self.handle(capture, batch)
+            got = capture.serve_batch(self.verifier, self.cache, _PYTHON_VERDICTS, idle_ms=idle_ms)
+            if type(got) is Batch:
+                self.handle(capture, got)
+            elif got is not None:
+                self._count_served(capture, got)
+
+    def _count_served(self, capture: LiveCapture, served: Any) -> None:
+        """The counters of a batch :meth:`LiveCapture.serve_batch` answered (as :meth:`handle`
+        counts them)."""
+        counts = capture.served_counts.tolist()
+        sent, built, no_key = served.sent, served.built, served.no_key
+        latency = max(0.0, time.time() - served.time_us / 1e6)
+        stats = self.stats
+        with stats.lock:
+            verdicts = stats.verdicts
+            for code, c in enumerate(counts):
+                if c:
+                    verdicts[code] += c
+            if sent:
+                stats.ba_sent[0] += sent
+            stats.ba_failed += no_key + built - sent
+            stats.batches += 1
+            stats.observe_latency(latency)
 
     def pcap_totals(self) -> dict[str, int]:
         """Capture counters summed over the captures."""

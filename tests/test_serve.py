@@ -3,6 +3,7 @@ sending real frames over a veth pair from another (tests/netns.py); and serve's 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import random
@@ -542,8 +543,6 @@ def test_bad_input(tmp_path: Path) -> None:
 
 
 def test_binding_cache() -> None:
-    import ipaddress
-
     cache = BindingCache()
     home, coa = ipaddress.IPv6Address(HOME), ipaddress.IPv6Address(COA)
     cache.update(home, coa, 5, 60)
@@ -556,6 +555,61 @@ def test_binding_cache() -> None:
     assert len(cache) == 0
     cache.update(home, coa, 9, 60)
     assert cache.expire(time.monotonic() + 59) == 0 and cache.expire(time.monotonic() + 61) == 1 and len(cache) == 0
+
+
+def test_binding_cache_against_a_dict() -> None:
+    """The C cache (open addressing, deletion by backward shift, growth) against a dict under a
+    random mix of creates, replaces, deletions by lifetime 0 and by care-of = home, and expiry."""
+    rng = random.Random(11)
+    homes = [rng.randbytes(16) for _ in range(3000)]
+    cache, model = BindingCache(), {}
+    for step in range(40000):
+        home = rng.choice(homes)
+        kind = rng.random()
+        care_of = home if kind < 0.1 else rng.randbytes(16)
+        lifetime = 0 if 0.1 <= kind < 0.3 else rng.randrange(1, 1000)
+        cache.update(home, care_of, step & 0xFFFF, lifetime)
+        if lifetime == 0 or care_of == home:
+            model.pop(home, None)
+        else:
+            model[home] = (care_of, step & 0xFFFF, lifetime, time.monotonic() + lifetime)
+        if step % 5000 == 4999:
+            at = time.monotonic() + 500
+            gone = [h for h, e in model.items() if e[3] <= at - 0.5]  # clear of the clocks' gap
+            kept = [h for h, e in model.items() if e[3] > at + 0.5]
+            expired = cache.expire(at)
+            assert expired >= len(gone) and all(cache.get(h) is None for h in gone)
+            assert all(cache.get(h) is not None for h in kept)
+            model = {h: e for h, e in model.items() if cache.get(h) is not None}
+    assert len(cache) == len(model)
+    for home in homes:
+        b, e = cache.get(home), model.get(home)
+        assert (b is None) == (e is None)
+        if b is not None and e is not None:
+            assert (b.care_of.packed, b.sequence, b.lifetime) == e[:3] and abs(b.expires - e[3]) < 1
+    snap = cache.snapshot()
+    assert [ipaddress.IPv6Address(d["home"]).packed for d in snap] == sorted(model)
+
+
+def test_binding_cache_is_bounded() -> None:
+    """Past max_entries a new home address is refused (counted); bindings already there still
+    change and deletions make room."""
+    cache = BindingCache(max_entries=3)
+    homes = [bytes([0x20, 1] + [0] * 13 + [k]) for k in range(5)]
+    coa = bytes([0x20, 2] + [0] * 14)
+    for h in homes:
+        cache.update(h, coa, 1, 60)
+    assert len(cache) == 3 and cache.refused == 2 and cache.get(homes[3]) is None
+    cache.update(homes[0], coa, 2, 120)
+    b = cache.get(homes[0])
+    assert b is not None and b.sequence == 2 and b.lifetime == 120
+    cache.update(homes[1], coa, 3, 0)
+    cache.update(homes[4], coa, 4, 60)
+    assert len(cache) == 3 and cache.get(homes[4]) is not None and cache.refused == 2
+    with pytest.raises(ValueError):
+        BindingCache(max_entries=0)
+    with pytest.raises(ValueError):
+        cache.update(homes[0], coa, 1 << 16, 60)
 
 
 def test_rate_limiter() -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz the C core, the C capture walker and the key file reader with libFuzzer under ASan + UBSan, and both backends differentially with
+# Fuzz the C core, the C capture walker, the key file reader and serve's accept path with libFuzzer under ASan + UBSan, and both backends differentially with
 # atheris, for SECONDS each (default 60). Crashes land in tests/fuzz/crashes/ (kept as
 # regression inputs by tests/test_fuzz_regressions.py). Needs clang and a python with kbmfast
 # and atheris installed: PYTHON (default python3).
@@ -21,7 +21,7 @@ libfuzz() {
     local name=$1 max_len=$2 corpus=$3 prefix=$4
     shift 4
     clang -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        -Icsrc "$@" "${core[@]}" "tests/fuzz/fuzz_$name.c" -lcrypto -lpthread -o "$work/fuzz_$name"
+        -Icsrc "$@" "${core[@]}" "tests/fuzz/fuzz_$name.c" -lcrypto -lpthread ${libs:-} -o "$work/fuzz_$name"
     "$work/fuzz_$name" -max_total_time="$seconds" -max_len="$max_len" -print_final_stats=1 \
         -artifact_prefix="tests/fuzz/crashes/$prefix" "$corpus" 2>&1 | tail -n 15
 }
@@ -40,6 +40,11 @@ mkdir -p "$work/corpus-keyfile"
 "$python" -P tests/fuzz/make_keyfile_corpus.py "$work/corpus-keyfile"
 cp tests/fuzz/crashes/keyfile-* "$work/corpus-keyfile/" 2>/dev/null || true
 libfuzz keyfile 4096 "$work/corpus-keyfile" keyfile- csrc/keyfile.c
+
+echo "== libFuzzer on serve's accept path (kbm_live_ack, the binding cache), ${seconds}s"
+mkdir -p "$work/corpus-live"
+cp tests/fuzz/crashes/live-* "$work/corpus-live/" 2>/dev/null || true
+libs=-lpcap libfuzz live 4096 "$work/corpus-live" live- csrc/capture.c
 
 echo "== atheris, both backends differentially, ${seconds}s"
 mkdir -p "$work/corpus-py"
