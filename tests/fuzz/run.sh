@@ -21,7 +21,7 @@ libfuzz() {
     local name=$1 max_len=$2 corpus=$3 prefix=$4
     shift 4
     clang -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        -Icsrc "$@" "${core[@]}" "tests/fuzz/fuzz_$name.c" -lcrypto -lpthread ${libs:-} -o "$work/fuzz_$name"
+        -Icsrc "$@" "${core[@]}" "tests/fuzz/fuzz_$name.c" -lcrypto -lpthread -o "$work/fuzz_$name"
     "$work/fuzz_$name" -max_total_time="$seconds" -max_len="$max_len" -print_final_stats=1 \
         -artifact_prefix="tests/fuzz/crashes/$prefix" "$corpus" 2>&1 | tail -n 15
 }
@@ -44,7 +44,7 @@ libfuzz keyfile 4096 "$work/corpus-keyfile" keyfile- csrc/keyfile.c
 echo "== libFuzzer on serve's accept path (kbm_live_ack, the binding cache), ${seconds}s"
 mkdir -p "$work/corpus-live"
 cp tests/fuzz/crashes/live-* "$work/corpus-live/" 2>/dev/null || true
-libs=-lpcap libfuzz live 4096 "$work/corpus-live" live- csrc/capture.c
+libfuzz live 4096 "$work/corpus-live" live- csrc/capture.c csrc/pcap_dl.c
 
 echo "== atheris, both backends differentially, ${seconds}s"
 mkdir -p "$work/corpus-py"
