@@ -521,13 +521,15 @@ int kbm_live_answer(kbm_live *l, const kbm_live_meta *m, const uint8_t kbm[KBM_S
                     const uint8_t dest[16], uint8_t status, uint16_t sequence, uint16_t units,
                     kbm_live_stats *st);
 /* One accepted Binding Update of a batch, as kbm_live_ack reports it for the binding cache. */
+#define KBM_ACK_WITHDRAWN 3
 typedef struct {
     uint8_t home[16];
     uint8_t care_of[16];
     uint32_t index;    /* the packet's index in the batch */
     uint32_t granted;  /* lifetime granted, seconds (its own, at most max_lifetime) */
     uint16_t sequence;
-    uint8_t ack;       /* 0: none due (no A flag), 1: BA sent, 2: not sent (peer gone, send error) */
+    uint8_t ack;       /* 0: none due (no A flag), 1: BA sent, 2: not sent (peer gone, send error),
+                          KBM_ACK_WITHDRAWN: built, then withdrawn (the binding cache was full) */
     uint8_t pad;
 } kbm_live_accept;
 /* The common case of a batch kbm_live_batch verified with v, in C: for each ACCEPTED Binding
@@ -551,6 +553,11 @@ size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf
    sendmmsg, 64 at a time, and pcap_inject for any sendmmsg refuses. Returns how many went. */
 size_t kbm_live_send_frames(kbm_live *l, const uint8_t *frames, const uint32_t *frame_lens,
                             size_t n, kbm_live_stats *st);
+/* After kbm_bcache_apply: drops the frames of the records it withdrew (a status-0 BA for a
+   binding the cache refused would tell the mobile node it is registered when it is not), moving
+   the others down; returns how many frames are left, to send. */
+size_t kbm_live_withdraw(const kbm_live_accept *records, size_t m, uint8_t *frames,
+                         uint32_t *frame_lens, size_t n_frames);
 /* Copies pcap_stats into st->ps_*. */
 int kbm_live_pcap_stats(kbm_live *l, kbm_live_stats *st);
 
@@ -581,8 +588,9 @@ int kbm_bcache_update(kbm_bcache *c, const uint8_t home[16], const uint8_t care_
                       uint16_t sequence, uint32_t lifetime, double now, double wall);
 /* kbm_bcache_update for each of kbm_live_ack's records in order (granted as the lifetime),
    under one lock; acks[0] = records with ack 1 (BA built), acks[1] = with ack 2 (not built).
-   Returns how many updates were refused (KBM_EFULL, KBM_ENOMEM). */
-size_t kbm_bcache_apply(kbm_bcache *c, const kbm_live_accept *records, size_t n, double now,
+   A refused update (KBM_EFULL, KBM_ENOMEM) turns its record's ack 1 into KBM_ACK_WITHDRAWN
+   (kbm_live_withdraw then drops its frame). Returns how many updates were refused. */
+size_t kbm_bcache_apply(kbm_bcache *c, kbm_live_accept *records, size_t n, double now,
                         double wall, uint64_t acks[2]);
 /* home's entry into out: 1, or 0 when there is none (expired ones stay until expire). */
 int kbm_bcache_get(kbm_bcache *c, const uint8_t home[16], kbm_binding *out);

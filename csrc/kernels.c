@@ -464,14 +464,6 @@ static void derive_wide(int id, const kbm_derive_req *r, size_t n)
 #endif
 }
 
-/* The kernels leave key schedules and spilled vectors on the stack: overwrite the stack below
-   the caller once a batch of keys has been derived (as peers.c's burn_stack). */
-__attribute__((noinline)) static void burn_stack(void)
-{
-    uint8_t scratch[4096];
-    kbm_wipe(scratch, sizeof scratch);
-}
-
 void kbm_derive_batch_with(int id, const kbm_derive_req *r, size_t n)
 {
     if (!n)
@@ -491,7 +483,7 @@ void kbm_derive_batch_with(int id, const kbm_derive_req *r, size_t n)
             derive_wide(id, r + i, k);
         i += k;
     }
-    burn_stack();
+    kbm_burn_stack();
 }
 
 /* ---- Calibration ---- */

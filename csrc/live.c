@@ -477,6 +477,25 @@ size_t kbm_live_ack(kbm_live *l, kbm_verifier *v, const uint8_t *buf, size_t buf
     return m;
 }
 
+size_t kbm_live_withdraw(const kbm_live_accept *records, size_t m, uint8_t *frames,
+                         uint32_t *frame_lens, size_t n_frames)
+{
+    size_t k = 0, w = 0; /* records with ack 1 or withdrawn own frames 0, 1, ... in order */
+    for (size_t i = 0; i < m && k < n_frames; i++) {
+        if (records[i].ack != 1 && records[i].ack != KBM_ACK_WITHDRAWN)
+            continue;
+        if (records[i].ack == 1) {
+            if (w != k) {
+                memmove(frames + w * KBM_LIVE_FRAME_MAX, frames + k * KBM_LIVE_FRAME_MAX, KBM_LIVE_FRAME_MAX);
+                frame_lens[w] = frame_lens[k];
+            }
+            w++;
+        }
+        k++;
+    }
+    return w;
+}
+
 size_t kbm_live_send_frames(kbm_live *l, const uint8_t *frames, const uint32_t *frame_lens,
                             size_t n, kbm_live_stats *st)
 {
@@ -649,16 +668,19 @@ int kbm_bcache_update(kbm_bcache *c, const uint8_t home[16], const uint8_t care_
     return rc;
 }
 
-size_t kbm_bcache_apply(kbm_bcache *c, const kbm_live_accept *records, size_t n, double now,
+size_t kbm_bcache_apply(kbm_bcache *c, kbm_live_accept *records, size_t n, double now,
                         double wall, uint64_t acks[2])
 {
     size_t refused = 0;
     acks[0] = acks[1] = 0;
     pthread_mutex_lock(&c->lock);
     for (size_t i = 0; i < n; i++) {
-        const kbm_live_accept *r = &records[i];
-        if (update_locked(c, r->home, r->care_of, r->sequence, r->granted, now, wall) < 0)
+        kbm_live_accept *r = &records[i];
+        if (update_locked(c, r->home, r->care_of, r->sequence, r->granted, now, wall) < 0) {
             refused++;
+            if (r->ack == 1) /* no binding: its BA (status 0) must not go out */
+                r->ack = KBM_ACK_WITHDRAWN;
+        }
         if (r->ack == 1)
             acks[0]++;
         else if (r->ack != 0)
@@ -759,6 +781,7 @@ int kbm_live_serve(kbm_live *l, kbm_verifier *v, kbm_bcache *c, const kbm_live_b
                                     (double)wall.tv_sec + (double)wall.tv_nsec / 1e9, acks);
     out->built = acks[0];
     out->no_key = acks[1];
+    n_frames = kbm_live_withdraw(b->accepts, m, b->frames, b->frame_lens, n_frames);
     out->sent = kbm_live_send_frames(l, b->frames, b->frame_lens, n_frames, st);
     return n;
 }

@@ -225,3 +225,9 @@ void kbm_wipe(void *p, size_t n)
        batches wipe kilobytes of tokens per chunk) */
     __asm__ __volatile__("" : : "r"(p) : "memory");
 }
+
+__attribute__((noinline)) void kbm_burn_stack(void)
+{
+    uint8_t scratch[8192];
+    kbm_wipe(scratch, sizeof scratch);
+}

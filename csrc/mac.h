@@ -256,5 +256,9 @@ static inline int kbm_ct_equal12_inline(const uint8_t a[12], const uint8_t b[12]
 }
 /* Zeroes n bytes in a way the compiler cannot elide (memset and a compiler barrier). */
 void kbm_wipe(void *p, size_t n);
+/* Overwrites the 8 KiB of stack below the caller: the SHA-1 kernels leave key schedules,
+   midstates and spilled vectors there (the fused AVX-512 RR kernel's frames reach ~5 KiB). Call
+   it once a batch that handled keys is done. */
+void kbm_burn_stack(void);
 
 #endif /* KBM_MAC_H */

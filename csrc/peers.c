@@ -121,14 +121,6 @@ void kbm_keygen_token(const kbm_mac_key *kcn, const uint8_t address[16], const u
     kbm_wipe(msg, sizeof msg);
 }
 
-/* The portable SHA-1 leaves its message schedule on the stack, and after key setup that
-   schedule gives the key back: overwrite the stack below us once keys have been set up. */
-__attribute__((noinline)) static void burn_stack(void)
-{
-    uint8_t scratch[4096];
-    kbm_wipe(scratch, sizeof scratch);
-}
-
 static void kcn_free(struct kbm_kcn *c)
 {
     if (c) {
@@ -393,7 +385,7 @@ int kbm_verifier_set_peers(kbm_verifier *v, const kbm_peer_spec *specs, size_t n
 out:
     if (locked)
         kbm_state_unlock(&v->state);
-    burn_stack(); /* the fingerprints' HMACs and peer_init read raw keys: once for all peers */
+    kbm_burn_stack(); /* the fingerprints' HMACs and peer_init read raw keys: once for all peers */
     if (x) {
         /* failure: free what this call created, keep what the old index still owns */
         for (size_t i = 0; i < x->n; i++) {

@@ -554,6 +554,7 @@ void kbm_rr_authenticate(kbm_verifier *v, kbm_rr_item *items, size_t n)
     kbm_wipe(&kcn, sizeof kcn);
     kbm_wipe(hn, sizeof hn);
     kbm_wipe(cn, sizeof cn);
+    kbm_burn_stack(); /* Kcn's midstates, tokens and Kbm midstates spilled by the kernels */
 }
 
 uint8_t kbm_rr_sequence(kbm_verifier *v, const uint8_t *home, const uint8_t *care_of,
@@ -870,6 +871,7 @@ int kbm_rr_reply(kbm_verifier *v, const uint8_t *kcn_key, size_t kcn_len, uint64
     if (wide) {
         kbm_wipe(tin, sizeof tin[0] * ((used + 15) / 16));
         kbm_wipe(tout, sizeof tout[0] * ((used + 15) / 16));
+        kbm_burn_stack(); /* token16's spills: Kcn's outer midstates among them */
         return KBM_OK;
     }
 #endif

@@ -505,10 +505,13 @@ static int in_history(const kbm_state *s, uint32_t slot, uint32_t fp)
 
 int kbm_state_key_status_locked(kbm_state *s, uint32_t slot, uint32_t fp, uint32_t rekey_limit)
 {
-    /* the word and history are in the mapping: kbm_state_lock checked the file, and slot is one
-       it indexed or appended since */
+    /* flock does not stop another process's ftruncate: check the file is still whole before
+       reading its slot (a cut file would fault on the read), as kbm_state_key_status does; slot is
+       one kbm_state_lock indexed or appended since */
+    int rc = kbm_state_check(s);
+    if (rc)
+        return rc;
     uint64_t w = atomic_load(kbm_state_word(s, slot));
-    int rc = KBM_OK;
     if (KBM_W_FP(w) == fp) {
         if ((w & KBM_W_HAS_SEQ) && KBM_W_ADVANCE(w) >= rekey_limit)
             rc = KBM_EEXHAUSTED;

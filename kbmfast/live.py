@@ -248,7 +248,8 @@ class LiveCapture:
         meanwhile) and sent back the way its frame came (``sendmmsg``). ``before_send(records)``
         runs between building and sending (serve updates its binding cache there). Returns
         (records, handled, sent): a record of :data:`ACCEPT_FORMAT` per such BU (ack: 0 none
-        due, 1 built, 2 no key), ``handled[i]`` 1 for each packet done here, and how many BAs
+        due, 1 built, 2 no key, 3 withdrawn by ``before_send``: the binding cache was full),
+        ``handled[i]`` 1 for each packet done here, and how many BAs
         went out. Return routability's Binding Updates (and compat rfc3775's care-of = home
         ones) are left to the caller."""
         max_lifetime = verifier.max_lifetime
@@ -271,9 +272,11 @@ class LiveCapture:
             self._stats,
         )
         records = memoryview(self._accepts)[: m * ACCEPT_SIZE]
+        n_frames = self._n_frames[0]
         if before_send is not None:
-            before_send(records)
-        sent = lib.kbm_live_send_frames(self._handle(), self._frames, self._frame_lens, self._n_frames[0], self._stats)
+            before_send(records)  # may withdraw BAs: the binding cache refused their entries
+            n_frames = lib.kbm_live_withdraw(self._c_accepts, m, self._frames, self._frame_lens, n_frames)
+        sent = lib.kbm_live_send_frames(self._handle(), self._frames, self._frame_lens, n_frames, self._stats)
         return records, self._handled, int(sent)
 
     def send(self, index: int, packet: bytes) -> bool:

@@ -612,6 +612,45 @@ def test_binding_cache_is_bounded() -> None:
         cache.update(homes[0], coa, 1 << 16, 60)
 
 
+def test_a_full_binding_cache_withdraws_the_acknowledgement() -> None:
+    """A Binding Update whose entry the full cache refuses must get no BA status 0 (that would
+    tell the mobile node it is registered): update_accepted marks its record withdrawn and
+    kbm_live_withdraw drops its frame, keeping the others in order."""
+    import struct
+
+    from kbmfast._native_edge import ffi, lib
+    from kbmfast.live import ACCEPT_FORMAT, ACCEPT_SIZE
+
+    cache = BindingCache(max_entries=2)
+    coa = bytes([0x20, 2] + [0] * 14)
+    homes = [bytes([0x20, 1] + [0] * 13 + [k]) for k in range(5)]
+    acks = [1, 0, 1, 1, 2]  # BA built, none due (no A flag), built, built, no key
+    records = bytearray(
+        b"".join(struct.pack(ACCEPT_FORMAT, h, coa, i, 60, i, a) for i, (h, a) in enumerate(zip(homes, acks, strict=True)))
+    )
+    assert len(records) == 5 * ACCEPT_SIZE
+    frame_max = lib.KBM_LIVE_FRAME_MAX
+    frames = bytearray(b"".join(bytes([k]) * frame_max for k in range(3)))  # frames of records 0, 2, 3
+    lens = ffi.new("uint32_t[]", [60, 61, 62])
+    built, no_key = cache.update_accepted(memoryview(records))
+    assert len(cache) == 2 and cache.refused == 3  # records 2, 3 (ack 1) and 4 (ack 2) refused
+    assert [struct.unpack_from(ACCEPT_FORMAT, records, i * ACCEPT_SIZE)[5] for i in range(5)] == [
+        1, 0, lib.KBM_ACK_WITHDRAWN, lib.KBM_ACK_WITHDRAWN, 2
+    ]  # fmt: skip
+    assert (built, no_key) == (1, 1)
+    c_records = ffi.from_buffer("kbm_live_accept[]", records)
+    left = lib.kbm_live_withdraw(c_records, 5, ffi.from_buffer(frames), lens, 3)
+    assert left == 1 and lens[0] == 60 and frames[:frame_max] == bytes([0]) * frame_max
+    # with room in the cache nothing is withdrawn and the frames stay as they are
+    roomy = BindingCache()
+    records2 = bytearray(b"".join(struct.pack(ACCEPT_FORMAT, h, coa, i, 60, i, 1) for i, h in enumerate(homes[:3])))
+    frames2 = bytearray(b"".join(bytes([k]) * frame_max for k in range(3)))
+    lens2 = ffi.new("uint32_t[]", [60, 61, 62])
+    assert roomy.update_accepted(memoryview(records2)) == (3, 0)
+    assert lib.kbm_live_withdraw(ffi.from_buffer("kbm_live_accept[]", records2), 3, ffi.from_buffer(frames2), lens2, 3) == 3
+    assert list(lens2) == [60, 61, 62] and frames2[frame_max : 2 * frame_max] == bytes([1]) * frame_max
+
+
 def test_rate_limiter() -> None:
     limiter = RateLimiter(rate=2.0, burst=3, max_keys=4)
     assert [limiter.allow(b"a", 100.0) for _ in range(5)] == [True, True, True, False, False]
