@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from .. import _outputs, _types, verify_rr
+from .. import _outputs, _types
 from .._outputs import (
     EXIT_SIGPIPE,
     CliError,
@@ -39,6 +39,7 @@ from .._outputs import (
     os_error_text,
 )
 from .._types import BA_STATUS, FLAG_A, Result, Verdict
+from . import _verify_rr as verify_rr
 from ._common import load_key_file
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ CLI_VERDICTS = (
     "BA_NO_AUTHORIZATION",
     "BA_NOT_CONFIGURED",
     "BA_BAD_CHECKSUM",
-    "RR_REPLIED",  # --rr: a Home/Care-of Test Init answered (kbmfast.verify_rr)
+    "RR_REPLIED",  # --rr: a Home/Care-of Test Init answered (kbmfast.cli._verify_rr)
 )
 # after the Verifier's codes (csrc/kbm.h KBM_V_TRUNCATED...): 15-22
 (V_TRUNCATED, V_BA_VALID, V_BA_UNMATCHED, V_BA_BAD_AUTHENTICATOR, V_BA_NO_AUTHORIZATION, V_BA_NOT_CONFIGURED,
@@ -698,7 +699,7 @@ class _Job:
         self.directions = directions
         self.addr = _Addresses()
         self.c_lines: _CLines | None = None
-        self.rr: Any = None  # --rr: kbmfast.verify_rr.Replay judges the batch instead
+        self.rr: Any = None  # --rr: kbmfast.cli._verify_rr.Replay judges the batch instead
 
     def __call__(self, batch: Batch, path: str) -> tuple[Fields, Any, dict[bytes, int | None], bytes, list[int]]:
         from ..capture import Fields, fields_fast, fields_plain
@@ -995,7 +996,7 @@ class _VerifyRun:
         self.addr = _Addresses()
         self.directions = _Directions(keys, backend)
         self.acks: Any = None
-        if acks_file is not None and replay is not None:  # --rr: packet by packet (kbmfast.verify_rr)
+        if acks_file is not None and replay is not None:  # --rr: packet by packet (kbmfast.cli._verify_rr)
             self.acks = verify_rr.Acks(replay, acks_file.stream)
         elif acks_file is not None:
             self.acks = _CAcks(verifier, acks_file.stream, keys) if HAVE_C else _Acks(verifier, acks_file.stream)
