@@ -245,7 +245,7 @@ int kbm_test_wait(const int *flag, uint64_t max_spins);
    calibration runs once). Portable cannot be hidden (KBM_EINVAL). */
 int kbm_test_hide_kernels(unsigned mask);
 
-/* ---- Capture files in memory (capture.c): kbmfast verify's hot path ---- */
+/* ---- Capture files in memory (capture.c; the lines: format.c): kbmfast verify's hot path ---- */
 
 /* The same rules as kbmfast/capture.py (the oracle): classic pcap (either byte order, us or
    ns) and pcapng (SHB, IDB with if_tsresol, EPB, obsolete PB, SPB); link types Ethernet with
@@ -400,6 +400,8 @@ typedef struct {
     uint8_t len;
     char text[47];
 } kbm_addr_slot;
+/* The slot of address a in a table of a power-of-two number of slots (format.c). */
+size_t kbm_addr_slot_of(const uint8_t a[16], size_t slots);
 /* The text lines of `kbmfast verify` (kbmfast.cli.verify.format_plain) for packets 0..n-1 of a
    verify_buffer batch and their verdicts (kbm_verdict or kbm_cli_verdict), into out. Returns the number of lines written (fewer
    than n when out has less than KBM_LINE_MAX bytes left, or at a packet it cannot format: a

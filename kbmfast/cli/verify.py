@@ -731,7 +731,7 @@ class _Job:
 class _CLines:
     """Text lines (or --quiet) the C way. The worker thread runs :meth:`verify` (verify_buffer)
     on chunk ``k`` while the main thread walks chunk ``k + 1`` and runs :meth:`format` on chunk
-    ``k - 1``: the lines formatted in C (csrc/capture.c, kbm_format_lines: byte for byte
+    ``k - 1``: the lines formatted in C (csrc/format.c, kbm_format_lines: byte for byte
     :func:`format_plain`) into the chunk's text buffer, then written. Every C call releases
     the GIL, so the two threads keep two cores busy."""
 
