@@ -520,3 +520,42 @@ size_t kbm_format_json(const uint8_t *buf, size_t buf_len, const uint64_t *offse
     return format_rows(buf, buf_len, offsets, frames, times, verdicts, n, cache, slots,
                        mapped_dotted, name, name_len, out, out_len, written);
 }
+
+/* ---- the bookkeeping of a verified batch (kbmfast.cli.verify._Directions, _count) ---- */
+
+size_t kbm_verdict_marks(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                         uint8_t *verdicts, const uint8_t *cut, size_t n, uint32_t *look)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && i <= UINT32_MAX; i++) {
+        if (cut && cut[i])
+            verdicts[i] = KBM_V_TRUNCATED;
+        unsigned v = verdicts[i];
+        if (v != KBM_MALFORMED && v != KBM_NOT_BINDING_UPDATE)
+            continue;
+        uint64_t from = offsets[i], to = offsets[i + 1];
+        kbm_fields f;
+        if (from <= to && to <= buf_len && kbm_packet_fields(buf + from, (size_t)(to - from), &f) == 0 &&
+            f.mh_type == 5)
+            continue; /* a Binding Update: the Python side leaves it as it is */
+        look[k++] = (uint32_t)i;
+    }
+    return k;
+}
+
+void kbm_verdict_counts(const uint8_t *verdicts, size_t n, uint64_t *counts)
+{
+    uint64_t c[4][256];
+    memset(c, 0, sizeof c);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) { /* four tables: no store-to-load chain on a run of one verdict */
+        c[0][verdicts[i]]++;
+        c[1][verdicts[i + 1]]++;
+        c[2][verdicts[i + 2]]++;
+        c[3][verdicts[i + 3]]++;
+    }
+    for (; i < n; i++)
+        c[0][verdicts[i]]++;
+    for (size_t v = 0; v < KBM_V_END; v++)
+        counts[v] += c[0][v] + c[1][v] + c[2][v] + c[3][v];
+}

@@ -441,6 +441,14 @@ size_t kbm_format_json(const uint8_t *buf, size_t buf_len, const uint64_t *offse
                        size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
                        const char *name, size_t name_len, char *out, size_t out_len,
                        size_t *written);
+/* kbmfast verify's bookkeeping of a verified batch: sets verdicts[i] to KBM_V_TRUNCATED where
+   cut[i] (cut may be NULL), and lists in look[] (n entries at most) the MALFORMED and
+   NOT_BINDING_UPDATE packets that are not Binding Updates (acknowledgements, messages with a type
+   2 Routing header: the Python side judges those). Returns how many it listed. */
+size_t kbm_verdict_marks(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                         uint8_t *verdicts, const uint8_t *cut, size_t n, uint32_t *look);
+/* counts[v] += the packets 0..n-1 with verdict v, for every v < KBM_V_END. */
+void kbm_verdict_counts(const uint8_t *verdicts, size_t n, uint64_t *counts);
 
 /* ---- Live capture through libpcap (live.c): kbmfast serve's and verify -i's hot path ---- */
 

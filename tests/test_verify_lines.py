@@ -119,3 +119,36 @@ def test_lines_equal_the_python_formatters(capture: tuple[pathlib.Path, pathlib.
     lines = _oracle(path, codes, as_json=False)
     assert body[: len(lines)] == lines
     assert body[len(lines) :].startswith(b"\nverdict ")
+
+
+@pytest.mark.skipif(not HAVE_C, reason="the C core is not built")
+def test_verdict_bookkeeping_in_c_equals_python(capture: tuple[pathlib.Path, pathlib.Path]) -> None:
+    """kbm_verdict_marks + _Directions.apply(look=...) + kbm_verdict_counts change and count the
+    verdicts as the Python bookkeeping does (every verdict, cut packets, acknowledgements)."""
+    import random
+
+    from kbmfast._native_edge import ffi, lib
+
+    path, keys_path = capture
+    keys = kbmfast.KeyTable.load(keys_path)
+    with CaptureReader(path) as r:
+        batches = list(r.batches(500))
+    rng = random.Random(5)
+    fb = ffi.from_buffer
+    python, c = tools_cli._Directions(keys, kbmfast), tools_cli._Directions(keys, kbmfast)
+    for b in batches:
+        n = len(b)
+        base = array("B", [rng.choice((0, 1, 1, 3, 3, rng.randrange(len(tools_cli._VERDICT_NAMES)))) for _ in range(n)])
+        cut = bytes(rng.random() < 0.05 for _ in range(n))
+        want = array("B", base)
+        python.apply(b.data, b.offsets, b.times, n, want, cut)
+        got = array("B", base)
+        look = array("I", bytes(4 * n))
+        k = lib.kbm_verdict_marks(b.data, len(b.data), fb("uint64_t[]", b.offsets), fb("uint8_t[]", got), cut, n,
+                                  fb("uint32_t[]", look))  # fmt: skip
+        c.apply(b.data, b.offsets, b.times, n, got, None, look[:k])
+        assert got == want
+        counts = ffi.new("uint64_t[]", len(tools_cli._VERDICT_NAMES))
+        lib.kbm_verdict_counts(fb("uint8_t[]", got), n, counts)
+        assert list(counts) == tools_cli._count(want, n)
+    assert python.on and c.on

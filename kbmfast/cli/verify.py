@@ -515,36 +515,40 @@ class _Directions:
         self.history: dict[tuple[bytes, bytes], list[tuple[int, int, bytes, bool]]] = {}
         self.on = False  # an acknowledgement was seen: Binding Updates are remembered
 
-    def apply(self, data: Any, offsets: Any, times: Any, n: int, verdicts: Any, cut: Any) -> None:
-        """Change ``verdicts`` (a writable uint8 sequence) of packets 0..n-1 where they call for it."""
+    def apply(self, data: Any, offsets: Any, times: Any, n: int, verdicts: Any, cut: Any, look: Any = None) -> None:
+        """Change ``verdicts`` (a writable uint8 sequence) of packets 0..n-1 where they call for it.
+
+        ``look``: the packets to examine, as kbm_verdict_marks lists them (it has applied ``cut``
+        already); None: every MALFORMED and NOT_BINDING_UPDATE packet, ``cut`` applied here."""
         import kbmfast
 
         from ..capture import packet_fields
 
-        if cut is not None:
-            for i in range(n):
-                if cut[i]:
-                    verdicts[i] = V_TRUNCATED
-        raw = bytes(memoryview(verdicts)[:n])
+        if look is None:
+            if cut is not None:
+                for i in range(n):
+                    if cut[i]:
+                        verdicts[i] = V_TRUNCATED
+            raw = bytes(memoryview(verdicts)[:n])
+            look = [i for code in (Verdict.MALFORMED, Verdict.NOT_BINDING_UPDATE) for i in _positions(raw, code)]
         view = memoryview(data)
         acks = []
-        for code in (Verdict.MALFORMED, Verdict.NOT_BINDING_UPDATE):
-            i = raw.find(code)
-            while i >= 0:
-                p = bytes(view[offsets[i] : offsets[i + 1]])
-                try:
-                    packet = kbmfast.parse_packet(p)
-                except _types.MalformedPacket:
-                    packet = None
-                if packet is not None and isinstance(packet.message, _types.BindingAck):
-                    acks.append((i, p, packet))
-                elif packet is not None and code == Verdict.MALFORMED and not isinstance(packet.message, _types.BindingUpdate):
-                    if malformed_reason(p)[0] == WHY_ROUTING_HEADER:
-                        verdicts[i] = Verdict.NOT_BINDING_UPDATE
-                i = raw.find(code, i + 1)
+        for i in look:
+            code = verdicts[i]
+            p = bytes(view[offsets[i] : offsets[i + 1]])
+            try:
+                packet = kbmfast.parse_packet(p)
+            except _types.MalformedPacket:
+                packet = None
+            if packet is not None and isinstance(packet.message, _types.BindingAck):
+                acks.append((i, p, packet))
+            elif packet is not None and code == Verdict.MALFORMED and not isinstance(packet.message, _types.BindingUpdate):
+                if malformed_reason(p)[0] == WHY_ROUTING_HEADER:
+                    verdicts[i] = Verdict.NOT_BINDING_UPDATE
         self.on = self.on or bool(acks)
         if not self.on:
             return
+        raw = bytes(memoryview(verdicts)[:n])  # (MALFORMED and NOT_BINDING_UPDATE alike: not shown)
         # In time order, a Binding Update before an acknowledgement of the same time (a merged
         # capture may put the answer first).
         events: list[tuple[int, int, int, bytes, Any]] = [
@@ -602,6 +606,14 @@ class _Directions:
 def _count(verdicts: Any, n: int) -> list[int]:
     raw = bytes(memoryview(verdicts)[:n])
     return [raw.count(code) for code in range(len(_VERDICT_NAMES))]
+
+
+def _positions(raw: bytes, code: int) -> Iterator[int]:
+    """The indexes of ``code`` in ``raw``."""
+    i = raw.find(code)
+    while i >= 0:
+        yield i
+        i = raw.find(code, i + 1)
 
 
 class _CAcks(_Acks):
@@ -729,13 +741,16 @@ class _Job:
 
 
 class _CLines:
-    """Text lines (or --quiet) the C way. The worker thread runs :meth:`verify` (verify_buffer)
-    on chunk ``k`` while the main thread walks chunk ``k + 1`` and runs :meth:`format` on chunk
-    ``k - 1``: the lines formatted in C (csrc/format.c, kbm_format_lines: byte for byte
-    :func:`format_plain`) into the chunk's text buffer, then written. Every C call releases
-    the GIL, so the two threads keep two cores busy."""
+    """Text lines (or --quiet) the C way. The worker thread runs :meth:`verify` (verify_buffer,
+    then the verdicts' bookkeeping in C: csrc/format.c, kbm_verdict_marks and
+    kbm_verdict_counts) on chunk ``k`` while the main thread walks chunk ``k + 1`` and runs
+    :meth:`write` on chunk ``k - 1``: its lines formatted in C (csrc/format.c,
+    kbm_format_lines: byte for byte :func:`format_plain`) piece by piece into one buffer that
+    stays in the cache, each piece written at once. Every C call releases the GIL, so the two
+    threads keep two cores busy."""
 
     SLOTS = 1 << 16  # address texts cached (peers repeat)
+    PIECE = 1 << 18  # bytes of lines formatted per call (then written)
 
     def __init__(self, verifier: Any, quiet: bool, directions: _Directions) -> None:
         from .._native_edge import ffi
@@ -745,73 +760,90 @@ class _CLines:
         self.name: bytes | None = None  # --json: the capture's name as a JSON string
         self.cache = ffi.new("kbm_addr_slot[]", self.SLOTS) if not quiet else None
         self.dotted = int(str(ipaddress.IPv6Address("::ffff:1.2.3.4")) == "::ffff:1.2.3.4")
+        self.piece = bytearray(0)
+        self.look = array("I")
 
     def verify(self, chunk: Chunk) -> tuple[Any, list[int], Any]:
         """The chunk's verdicts, their count per verdict and (--acks-out) its acknowledgements,
         built here on the worker thread, in chunk order, into the chunk's own buffer."""
+        from .._native_edge import lib
+
+        ffi, fb, n = self.ffi, self.ffi.from_buffer, chunk.n
         verdicts = self.verifier.verify_buffer(chunk.buffer(), chunk.offsets_view())
-        self.directions.apply(chunk.data, chunk.offsets, chunk.times, chunk.n, verdicts, chunk.cut if chunk.ncut else None)
+        if len(self.look) < n:
+            self.look = array("I", bytes(4 * n))
+        data = fb("uint8_t[]", chunk.data) if len(chunk.data) else ffi.new("uint8_t[]", 1)
+        c_verdicts = fb("uint8_t[]", verdicts, require_writable=True) if n else ffi.new("uint8_t[]", 1)
+        cut = fb("uint8_t[]", chunk.cut) if chunk.ncut else ffi.NULL
+        k = lib.kbm_verdict_marks(data, len(chunk.data), fb("uint64_t[]", chunk.offsets), c_verdicts, cut, n,
+                                  fb("uint32_t[]", self.look))  # fmt: skip
+        self.directions.apply(chunk.data, chunk.offsets, chunk.times, n, verdicts, None, self.look[:k])
+        counts = ffi.new("uint64_t[]", len(_VERDICT_NAMES))
+        lib.kbm_verdict_counts(c_verdicts, n, counts)
         records = None
         if self.acks is not None:
-            chunk.acks, records = self.acks.build(chunk.data, chunk.offsets, chunk.times, chunk.n, verdicts, chunk.acks)
-        return verdicts, _count(verdicts, chunk.n), records
+            chunk.acks, records = self.acks.build(chunk.data, chunk.offsets, chunk.times, n, verdicts, chunk.acks)
+        return verdicts, list(counts), records
 
-    def format(self, chunk: Chunk, verdicts: Any) -> memoryview | bytes:
-        """The chunk's text lines."""
+    def write(self, chunk: Chunk, verdicts: Any, out: Stdout) -> None:
+        """Write the chunk's text lines (nothing with --quiet), piece by piece."""
         n = chunk.n
         if self.quiet or n == 0:
-            return b""
-        text = self.lines(chunk.data, chunk.offsets, chunk.frames, chunk.times, verdicts, n, chunk.text)
-        if isinstance(text, memoryview) and isinstance(text.obj, bytearray):
-            chunk.text = text.obj  # the buffer, grown if it had to be
-        return text
+            return
+        if len(self.piece) < self.PIECE:
+            self.piece = bytearray(self.PIECE)
+        for text in self.pieces(chunk.data, chunk.offsets, chunk.frames, chunk.times, verdicts, n, self.piece):
+            if not out.write(text):
+                return
 
-    def lines(
+    def lines(self, data: Any, offsets: Any, frames: Any, times: Any, verdicts: Any, n: int, out: bytearray) -> bytes:
+        """The text lines of packets 0..n-1, formatted in pieces in ``out`` (grown as needed)."""
+        if len(out) < self.PIECE:
+            out = bytearray(self.PIECE)
+        return b"".join(bytes(t) for t in self.pieces(data, offsets, frames, times, verdicts, n, out))
+
+    def pieces(
         self, data: Any, offsets: Any, frames: Any, times: Any, verdicts: Any, n: int, out: bytearray
-    ) -> memoryview | bytes:
-        """The text lines of packets 0..n-1, formatted into ``out`` (grown as needed)."""
+    ) -> Iterator[memoryview | bytes]:
+        """The text lines of packets 0..n-1, as many at a time as ``out`` holds: each piece is a
+        view of ``out``, valid until the next one is asked for."""
         from .._native_edge import lib
 
         ffi, fb = self.ffi, self.ffi.from_buffer
         name = self.name
-        need = n * (lib.KBM_LINE_MAX if name is None else lib.KBM_JSON_MAX + len(name))
-        if len(out) < need:
-            out = bytearray(need)
+        row = lib.KBM_LINE_MAX if name is None else lib.KBM_JSON_MAX + len(name)
+        if len(out) < row:
+            out = bytearray(row)
         written = ffi.new("size_t *")
-        args = (
-            fb("uint8_t[]", data) if len(data) else ffi.new("uint8_t[]", 1),
-            len(data),
-            fb("uint64_t[]", offsets),
-            fb("uint64_t[]", frames),
-            fb("int64_t[]", times),
-            fb("uint8_t[]", verdicts),
-            n,
-            self.cache,
-            self.SLOTS,
-            self.dotted,
-        )
-        if name is None:
-            done = lib.kbm_format_lines(*args, fb("char[]", out), len(out), written)
-        else:
-            done = lib.kbm_format_json(*args, name, len(name), fb("char[]", out), len(out), written)
-        text: memoryview | bytes = memoryview(out)[: written[0]]
-        if done < n:  # pragma: no cover - only for values C does not format (none today)
-            from ..capture import Batch as _Batch
-            from ..capture import fields_plain
-
-            rest = _Batch(
-                bytes(data),
-                array("Q", offsets[done : n + 1]),
-                array("Q", frames[done:n]),
-                array("q", times[done:n]),
-            )
-            rows = list(verdicts)[done:n]
+        c_data = fb("uint8_t[]", data) if len(data) else ffi.new("uint8_t[]", 1)
+        c_offsets, c_frames, c_times = fb("uint64_t[]", offsets), fb("uint64_t[]", frames), fb("int64_t[]", times)
+        c_verdicts, c_out = fb("uint8_t[]", verdicts), fb("char[]", out)
+        view = memoryview(out)
+        done = 0
+        while done < n:
+            args: tuple[Any, ...] = (c_data, len(data), c_offsets + done, c_frames + done, c_times + done)
+            args += (c_verdicts + done, n - done, self.cache, self.SLOTS, self.dotted)
             if name is None:
-                more = format_plain(rest, fields_plain(rest), rows, _Addresses())
+                k = lib.kbm_format_lines(*args, c_out, len(out), written)
             else:
-                more = format_json(rest, fields_plain(rest), rows, _Addresses(), json.loads(name))
-            text = bytes(text) + more.encode()
-        return text
+                k = lib.kbm_format_json(*args, name, len(name), c_out, len(out), written)
+            if written[0]:
+                yield view[: written[0]]
+            done += k
+            if k == 0:  # pragma: no cover - only for values C does not format (none today)
+                yield self._python_lines(data, offsets, frames, times, verdicts, done, n)
+                return
+
+    def _python_lines(self, data: Any, offsets: Any, frames: Any, times: Any, verdicts: Any, done: int, n: int) -> bytes:
+        """Packets done..n-1 through the Python formatters."""
+        from ..capture import Batch as _Batch
+        from ..capture import fields_plain
+
+        rest = _Batch(bytes(data), array("Q", offsets[done : n + 1]), array("Q", frames[done:n]), array("q", times[done:n]))
+        rows = list(verdicts)[done:n]
+        if self.name is None:
+            return format_plain(rest, fields_plain(rest), rows, _Addresses()).encode()
+        return format_json(rest, fields_plain(rest), rows, _Addresses(), json.loads(self.name)).encode()
 
 
 def _call_job(work: _Job, path: str, batch: Batch) -> Any:
@@ -1037,11 +1069,10 @@ class _VerifyRun:
         """Count and write a C-path chunk's lines (and acknowledgements)."""
         assert self.lines is not None
         verdicts, batch_counts, records = job[1].result()
-        text = self.lines.format(job[0], verdicts) if not self.out.closed else b""
+        if not self.out.closed:
+            self.lines.write(job[0], verdicts, self.out)
         for code, k in enumerate(batch_counts):
             self.counts[code] += k
-        if text:
-            self.out.write(text)
         if isinstance(self.acks, _CAcks):
             self.acks.put(records)
             self.totals["acks"] += records[1]
