@@ -335,8 +335,10 @@ static size_t format_rows(const uint8_t *buf, size_t buf_len, const uint64_t *of
                 at[m][2] = kbm_addr_slot_of(p + 8, slots);
                 at[m][3] = kbm_addr_slot_of(p + 24, slots);
                 for (int s = 0; s < 4; s++)
-                    if (at[m][s] != SIZE_MAX)
+                    if (at[m][s] != SIZE_MAX) { /* both lines of a slot the caller did not align */
                         __builtin_prefetch(&cache[at[m][s]]);
+                        __builtin_prefetch((const char *)&cache[at[m][s]] + sizeof *cache - 1);
+                    }
             }
         }
         for (size_t g = 0; g < m; g++, i++) {

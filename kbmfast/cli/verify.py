@@ -758,7 +758,8 @@ class _CLines:
         self.verifier, self.quiet, self.ffi, self.directions = verifier, quiet, ffi, directions
         self.acks: _CAcks | None = None
         self.name: bytes | None = None  # --json: the capture's name as a JSON string
-        self.cache = ffi.new("kbm_addr_slot[]", self.SLOTS) if not quiet else None
+        # the slots, each one 64-byte cache line (the table, and the buffer it lies in)
+        self.cache, self._cache_buffer = _aligned_slots(ffi, self.SLOTS) if not quiet else (None, None)
         self.dotted = int(str(ipaddress.IPv6Address("::ffff:1.2.3.4")) == "::ffff:1.2.3.4")
         self.piece = bytearray(0)
         self.look = array("I")
@@ -844,6 +845,14 @@ class _CLines:
         if self.name is None:
             return format_plain(rest, fields_plain(rest), rows, _Addresses()).encode()
         return format_json(rest, fields_plain(rest), rows, _Addresses(), json.loads(self.name)).encode()
+
+
+def _aligned_slots(ffi: Any, slots: int) -> tuple[Any, Any]:
+    """A zeroed kbm_addr_slot table whose slots each fill one 64-byte cache line, and the
+    buffer it lies in (keep it as long as the table)."""
+    raw = ffi.new("char[]", slots * ffi.sizeof("kbm_addr_slot") + 64)
+    skip = -int(ffi.cast("uintptr_t", raw)) % 64
+    return ffi.cast("kbm_addr_slot *", raw + skip), raw
 
 
 def _call_job(work: _Job, path: str, batch: Batch) -> Any:
