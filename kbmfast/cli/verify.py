@@ -759,7 +759,10 @@ class _CLines:
         self.acks: _CAcks | None = None
         self.name: bytes | None = None  # --json: the capture's name as a JSON string
         # the slots, each one 64-byte cache line (the table, and the buffer it lies in)
-        self.cache, self._cache_buffer = _aligned_slots(ffi, self.SLOTS) if not quiet else (None, None)
+        self.cache: Any = None
+        self._cache_buffer: Any = None
+        if not quiet:
+            self.cache, self._cache_buffer = _aligned_slots(ffi, self.SLOTS)
         self.dotted = int(str(ipaddress.IPv6Address("::ffff:1.2.3.4")) == "::ffff:1.2.3.4")
         self.piece = bytearray(0)
         self.look = array("I")
