@@ -256,7 +256,7 @@ int kbm_test_wait(const int *flag, uint64_t max_spins);
    calibration runs once). Portable cannot be hidden (KBM_EINVAL). */
 int kbm_test_hide_kernels(unsigned mask);
 
-/* ---- Capture files in memory (capture.c): kbmfast verify's hot path ---- */
+/* ---- Capture files in memory (capture.c; the lines: format.c): kbmfast verify's hot path ---- */
 
 /* The same rules as kbmfast/capture.py (the oracle): classic pcap (either byte order, us or
    ns) and pcapng (SHB, IDB with if_tsresol, EPB, obsolete PB, SPB); link types Ethernet with
@@ -411,6 +411,8 @@ typedef struct {
     uint8_t len;
     char text[47];
 } kbm_addr_slot;
+/* The slot of address a in a table of a power-of-two number of slots (format.c). */
+size_t kbm_addr_slot_of(const uint8_t a[16], size_t slots);
 /* The text lines of `kbmfast verify` (kbmfast.cli.verify.format_plain) for packets 0..n-1 of a
    verify_buffer batch and their verdicts (kbm_verdict or kbm_cli_verdict), into out. Returns the number of lines written (fewer
    than n when out has less than KBM_LINE_MAX bytes left, or at a packet it cannot format: a
@@ -450,6 +452,14 @@ size_t kbm_format_json(const uint8_t *buf, size_t buf_len, const uint64_t *offse
                        size_t n, kbm_addr_slot *cache, size_t slots, int mapped_dotted,
                        const char *name, size_t name_len, char *out, size_t out_len,
                        size_t *written);
+/* kbmfast verify's bookkeeping of a verified batch: sets verdicts[i] to KBM_V_TRUNCATED where
+   cut[i] (cut may be NULL), and lists in look[] (n entries at most) the MALFORMED and
+   NOT_BINDING_UPDATE packets that are not Binding Updates (acknowledgements, messages with a type
+   2 Routing header: the Python side judges those). Returns how many it listed. */
+size_t kbm_verdict_marks(const uint8_t *buf, size_t buf_len, const uint64_t *offsets,
+                         uint8_t *verdicts, const uint8_t *cut, size_t n, uint32_t *look);
+/* counts[v] += the packets 0..n-1 with verdict v, for every v < KBM_V_END. */
+void kbm_verdict_counts(const uint8_t *verdicts, size_t n, uint64_t *counts);
 
 /* ---- Live capture through libpcap (live.c): kbmfast serve's and verify -i's hot path ---- */
 

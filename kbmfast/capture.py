@@ -596,7 +596,6 @@ class Chunk:
         self.ip_len = array("I", bytes(4 * size))
         self.cut = bytearray(size)  # 1: cut short by the snap length (valid when ncut > 0)
         self.ncut = 0
-        self.text = bytearray(0)  # for the consumer (kbmfast verify's lines)
         self.acks = bytearray(0)  # for the consumer (kbmfast verify --acks-out)
 
     def buffer(self) -> memoryview:

@@ -1,4 +1,4 @@
-"""The C capture walker and line formatter (csrc/capture.c) against their Python oracles.
+"""The C capture walker and line formatter (csrc/capture.c, csrc/format.c) against their Python oracles.
 
 - hostile captures: pcap and pcapng (several sections, both byte orders, many interfaces with
   every kind of if_tsresol, Enhanced, obsolete and Simple Packet Blocks, every link type) and

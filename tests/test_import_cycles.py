@@ -246,3 +246,24 @@ def test_checker_shapes(tmp_path: Path, files: dict[str, str], cycle: set[str]) 
     _write(tmp_path, files)
     cycles = find_cycles(import_graph(tmp_path, "pkg"))
     assert [set(c) for c in cycles] == [cycle]
+
+
+# The module that defines the command line's error and output helpers (shared by the commands).
+CLI_HELPERS = "kbmfast._outputs"
+
+
+def test_command_line_code_lives_in_the_command_package() -> None:
+    """Code that raises the command line's CliError is command code: it belongs under kbmfast.cli
+    (where the graph above checks that the library never imports it). kbmfast.verify_rr was such
+    code in the library's top level."""
+    modules = module_files(ROOT, PACKAGE)
+    bad = []
+    for name, path in modules.items():
+        if is_command(name) or name == CLI_HELPERS or not path.exists():
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Name) and node.id == "CliError":
+                bad.append(f"{name} (line {node.lineno})")
+                break
+    assert not bad, "command-line code outside kbmfast.cli: " + ", ".join(bad)
+    assert "kbmfast.cli._verify_rr" in modules

@@ -197,6 +197,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (kbm_format_lines(packets, total, offsets, frame, time_us, verdicts, n, cache, 4,
                                  (int)(last & 1), text, sizeof text, &written) != n)
                 abort();
+            /* kbmfast verify's bookkeeping (format.c): every listed packet is a real one */
+            uint32_t look[MAX];
+            uint64_t counts[KBM_V_END] = {0}, sum = 0;
+            size_t k = kbm_verdict_marks(packets, total, offsets, verdicts,
+                                         (last & 2) ? verdicts : NULL, n, look);
+            for (size_t j = 0; j < k; j++)
+                if (look[j] >= n || (j && look[j] <= look[j - 1]))
+                    abort();
+            kbm_verdict_counts(verdicts, n, counts);
+            for (size_t v = 0; v < KBM_V_END; v++)
+                sum += counts[v];
+            if (sum != n)
+                abort();
             free(packets);
         }
         if (c.done || (!n && !c.need_ifaces))

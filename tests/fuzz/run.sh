@@ -33,7 +33,7 @@ echo "== libFuzzer on the capture walker and line formatter, ${seconds}s"
 mkdir -p "$work/corpus-capture"
 "$python" -P tests/fuzz/make_capture_corpus.py "$work/corpus-capture"
 cp tests/fuzz/crashes/capture-* "$work/corpus-capture/" 2>/dev/null || true
-libfuzz capture 8192 "$work/corpus-capture" capture- csrc/capture.c
+libfuzz capture 8192 "$work/corpus-capture" capture- csrc/capture.c csrc/format.c
 
 echo "== libFuzzer on the key file reader, ${seconds}s"
 mkdir -p "$work/corpus-keyfile"

@@ -16,13 +16,13 @@ import argparse
 from array import array
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ._outputs import CliError
-from ._rr import KCN_SIZE, ReturnRoutability
-from ._types import KeyFileError, Verdict
-from ._util import wipe
+from .._outputs import CliError
+from .._rr import KCN_SIZE, ReturnRoutability
+from .._types import KeyFileError, Verdict
+from .._util import wipe
 
 if TYPE_CHECKING:
-    from .capture import Batch, Fields
+    from ..capture import Batch, Fields
 
 #: tools_cli.V_RR_REPLIED (csrc/kbm.h KBM_V_RR_REPLIED): after the Verifier's and the CLI's codes.
 RR_REPLIED = len(Verdict) + 7
@@ -33,7 +33,7 @@ _HEX = [int(chr(c), 16) if chr(c) in "0123456789abcdefABCDEF" else -1 for c in r
 def load_kcn(path: str) -> bytearray:
     """Kcn from ``path``: 40 hex digits (surrounding white space allowed), in a private file
     (checked as key files are). CliError (status 2) otherwise; no byte of the file in it."""
-    from ._keys import _read_private
+    from .._keys import _read_private
 
     try:
         raw = _read_private(path)
@@ -118,7 +118,7 @@ class Acks:
     interface of tools_cli._Acks)."""
 
     def __init__(self, replay: Replay, stream: BinaryIO) -> None:
-        from .capture import PcapWriter
+        from ..capture import PcapWriter
 
         self.replay = replay
         self.writer = PcapWriter(stream)
