@@ -44,7 +44,7 @@ libfuzz keyfile 4096 "$work/corpus-keyfile" keyfile- csrc/keyfile.c
 echo "== libFuzzer on serve's accept path (kbm_live_ack, the binding cache), ${seconds}s"
 mkdir -p "$work/corpus-live"
 cp tests/fuzz/crashes/live-* "$work/corpus-live/" 2>/dev/null || true
-libfuzz live 4096 "$work/corpus-live" live- csrc/capture.c csrc/pcap_dl.c
+libfuzz live 4096 "$work/corpus-live" live- csrc/capture.c csrc/format.c csrc/pcap_dl.c
 
 echo "== atheris, both backends differentially, ${seconds}s"
 mkdir -p "$work/corpus-py"
