@@ -72,6 +72,7 @@ static void load(void)
     if (!(sym = dlsym(h, #name))) {                                                                    \
         snprintf(load_error, sizeof load_error, "the system's libpcap has no %s (1.5 or later needed)", \
                  #name);                                                                               \
+        dlclose(h);                                                                                    \
         return;                                                                                        \
     }                                                                                                  \
     memcpy(&fn.name, &sym, sizeof sym);
