@@ -683,7 +683,7 @@ size_t kbm_bcache_apply(kbm_bcache *c, kbm_live_accept *records, size_t n, doubl
         }
         if (r->ack == 1)
             acks[0]++;
-        else if (r->ack != 0)
+        else if (r->ack == 2)
             acks[1]++;
     }
     pthread_mutex_unlock(&c->lock);
