@@ -9,7 +9,7 @@
 
    Build and run (from the repository root, after a build in build/crel or build/dev):
      cmake --build build/dev --target kbmcore
-     gcc -O3 -std=c11 -Icsrc benchmarks/big_table.c build/dev/libkbmcore.a -lcrypto -lpcap \
+     gcc -O3 -std=c11 -Icsrc benchmarks/big_table.c build/dev/libkbmcore.a -lcrypto \
          -lpthread -o build/big_table
      taskset -c 1 build/big_table [BIG [PACKETS [ROUNDS [STATE_DIR [SMALL_PACKETS [huge]]]]]]
          # defaults 1000000 262144 7 (no state file) 100000: the packets of kbmfast bench's 10 k

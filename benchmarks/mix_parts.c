@@ -16,7 +16,7 @@
      objcopy --redefine-sym kbm_mac96_batch_with=old_mac96_batch_with build/old_kernels.o
      objcopy -w --localize-symbol='kbm_*' build/old_kernels.o
      gcc -O2 -std=c11 -Icsrc -DOLD_KERNELS benchmarks/mix_parts.c build/old_kernels.o \
-         build/dev/libkbmcore.a -lcrypto -lpcap -lpthread -o build/mix_parts
+         build/dev/libkbmcore.a -lcrypto -lpthread -o build/mix_parts
      taskset -c 1 build/mix_parts build/chunks_shapes.txt [KERNEL]    # 3: avx512 (default)
 
    Without OLD_KERNELS, drop the two objcopy steps and old_kernels.o. */

@@ -14,7 +14,7 @@
    Build and run (from the repository root, after a build in build/crel):
      cmake -S . -B build/crel -DCMAKE_BUILD_TYPE=Release && cmake --build build/crel --target kbmcore
      gcc -O3 -std=c11 -Icsrc benchmarks/pipeline_parts.c build/crel/libkbmcore.a -lcrypto \
-         -lpcap -lpthread -o build/pipeline_parts
+         -lpthread -o build/pipeline_parts
      taskset -c 1 build/pipeline_parts [PEERS [PACKETS [ROUNDS]]]     # 10000 40960 9
    Add -DCHUNK=64 (or another size) to try another chunk size. */
 #define _GNU_SOURCE
