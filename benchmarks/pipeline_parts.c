@@ -41,22 +41,6 @@
 
 #define BATCH 4096
 
-static double cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return 1e9 * (double)ts.tv_sec + (double)ts.tv_nsec;
-}
-
-static uint64_t rng = 0x9E3779B97F4A7C15u;
-static uint64_t next(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
 static size_t npeers, npackets;
 static uint8_t (*homes)[16], (*kbms)[KBM_SIZE];
 static uint16_t *seqs;

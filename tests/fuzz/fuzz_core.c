@@ -14,38 +14,20 @@
 
 #include "kbm.h"
 #include "mac.h"
+#include "two_peers.h"
 
 static kbm_verifier *verifier, *rr_verifier;
 
 static void setup(void)
 {
-    static const uint8_t home1[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0};
-    static const uint8_t home2[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-    static const uint8_t kbm[20] = {0x06, 0xfe, 0x12, 0x94, 0xde, 0xdb, 0xb6, 0xb0, 0x85, 0x22,
-                                    0x7e, 0x37, 0xea, 0x4f, 0x9a, 0x19, 0x87, 0x00, 0xc9, 0xf4};
-    static const uint8_t kcn[20] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20};
-    static const uint8_t hn[8] = {0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7};
-    static const uint8_t cn[8] = {0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7};
+    verifier = fuzz_two_peers();
     int status;
-    verifier = kbm_verifier_new(NULL, 32768, &status);
-    if (!verifier)
-        abort();
-    kbm_peer_spec specs[2] = {
-        {.kind = KBM_KIND_KCN, .key = kcn, .key_len = 20, .home_nonce = hn, .home_nonce_len = 8,
-         .care_of_nonce = cn, .care_of_nonce_len = 8},
-        {.kind = KBM_KIND_KBM, .key = kbm, .key_len = 20},
-    };
-    memcpy(specs[0].home, home1, 16);
-    memcpy(specs[1].home, home2, 16);
-    size_t failed;
-    if (kbm_verifier_set_peers(verifier, specs, 2, &failed) != 0)
-        abort();
     /* return routability: nonces with serials 0..2 (indices 0, 1, 2), a table of 4 RR peers */
     static const uint8_t nonces[24] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
                                        17, 18, 19, 20, 21, 22, 23, 24};
     rr_verifier = kbm_verifier_new(NULL, 32768, &status);
     if (!rr_verifier || kbm_rr_enable(rr_verifier, 4) != 0 ||
-        kbm_rr_set(rr_verifier, kcn, 20, 0, nonces, 3) != 0)
+        kbm_rr_set(rr_verifier, fuzz_kcn, 20, 0, nonces, 3) != 0)
         abort();
 }
 

@@ -16,6 +16,7 @@
    verdict byte with its top bit set writes a configured peer's home address at detail.home
    (when it fits), so that key lookups succeed. */
 #include "live.c"
+#include "two_peers.h"
 
 #include <assert.h>
 
@@ -23,32 +24,12 @@ enum { MAX_PACKETS = 32 };
 
 static kbm_verifier *verifier;
 static kbm_bcache *cache;
-static const uint8_t homes[2][16] = {
-    {0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
-    {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},
-};
 
 static void setup(void)
 {
-    static const uint8_t kbm[20] = {6, 0xfe, 0x12, 0x94, 0xde, 0xdb, 0xb6, 0xb0, 0x85, 0x22,
-                                    0x7e, 0x37, 0xea, 0x4f, 0x9a, 0x19, 0x87, 0, 0xc9, 0xf4};
-    static const uint8_t kcn[20] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20};
-    static const uint8_t hn[8] = {0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7};
-    static const uint8_t cn[8] = {0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7};
-    int status;
-    verifier = kbm_verifier_new(NULL, 32768, &status);
+    verifier = fuzz_two_peers();
     cache = kbm_bcache_new(8);
-    if (!verifier || !cache)
-        abort();
-    kbm_peer_spec specs[2] = {
-        {.kind = KBM_KIND_KCN, .key = kcn, .key_len = 20, .home_nonce = hn, .home_nonce_len = 8,
-         .care_of_nonce = cn, .care_of_nonce_len = 8},
-        {.kind = KBM_KIND_KBM, .key = kbm, .key_len = 20},
-    };
-    memcpy(specs[0].home, homes[0], 16);
-    memcpy(specs[1].home, homes[1], 16);
-    size_t failed;
-    if (kbm_verifier_set_peers(verifier, specs, 2, &failed) != 0)
+    if (!cache)
         abort();
 }
 
@@ -106,7 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             verdicts[i] = KBM_ACCEPTED;
             int64_t home = details[i].home;
             if (home >= 0 && (uint64_t)home + 16 <= lens[i])
-                memcpy(buf + offsets[i] + home, homes[i & 1], 16);
+                memcpy(buf + offsets[i] + home, fuzz_homes[i & 1], 16);
         }
     }
     if (opt & 16) /* hostile offsets: kbm_live_ack must not trust them either */
